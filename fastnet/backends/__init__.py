@@ -1,0 +1,149 @@
+"""Backends: one table of ops, three implementations, and the rule that picks one.
+
+``OPS`` lists every op; each backend module (``reference``, ``numba_ops``, ``cython_ops``)
+exports exactly those names with the reference's signatures. ``resolve(name)`` returns a
+:class:`Backend` whose ``ops`` namespace the network calls; an op a backend lacks is taken
+from the reference, with one :class:`FastnetBackendNotice` saying so.
+
+Selection: ``"numpy" | "numba" | "cython"`` or ``"auto"``; the environment variable
+``FASTNET_BACKEND`` replaces the default ``"auto"``. ``auto`` takes the first available backend
+of :data:`AUTO_ORDER`. ``FASTNET_REQUIRE_CYTHON=1`` turns a missing compiled extension into an
+error instead of a fallback.
+
+Loaders are lazy: ``import fastnet.backends`` imports neither Numba nor the extension.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from dataclasses import dataclass
+from types import ModuleType, SimpleNamespace
+
+from ..errors import BackendError
+
+OPS: tuple[str, ...] = (
+    "linear_forward",
+    "linear_backward",
+    "bias_relu_forward",
+    "relu_backward",
+    "bn_relu_forward_train",
+    "bn_relu_forward_eval",
+    "bn_relu_backward",
+    "softmax_xent",
+    "softmax_xent_backward",
+    "sgd_update_inplace",
+)
+
+NAMES: tuple[str, ...] = ("numpy", "numba", "cython")
+
+# The order ``auto`` tries. Justified by ``pytest bench --benchmark-only`` (see README).
+AUTO_ORDER: tuple[str, ...] = ("cython", "numba", "numpy")
+
+_MODULES = {
+    "numpy": "fastnet.backends.reference",
+    "numba": "fastnet.backends.numba_ops",
+    "cython": "fastnet.backends.cython_ops",
+}
+
+
+class FastnetBackendNotice(UserWarning):
+    """A backend was unavailable, or lacked an op, and another was used instead."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A backend as resolved: its ops (None when unavailable) and why it is unavailable."""
+
+    name: str
+    ops: SimpleNamespace | None
+    reason: str | None = None
+    version: str | None = None
+    fallback_ops: tuple[str, ...] = ()
+
+    @property
+    def available(self) -> bool:
+        return self.ops is not None
+
+    def describe(self) -> str:
+        if not self.available:
+            return f"{self.name}: unavailable ({self.reason})"
+        extra = f", reference ops for {', '.join(self.fallback_ops)}" if self.fallback_ops else ""
+        return f"{self.name}: available ({self.version or 'no version'}{extra})"
+
+
+_cache: dict[str, Backend] = {}
+_noticed: set[str] = set()
+
+
+def notice(key: str, message: str) -> None:
+    """Emit a FastnetBackendNotice once per cause per process."""
+    if key not in _noticed:
+        _noticed.add(key)
+        warnings.warn(message, FastnetBackendNotice, stacklevel=3)
+
+
+def _version(name: str, module: ModuleType) -> str:
+    if name == "numba":
+        import numba
+
+        return f"numba {numba.__version__}"
+    if name == "cython":
+        return getattr(module, "VERSION", "compiled extension")
+    import numpy
+
+    return f"numpy {numpy.__version__}"
+
+
+def load(name: str) -> Backend:
+    """Import a backend by name (cached); an import failure becomes ``reason``, not an error."""
+    if name not in _MODULES:
+        raise ValueError(f"unknown backend {name!r}; choose one of: auto, {', '.join(NAMES)}")
+    if name in _cache:
+        return _cache[name]
+    try:
+        module = importlib.import_module(_MODULES[name])
+    except ImportError as exc:  # numba missing, extension not built, ...
+        backend = Backend(name, None, reason=str(exc) or type(exc).__name__)
+    else:
+        reference = importlib.import_module(_MODULES["numpy"])
+        missing = tuple(op for op in OPS if not hasattr(module, op))
+        ops = SimpleNamespace(**{op: getattr(module, op, None) or getattr(reference, op) for op in OPS})
+        backend = Backend(name, ops, version=_version(name, module), fallback_ops=missing)
+    _cache[name] = backend
+    return backend
+
+
+def _require_cython() -> bool:
+    return os.environ.get("FASTNET_REQUIRE_CYTHON", "") == "1"
+
+
+def resolve(name: str | None = None) -> Backend:
+    """The backend to use for ``name`` ("auto", "numpy", "numba", "cython"; None = default).
+
+    The default is ``$FASTNET_BACKEND`` or "auto". A named backend that is unavailable falls
+    back to the next of :data:`AUTO_ORDER` with a notice (or raises :class:`BackendError` for
+    cython under ``FASTNET_REQUIRE_CYTHON=1``); an unknown name is a ValueError.
+    """
+    if name is None:
+        name = os.environ.get("FASTNET_BACKEND", "") or "auto"
+    name = name.strip().lower()
+    if name != "auto" and name not in NAMES:
+        raise ValueError(f"unknown backend {name!r}; choose one of: auto, {', '.join(NAMES)}")
+    candidates = AUTO_ORDER if name == "auto" else (name,) + tuple(n for n in AUTO_ORDER if n != name)
+    for candidate in candidates:
+        backend = load(candidate)
+        if backend.available:
+            if backend.fallback_ops:
+                notice(f"ops:{candidate}", f"fastnet: backend {candidate} lacks {', '.join(backend.fallback_ops)}; using the NumPy reference for those")
+            return backend
+        if candidate == "cython" and _require_cython():
+            raise BackendError(f"the compiled extension fastnet._ckernels is missing ({backend.reason}) and FASTNET_REQUIRE_CYTHON=1; reinstall with a C compiler: pip install -e .")
+        if name != "auto" or candidate != "numpy":
+            notice(f"missing:{candidate}", f"fastnet: backend {candidate} unavailable ({backend.reason}); trying the next one")
+    raise BackendError("no backend could be loaded")  # the NumPy reference always loads
+
+
+def info() -> list[Backend]:
+    """Every backend, loaded, for ``fastnet info``."""
+    return [load(n) for n in NAMES]

@@ -1,0 +1,86 @@
+"""Checks at the op boundary, shared by every backend so that all of them fail alike.
+
+Each helper returns an array the kernels can trust: C-contiguous, of the expected float dtype
+and shape (a copy is made only when the layout or the dtype of an integer label array must
+change). Anything that cannot be converted safely is refused with one sentence naming the op,
+the argument, what it got and what was expected, e.g.
+``bn_relu_forward_train: gamma has shape (49,), expected (50,) to match S.shape[1]``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class OpInputError(ValueError):
+    """An op was given an array of the wrong dtype, shape or layout."""
+
+
+def _float_dtype(op: str, name: str, a: np.ndarray, dtype: np.dtype | None) -> np.dtype:
+    if a.dtype not in FLOAT_DTYPES:
+        raise OpInputError(f"{op}: {name} has dtype {a.dtype}, expected float32 or float64")
+    if dtype is not None and a.dtype != dtype:
+        raise OpInputError(f"{op}: {name} has dtype {a.dtype}, expected {np.dtype(dtype)} like the other arrays")
+    return a.dtype
+
+
+def matrix(op: str, name: str, a, dtype=None, shape: tuple | None = None, why: str = "") -> NDArray:
+    """A 2-D float array, C-contiguous (copied only if it is not), optionally of a fixed shape."""
+    if not isinstance(a, np.ndarray):
+        raise OpInputError(f"{op}: {name} is a {type(a).__name__}, expected a numpy array")
+    _float_dtype(op, name, a, dtype)
+    if a.ndim != 2:
+        raise OpInputError(f"{op}: {name} has {a.ndim} dimensions (shape {a.shape}), expected a 2-D (n, m) array")
+    if shape is not None and a.shape != tuple(shape):
+        raise OpInputError(f"{op}: {name} has shape {a.shape}, expected {tuple(shape)}{why}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise OpInputError(f"{op}: {name} has shape {a.shape}, expected no empty dimension")
+    return np.ascontiguousarray(a)
+
+
+def vector(op: str, name: str, a, m: int, dtype, why: str = "") -> NDArray:
+    """A 1-D float array of length m and the given dtype."""
+    if not isinstance(a, np.ndarray):
+        raise OpInputError(f"{op}: {name} is a {type(a).__name__}, expected a numpy array")
+    _float_dtype(op, name, a, dtype)
+    if a.shape != (m,):
+        raise OpInputError(f"{op}: {name} has shape {a.shape}, expected ({m},){why}")
+    return np.ascontiguousarray(a)
+
+
+def labels(op: str, y, n: int, K: int) -> NDArray:
+    """Integer class labels (n,) in 0..K-1, as intp; out-of-range labels would index out of bounds."""
+    if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu":
+        got = y.dtype if isinstance(y, np.ndarray) else type(y).__name__
+        raise OpInputError(f"{op}: y has type {got}, expected an integer numpy array of class labels")
+    if y.shape != (n,):
+        raise OpInputError(f"{op}: y has shape {y.shape}, expected ({n},) to match the number of rows")
+    if n and (y.min() < 0 or y.max() >= K):
+        raise OpInputError(f"{op}: y has labels outside 0..{K - 1}")
+    return np.ascontiguousarray(y, dtype=np.intp)
+
+
+def inplace_target(op: str, name: str, a) -> NDArray:
+    """An array an ``_inplace`` op may write to: it cannot be copied, so it must already be right."""
+    if not isinstance(a, np.ndarray):
+        raise OpInputError(f"{op}: {name} is a {type(a).__name__}, expected a numpy array")
+    _float_dtype(op, name, a, None)
+    if not a.flags.c_contiguous:
+        raise OpInputError(f"{op}: {name} is not C-contiguous; an in-place update needs the array itself")
+    if not a.flags.writeable:
+        raise OpInputError(f"{op}: {name} is read-only; an in-place update needs a writeable array")
+    return a
+
+
+def scalar(op: str, name: str, x, *, positive: bool = False, nonnegative: bool = False) -> float:
+    """A finite Python float (eps, lam, eta, ...)."""
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        raise OpInputError(f"{op}: {name} is {x!r}, expected a number") from None
+    if not np.isfinite(f) or (positive and f <= 0) or (nonnegative and f < 0):
+        need = "a positive" if positive else "a non-negative" if nonnegative else "a finite"
+        raise OpInputError(f"{op}: {name} is {x!r}, expected {need} finite number")
+    return f
