@@ -1,0 +1,233 @@
+"""Command line: ``fastnet-train`` and ``fastnet <command>``.
+
+Imports are deferred to the command that needs them, so ``--help`` is fast (no Numba, no
+matplotlib). A :class:`fastnet.errors.FastnetError` is printed as one line and exits with
+status 2, without a traceback; so are argument errors (argparse's own convention).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import FastnetError
+
+EXIT_USER_ERROR = 2
+
+
+# ------------------------------------------------------------------------ argument types
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.replace(" ", "").split(",") if s != "")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes like 50,50, got {text!r}") from None
+    if not sizes or any(m < 1 for m in sizes):
+        raise argparse.ArgumentTypeError(f"hidden layer sizes must be positive integers, got {text!r}")
+    return sizes
+
+
+def _number(kind, minimum=None, strict=False, name="value"):
+    def parse(text: str):
+        try:
+            x = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {text!r}") from None
+        if kind is float and x != x or x in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if minimum is not None and (x <= minimum if strict else x < minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum}, got {text!r}")
+        return x
+
+    return parse
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``fastnet-train``. Defaults are None here and filled from TrainConfig, so a
+    ``--config`` file and explicit flags can be layered (flags win)."""
+    g = p.add_argument_group("data")
+    g.add_argument("--data-dir", help="the cifar-10-batches-py folder, a folder containing it, or one containing cifar-10-python.tar.gz (default: $FASTNET_DATA or ~/.cache/fastnet)")
+    g.add_argument("--download", action="store_true", help="download the official archive (md5-checked) if the data is not found")
+    g.add_argument("--split", choices=["a3", "a2"], help="a3: batches 1-5 minus --n-val for training (default); a2: batch 1 train, batch 2 validation")
+    g.add_argument("--n-val", type=_number(int, 0), help="validation images held out of batches 1-5 for --split a3 (default 5000)")
+    g = p.add_argument_group("network")
+    g.add_argument("--hidden", type=_hidden, help="hidden layer sizes, e.g. 50,50 (default) or 50,30,20,20,10,10,10,10")
+    g.add_argument("--bn", action=argparse.BooleanOptionalAction, default=None, help="batch normalization before each ReLU (default: on)")
+    g.add_argument("--init", choices=["he", "xavier", "normal"], help="weight initialisation (default he)")
+    g.add_argument("--sigma", type=_number(float, 0, strict=True), help="std of --init normal, the same at every layer")
+    g.add_argument("--alpha", type=_number(float, 0), help="decay of the BN running averages, eqs (38)-(39) (default 0.9; PyTorch momentum = 1 - alpha)")
+    g.add_argument("--eps", type=_number(float, 0, strict=True), help="epsilon of batch normalize, eq (11) (default 1e-8)")
+    g = p.add_argument_group("training")
+    g.add_argument("--lam", type=_number(float, 0), help="L2 regularisation lambda, eq (20) (default 0.005)")
+    g.add_argument("--eta-min", type=_number(float, 0), help="cyclic learning rate minimum (default 1e-5)")
+    g.add_argument("--eta-max", type=_number(float, 0, strict=True), help="cyclic learning rate maximum (default 1e-1)")
+    g.add_argument("--n-s", type=_number(int, 1), help="half-cycle length in update steps (default 5 * n_train / batch = 2250)")
+    g.add_argument("--cycles", type=_number(int, 1), help="number of learning-rate cycles (default 2)")
+    g.add_argument("--batch", type=_number(int, 1), help="mini-batch size (default 100)")
+    g.add_argument("--seed", type=_number(int, 0), help="random seed: initialisation and shuffling (default 0)")
+    g.add_argument("--dtype", choices=["float32", "float64"], help="floating-point type for training (default float32)")
+    g.add_argument("--backend", choices=["auto", "numpy", "numba", "cython"], help="kernel backend (default auto, or $FASTNET_BACKEND)")
+    g.add_argument("--eval-every", type=_number(int, 0), help="also evaluate every N update steps (default: only at epoch ends)")
+    g = p.add_argument_group("output")
+    g.add_argument("--config", help="a JSON file of settings (keys as in config.json); flags given here override it")
+    g.add_argument("--out", help="run folder to write (default runs/<date-time>)")
+    g.add_argument("--overwrite", action="store_true", help="allow --out to be a folder that already holds a run")
+    g.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+CONFIG_FLAGS = ("hidden", "bn", "init", "sigma", "lam", "eta_min", "eta_max", "n_s", "cycles", "batch", "alpha", "eps", "seed", "dtype", "backend", "split", "n_val", "eval_every")
+
+
+def config_from_args(args):
+    """A validated TrainConfig from a --config file (if any) overlaid with explicit flags."""
+    from .runs import read_json
+    from .train import TrainConfig
+
+    values: dict = {}
+    if args.config:
+        data = read_json(args.config)
+        values.update(data.get("train", data))
+    for name in CONFIG_FLAGS:
+        v = getattr(args, name, None)
+        if v is not None:
+            values[name] = v
+    if values.get("backend") is None and os.environ.get("FASTNET_BACKEND"):
+        values["backend"] = os.environ["FASTNET_BACKEND"]
+    try:
+        cfg = TrainConfig.from_dict(values)
+    except TypeError as exc:
+        raise FastnetError(f"invalid configuration: {exc}") from None
+    return cfg.validate()
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def cmd_train(args) -> int:
+    from .runs import run_to_folder
+
+    cfg = config_from_args(args)
+    out = args.out or default_run_dir()
+    metrics = run_to_folder(cfg, out, data_dir=args.data_dir, download=args.download, overwrite=args.overwrite, progress=not args.quiet, plots=not args.no_plots)
+    print(f"test accuracy {metrics['test_accuracy']:.4f}  (validation {metrics['val_accuracy']:.4f}; {metrics['train_seconds']:.1f} s training)  -> {out}")
+    return 0
+
+
+def default_run_dir() -> str:
+    import time
+
+    return os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+
+
+def cmd_evaluate(args) -> int:
+    from .runs import evaluate_run
+
+    result = evaluate_run(args.run_dir, data_dir=args.data_dir, backend=args.backend)
+    recorded = result.get("recorded_test_accuracy")
+    rec = f" (recorded at training: {recorded:.4f})" if recorded is not None else ""
+    print(f"test accuracy {result['test_accuracy']:.4f} on {result['n_test']} images{rec}")
+    return 0
+
+
+def cmd_gradcheck(args) -> int:
+    from . import gradcheck as gc
+    from .backends import resolve
+
+    backend = resolve(args.backend)
+    print(f"backend: {backend.name}; float64; centred differences, h = {gc.H:g}; d = 10, batch 16")
+    rows = []
+    worst = 0.0
+    for case in gc.STANDARD_CASES:
+        for check in gc.run_case(case["hidden"], case["bn"], case["lam"], backend.ops):
+            rows.append((gc.case_name(**case), check))
+            worst = max(worst, check.rel_error)
+    print(gc.format_table(rows))
+    print(f"worst relative error (w.r.t. each array's largest gradient): {worst:.2e}")
+    return 0 if worst <= 1e-6 else 1
+
+
+def cmd_info(args) -> int:
+    import platform
+
+    import numpy
+
+    from . import __version__
+    from .backends import AUTO_ORDER, info, resolve
+
+    print(f"fastnet {__version__}, Python {platform.python_version()}, numpy {numpy.__version__}, {os.cpu_count()} CPUs")
+    for b in info():
+        print("  " + b.describe())
+    print(f"auto order: {', '.join(AUTO_ORDER)}; auto picks: {resolve('auto').name}")
+    try:
+        from threadpoolctl import threadpool_info
+
+        for pool in threadpool_info():
+            print(f"  threads: {pool.get('internal_api')} {pool.get('version')} num_threads={pool.get('num_threads')}")
+    except ImportError:
+        pass
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .data import OFFICIAL_MD5, OFFICIAL_URL, find_cifar10
+
+    folder = find_cifar10(args.data_dir, download=True, url=args.url or OFFICIAL_URL, md5=OFFICIAL_MD5 if not args.url else args.md5, progress=not args.quiet)
+    print(folder)
+    return 0
+
+
+# -------------------------------------------------------------------------------- parsers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastnet", description="Fast k-layer networks with batch norm on CIFAR-10 (DD2424 Assignment 3).")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    t = sub.add_parser("train", help="train a network and write a run folder (same as fastnet-train)")
+    add_train_arguments(t)
+    t.set_defaults(func=cmd_train)
+    e = sub.add_parser("evaluate", help="reload a run's model and measure its test accuracy")
+    e.add_argument("run_dir")
+    e.add_argument("--data-dir")
+    e.add_argument("--backend", choices=["auto", "numpy", "numba", "cython"])
+    e.set_defaults(func=cmd_evaluate)
+    g = sub.add_parser("gradcheck", help="analytic vs numerical gradients, 2-4 layers, with and without BN")
+    g.add_argument("--backend", choices=["auto", "numpy", "numba", "cython"], default="numpy")
+    g.set_defaults(func=cmd_gradcheck)
+    i = sub.add_parser("info", help="backends, versions and threads")
+    i.set_defaults(func=cmd_info)
+    d = sub.add_parser("download", help="download and verify the official CIFAR-10 archive")
+    d.add_argument("--data-dir")
+    d.add_argument("--url", help="another address of the archive (file:// works)")
+    d.add_argument("--md5", help="the md5 expected with --url (default: none checked)")
+    d.add_argument("-q", "--quiet", action="store_true")
+    d.set_defaults(func=cmd_download)
+    return p
+
+
+def _run(func, args) -> int:
+    try:
+        return func(args)
+    except FastnetError as exc:
+        print(f"fastnet: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("fastnet: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return _run(args.func, args)
+
+
+def train_main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="fastnet-train", description="Train a k-layer network on CIFAR-10 and write a run folder. Defaults: the assignment's Exercise 3 setting (3-layer [50,50], BN, He, lambda 0.005, cyclic eta 1e-5..1e-1, n_s 2250, 2 cycles, batch 100).")
+    add_train_arguments(p)
+    return _run(cmd_train, p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
