@@ -8,6 +8,8 @@ the argument, what it got and what was expected, e.g.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -80,7 +82,9 @@ def scalar(op: str, name: str, x, *, positive: bool = False, nonnegative: bool =
         f = float(x)
     except (TypeError, ValueError):
         raise OpInputError(f"{op}: {name} is {x!r}, expected a number") from None
-    if not np.isfinite(f) or (positive and f <= 0) or (nonnegative and f < 0):
+    # math.isfinite, not np.isfinite: same answer for a Python float, 15x cheaper, and this
+    # runs on every op call (small-batch ops take only a few microseconds in all).
+    if not math.isfinite(f) or (positive and f <= 0) or (nonnegative and f < 0):
         need = "a positive" if positive else "a non-negative" if nonnegative else "a finite"
         raise OpInputError(f"{op}: {name} is {x!r}, expected {need} finite number")
     return f
