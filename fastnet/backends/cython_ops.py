@@ -1,0 +1,264 @@
+"""The Cython backend: validates and allocates in Python, loops in ``fastnet._ckernels``.
+
+Every public function has the name and signature of its twin in ``reference.py`` and checks
+its inputs with the shared ``_checks`` helpers exactly as the reference does; the compiled
+loops (``kernels/_ckernels.pyx``) trust what they are given and only fill the outputs.
+
+Importing this module raises ImportError, and nothing else, when the extension is missing or
+older than this wrapper; ``fastnet.backends.load`` turns that into the backend's ``reason``.
+
+``linear_forward`` and ``linear_backward`` are matrix products: the reference ops, which call
+BLAS through NumPy, are re-exported (a hand loop would be a slower BLAS).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fastnet import _ckernels as _ck  # ImportError when the extension was not built
+
+from . import _checks as chk
+from .reference import BNGrad, BNTrain, LinGrad, Xent, linear_backward, linear_forward
+
+NAME = "cython"
+VERSION = getattr(_ck, "VERSION", "unknown")
+
+__all__ = [
+    "linear_forward",
+    "linear_backward",
+    "bias_relu_forward",
+    "relu_backward",
+    "bn_relu_forward_train",
+    "bn_relu_forward_eval",
+    "bn_relu_backward",
+    "softmax_xent",
+    "softmax_xent_backward",
+    "sgd_update_inplace",
+    "BNGrad",
+    "BNTrain",
+    "LinGrad",
+    "Xent",
+]
+
+_KERNELS = (
+    "bias_relu_forward",
+    "relu_backward",
+    "bn_relu_forward_train",
+    "bn_relu_forward_eval",
+    "bn_relu_backward",
+    "softmax_xent",
+    "softmax_xent_backward",
+    "sgd_update",
+)
+_REQUIRED_VERSION = "fastnet._ckernels 2"
+
+
+def _specialisations() -> dict[np.dtype, dict[str, object]]:
+    """The float and double instance of every fused kernel, picked once here.
+
+    Calling a fused Cython function makes it inspect its arguments' buffers to choose a
+    specialisation on every call (microseconds, as much as a small kernel's work); the
+    checks have already fixed the dtype, so each op calls the right instance directly.
+    """
+    if VERSION != _REQUIRED_VERSION:
+        raise ImportError(
+            f"fastnet._ckernels is {VERSION!r}, expected {_REQUIRED_VERSION!r}; rebuild it: pip install -e ."
+        )
+    table: dict[np.dtype, dict[str, object]] = {}
+    for dtype, ctype in ((np.dtype(np.float32), "float"), (np.dtype(np.float64), "double")):
+        try:
+            table[dtype] = {name: getattr(_ck, name)[ctype] for name in _KERNELS}
+        except (AttributeError, KeyError, TypeError) as exc:  # a stale or foreign build
+            raise ImportError(f"fastnet._ckernels lacks a {ctype} kernel ({exc}); rebuild it: pip install -e .") from exc
+    return table
+
+
+_K = _specialisations()
+
+
+def bias_relu_forward(Z: NDArray, b: NDArray) -> NDArray:
+    """Bias and ReLU of a layer without batch norm: ``X = max(0, Z + b)``, eqs (1)-(2).
+
+    Parameters
+    ----------
+    Z : (n, m) float32/float64, the product X^(l-1) W^T without bias.
+    b : (m,) of Z's dtype.
+
+    Returns
+    -------
+    X : (n, m) array of Z.dtype.
+    """
+    op = "bias_relu_forward"
+    Z = chk.matrix(op, "Z", Z)
+    b = chk.vector(op, "b", b, Z.shape[1], Z.dtype, " to match Z.shape[1]")
+    X = np.empty_like(Z)
+    _K[Z.dtype]["bias_relu_forward"](Z, b, X)
+    return X
+
+
+def relu_backward(G: NDArray, X: NDArray) -> NDArray:
+    """ReLU mask on the gradient: ``G * Ind(X > 0)``, eqs (24) and (30).
+
+    Parameters
+    ----------
+    G : (n, m) float32/float64 gradient w.r.t. the layer output.
+    X : (n, m) the layer output x^(l) = max(0, .), same dtype.
+
+    Returns
+    -------
+    (n, m) array of G.dtype.
+    """
+    op = "relu_backward"
+    G = chk.matrix(op, "G", G)
+    X = chk.matrix(op, "X", X, G.dtype, G.shape, " to match G")
+    G_out = np.empty_like(G)
+    _K[G.dtype]["relu_backward"](G, X, G_out)
+    return G_out
+
+
+def bn_relu_forward_train(S: NDArray, gamma: NDArray, beta: NDArray, eps: float) -> BNTrain:
+    """Batch norm with batch statistics, scale-shift and ReLU, fused: eqs (13)-(17).
+
+    Parameters
+    ----------
+    S : (n, m) float32/float64 un-normalised scores, eq (12); n >= 2.
+    gamma, beta : (m,) scale and shift, S's dtype.
+    eps : the small constant of eq (11).
+
+    Returns
+    -------
+    BNTrain(X, S_hat, mu, v), arrays of S.dtype; v is the biased variance of eq (14).
+    """
+    op = "bn_relu_forward_train"
+    S = chk.matrix(op, "S", S)
+    m = S.shape[1]
+    gamma = chk.vector(op, "gamma", gamma, m, S.dtype, " to match S.shape[1]")
+    beta = chk.vector(op, "beta", beta, m, S.dtype, " to match S.shape[1]")
+    eps = chk.scalar(op, "eps", eps, positive=True)
+    if S.shape[0] < 2:
+        raise chk.OpInputError(f"{op}: S has {S.shape[0]} row, expected at least 2 to estimate a variance")
+    X = np.empty_like(S)
+    S_hat = np.empty_like(S)
+    mu = np.empty(m, S.dtype)
+    v = np.empty(m, S.dtype)
+    _K[S.dtype]["bn_relu_forward_train"](S, gamma, beta, eps, X, S_hat, mu, v)
+    return BNTrain(X, S_hat, mu, v)
+
+
+def bn_relu_forward_eval(S: NDArray, gamma: NDArray, beta: NDArray, mu: NDArray, v: NDArray, eps: float) -> NDArray:
+    """Batch norm with fixed (running) statistics, scale-shift and ReLU: eqs (6)-(8), (11).
+
+    Parameters
+    ----------
+    S : (n, m) float32/float64 scores.
+    gamma, beta, mu, v : (m,) of S's dtype; mu and v are only read.
+    eps : as in eq (11).
+
+    Returns
+    -------
+    X : (n, m) array of S.dtype.
+    """
+    op = "bn_relu_forward_eval"
+    S = chk.matrix(op, "S", S)
+    m = S.shape[1]
+    gamma = chk.vector(op, "gamma", gamma, m, S.dtype, " to match S.shape[1]")
+    beta = chk.vector(op, "beta", beta, m, S.dtype, " to match S.shape[1]")
+    mu = chk.vector(op, "mu", mu, m, S.dtype, " to match S.shape[1]")
+    v = chk.vector(op, "v", v, m, S.dtype, " to match S.shape[1]")
+    eps = chk.scalar(op, "eps", eps, positive=True)
+    X = np.empty_like(S)
+    _K[S.dtype]["bn_relu_forward_eval"](S, gamma, beta, mu, v, eps, X)
+    return X
+
+
+def bn_relu_backward(G: NDArray, X: NDArray, S_hat: NDArray, gamma: NDArray, v: NDArray, eps: float) -> BNGrad:
+    """Back through ReLU, scale-shift and batch norm of one layer, fused: eqs (24)-(27), (30)-(37).
+
+    Parameters
+    ----------
+    G : (n, m) float32/float64 gradient w.r.t. the layer output x^(l) (before the ReLU mask).
+    X, S_hat : (n, m) and v : (m,), from ``bn_relu_forward_train`` of this layer.
+    gamma : (m,) scale. eps : as in the forward pass.
+
+    Returns
+    -------
+    BNGrad(G, dgamma, dbeta), arrays of G.dtype; G = dJ/dS^(l) per sample (no 1/n).
+
+    Notes
+    -----
+    Computes ``G = sigma1 * gamma * (Gm - dbeta - S_hat * dgamma)`` with ``Gm = G * (X > 0)``,
+    algebraically equal to eqs (31)-(37) (derivation in ``numba_ops``).
+    """
+    op = "bn_relu_backward"
+    G = chk.matrix(op, "G", G)
+    n, m = G.shape
+    X = chk.matrix(op, "X", X, G.dtype, G.shape, " to match G")
+    S_hat = chk.matrix(op, "S_hat", S_hat, G.dtype, G.shape, " to match G")
+    gamma = chk.vector(op, "gamma", gamma, m, G.dtype, " to match G.shape[1]")
+    v = chk.vector(op, "v", v, m, G.dtype, " to match G.shape[1]")
+    eps = chk.scalar(op, "eps", eps, positive=True)
+    G_out = np.empty_like(G)
+    dgamma = np.empty(m, G.dtype)
+    dbeta = np.empty(m, G.dtype)
+    _K[G.dtype]["bn_relu_backward"](G, X, S_hat, gamma, v, eps, G_out, dgamma, dbeta)
+    return BNGrad(G_out, dgamma, dbeta)
+
+
+def softmax_xent(S: NDArray, y: NDArray) -> Xent:
+    """Softmax probabilities, eqs (4)/(19), and the cross-entropy loss of each sample.
+
+    Parameters
+    ----------
+    S : (n, K) float32/float64 scores.
+    y : (n,) integer labels in 0..K-1.
+
+    Returns
+    -------
+    Xent(P, loss): P (n, K) and loss (n,), of S.dtype. Max-shifted, as the reference.
+    """
+    op = "softmax_xent"
+    S = chk.matrix(op, "S", S)
+    y = chk.labels(op, y, S.shape[0], S.shape[1])
+    P = np.empty_like(S)
+    loss = np.empty(S.shape[0], S.dtype)
+    _K[S.dtype]["softmax_xent"](S, y, P, loss)
+    return Xent(P, loss)
+
+
+def softmax_xent_backward(P: NDArray, y: NDArray) -> NDArray:
+    """Gradient of the per-sample cross-entropy w.r.t. the scores: ``G = -(Y - P)``, eq (21).
+
+    Parameters
+    ----------
+    P : (n, K) float32/float64 probabilities from ``softmax_xent``.
+    y : (n,) integer labels in 0..K-1.
+
+    Returns
+    -------
+    G : (n, K) array of P.dtype.
+    """
+    op = "softmax_xent_backward"
+    P = chk.matrix(op, "P", P)
+    y = chk.labels(op, y, P.shape[0], P.shape[1])
+    G = np.empty_like(P)
+    _K[P.dtype]["softmax_xent_backward"](P, y, G)
+    return G
+
+
+def sgd_update_inplace(theta: NDArray, grad: NDArray, eta: float) -> None:
+    """One gradient-descent step on a parameter, in place: ``theta -= eta * grad``.
+
+    Parameters
+    ----------
+    theta : float32/float64 array of any shape, C-contiguous and writeable; updated in place.
+    grad : array of theta's shape and dtype (the full gradient of eq (20)).
+    eta : non-negative learning rate.
+    """
+    op = "sgd_update_inplace"
+    theta = chk.inplace_target(op, "theta", theta)
+    if not isinstance(grad, np.ndarray) or grad.shape != theta.shape or grad.dtype != theta.dtype:
+        got = (grad.shape, grad.dtype) if isinstance(grad, np.ndarray) else type(grad).__name__
+        raise chk.OpInputError(f"{op}: grad is {got}, expected shape {theta.shape} and dtype {theta.dtype} like theta")
+    eta = chk.scalar(op, "eta", eta, nonnegative=True)
+    # reshape(-1) of a C-contiguous theta is a view: the kernel writes into theta itself.
+    _K[theta.dtype]["sgd_update"](theta.reshape(-1), np.ascontiguousarray(grad).reshape(-1), eta)
