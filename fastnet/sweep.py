@@ -1,0 +1,402 @@
+"""Run many trainings: a list of ``(name, TrainConfig)`` becomes run folders ``OUT/name/``.
+
+Three ways to execute the same list, chosen by :func:`run_sweep`:
+
+* ``workers=1``: one after the other in this process;
+* ``workers=N > 1``: a :class:`concurrent.futures.ProcessPoolExecutor` of ``N`` processes
+  started with ``spawn``, each with its BLAS / OpenMP / Numba threads pinned to 1 (so that N
+  runs share N cores instead of fighting over them; see :func:`pin_threads`);
+* ``scheduler="tcp://host:port"``: the runs are submitted to an existing
+  ``dask.distributed`` cluster; each task writes its folder where this call asked, so the
+  cluster's workers must see that path (one machine, or a shared file system).
+
+In every case a process loads each data set it needs once and keeps it (:func:`load_data`).
+
+**Resumable.** A run whose folder holds ``metrics.json`` (written last by
+:func:`fastnet.runs.run_to_folder`) is finished and skipped; a folder without it is an
+interrupted run and is done again from scratch. A finished run whose recorded configuration
+differs from the requested one is refused rather than silently reused.
+
+The results of all runs, skipped or executed, are written after every completed run to
+``OUT/results.csv`` and ``OUT/results.md``; ``OUT/sweep.log`` records which runs each
+invocation started, finished, skipped or lost (one line each).
+
+This module imports nothing heavy at import time, so that a spawned worker can pin its
+threads before numpy is loaded.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DivergenceError, FastnetError
+
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+RESULT_FIELDS = (
+    "name", "status", "executed", "test_accuracy", "val_accuracy", "train_accuracy",
+    "test_loss", "val_loss", "train_loss", "wall_seconds", "steps", "epochs",
+    "hidden", "bn", "init", "sigma", "lam", "eta_min", "eta_max", "n_s", "cycles", "batch",
+    "split", "backend", "message",
+)
+MARKDOWN_FIELDS = ("name", "status", "test_accuracy", "val_accuracy", "train_accuracy", "hidden", "bn", "init", "sigma", "lam", "n_s", "cycles", "wall_seconds")
+
+_DATA_CACHE: dict = {}
+
+
+# ------------------------------------------------------------------------- in a worker
+
+
+def pin_threads() -> None:
+    """Limit BLAS, OpenMP and Numba to one thread in this process.
+
+    The environment variables take effect for libraries loaded afterwards (a spawned worker
+    runs this before it imports numpy); ``threadpoolctl`` limits the pools already loaded.
+    """
+    for name in THREAD_ENV:
+        os.environ[name] = "1"
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1)  # not as a context manager: stays in force
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scipy's stack
+        pass
+    if "numba" in sys.modules:
+        try:
+            sys.modules["numba"].set_num_threads(1)
+        except Exception:  # pragma: no cover - numba without a threading layer
+            pass
+
+
+def load_data(data_dir, split: str, n_val: int, dtype: str):
+    """The data set a run needs, loaded once per process and kept."""
+    key = (str(data_dir) if data_dir is not None else None, split, n_val if split == "a3" else None, dtype)
+    if key not in _DATA_CACHE:
+        import numpy as np
+
+        from .data import load_cifar10
+
+        _DATA_CACHE[key] = load_cifar10(data_dir, split=split, n_val=n_val, dtype=np.dtype(dtype), progress=False)
+    return _DATA_CACHE[key]
+
+
+def _log(log_path, event: str, name: str, extra: str = "") -> None:
+    if log_path is None:
+        return
+    line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {event} {name} pid={os.getpid()}{(' ' + extra) if extra else ''}\n"
+    with open(log_path, "a", encoding="utf-8") as f:  # one short append: atomic enough
+        f.write(line)
+
+
+def execute_run(name: str, cfg_dict: dict, run_dir: str, data_dir=None, plots: bool = True, log_path=None, pin: bool = False) -> dict:
+    """Train one run into ``run_dir`` (overwriting an unfinished folder); never raises for a
+    failed run: returns ``{"name", "status", "metrics" | "message", "pid"}``.
+
+    ``status`` is ``"finished"``, ``"diverged"`` (a result: the message says where) or
+    ``"failed"``. Top-level so that process pools and dask can pickle it.
+    """
+    if pin:
+        pin_threads()
+    from .runs import run_to_folder
+    from .train import TrainConfig
+
+    cfg = TrainConfig.from_dict(cfg_dict)
+    _log(log_path, "started", name)
+    try:
+        data = load_data(data_dir, cfg.split, cfg.n_val, cfg.dtype)
+        metrics = run_to_folder(cfg, run_dir, data=data, overwrite=True, progress=False, plots=plots)
+    except DivergenceError as exc:
+        _log(log_path, "diverged", name)
+        return {"name": name, "status": "diverged", "message": str(exc), "pid": os.getpid()}
+    except Exception as exc:  # one bad run must not sink the sweep; the message says why
+        _log(log_path, "failed", name)
+        return {"name": name, "status": "failed", "message": f"{type(exc).__name__}: {exc}", "pid": os.getpid()}
+    _log(log_path, "finished", name)
+    return {"name": name, "status": "finished", "metrics": metrics, "pid": os.getpid()}
+
+
+# ---------------------------------------------------------------------------- the sweep
+
+
+@dataclass
+class SweepResult:
+    """What a sweep did: one row per run (see RESULT_FIELDS), and which runs it executed."""
+
+    out_dir: Path
+    rows: list[dict] = field(default_factory=list)
+    executed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.rows if r["status"] == "failed"]
+
+    def by_name(self) -> dict[str, dict]:
+        return {r["name"]: r for r in self.rows}
+
+
+def _comparable(train: dict) -> dict:
+    """A configuration as JSON would give it back, without the backend (results are the same
+    mathematics on every backend)."""
+    d = json.loads(json.dumps(train))
+    d.pop("backend", None)
+    return d
+
+
+def is_finished(run_dir) -> bool:
+    return (Path(run_dir) / "metrics.json").is_file()
+
+
+def _check_same_config(run_dir: Path, cfg) -> None:
+    from .runs import read_json
+
+    recorded = read_json(run_dir / "config.json").get("train", {}) if (run_dir / "config.json").exists() else {}
+    if _comparable(recorded) != _comparable(cfg.to_dict()):
+        diff = sorted(k for k in set(recorded) | set(cfg.to_dict()) if k != "backend" and _comparable(recorded).get(k) != _comparable(cfg.to_dict()).get(k))
+        raise FastnetError(f"{run_dir} holds a finished run with another configuration (differs in {', '.join(diff) or 'unknown keys'}); "
+                           f"use another --out folder or delete that run")
+
+
+def result_row(name: str, cfg, status: str, metrics: dict | None, executed: bool, message: str = "") -> dict:
+    """One line of results.csv from a configuration and its metrics (None if not finished)."""
+    m = metrics or {}
+    return {
+        "name": name, "status": status, "executed": executed,
+        **{k: m.get(k, math.nan) for k in ("test_accuracy", "val_accuracy", "train_accuracy", "test_loss", "val_loss", "train_loss", "wall_seconds")},
+        "steps": m.get("steps", ""), "epochs": m.get("epochs", ""), "n_s": m.get("n_s", cfg.n_s if cfg.n_s is not None else ""),
+        "hidden": "-".join(str(h) for h in cfg.hidden), "bn": cfg.bn, "init": cfg.init, "sigma": "" if cfg.sigma is None else cfg.sigma,
+        "lam": cfg.lam, "eta_min": cfg.eta_min, "eta_max": cfg.eta_max, "cycles": cfg.cycles, "batch": cfg.batch,
+        "split": cfg.split, "backend": m.get("backend", cfg.backend), "message": message,
+    }
+
+
+def _fmt(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict], fields) -> str:
+    """A GitHub Markdown table of ``rows`` restricted to ``fields``."""
+    lines = ["| " + " | ".join(fields) + " |", "|" + "|".join("---" for _ in fields) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(k, "")).replace("|", "\\|") for k in fields) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out_dir, rows: list[dict], stem: str = "results") -> None:
+    """``OUT/results.csv`` (every field) and ``OUT/results.md`` (the main ones)."""
+    from .runs import _atomic_write, write_csv
+
+    out_dir = Path(out_dir)
+    write_csv(out_dir / f"{stem}.csv", rows, RESULT_FIELDS)
+    _atomic_write(out_dir / f"{stem}.md", markdown_table(rows, MARKDOWN_FIELDS))
+
+
+def _estimated_cost(cfg) -> float:
+    """Relative cost of a run (update steps x weights), to start the longest first."""
+    n_train = 10000 if cfg.split == "a2" else 50000 - cfg.n_val
+    n_s = cfg.resolved_n_s(n_train)
+    sizes = [3072, *cfg.hidden, 10]
+    return 2 * n_s * cfg.cycles * sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def run_sweep(runs, out_dir, *, data_dir=None, workers: int | None = None, scheduler: str | None = None,
+              plots: bool = True, echo=None, connect_timeout: float = 20.0) -> SweepResult:
+    """Train every ``(name, TrainConfig)`` of ``runs`` into ``out_dir/name`` unless finished.
+
+    Parameters
+    ----------
+    runs : list of (str, TrainConfig)
+        Names are folder paths relative to ``out_dir`` (``/`` allowed), unique.
+    out_dir : path
+        Where the run folders, ``results.csv``, ``results.md`` and ``sweep.log`` go.
+    data_dir : path or None
+        Passed to :func:`fastnet.data.load_cifar10` in whichever process trains.
+    workers : int or None
+        Processes to use (default: the cores this process may run on); 1 trains in this
+        process. Ignored with ``scheduler``.
+    scheduler : str or None
+        Address of a running ``dask.distributed`` scheduler to submit the runs to.
+    plots : bool
+        Write each run's PNG figures.
+    echo : callable or None
+        Called with one line of text per event (default: print to stderr).
+    connect_timeout : float
+        Seconds to wait for the dask scheduler to answer.
+
+    Returns
+    -------
+    SweepResult
+        Rows in the order of ``runs``. Runs that failed are rows with status ``"failed"``
+        and a message; a sweep never stops at one bad run.
+    """
+    from .train import TrainConfig
+
+    echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / "sweep.log"
+    names = [name for name, _ in runs]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise FastnetError(f"run names must be unique; repeated: {', '.join(dup)}")
+    configs = {}
+    for name, cfg in runs:
+        if not isinstance(cfg, TrainConfig):
+            cfg = TrainConfig.from_dict(cfg)
+        configs[name] = cfg.validate()
+
+    result = SweepResult(out_dir)
+    start = time.perf_counter()
+    rows: dict[str, dict] = {}
+    pending = []
+    for name in names:
+        run_dir = out_dir / name
+        cfg = configs[name]
+        if is_finished(run_dir):
+            _check_same_config(run_dir, cfg)
+            from .runs import read_json
+
+            rows[name] = result_row(name, cfg, "finished", read_json(run_dir / "metrics.json"), executed=False)
+            result.skipped.append(name)
+            _log(log_path, "skipped", name, "finished before")
+        else:
+            pending.append(name)
+            rows[name] = result_row(name, cfg, "pending", None, executed=False)
+    if result.skipped:
+        echo(f"sweep: {len(result.skipped)} of {len(names)} runs already finished in {out_dir}; {len(pending)} to do")
+    pending.sort(key=lambda n: -_estimated_cost(configs[n]))  # longest first: less idle time at the end
+
+    def done(res: dict) -> None:
+        name = res["name"]
+        cfg = configs[name]
+        rows[name] = result_row(name, cfg, res["status"], res.get("metrics"), executed=True, message=res.get("message", ""))
+        result.executed.append(name)
+        k = len(result.executed)
+        if res["status"] == "finished":
+            m = res["metrics"]
+            echo(f"[{k}/{len(pending)}] {name}: test {m['test_accuracy']:.4f}  val {m['val_accuracy']:.4f}  ({m['wall_seconds']:.1f} s)")
+        else:
+            echo(f"[{k}/{len(pending)}] {name}: {res['status']}: {res.get('message', '')}")
+        write_results(out_dir, [rows[n] for n in names])
+
+    write_results(out_dir, [rows[n] for n in names])
+    if pending:
+        args = {n: (n, configs[n].to_dict(), str(out_dir / n), None if data_dir is None else str(data_dir), plots, str(log_path)) for n in pending}
+        if scheduler:
+            _run_dask(scheduler, pending, args, done, echo, connect_timeout)
+        else:
+            n_workers = min(workers or default_workers(), len(pending))
+            if n_workers <= 1:
+                for n in pending:
+                    done(execute_run(*args[n]))
+            else:
+                _run_pool(n_workers, pending, args, done, echo, log_path)
+    result.rows = [rows[n] for n in names]
+    result.wall_seconds = time.perf_counter() - start
+    return result
+
+
+def _run_pool(n_workers: int, pending, args, done, echo, log_path) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    echo(f"sweep: {len(pending)} runs on {n_workers} worker processes (BLAS threads pinned to 1)")
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: pins threads before numpy loads
+    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=pin_threads)
+    try:
+        futures = {pool.submit(execute_run, *args[n], True): n for n in pending}
+        for fut in as_completed(futures):
+            try:
+                res = fut.result()
+            except BrokenProcessPool as exc:
+                res = {"name": futures[fut], "status": "failed", "message": f"worker process died ({exc})"}
+                _log(log_path, "lost", futures[fut])
+            done(res)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _run_dask(address: str, pending, args, done, echo, connect_timeout: float = 20.0) -> None:
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise FastnetError("--scheduler needs dask.distributed; install it with: pip install 'fastnet[dask]'") from None
+    try:
+        client = Client(address, timeout=f"{connect_timeout}s")
+    except (OSError, TimeoutError) as exc:
+        raise FastnetError(f"cannot reach the dask scheduler at {address} ({exc})") from None
+    try:
+        n = len(client.scheduler_info().get("workers", {}))
+        echo(f"sweep: {len(pending)} runs on the dask cluster {address} ({n} workers)")
+        client.run(pin_threads)
+        futures = [client.submit(execute_run, *args[name], True, key=f"fastnet-run-{name}-{os.getpid()}-{time.time_ns()}", pure=False) for name in pending]
+        names = {f.key: name for f, name in zip(futures, pending)}
+        for fut in as_completed(futures):
+            try:
+                res = fut.result()
+            except Exception as exc:  # the task itself never raises; this is the cluster failing
+                res = {"name": names[fut.key], "status": "failed", "message": f"dask: {type(exc).__name__}: {exc}"}
+            done(res)
+    finally:
+        client.close()
+
+
+# ------------------------------------------------------------------- sweep spec files
+
+
+def runs_from_spec(spec: dict) -> list[tuple[str, object]]:
+    """The runs a sweep file describes.
+
+    ``{"base": {TrainConfig keys}, "runs": [{"name": ..., key: value, ...}, ...]}`` lists runs
+    explicitly; ``{"base": {...}, "grid": {"lam": [0.001, 0.01], "bn": [true, false]}}`` takes
+    every combination (names like ``lam=0.001_bn=true``). Both may be given.
+    """
+    import itertools
+
+    from .train import TrainConfig
+
+    if not isinstance(spec, dict) or not ({"runs", "grid"} & set(spec)):
+        raise FastnetError("a sweep file is a JSON object with \"runs\" (a list) and/or \"grid\" (an object of lists), and optionally \"base\"")
+    base = dict(spec.get("base", {}))
+    out = []
+
+    def make(values: dict):
+        try:
+            return TrainConfig.from_dict({**base, **values}).validate()
+        except TypeError as exc:
+            raise FastnetError(f"invalid configuration in the sweep file: {exc}") from None
+
+    for i, entry in enumerate(spec.get("runs", [])):
+        entry = dict(entry)
+        name = str(entry.pop("name", f"run-{i:03d}"))
+        out.append((name, make(entry)))
+    grid = spec.get("grid", {})
+    if grid:
+        keys = list(grid)
+        for combo in itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys)):
+            values = dict(zip(keys, combo))
+            name = "_".join(f"{k}={json.dumps(v).replace(' ', '').replace(',', '-').strip(chr(34))}" for k, v in values.items())
+            out.append((name, make(values)))
+    return out
