@@ -179,7 +179,50 @@ def cmd_download(args) -> int:
     return 0
 
 
+def cmd_experiment(args) -> int:
+    from .experiments import run_experiment
+
+    result = run_experiment(args.name, args.out, data_dir=args.data_dir, workers=args.workers, scheduler=args.scheduler,
+                            quick=args.quick, backend=args.backend or os.environ.get("FASTNET_BACKEND") or "auto",
+                            full_n_s=args.full_n_s, plots=not args.no_plots)
+    records = result if args.name == "all" else {args.name: result}
+    failed = [f"{exp}/{run}" for exp, rec in records.items() for run in rec.get("failed", [])]
+    print(f"experiment {args.name} -> {args.out}" + (f"; failed runs: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+def cmd_sweep(args) -> int:
+    from .runs import read_json
+    from .sweep import runs_from_spec, run_sweep
+
+    runs = runs_from_spec(read_json(args.spec))
+    if args.backend:
+        from dataclasses import replace
+
+        runs = [(name, replace(cfg, backend=args.backend)) for name, cfg in runs]
+    result = run_sweep(runs, args.out, data_dir=args.data_dir, workers=args.workers, scheduler=args.scheduler, plots=not args.no_plots)
+    print(f"{len(result.executed)} runs trained, {len(result.skipped)} already finished, {len(result.failed)} failed -> {Path(args.out) / 'results.md'}")
+    return 1 if result.failed else 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_report
+
+    pdf = build_report(args.experiment_dir, out=args.out)
+    print(pdf)
+    return 0
+
+
 # -------------------------------------------------------------------------------- parsers
+
+
+def _add_sweep_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
+    p.add_argument("--out", default=default_out, help=f"folder of the runs (default {default_out}/); finished runs in it are kept")
+    p.add_argument("--data-dir", help="where CIFAR-10 is (as for train)")
+    p.add_argument("--workers", type=_number(int, 1), help="processes training at once (default: the number of cores)")
+    p.add_argument("--scheduler", help="address of a dask.distributed scheduler to submit the runs to, e.g. tcp://127.0.0.1:8786")
+    p.add_argument("--backend", choices=["auto", "numpy", "numba", "cython"], help="kernel backend of every run (default auto)")
+    p.add_argument("--no-plots", action="store_true", help="skip each run's PNG figures")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,6 +247,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--md5", help="the md5 expected with --url (default: none checked)")
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(func=cmd_download)
+    x = sub.add_parser("experiment", help="run one of the assignment's experiments (or all) into --out")
+    x.add_argument("name", help="a2-default, ex2-3layer, ex2-9layer, ex3-3layer-bn, ex3-9layer-bn, lambda-search, final-3cycles, init-sensitivity, gradcheck or all")
+    _add_sweep_arguments(x, default_out="experiments")
+    x.add_argument("--quick", action="store_true", help="a few update steps per run (smoke test); same runs and folders")
+    x.add_argument("--full-n-s", action="store_true", help="init-sensitivity with n_s = 2250 instead of 900")
+    x.set_defaults(func=cmd_experiment)
+    w = sub.add_parser("sweep", help="train every run of a JSON sweep file (resumable, in parallel)")
+    w.add_argument("spec", help='JSON: {"base": {...}, "runs": [{"name": ..., ...}]} and/or {"grid": {"lam": [...], ...}}')
+    _add_sweep_arguments(w, default_out="sweep")
+    w.set_defaults(func=cmd_sweep)
+    r = sub.add_parser("report", help="the PDF report (items i-v) and summary.md of an experiment folder")
+    r.add_argument("experiment_dir")
+    r.add_argument("--out", help="PDF to write (default EXPERIMENT_DIR/report.pdf)")
+    r.set_defaults(func=cmd_report)
     return p
 
 

@@ -1,0 +1,318 @@
+"""Every experiment of Assignment 3 as a named preset: ``fastnet experiment NAME``.
+
+Each experiment writes its runs to ``OUT/<experiment>/<run>/`` (one run folder each, see
+:mod:`fastnet.runs`) through :func:`fastnet.sweep.run_sweep` (so it is resumable and runs
+in parallel), plus ``OUT/<experiment>/experiment.json`` (what was run, with which settings,
+how long it took) and ``results.csv`` / ``results.md``.
+
+The presets (``preset(name)`` returns the list of ``(run name, TrainConfig)`` without
+training anything):
+
+``a2-default``
+    Assignment 2's first default setting, to check the k-layer code reproduces it: a 2-layer
+    network with 50 hidden nodes, no BN, He init, split "a2" (data_batch_1 trains,
+    data_batch_2 validates), batch 100, eta 1e-5..1e-1, n_s = 500, lambda = 0.01, 1 cycle.
+``ex2-3layer``, ``ex2-9layer``
+    Exercise 2: [50, 50] and [50, 30, 20, 20, 10, 10, 10, 10] without BN, He init, split
+    "a3" (45,000 / 5,000), batch 100, eta 1e-5..1e-1, lambda = .005, 2 cycles,
+    n_s = 5 * 45,000 / 100 = 2250.
+``ex3-3layer-bn``, ``ex3-9layer-bn``
+    Exercise 3: the same two networks and setting with batch normalization.
+``lambda-search``
+    Coarse-to-fine search of lambda for the 3-layer BN network, judged by validation
+    accuracy. Coarse: 8 values on a grid evenly spaced in log10(lambda) over [-5, -1]. Fine:
+    8 values drawn log-uniformly (seeded) within one coarse grid step either side of the
+    best coarse value. Each search run is shorter than the default: 2 cycles with
+    n_s = 2 * 45,000 / 100 = 900. Ranges, values and seed go to ``lambda_search.json``;
+    every run's accuracies to ``lambda_search.csv`` / ``.md``.
+``final-3cycles``
+    The best lambda of ``lambda-search`` (run first if needed), 3 cycles at n_s = 2250;
+    its test accuracy is the answer to item (iv).
+``init-sensitivity``
+    Normal initialisation with sigma in {1e-1, 1e-3, 1e-4}, with and without BN, the
+    3-layer network and the Exercise 3 setting except n_s = 2 * 45,000 / 100 = 900
+    (``full_n_s=True``: 2250).
+
+``quick=True`` keeps every preset's structure (networks, BN, lambdas, init) but trains a few
+steps (n_s = 4, 300 validation images), for tests and smoke runs; it is recorded in
+``experiment.json`` and the report says so.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FastnetError
+from .train import TrainConfig
+
+HIDDEN_2 = (50,)
+HIDDEN_3 = (50, 50)
+HIDDEN_9 = (50, 30, 20, 20, 10, 10, 10, 10)
+N_TRAIN_A3 = 45_000
+BATCH = 100
+N_S_DEFAULT = 5 * N_TRAIN_A3 // BATCH   # 2250, the assignment's n_s
+N_S_SHORT = 2 * N_TRAIN_A3 // BATCH     # 900, "if training is slow on your machine"
+
+#: The Exercise 2 / 3 setting ("the given default parameter setting").
+DEFAULT_SETTING = dict(batch=BATCH, eta_min=1e-5, eta_max=1e-1, lam=0.005, cycles=2, n_s=N_S_DEFAULT, init="he", split="a3", n_val=5000)
+
+#: lambda search: coarse grid and fine draw.
+COARSE_LOG10 = (-5.0, -1.0)
+COARSE_N = 8
+FINE_N = 8
+SEARCH_SEED = 2424
+SEARCH_CYCLES = 2
+SEARCH_N_S = N_S_SHORT
+
+INIT_SIGMAS = (1e-1, 1e-3, 1e-4)
+
+QUICK = dict(n_s=4, n_val=300)
+QUICK_COARSE_N = 3
+QUICK_FINE_N = 2
+
+EXPERIMENTS = ("a2-default", "ex2-3layer", "ex2-9layer", "ex3-3layer-bn", "ex3-9layer-bn", "lambda-search", "final-3cycles", "init-sensitivity")
+
+TITLES = {
+    "a2-default": "Assignment 2 default: 2-layer [50], no BN",
+    "ex2-3layer": "Exercise 2: 3-layer [50, 50], no BN",
+    "ex2-9layer": "Exercise 2: 9-layer [50, 30, 20, 20, 10, 10, 10, 10], no BN",
+    "ex3-3layer-bn": "Exercise 3: 3-layer [50, 50], BN",
+    "ex3-9layer-bn": "Exercise 3: 9-layer [50, 30, 20, 20, 10, 10, 10, 10], BN",
+    "lambda-search": "Exercise 3: coarse-to-fine lambda search, 3-layer BN",
+    "final-3cycles": "Exercise 3: best lambda, 3 cycles, 3-layer BN",
+    "init-sensitivity": "Exercise 3: sensitivity to initialisation, BN vs no BN",
+}
+
+#: What the assignment text quotes for each experiment (for the summary table).
+QUOTED = {
+    "a2-default": "replicate Assignment 2's default result",
+    "ex2-3layer": "~52 %",
+    "ex2-9layer": "drops by quite a bit",
+    "ex3-3layer-bn": "~53.5 %",
+    "ex3-9layer-bn": "\"not bad\": close to the 3-layer BN net",
+    "lambda-search": "(validation accuracy per lambda)",
+    "final-3cycles": "(not quoted)",
+    "init-sensitivity": "BN should be far less sensitive to sigma",
+}
+
+
+def _quick(cfg: TrainConfig, quick: bool) -> TrainConfig:
+    return replace(cfg, **QUICK) if quick else cfg
+
+
+def _cfg(quick: bool, backend: str, **kw) -> TrainConfig:
+    values = {**DEFAULT_SETTING, **kw, "backend": backend}
+    return _quick(TrainConfig(**values), quick).validate()
+
+
+def coarse_lambdas(quick: bool = False) -> list[float]:
+    """The coarse grid: evenly spaced in log10(lambda) over COARSE_LOG10, ends included."""
+    n = QUICK_COARSE_N if quick else COARSE_N
+    return [float(10.0 ** e) for e in np.linspace(*COARSE_LOG10, n)]
+
+
+def fine_range(best: float, quick: bool = False) -> tuple[float, float]:
+    """log10 range of the fine search: one coarse grid step either side of ``best``."""
+    n = QUICK_COARSE_N if quick else COARSE_N
+    step = (COARSE_LOG10[1] - COARSE_LOG10[0]) / (n - 1)
+    return (math.log10(best) - step, math.log10(best) + step)
+
+
+def fine_lambdas(best: float, quick: bool = False, seed: int = SEARCH_SEED) -> list[float]:
+    """FINE_N values drawn log-uniformly in :func:`fine_range` (seeded: the same every time
+    for the same best coarse value, so an interrupted search resumes), sorted."""
+    lo, hi = fine_range(best, quick)
+    rng = np.random.default_rng([seed, int(round(-1e6 * math.log10(best)))])
+    n = QUICK_FINE_N if quick else FINE_N
+    return sorted(float(10.0 ** e) for e in rng.uniform(lo, hi, n))
+
+
+def _lam_name(stage: str, i: int, lam: float) -> str:
+    return f"{stage}-{i:02d}-lam={lam:.3e}"
+
+
+def search_config(lam: float, quick: bool = False, backend: str = "auto") -> TrainConfig:
+    return _cfg(quick, backend, hidden=HIDDEN_3, bn=True, lam=lam, cycles=SEARCH_CYCLES, n_s=SEARCH_N_S)
+
+
+def preset(name: str, *, quick: bool = False, backend: str = "auto", full_n_s: bool = False, best_lam: float | None = None) -> list[tuple[str, TrainConfig]]:
+    """The runs of experiment ``name`` as ``(run name, TrainConfig)``, nothing trained.
+
+    ``lambda-search`` returns its coarse stage (the fine stage depends on its results:
+    :func:`fine_lambdas`); ``final-3cycles`` needs ``best_lam``.
+    """
+    if name == "a2-default":
+        return [("2layer-50-noBN", _quick(TrainConfig(hidden=HIDDEN_2, bn=False, init="he", lam=0.01, eta_min=1e-5, eta_max=1e-1, n_s=500, cycles=1, batch=BATCH, split="a2", backend=backend), quick).validate())]
+    if name == "ex2-3layer":
+        return [("3layer-noBN", _cfg(quick, backend, hidden=HIDDEN_3, bn=False))]
+    if name == "ex2-9layer":
+        return [("9layer-noBN", _cfg(quick, backend, hidden=HIDDEN_9, bn=False))]
+    if name == "ex3-3layer-bn":
+        return [("3layer-BN", _cfg(quick, backend, hidden=HIDDEN_3, bn=True))]
+    if name == "ex3-9layer-bn":
+        return [("9layer-BN", _cfg(quick, backend, hidden=HIDDEN_9, bn=True))]
+    if name == "lambda-search":
+        return [(_lam_name("coarse", i, lam), search_config(lam, quick, backend)) for i, lam in enumerate(coarse_lambdas(quick))]
+    if name == "final-3cycles":
+        if best_lam is None:
+            raise FastnetError("final-3cycles needs the best lambda of lambda-search")
+        return [(f"3layer-BN-lam={best_lam:.3e}", _cfg(quick, backend, hidden=HIDDEN_3, bn=True, lam=best_lam, cycles=3))]
+    if name == "init-sensitivity":
+        n_s = N_S_DEFAULT if full_n_s else N_S_SHORT
+        runs = []
+        for sigma in INIT_SIGMAS:
+            for bn in (True, False):
+                runs.append((f"sigma={sigma:.0e}-{'BN' if bn else 'noBN'}", _cfg(quick, backend, hidden=HIDDEN_3, bn=bn, init="normal", sigma=sigma, n_s=n_s, eval_every=0 if quick else n_s // 5)))
+        return runs
+    raise FastnetError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)} or all")
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def _echo(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _write_experiment_json(exp_dir: Path, name: str, runs, sweeps, quick: bool, full_n_s: bool, extra: dict | None = None) -> dict:
+    from .runs import write_json
+
+    executed = [n for s in sweeps for n in s.executed]
+    rows = sweeps[-1].rows  # the last sweep lists every run of the experiment
+    record = {
+        "experiment": name, "title": TITLES[name], "quick": quick, "full_n_s": full_n_s,
+        "runs": [{"name": n, "config": c.to_dict()} for n, c in runs],
+        "executed": executed, "skipped": list(dict.fromkeys(n for s in sweeps for n in s.skipped if n not in executed)),
+        "failed": [r["name"] for r in rows if r["status"] == "failed"],
+        "diverged": [r["name"] for r in rows if r["status"] == "diverged"],
+        "compute_seconds": sum(r["wall_seconds"] for r in rows if isinstance(r["wall_seconds"], float) and not math.isnan(r["wall_seconds"])),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **(extra or {}),
+    }
+    write_json(exp_dir / "experiment.json", record)
+    return record
+
+
+def best_lambda_from(rows: list[dict]) -> dict | None:
+    """The finished search row with the highest validation accuracy (ties: smaller lambda)."""
+    ok = [r for r in rows if r["status"] == "finished" and not math.isnan(r["val_accuracy"])]
+    return max(ok, key=lambda r: (r["val_accuracy"], -r["lam"])) if ok else None
+
+
+def _run_lambda_search(exp_dir: Path, kw: dict, quick: bool, backend: str) -> tuple[list, list, dict]:
+    from .runs import _atomic_write, write_csv
+    from .sweep import RESULT_FIELDS, markdown_table
+
+    coarse = preset("lambda-search", quick=quick, backend=backend)
+    s1 = _sweep(coarse, exp_dir, kw)
+    best_coarse = best_lambda_from(s1.rows)
+    if best_coarse is None:
+        raise FastnetError(f"no coarse lambda-search run finished (see {exp_dir / 'results.md'})")
+    fine_vals = fine_lambdas(best_coarse["lam"], quick)
+    fine = [(_lam_name("fine", i, lam), search_config(lam, quick, backend)) for i, lam in enumerate(fine_vals)]
+    s2 = _sweep(coarse + fine, exp_dir, kw)  # the coarse runs are finished: skipped, listed
+    rows = s2.rows
+    for r in rows:
+        r["stage"] = r["name"].split("-", 1)[0]
+    best = best_lambda_from(rows)
+    lo, hi = fine_range(best_coarse["lam"], quick)
+    search = {
+        "quick": quick, "network": list(HIDDEN_3), "bn": True, "criterion": "validation accuracy at the end of training",
+        "training": {"cycles": SEARCH_CYCLES, "n_s": coarse[0][1].n_s, "batch": BATCH, "eta_min": 1e-5, "eta_max": 1e-1, "init": "he"},
+        "coarse": {"method": "grid evenly spaced in log10(lambda)", "log10_range": list(COARSE_LOG10), "values": [c.lam for _, c in coarse]},
+        "fine": {"method": "log-uniform random draw", "seed": SEARCH_SEED, "around": best_coarse["lam"], "log10_range": [lo, hi], "values": fine_vals},
+        "best": {"lam": best["lam"], "val_accuracy": best["val_accuracy"], "test_accuracy": best["test_accuracy"], "run": best["name"]},
+        "best_coarse": {"lam": best_coarse["lam"], "val_accuracy": best_coarse["val_accuracy"], "run": best_coarse["name"]},
+    }
+    from .runs import write_json
+
+    write_json(exp_dir / "lambda_search.json", search)
+    ordered = sorted(rows, key=lambda r: (r["stage"] != "coarse", r["lam"]))
+    write_csv(exp_dir / "lambda_search.csv", ordered, ("stage", *RESULT_FIELDS))
+    _atomic_write(exp_dir / "lambda_search.md", markdown_table(ordered, ("stage", "lam", "val_accuracy", "test_accuracy", "train_accuracy", "status")))
+    return coarse + fine, [s1, s2], search
+
+
+def _sweep(runs, exp_dir: Path, kw: dict):
+    from .sweep import run_sweep
+
+    return run_sweep(runs, exp_dir, **kw)
+
+
+def run_experiment(name: str, out="experiments", *, data_dir=None, workers: int | None = None, scheduler: str | None = None,
+                   quick: bool = False, backend: str = "auto", full_n_s: bool = False, plots: bool = True, echo=_echo) -> dict:
+    """Run experiment ``name`` (or every one for ``"all"``) into ``out``; returns its record
+    (for ``"all"``: ``{name: record}``). Finished runs already there are kept (resumable)."""
+    out = Path(out)
+    if name == "all":
+        t0 = time.perf_counter()
+        records = {"gradcheck": run_gradcheck(out, echo=echo)}
+        for exp in EXPERIMENTS:
+            records[exp] = run_experiment(exp, out, data_dir=data_dir, workers=workers, scheduler=scheduler, quick=quick, backend=backend, full_n_s=full_n_s, plots=plots, echo=echo)
+        from .runs import write_json
+
+        write_json(out / "all.json", {"experiments": list(EXPERIMENTS), "wall_seconds": time.perf_counter() - t0, "quick": quick,
+                                      "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "workers": workers, "scheduler": scheduler})
+        return records
+    if name == "gradcheck":
+        return run_gradcheck(out, echo=echo)
+    if name not in EXPERIMENTS:
+        raise FastnetError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}, gradcheck or all")
+    exp_dir = out / name
+    kw = dict(data_dir=data_dir, workers=workers, scheduler=scheduler, plots=plots, echo=echo)
+    echo(f"experiment {name}: {TITLES[name]}{' (quick)' if quick else ''} -> {exp_dir}")
+    t0 = time.perf_counter()
+    extra = {}
+    if name == "lambda-search":
+        runs, sweeps, search = _run_lambda_search(exp_dir, kw, quick, backend)
+        extra = {"best_lam": search["best"]["lam"]}
+    elif name == "final-3cycles":
+        search_file = out / "lambda-search" / "lambda_search.json"
+        if not search_file.exists():
+            echo("final-3cycles: no lambda search yet in this folder; running lambda-search first")
+            run_experiment("lambda-search", out, quick=quick, backend=backend, **kw)
+        from .runs import read_json
+
+        search = read_json(search_file)
+        if bool(search.get("quick")) != quick:
+            raise FastnetError(f"{search_file} was made with{'' if search.get('quick') else 'out'} --quick; run final-3cycles the same way or use another --out")
+        best = float(search["best"]["lam"])
+        runs = preset(name, quick=quick, backend=backend, best_lam=best)
+        sweeps = [_sweep(runs, exp_dir, kw)]
+        extra = {"best_lam": best, "lambda_search": str(search_file)}
+    else:
+        runs = preset(name, quick=quick, backend=backend, full_n_s=full_n_s)
+        sweeps = [_sweep(runs, exp_dir, kw)]
+    record = _write_experiment_json(exp_dir, name, runs, sweeps, quick, full_n_s, {**extra, "elapsed_seconds": time.perf_counter() - t0})
+    return record
+
+
+def run_gradcheck(out, backend: str = "numpy", echo=_echo) -> dict:
+    """Item (i): every standard gradient check (fastnet.gradcheck.STANDARD_CASES) in float64,
+    written to ``OUT/gradcheck/gradcheck.json``."""
+    from . import gradcheck as gc
+    from .backends import resolve
+    from .runs import write_json
+
+    b = resolve(backend)
+    t0 = time.perf_counter()
+    rows = []
+    for case in gc.STANDARD_CASES:
+        for c in gc.run_case(case["hidden"], case["bn"], case["lam"], b.ops):
+            rows.append({"case": gc.case_name(**case), "hidden": list(case["hidden"]), "bn": case["bn"], "lam": case["lam"],
+                         "param": c.name, "shape": list(c.shape), "rel_error": c.rel_error, "max_rel_error": c.max_rel_error,
+                         "max_abs_error": c.max_abs_error, "checked": c.checked, "skipped_kinks": c.skipped_kinks})
+    record = {"backend": b.name, "dtype": "float64", "h": gc.H, "d": 10, "n": 16, "K": 10, "init": "he",
+              "method": "centred differences (J(theta+h) - J(theta-h)) / 2h of the mini-batch cost, eq (20), under batch BN statistics; "
+                        "entries whose perturbation flips a ReLU are skipped",
+              "rows": rows, "worst_rel_error": max(r["rel_error"] for r in rows), "seconds": time.perf_counter() - t0}
+    folder = Path(out) / "gradcheck"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "gradcheck.json", record)
+    echo(f"gradcheck: {len(rows)} parameter arrays in {len(gc.STANDARD_CASES)} networks, worst relative error {record['worst_rel_error']:.2e} -> {folder / 'gradcheck.json'}")
+    return record
