@@ -76,6 +76,17 @@ def inplace_target(op: str, name: str, a) -> NDArray:
     return a
 
 
+def like(op: str, name: str, a, target_name: str, target: NDArray) -> NDArray:
+    """An array of exactly ``target``'s shape and dtype (a gradient for an in-place update)."""
+    if not isinstance(a, np.ndarray):
+        raise OpInputError(f"{op}: {name} is a {type(a).__name__}, expected a numpy array like {target_name}")
+    if a.shape != target.shape or a.dtype != target.dtype:
+        raise OpInputError(
+            f"{op}: {name} has shape {a.shape} and dtype {a.dtype}, expected shape {target.shape} and dtype {target.dtype} like {target_name}"
+        )
+    return a
+
+
 def scalar(op: str, name: str, x, *, positive: bool = False, nonnegative: bool = False) -> float:
     """A finite Python float (eps, lam, eta, ...)."""
     try:

@@ -256,9 +256,7 @@ def sgd_update_inplace(theta: NDArray, grad: NDArray, eta: float) -> None:
     """
     op = "sgd_update_inplace"
     theta = chk.inplace_target(op, "theta", theta)
-    if not isinstance(grad, np.ndarray) or grad.shape != theta.shape or grad.dtype != theta.dtype:
-        got = (grad.shape, grad.dtype) if isinstance(grad, np.ndarray) else type(grad).__name__
-        raise chk.OpInputError(f"{op}: grad is {got}, expected shape {theta.shape} and dtype {theta.dtype} like theta")
+    grad = chk.like(op, "grad", grad, "theta", theta)
     eta = chk.scalar(op, "eta", eta, nonnegative=True)
     # reshape(-1) of a C-contiguous theta is a view: the kernel writes into theta itself.
     _K[theta.dtype]["sgd_update"](theta.reshape(-1), np.ascontiguousarray(grad).reshape(-1), eta)
