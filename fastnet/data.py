@@ -117,6 +117,9 @@ def find_cifar10(data_dir: str | os.PathLike[str] | None = None, *, download: bo
         return extract_cifar10(archive, root)   # returns a complete folder or says what is wrong
     if download:
         return extract_cifar10(download_cifar10(root, url, md5, progress), root)
+    if len(missing := _missing(root)) < len(REQUIRED):
+        raise DataError(f"{root} holds only some CIFAR-10 batch files (missing "
+                        f"{', '.join(missing)}); get the whole data set with `fastnet download`")
     raise DataError(
         f"CIFAR-10 not found: looked for the batch files in {root}, in {folder} and for the "
         f"archive {archive}; run `fastnet download` (or pass --download), or point --data-dir "
@@ -198,8 +201,9 @@ def download_cifar10(dest_dir: str | os.PathLike[str], url: str = OFFICIAL_URL,
             reason: object = exc
         else:
             reason = getattr(exc, "reason", None) or exc
-        raise DataError(f"could not download {url} to {final}: {reason}; check the address "
-                        f"and the connection, or download it by hand and pass --data-dir") from None
+        raise DataError(f"could not download {url} to {final}: {reason}; check the address, "
+                        f"the connection and that {dest} is writable, or download the archive "
+                        f"by hand and pass --data-dir") from None
     except BaseException:
         part.unlink(missing_ok=True)
         raise
@@ -293,8 +297,8 @@ def extract_cifar10(archive: str | os.PathLike[str], dest_dir: str | os.PathLike
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         if not _missing(target):   # another process finished the same extraction first
             return target
-        raise DataError(f"could not extract {archive}: {exc}; the file is truncated or "
-                        f"corrupt, delete it and download it again") from None
+        raise DataError(f"could not extract {archive} into {dest}: {exc}; if the archive is "
+                        f"truncated or corrupt, delete it and download it again") from None
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

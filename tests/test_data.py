@@ -139,10 +139,11 @@ def test_missing_data_names_every_place(tmp_path: Path) -> None:
         assert hint in msg
 
 
-def test_incomplete_folder_names_missing_files(fake_copy: Path) -> None:
+@pytest.mark.parametrize("given", ["parent", "folder"])
+def test_incomplete_folder_names_missing_files(fake_copy: Path, given: str) -> None:
     (fake_copy / "data_batch_3").unlink()
-    with pytest.raises(DataError, match="data_batch_3"):
-        find_cifar10(fake_copy.parent)
+    with pytest.raises(DataError, match="missing data_batch_3"):
+        find_cifar10(fake_copy.parent if given == "parent" else fake_copy)
 
 
 # ------------------------------------------------------------------------------- loading, splits
