@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FastnetError
+from .sweep import default_workers
 from .train import TrainConfig
 
 HIDDEN_2 = (50,)
@@ -179,10 +180,10 @@ def _echo(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _write_experiment_json(exp_dir: Path, name: str, runs, sweeps, quick: bool, full_n_s: bool, extra: dict | None = None) -> dict:
+def _write_experiment_json(exp_dir: Path, name: str, runs, sweeps, quick: bool, full_n_s: bool, extra: dict | None = None, ran_before=()) -> dict:
     from .runs import write_json
 
-    executed = [n for s in sweeps for n in s.executed]
+    executed = list(ran_before) + [n for s in sweeps for n in s.executed]
     rows = sweeps[-1].rows  # the last sweep lists every run of the experiment
     record = {
         "experiment": name, "title": TITLES[name], "quick": quick, "full_n_s": full_n_s,
@@ -195,7 +196,7 @@ def _write_experiment_json(exp_dir: Path, name: str, runs, sweeps, quick: bool, 
         **(extra or {}),
     }
     write_json(exp_dir / "experiment.json", record)
-    return record
+    return {**record, "rows": rows}
 
 
 def best_lambda_from(rows: list[dict]) -> dict | None:
@@ -245,26 +246,25 @@ def _sweep(runs, exp_dir: Path, kw: dict):
 
 
 def run_experiment(name: str, out="experiments", *, data_dir=None, workers: int | None = None, scheduler: str | None = None,
-                   quick: bool = False, backend: str = "auto", full_n_s: bool = False, plots: bool = True, echo=_echo) -> dict:
+                   quick: bool = False, backend: str = "auto", full_n_s: bool = False, plots: bool = True, echo=_echo,
+                   pool=None, ran_before: list[str] | None = None) -> dict:
     """Run experiment ``name`` (or every one for ``"all"``) into ``out``; returns its record
-    (for ``"all"``: ``{name: record}``). Finished runs already there are kept (resumable)."""
+    (experiment.json plus ``rows``, the result row of every run; for ``"all"``:
+    ``{name: record}``). Finished runs already there are kept (resumable).
+
+    ``pool`` (from :func:`fastnet.sweep.worker_pool`) is reused instead of starting processes;
+    ``ran_before`` names runs of this experiment trained by an earlier sweep of the same
+    invocation (they are recorded as executed, not as found finished).
+    """
     out = Path(out)
     if name == "all":
-        t0 = time.perf_counter()
-        records = {"gradcheck": run_gradcheck(out, echo=echo)}
-        for exp in EXPERIMENTS:
-            records[exp] = run_experiment(exp, out, data_dir=data_dir, workers=workers, scheduler=scheduler, quick=quick, backend=backend, full_n_s=full_n_s, plots=plots, echo=echo)
-        from .runs import write_json
-
-        write_json(out / "all.json", {"experiments": list(EXPERIMENTS), "wall_seconds": time.perf_counter() - t0, "quick": quick,
-                                      "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "workers": workers, "scheduler": scheduler})
-        return records
+        return _run_all(out, data_dir=data_dir, workers=workers, scheduler=scheduler, quick=quick, backend=backend, full_n_s=full_n_s, plots=plots, echo=echo)
     if name == "gradcheck":
         return run_gradcheck(out, echo=echo)
     if name not in EXPERIMENTS:
         raise FastnetError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}, gradcheck or all")
     exp_dir = out / name
-    kw = dict(data_dir=data_dir, workers=workers, scheduler=scheduler, plots=plots, echo=echo)
+    kw = dict(data_dir=data_dir, workers=workers, scheduler=scheduler, plots=plots, echo=echo, pool=pool)
     echo(f"experiment {name}: {TITLES[name]}{' (quick)' if quick else ''} -> {exp_dir}")
     t0 = time.perf_counter()
     extra = {}
@@ -288,8 +288,40 @@ def run_experiment(name: str, out="experiments", *, data_dir=None, workers: int 
     else:
         runs = preset(name, quick=quick, backend=backend, full_n_s=full_n_s)
         sweeps = [_sweep(runs, exp_dir, kw)]
-    record = _write_experiment_json(exp_dir, name, runs, sweeps, quick, full_n_s, {**extra, "elapsed_seconds": time.perf_counter() - t0})
+    record = _write_experiment_json(exp_dir, name, runs, sweeps, quick, full_n_s, {**extra, "elapsed_seconds": time.perf_counter() - t0}, ran_before or [])
     return record
+
+
+def _run_all(out: Path, *, data_dir, workers, scheduler, quick, backend, full_n_s, plots, echo) -> dict:
+    """Every experiment, with as much in parallel as the dependencies allow: the runs that
+    depend on nothing (every preset and the coarse lambda grid) go into one sweep over
+    ``out``; then the fine lambda stage; then the 3-cycle run with the best lambda. One pool
+    of worker processes serves all three, so each loads the data once."""
+    import contextlib
+
+    from .runs import write_json
+    from .sweep import run_sweep, worker_pool, write_results
+
+    t0 = time.perf_counter()
+    records: dict = {"gradcheck": run_gradcheck(out, echo=echo)}
+    independent = [(f"{exp}/{run}", cfg) for exp in EXPERIMENTS if exp != "final-3cycles"
+                   for run, cfg in preset(exp, quick=quick, backend=backend, full_n_s=full_n_s)]
+    use_pool = scheduler is None and (workers or default_workers()) > 1
+    with (worker_pool(workers) if use_pool else contextlib.nullcontext()) as pool:
+        echo(f"experiment all: {len(independent)} independent runs first (every preset and the coarse lambda grid)")
+        first = run_sweep(independent, out, data_dir=data_dir, workers=workers, scheduler=scheduler, plots=plots, echo=echo, pool=pool)
+        for exp in EXPERIMENTS:
+            ran = [n.split("/", 1)[1] for n in first.executed if n.startswith(exp + "/")]
+            records[exp] = run_experiment(exp, out, data_dir=data_dir, workers=workers, scheduler=scheduler, quick=quick, backend=backend,
+                                          full_n_s=full_n_s, plots=plots, echo=echo, pool=pool, ran_before=ran)
+    rows = []
+    for exp in EXPERIMENTS:
+        rows += [{**r, "name": f"{exp}/{r['name']}"} for r in records[exp].get("rows", [])]
+    write_results(out, rows)  # every run of every experiment in one table
+    write_json(out / "all.json", {"experiments": list(EXPERIMENTS), "wall_seconds": time.perf_counter() - t0, "quick": quick,
+                                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "workers": workers or (None if scheduler else default_workers()),
+                                  "scheduler": scheduler, "runs": len(rows)})
+    return records
 
 
 def run_gradcheck(out, backend: str = "numpy", echo=_echo) -> dict:

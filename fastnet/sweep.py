@@ -219,7 +219,7 @@ def default_workers() -> int:
 
 
 def run_sweep(runs, out_dir, *, data_dir=None, workers: int | None = None, scheduler: str | None = None,
-              plots: bool = True, echo=None, connect_timeout: float = 20.0) -> SweepResult:
+              plots: bool = True, echo=None, connect_timeout: float = 20.0, pool=None) -> SweepResult:
     """Train every ``(name, TrainConfig)`` of ``runs`` into ``out_dir/name`` unless finished.
 
     Parameters
@@ -241,6 +241,9 @@ def run_sweep(runs, out_dir, *, data_dir=None, workers: int | None = None, sched
         Called with one line of text per event (default: print to stderr).
     connect_timeout : float
         Seconds to wait for the dask scheduler to answer.
+    pool : concurrent.futures.Executor or None
+        A pool from :func:`worker_pool` to train in (kept open), so that successive sweeps
+        reuse its processes and the data they loaded. Overrides ``workers``.
 
     Returns
     -------
@@ -303,6 +306,9 @@ def run_sweep(runs, out_dir, *, data_dir=None, workers: int | None = None, sched
         args = {n: (n, configs[n].to_dict(), str(out_dir / n), None if data_dir is None else str(data_dir), plots, str(log_path)) for n in pending}
         if scheduler:
             _run_dask(scheduler, pending, args, done, echo, connect_timeout)
+        elif pool is not None:
+            echo(f"sweep: {len(pending)} runs on {pool._max_workers} worker processes (BLAS threads pinned to 1)")
+            _submit_all(pool, pending, args, done, log_path)
         else:
             n_workers = min(workers or default_workers(), len(pending))
             if n_workers <= 1:
@@ -315,16 +321,22 @@ def run_sweep(runs, out_dir, *, data_dir=None, workers: int | None = None, sched
     return result
 
 
-def _run_pool(n_workers: int, pending, args, done, echo, log_path) -> None:
+def worker_pool(workers: int | None = None):
+    """A process pool for sweeps: ``workers`` processes (default: the cores), started with
+    ``spawn`` and pinned to one BLAS thread each. Use as a context manager."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: pins threads before numpy loads
+    return ProcessPoolExecutor(max_workers=workers or default_workers(), mp_context=ctx, initializer=pin_threads)
+
+
+def _submit_all(pool, pending, args, done, log_path) -> None:
+    from concurrent.futures import as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    echo(f"sweep: {len(pending)} runs on {n_workers} worker processes (BLAS threads pinned to 1)")
-    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: pins threads before numpy loads
-    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=pin_threads)
+    futures = {pool.submit(execute_run, *args[n], True): n for n in pending}
     try:
-        futures = {pool.submit(execute_run, *args[n], True): n for n in pending}
         for fut in as_completed(futures):
             try:
                 res = fut.result()
@@ -332,6 +344,17 @@ def _run_pool(n_workers: int, pending, args, done, echo, log_path) -> None:
                 res = {"name": futures[fut], "status": "failed", "message": f"worker process died ({exc})"}
                 _log(log_path, "lost", futures[fut])
             done(res)
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        raise
+
+
+def _run_pool(n_workers: int, pending, args, done, echo, log_path) -> None:
+    echo(f"sweep: {len(pending)} runs on {n_workers} worker processes (BLAS threads pinned to 1)")
+    pool = worker_pool(n_workers)
+    try:
+        _submit_all(pool, pending, args, done, log_path)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
