@@ -1,0 +1,92 @@
+"""Benchmarks: ``pytest bench --benchmark-only`` from the repository root runs them.
+
+pytest collects only ``test_*.py`` by default and the project's ini (pyproject.toml) points
+at ``tests/``; a ``pytest.ini`` here would move the rootdir for ``pytest bench``. So this
+conftest collects the ``bench_*.py`` files of this folder itself (their functions are named
+``test_*`` like any test, so the usual ``-k`` selection works).
+
+Every benchmark goes through the ``measure`` fixture, which calls the function twice before
+timing it (Numba compiles, or loads its cache, on the first call; caches and allocator warm up
+on the second) and records the median per group. At the end, the groups are printed as
+ratios to the NumPy reference (``numpy``), from this one run. With ``--benchmark-disable``
+the benchmarks run once each, as smoke tests, and no table is printed.
+
+Useful: ``pytest bench --benchmark-only -k "bn_fused"``, ``--benchmark-max-time=0.2``.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from collections import defaultdict
+
+import pytest
+
+from fastnet import backends
+
+BACKENDS = ("numpy", "numba", "cython")
+_results: dict[str, dict[str, float]] = defaultdict(dict)
+
+
+def pytest_collect_file(file_path, parent):
+    if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
+        return pytest.Module.from_parent(parent, path=file_path)
+    return None
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_name(request) -> str:
+    backend = backends.load(request.param)
+    if not backend.available:
+        pytest.skip(f"{request.param} backend unavailable: {backend.reason}")
+    return request.param
+
+
+@pytest.fixture
+def ops(backend_name):
+    """The backend's ops namespace, exactly as the network sees it."""
+    return backends.load(backend_name).ops
+
+
+@pytest.fixture
+def measure(benchmark, backend_name):
+    """``measure(fn, *args)``: warm up (outside the timer), then benchmark ``fn(*args)``."""
+
+    def run(fn, *args):
+        fn(*args)
+        fn(*args)
+        result = benchmark(fn, *args)
+        if benchmark.stats is not None:
+            _results[benchmark.group or benchmark.name][backend_name] = benchmark.stats.stats.median
+        return result
+
+    return run
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _results:
+        return
+    tr = terminalreporter
+    tr.section("fastnet: speed-up over the NumPy reference (median time ratio, this run)")
+    tr.write_line(f"machine: {_cpu()}, {os.cpu_count()} CPUs, python {platform.python_version()}; "
+                  f"{', '.join(backends.load(b).describe() for b in BACKENDS)}")
+    tr.write_line(f"{'group':52s} " + " ".join(f"{b:>16s}" for b in BACKENDS))
+    for group in sorted(_results):
+        row = _results[group]
+        base = row.get("numpy")
+        cells = []
+        for b in BACKENDS:
+            if b not in row:
+                cells.append(f"{'-':>16s}")
+            elif base is None:
+                cells.append(f"{row[b] * 1e6:>13.1f} us")
+            else:
+                cells.append(f"{row[b] * 1e6:>8.1f}us {base / row[b]:>5.2f}x")
+        tr.write_line(f"{group:52s} " + " ".join(cells))
