@@ -76,6 +76,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--overwrite", action="store_true", help="allow --out to be a folder that already holds a run")
     g.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    g.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its checkpoint, with its own configuration (only --data-dir, --download, --no-plots, -q may be given too)")
 
 
 CONFIG_FLAGS = ("hidden", "bn", "init", "sigma", "lam", "eta_min", "eta_max", "n_s", "cycles", "batch", "alpha", "eps", "seed", "dtype", "backend", "split", "n_val", "eval_every")
@@ -89,7 +90,10 @@ def config_from_args(args):
     values: dict = {}
     if args.config:
         data = read_json(args.config)
-        values.update(data.get("train", data))
+        train = data.get("train", data)
+        if not isinstance(train, dict):
+            raise FastnetError(f"{args.config}: \"train\" must be a JSON object of settings, got {type(train).__name__}")
+        values.update(train)
     for name in CONFIG_FLAGS:
         v = getattr(args, name, None)
         if v is not None:
@@ -107,8 +111,15 @@ def config_from_args(args):
 
 
 def cmd_train(args) -> int:
-    from .runs import run_to_folder
+    from .runs import resume_run, run_to_folder
 
+    if getattr(args, "resume", None):
+        given = [f"--{n.replace('_', '-')}" for n in (*CONFIG_FLAGS, "config", "out") if getattr(args, n, None) is not None] + ["--overwrite"] * bool(args.overwrite)
+        if given:
+            raise FastnetError(f"--resume continues a run with the configuration it started with; drop {', '.join(given)}")
+        metrics = resume_run(args.resume, data_dir=args.data_dir, download=args.download, progress=not args.quiet, plots=not args.no_plots)
+        print(f"test accuracy {metrics['test_accuracy']:.4f}  (validation {metrics['val_accuracy']:.4f}; {metrics['train_seconds']:.1f} s training)  -> {args.resume}")
+        return 0
     cfg = config_from_args(args)
     out = args.out or default_run_dir()
     metrics = run_to_folder(cfg, out, data_dir=args.data_dir, download=args.download, overwrite=args.overwrite, progress=not args.quiet, plots=not args.no_plots)
@@ -270,9 +281,9 @@ def _run(func, args) -> int:
     except FastnetError as exc:
         print(f"fastnet: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("fastnet: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or fastnet.train.Interrupted (SIGINT/SIGTERM, after a checkpoint)
+        print(getattr(exc, "message", "fastnet: interrupted"), file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
 
 
 def main(argv=None) -> int:

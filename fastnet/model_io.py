@@ -9,8 +9,11 @@ damaged one, is refused with one sentence.
 from __future__ import annotations
 
 import json
+import math
 import os
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +28,15 @@ class ModelFileError(FastnetError):
     """A model file is missing, damaged, or does not describe a network fastnet can rebuild."""
 
 
+def network_meta(net: Network) -> dict:
+    """The JSON description of a network's architecture, as stored in ``meta``."""
+    return {"format": FORMAT, "sizes": net.sizes, "bn": net.bn, "eps": net.eps, "alpha": net.alpha,
+            "dtype": str(net.dtype), "init": net.init, "sigma": net.sigma}
+
+
 def save_network(path, net: Network, norm_mean=None, norm_std=None) -> None:
     """Write the network atomically: to ``path.tmp`` first, then renamed over ``path``."""
-    meta = {"format": FORMAT, "sizes": net.sizes, "bn": net.bn, "eps": net.eps, "alpha": net.alpha,
-            "dtype": str(net.dtype), "init": net.init, "sigma": net.sigma}
-    arrays = {"meta": np.array(json.dumps(meta))}
+    arrays = {"meta": np.array(json.dumps(network_meta(net)))}
     arrays.update(net.params())
     arrays.update(net.running_stats())
     if norm_mean is not None:
@@ -37,59 +44,134 @@ def save_network(path, net: Network, norm_mean=None, norm_std=None) -> None:
         arrays["norm_std"] = np.asarray(norm_std, np.float64)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave a half-written model behind
+        raise
+
+
+# Everything np.load can raise on a damaged or hostile .npz: zip damage (BadZipFile,
+# NotImplementedError for unknown versions or compression, RuntimeError for encryption,
+# zlib.error), npy damage (ValueError, EOFError, struct.error) and absurd claimed shapes
+# (MemoryError, OverflowError: the array is allocated before its bytes are read).
+NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, NotImplementedError, RuntimeError,
+              zlib.error, struct.error, MemoryError, OverflowError)
+MAX_NPZ_BYTES = 1 << 31  # uncompressed; a model of hidden layers of 10,000 units is 250 MB
+
+
+def read_npz(path) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path``, read without pickles.
+
+    Raises FileNotFoundError, or ValueError naming the damage (any exception of NPZ_ERRORS
+    is turned into one); members larger in total than MAX_NPZ_BYTES are refused unread.
+    """
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                size = sum(info.file_size for info in zf.infolist())
+            if size > MAX_NPZ_BYTES:
+                raise ValueError(f"it claims {size} bytes of arrays, more than any fastnet file holds")
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files"):
+                raise ValueError("it is a single array, not an .npz archive")
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except NPZ_ERRORS as exc:
+        raise ValueError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    for name, a in arrays.items():
+        if not isinstance(a, np.ndarray):  # np.load hands back a member that is no .npy as bytes
+            raise ValueError(f"its member {name[:40]!r} is not a numpy array")
+    return arrays
 
 
 def load_network(path) -> tuple[Network, np.ndarray | None, np.ndarray | None]:
     """The network saved at ``path``, with its input normalisation (mean, std) if stored."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = read_npz(path)
     except FileNotFoundError:
         raise ModelFileError(f"model file {path} does not exist") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+    except ValueError as exc:
         raise ModelFileError(f"model file {path} is not a readable fastnet model ({exc})") from None
     try:
-        meta = json.loads(str(arrays.pop("meta")))
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
-        sizes = [int(s) for s in meta["sizes"]]
-        bn, dtype = bool(meta["bn"]), np.dtype(meta["dtype"])
-        if len(sizes) < 2 or min(sizes) < 1 or dtype not in (np.float32, np.float64):
-            raise ValueError(f"sizes {sizes} / dtype {dtype} are not those of a fastnet network")
-
-        def take(name, shape):
-            a = arrays.pop(name, None)
-            if a is None:
-                raise ValueError(f"it lacks {name}")
-            if a.shape != shape or a.dtype != dtype:
-                raise ValueError(f"{name} has shape {a.shape} and dtype {a.dtype}, expected {shape} and {dtype}")
-            if not np.isfinite(a).all():
-                raise ValueError(f"{name} holds NaN or inf")
-            return np.ascontiguousarray(a)
-
-        layers = []
-        k = len(sizes) - 1
-        for l in range(1, k + 1):
-            m_in, m_out = sizes[l - 1], sizes[l]
-            hidden_bn = bn and l < k
-            layer = Layer(W=take(f"W{l}", (m_out, m_in)), b=None if hidden_bn else take(f"b{l}", (m_out,)))
-            if hidden_bn:
-                layer.gamma, layer.beta = take(f"gamma{l}", (m_out,)), take(f"beta{l}", (m_out,))
-                if f"mu_av{l}" in arrays:
-                    layer.mu_av, layer.v_av = take(f"mu_av{l}", (m_out,)), take(f"v_av{l}", (m_out,))
-            layers.append(layer)
+        meta = parse_meta(arrays.pop("meta", None))
+        net = network_from_arrays(meta, arrays)
         mean = std = None
         if "norm_mean" in arrays:
             mean, std = arrays.pop("norm_mean"), arrays.pop("norm_std", None)
-            if mean.shape != (sizes[0],) or std is None or std.shape != (sizes[0],):
-                raise ValueError("its input normalisation does not match the input size")
+            d = net.sizes[0]
+            if std is None or mean.shape != (d,) or std.shape != (d,) or mean.dtype != np.float64 or std.dtype != np.float64:
+                raise ValueError(f"its input normalisation is not two float64 arrays of shape ({d},)")
+            if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+                raise ValueError("its input normalisation holds NaN, inf or a non-positive std")
         if arrays:
-            raise ValueError(f"it has unexpected arrays {sorted(arrays)}")
-        net = Network(layers, bn=bn, eps=float(meta["eps"]), alpha=float(meta["alpha"]), init=str(meta.get("init", "he")), sigma=meta.get("sigma"))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelFileError(f"model file {path} does not describe a fastnet network: {exc}") from None
+            raise ValueError(f"it has unexpected arrays {sorted(arrays)[:5]}")
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:
+        raise ModelFileError(f"model file {path} does not describe a fastnet network: {str(exc)[:200]}") from None
     return net, mean, std
+
+
+def parse_meta(meta_array) -> dict:
+    """The JSON object held by a ``meta`` array (0-d unicode); ValueError for anything else."""
+    if meta_array is None:
+        raise ValueError("it has no meta description")
+    if meta_array.shape != () or meta_array.dtype.kind != "U":
+        raise ValueError(f"its meta description is a {meta_array.dtype} array of shape {meta_array.shape}, not a JSON text")
+    try:
+        meta = json.loads(str(meta_array))
+    except RecursionError:
+        raise ValueError("its meta description is nested too deeply") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"its meta description is a JSON {type(meta).__name__}, not an object")
+    return meta
+
+
+def network_from_arrays(meta: dict, arrays: dict) -> Network:
+    """Rebuild the network ``meta`` (see :func:`network_meta`) describes from ``arrays``.
+
+    Takes (pops) the network's arrays out of ``arrays``, checking each one's shape, dtype and
+    finiteness against ``meta``; anything wrong raises ValueError, KeyError or TypeError with
+    the reason.
+    """
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"format {meta.get('format') if isinstance(meta, dict) else meta!r:.60}, expected {FORMAT!r}")
+    sizes, bn, dtype = meta.get("sizes"), meta.get("bn"), meta.get("dtype")
+    if not (isinstance(sizes, list) and len(sizes) >= 2 and all(type(m) is int and m >= 1 for m in sizes)):
+        raise ValueError(f"its layer sizes {sizes!r:.60} are not a list of positive integers")
+    if not isinstance(bn, bool) or dtype not in ("float32", "float64"):
+        raise ValueError(f"bn {bn!r:.20} / dtype {dtype!r:.20} are not those of a fastnet network")
+    dtype = np.dtype(dtype)
+    eps, alpha, sigma = meta.get("eps"), meta.get("alpha"), meta.get("sigma")
+    if not (_number(eps) and eps > 0 and _number(alpha) and 0 <= alpha < 1 and (sigma is None or _number(sigma))):
+        raise ValueError(f"eps {eps!r:.20}, alpha {alpha!r:.20} or sigma {sigma!r:.20} is not a valid number")
+
+    def take(name, shape):
+        a = arrays.pop(name, None)
+        if a is None:
+            raise ValueError(f"it lacks {name}")
+        if a.shape != shape or a.dtype != dtype:
+            raise ValueError(f"{name} has shape {a.shape} and dtype {a.dtype}, expected {shape} and {dtype}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} holds NaN or inf")
+        return np.ascontiguousarray(a)
+
+    layers = []
+    k = len(sizes) - 1
+    for l in range(1, k + 1):
+        m_in, m_out = sizes[l - 1], sizes[l]
+        hidden_bn = bn and l < k
+        layer = Layer(W=take(f"W{l}", (m_out, m_in)), b=None if hidden_bn else take(f"b{l}", (m_out,)))
+        if hidden_bn:
+            layer.gamma, layer.beta = take(f"gamma{l}", (m_out,)), take(f"beta{l}", (m_out,))
+            if f"mu_av{l}" in arrays:
+                layer.mu_av, layer.v_av = take(f"mu_av{l}", (m_out,)), take(f"v_av{l}", (m_out,))
+        layers.append(layer)
+    return Network(layers, bn=bn, eps=float(eps), alpha=float(alpha), init=str(meta.get("init", "he"))[:20], sigma=sigma)
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

@@ -1,11 +1,17 @@
 """The mini-batch training loop: shuffling, cyclic learning rate, BN statistics, evaluation.
 
 ``fit`` trains a network in place and fills a :class:`History` as it goes, so that a caller
-that catches an error (divergence, Ctrl-C) still holds everything measured so far.
+that catches an error (divergence, Ctrl-C) still holds everything measured so far. Given a
+``checkpoint`` callback it reports its :class:`Position` when training starts, at the end of
+every epoch and when a :class:`StopRequest` (set by SIGINT/SIGTERM) stops it between two
+steps; started again from such a position (``start=``), it continues exactly: same
+permutations, same steps, same parameters bit for bit.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 
@@ -42,7 +48,12 @@ class TrainConfig:
     eval_every: int = 0  # also evaluate every this many steps (0: only at the end of epochs)
 
     def validate(self) -> "TrainConfig":
-        """Refuse impossible settings before any work is done; returns self."""
+        """Refuse impossible settings before any work is done; returns self.
+
+        Values may come from a JSON file, so their types are checked first: ``{"lam": "x"}``
+        gets a sentence, not a TypeError deep inside the training loop.
+        """
+        self._check_types()
         if not self.hidden or any(int(m) < 1 for m in self.hidden):
             raise ConfigError(f"hidden layer sizes must be positive integers, got {list(self.hidden)}")
         if self.init not in INITS:
@@ -64,7 +75,39 @@ class TrainConfig:
             raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if self.eval_every < 0:
             raise ConfigError(f"eval_every must be non-negative, got {self.eval_every}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed}")
+        if self.backend not in BACKEND_NAMES:
+            raise ConfigError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
         return self
+
+    def _check_types(self) -> None:
+        """ConfigError naming the first field whose value has the wrong type or is not finite."""
+        def bad(name, want):
+            value = getattr(self, name)
+            return ConfigError(f"{name} must be {want}, got {json_repr(value)}")
+
+        hidden = self.hidden
+        if not isinstance(hidden, (tuple, list)) or not all(_is_int(m) for m in hidden):
+            raise bad("hidden", "a list of positive integers such as [50, 50]")
+        self.hidden = tuple(int(m) for m in hidden)
+        for f in fields(self):
+            name, value = f.name, getattr(self, f.name)
+            kind = _FIELD_KINDS.get(name)
+            if kind is None or (value is None and name in _OPTIONAL):
+                continue
+            if kind is bool and not isinstance(value, bool):
+                raise bad(name, "true or false")
+            if kind is int and not _is_int(value):
+                raise bad(name, "a whole number")
+            if kind is float:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise bad(name, "a number")
+                if not math.isfinite(value):
+                    raise bad(name, "a finite number")
+                setattr(self, name, float(value))
+            if kind is str and not isinstance(value, str):
+                raise bad(name, "a string")
 
     def resolved_n_s(self, n_train: int) -> int:
         return int(self.n_s) if self.n_s is not None else max(1, 5 * n_train // self.batch)
@@ -80,10 +123,27 @@ class TrainConfig:
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
-        d = dict(d)
-        if "hidden" in d:
-            d["hidden"] = tuple(d["hidden"])
-        return cls(**d)
+        return cls(**d)  # types are checked by validate()
+
+
+_FIELD_KINDS = {"bn": bool, "init": str, "sigma": float, "lam": float, "eta_min": float, "eta_max": float,
+                "n_s": int, "cycles": int, "batch": int, "alpha": float, "eps": float, "seed": int,
+                "dtype": str, "backend": str, "split": str, "n_val": int, "eval_every": int}
+_OPTIONAL = ("sigma", "n_s")
+BACKEND_NAMES = ("auto", "numpy", "numba", "cython")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def json_repr(value) -> str:
+    """A value as it would appear in a JSON file, cut short (a hostile file can hold anything)."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass
@@ -103,21 +163,79 @@ class History:
 
 def new_network(cfg: TrainConfig, d: int, K: int) -> Network:
     """The network a configuration describes, initialised from its seed."""
+    sizes = [d, *cfg.hidden, K]
+    n_params = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    need = 4 * n_params * np.dtype(cfg.dtype).itemsize  # parameters, gradients, float64 draws
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        have = None
+    if have and need > have:
+        raise ConfigError(f"a network with hidden layers {list(cfg.hidden)} has {n_params:,} weights and needs about {need / 2**30:.0f} GB, more than this machine's {have / 2**30:.0f} GB; choose smaller --hidden sizes")
     rng = np.random.default_rng([cfg.seed, 1])  # its own stream: independent of the shuffling
     return init_network(d, cfg.hidden, K, bn=cfg.bn, init=cfg.init, sigma=cfg.sigma, dtype=cfg.dtype, eps=cfg.eps, alpha=cfg.alpha, rng=rng)
+
+
+@dataclass
+class Position:
+    """Where a run stands in its schedule: with the parameters and history, enough to go on.
+
+    ``t`` update steps are done; ``epoch`` (0-based) is the epoch in progress and ``j`` the
+    mini-batches of it already done (``j = 0``: it has not started; ``epoch`` = the number of
+    epochs: the schedule is complete). ``rng_state`` is the shuffling generator's
+    ``bit_generator.state`` before ``epoch``'s permutation was drawn, so that the permutation
+    can be drawn again.
+    """
+
+    t: int = 0
+    epoch: int = 0
+    j: int = 0
+    rng_state: dict | None = None
+
+
+class StopRequest:
+    """A flag a signal handler sets; :func:`fit` looks at it between two steps.
+
+    ``signum`` is the signal received (None: none yet). While ``deferring`` is true (fit sets
+    it around its loop) a handler only records the signal, so the step in flight finishes and
+    the state can be checkpointed; otherwise, or at a second signal, it stops at once.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.deferring = False
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the run. ``exit_code`` is 128 + the signal number (130, 143);
+    ``message`` is the line the command line prints; ``step`` the step checkpointed, if any."""
+
+    def __init__(self, signum: int, step: int | None = None, message: str | None = None):
+        super().__init__(signum)
+        self.signum, self.step = signum, step
+        self.exit_code = 128 + int(signum)
+        self.message = message or (f"fastnet: interrupted at step {step}" if step is not None else "fastnet: interrupted")
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def train_step(net: Network, X: NDArray, y: NDArray, lam: float, eta: float, ops) -> float:
     """One update of mini-batch gradient descent; returns the batch's mean cross-entropy.
 
     Forward with batch statistics, running averages (eqs 38-39), backward (eqs 21-37), step.
+    A non-finite loss is returned without any update, so that the network stays as it was
+    when it produced that loss and :func:`locate_nonfinite` can say what went wrong.
     """
     cache = forward_train(net, X, y, ops)
+    loss = float(cache.loss.mean(dtype=np.float64))
+    if not math.isfinite(loss):
+        return loss
     if net.bn:
         update_running_stats(net, cache)
     grads = backward(net, cache, y, lam, ops)
     sgd_step(net.params(), grads, eta, ops)
-    return float(cache.loss.mean(dtype=np.float64))
+    return loss
 
 
 def first_nonfinite(net: Network) -> str | None:
@@ -128,14 +246,43 @@ def first_nonfinite(net: Network) -> str | None:
     return None
 
 
-def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = None, progress: bool = True) -> History:
+def locate_nonfinite(net: Network, X: NDArray, y: NDArray, ops) -> str:
+    """What made the loss of the batch (X, y) non-finite: the first parameter or statistic
+    holding NaN or inf, else the first layer whose output overflows (e.g. "the output of
+    layer 2 (W2)"). Only called once training has diverged: it runs one more forward pass."""
+    where = first_nonfinite(net)
+    if where:
+        return where
+    cache = forward_train(net, X, y, ops)
+    for l, lc in enumerate(cache.hidden, start=1):
+        if not np.isfinite(lc.X).all():
+            return f"the output of layer {l} (W{l})"
+    return f"the output of layer {net.k} (W{net.k})"
+
+
+def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = None, progress: bool = True, *,
+        start: Position | None = None, checkpoint=None, stop: StopRequest | None = None) -> History:
     """Train ``net`` in place on ``data`` (a fastnet.data.Dataset) as ``cfg`` says.
 
     The training set is reshuffled every epoch; the cyclic learning rate is updated every step;
     train and validation loss, cost and accuracy are measured (running BN statistics) at the
     end of every epoch, every ``cfg.eval_every`` steps if set, and after the last step.
-    Raises DivergenceError at the first non-finite loss or parameter; ``history`` keeps what
-    was measured until then.
+
+    Parameters
+    ----------
+    start : Position, optional
+        Continue from here (``net`` and ``history`` as they were there) instead of step 0.
+    checkpoint : callable(Position), optional
+        Called with the current position when training starts (unless resuming), after every
+        epoch's evaluation, and before stopping for ``stop``; never with non-finite parameters.
+    stop : StopRequest, optional
+        Looked at before every step and after every epoch; once its ``signum`` is set, fit
+        checkpoints and raises :class:`Interrupted`.
+
+    Raises DivergenceError at the first non-finite loss (checked every step) or parameter
+    (checked every epoch and before a checkpoint), naming the step, the learning rate and the
+    first array that is not finite; ``history`` keeps what was measured until then, and no
+    checkpoint of the diverged state is made.
     """
     history = history if history is not None else History()
     X, y = data.X_train, data.y_train
@@ -147,13 +294,20 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
     per_epoch = n // cfg.batch
     epochs = math.ceil(total / per_epoch)
     rng = np.random.default_rng([cfg.seed, 2])
+    pos = start if start is not None else Position(rng_state=rng.bit_generator.state)
+    if pos.j >= per_epoch or pos.epoch > epochs or pos.t != min(total, pos.epoch * per_epoch + pos.j):
+        raise ConfigError(f"cannot continue at step {pos.t} (epoch {pos.epoch}, batch {pos.j}): the schedule has {total} steps of {per_epoch} per epoch")
+    rng.bit_generator.state = pos.rng_state
     bar = Progress(total, "train", enabled=progress)
-    t = 0
-    start = time.perf_counter()
+    t = pos.t
+    eta = cyclic_lr(max(t - 1, 0), cfg.eta_min, cfg.eta_max, n_s)
+    start_time = time.perf_counter()
+    if stop is None:
+        stop = StopRequest()
 
     def record(epoch: float) -> None:
-        nonlocal start
-        history.train_seconds += time.perf_counter() - start
+        nonlocal start_time
+        history.train_seconds += time.perf_counter() - start_time
         t0 = time.perf_counter()
         tr = evaluate(net, X, y, cfg.lam, ops)
         va = evaluate(net, data.X_val, data.y_val, cfg.lam, ops) if len(data.y_val) else None
@@ -165,12 +319,32 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
         history.evals.append(row)
         bar.log(f"epoch {epoch:5.2f}  step {t:6d}  loss {tr.loss:.4f}  cost {tr.cost:.4f}  "
                 f"train acc {tr.accuracy:.4f}  val acc {row['val_accuracy']:.4f}")
-        start = time.perf_counter()
+        start_time = time.perf_counter()
 
+    def diverged(where: str) -> DivergenceError:
+        return DivergenceError(f"training diverged at step {t} (learning rate {eta:.3g}): {where} is not finite; lower --eta-max or raise --lam")
+
+    def save(epoch: int, j: int, rng_state: dict) -> None:
+        nonlocal start_time
+        where = first_nonfinite(net)
+        if where:
+            raise diverged(where)
+        if checkpoint is not None:
+            history.train_seconds += time.perf_counter() - start_time
+            checkpoint(Position(t, epoch, j, rng_state))
+            start_time = time.perf_counter()
+
+    stop.deferring = True
     try:
-        for epoch in range(epochs):
+        if start is None:
+            save(0, 0, pos.rng_state)
+        for epoch in range(pos.epoch, epochs):
+            rng_state = rng.bit_generator.state  # before the permutation: a checkpoint redraws it
             perm = rng.permutation(n)
-            for j in range(per_epoch):
+            for j in range(pos.j if epoch == pos.epoch else 0, per_epoch):
+                if stop.signum is not None:
+                    save(epoch, j, rng_state)
+                    raise Interrupted(stop.signum, t)
                 if t >= total:
                     break
                 idx = perm[j * cfg.batch : (j + 1) * cfg.batch]
@@ -179,13 +353,16 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
                 history.step_eta.append(eta)
                 history.step_loss.append(loss)
                 t += 1
-                if not math.isfinite(loss) or (t % per_epoch == 0 and first_nonfinite(net)):
-                    where = first_nonfinite(net) or "the loss"
-                    raise DivergenceError(f"training diverged at step {t} (learning rate {eta:.3g}): {where} is not finite; lower --eta-max or raise --lam")
+                if not math.isfinite(loss):  # the step made no update: the network is as it was
+                    raise diverged(locate_nonfinite(net, X[idx], y[idx], ops))
                 if cfg.eval_every and t % cfg.eval_every == 0 and t < total:
                     record(t / per_epoch)
                 bar.update(t, f"loss {loss:.3f} eta {eta:.2e}")
             record(min(epoch + 1, t / per_epoch))
+            save(epoch + 1, 0, rng.bit_generator.state)  # checks the parameters first
+            if stop.signum is not None:
+                raise Interrupted(stop.signum, t)
     finally:
+        stop.deferring = False
         bar.close()
     return history
