@@ -1,0 +1,502 @@
+#!/usr/bin/env python
+"""fastnet against its peers and the matrix-multiply floor: one table of epoch times and ratios.
+
+    python scripts/bench_peers.py                 # full epochs (450 batches), ~10 minutes
+    python scripts/bench_peers.py --quick         # 10 % of an epoch, 1 repeat: a smoke test
+    python scripts/bench_peers.py --json out.json --orientations --profile
+
+For each network (3-layer [50, 50] and 9-layer [50, 30, 20, 20, 10, 10, 10, 10], with and
+without batch norm) and each thread count (1 and 2), it trains one epoch of the default recipe
+(batch 100, lambda 0.005, cyclic learning rate, float32, 45,000 synthetic rows of 3072
+features gathered through one shuffled permutation; evaluation excluded) with:
+
+* fastnet, per backend (numpy, numba, cython, and auto = what users get);
+* PyTorch eager (if installed): ``nn.Sequential``, ``BatchNorm1d``, ``torch.optim.SGD`` with
+  ``weight_decay=2 lam`` on the weight matrices only; ``torch.set_num_threads(threads)``;
+* JAX (if installed): the whole epoch in one ``jax.jit`` (``lax.scan`` over batches), in a
+  worker process per thread count (XLA reads its thread flags at start-up; 1 thread is
+  ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``). Compilation is
+  excluded: each worker compiles and runs one epoch before timing;
+* the floor: only the unavoidable matrix products (forward, weight gradient, input gradient
+  but for the first layer) into preallocated arrays, in each memory orientation of
+  ``peers.LAYOUTS``; the table's "floor" is the fastest of them in this run.
+
+BLAS threads are limited with threadpoolctl. All implementations of one (network, threads)
+cell are timed round-robin, ``--repeats`` times (the starting implementation rotates), so that
+load from other processes hits them alike; each reports the median epoch (``--min`` for the
+minimum). Every repeat starts from the same initial parameters. Ratios are of this one run.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime
+import io
+import json
+import math
+import os
+import platform
+import pstats
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import numpy as np  # noqa: E402
+from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
+
+import peers  # noqa: E402
+
+FASTNET = ("numpy", "numba", "cython", "auto")
+NETS = {"3": peers.THREE, "9": peers.NINE}
+JAX_FLAGS_1 = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def versions() -> dict[str, str]:
+    import numba
+
+    from fastnet.backends import info
+
+    v = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__}
+    blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, {i.get('threading_layer')})"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    v["blas"] = "; ".join(blas) or "?"
+    v["fastnet backends"] = "; ".join(b.describe() for b in info())
+    if peers.torch_available() is None:
+        import torch
+
+        v["torch"] = f"{torch.__version__} (intra-op default {torch.get_num_threads()} threads)"
+    if peers.jax_available() is None:
+        import importlib.metadata as md
+
+        v["jax"] = f"{md.version('jax')} / jaxlib {md.version('jaxlib')}"
+    return v
+
+
+# ---------------------------------------------------------------------------- JAX worker
+
+
+class JaxWorker:
+    """A JAX process at a fixed thread count, driven by JSON lines on its stdin/stdout."""
+
+    def __init__(self, threads: int, n_train: int, seed: int):
+        env = dict(os.environ)
+        if threads == 1:
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + JAX_FLAGS_1).strip()
+        env["JAX_PLATFORMS"] = "cpu"
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--_jax-worker", str(threads), "--_n-train", str(n_train), "--seed", str(seed)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
+        self.ask({"cmd": "ping"})
+
+    def ask(self, msg: dict) -> dict:
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the JAX worker stopped (exit code {self.proc.wait()})")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"JAX worker: {reply['error']}")
+        return reply
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.ask({"cmd": "quit"})
+            except (RuntimeError, OSError, ValueError):
+                pass
+            self.proc.wait(timeout=30)
+
+
+def jax_worker_main(threads: int, n_train: int, seed: int) -> None:
+    """The worker's loop: setup (compile + one epoch), run (one timed epoch), quit."""
+    out = sys.stdout
+    sys.stdout = sys.stderr  # anything JAX prints must not corrupt the protocol
+    X, y = peers.make_data(n_train, seed=seed)
+    impl = spec = plan = init = None
+    for line in sys.stdin:
+        msg = json.loads(line)
+        try:
+            if msg["cmd"] == "ping":
+                reply = {"ok": True}
+            elif msg["cmd"] == "setup":
+                spec = peers.Spec(hidden=tuple(msg["hidden"]), bn=msg["bn"])
+                plan = peers.make_plan(spec, n_train, msg["n_batches"], seed=seed)
+                init = peers.initial_network(spec, seed)
+                impl = peers.JaxImpl(spec)
+                impl.reset(init)
+                t0 = time.perf_counter()
+                impl.warmup(X, y, plan)
+                reply = {"ok": True, "compile_and_first_epoch": time.perf_counter() - t0}
+            elif msg["cmd"] == "run":
+                impl.reset(init)
+                impl.sync()
+
+                def run():
+                    impl.epoch(X, y, plan)
+                    impl.sync()
+
+                wall, cpu = peers.timed(run)
+                reply = {"wall": wall, "cpu": cpu}
+            elif msg["cmd"] == "quit":
+                out.write(json.dumps({"ok": True}) + "\n")
+                out.flush()
+                return
+            else:
+                reply = {"error": f"unknown command {msg['cmd']!r}"}
+        except Exception as exc:  # reported to the parent, which stops with it
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+
+
+class RemoteJax:
+    """The JaxImpl of a worker, with the interface the timing loop uses."""
+
+    name = "jax"
+
+    def __init__(self, worker: JaxWorker, spec: peers.Spec, n_batches: int):
+        self.worker = worker
+        self.setup = worker.ask({"cmd": "setup", "hidden": list(spec.hidden), "bn": spec.bn, "n_batches": n_batches})
+
+    def run(self) -> tuple[float, float]:
+        r = self.worker.ask({"cmd": "run"})
+        return r["wall"], r["cpu"]
+
+
+# -------------------------------------------------------------------------------- timing
+
+
+class Local:
+    """An in-process implementation: reset (untimed) then one timed epoch."""
+
+    def __init__(self, impl: peers.Impl, X, y, plan, init, threads: int):
+        self.impl, self.X, self.y, self.plan, self.init, self.threads = impl, X, y, plan, init, threads
+        self.name = impl.name
+        impl.reset(init)
+        impl.warmup(X, y, plan)
+
+    def run(self) -> tuple[float, float]:
+        self.impl.reset(self.init)
+
+        def epoch():
+            self.impl.epoch(self.X, self.y, self.plan)
+            self.impl.sync()
+
+        return peers.timed(epoch)
+
+
+class Gather:
+    """The batch gathers of the epoch alone (shown beside the floor, which has none)."""
+
+    name = "gather"
+
+    def __init__(self, X, y, plan):
+        self.X, self.y, self.plan = X, y, plan
+
+    def run(self):
+        return peers.timed(peers.gather_seconds, self.X, self.y, self.plan)
+
+
+def measure_cell(spec, threads, X, y, n_batches, args, jax_workers) -> dict[str, peers.Timing]:
+    """Every implementation on one (network, threads) cell, round-robin."""
+    plan = peers.make_plan(spec, X.shape[0], n_batches, seed=args.seed)
+    init = peers.initial_network(spec, args.seed)
+    runners = []
+    for lay in peers.LAYOUTS:
+        runners.append(Local(peers.FloorImpl(spec, lay), X, y, plan, init, threads))
+    runners.append(Gather(X, y, plan))
+    for b in FASTNET:
+        if b in args.skip:
+            continue
+        runners.append(Local(peers.FastnetImpl(spec, b), X, y, plan, init, threads))
+    if "torch" not in args.skip and peers.torch_available() is None:
+        runners.append(Local(peers.TorchImpl(spec, threads), X, y, plan, init, threads))
+    if threads in jax_workers:
+        runners.append(RemoteJax(jax_workers[threads], spec, plan.n_batches))
+    timings = {r.name: peers.Timing() for r in runners}
+    for rep in range(args.repeats):
+        k = rep % len(runners)
+        for r in runners[k:] + runners[:k]:
+            wall, cpu = r.run()
+            timings[r.name].wall.append(wall)
+            timings[r.name].cpu.append(cpu)
+    return timings
+
+
+# ------------------------------------------------------------------------------- report
+
+
+def fmt(x: float, width: int = 7, digits: int = 3) -> str:
+    return f"{'-':>{width}s}" if x is None or not math.isfinite(x) else f"{x:>{width}.{digits}f}"
+
+
+def table(rows: list[dict], stat: str, n_batches: int) -> str:
+    cols = ["floor", "floor*", "gather", "numpy", "numba", "cython", "auto", "torch", "jax"]
+    head = (f"{'network':16s}{'thr':>4s} " + " ".join(f"{c:>7s}" for c in cols)
+            + " |" + " ".join(f"{c:>11s}" for c in ("auto/floor", "auto/torch", "auto/jax", "best/floor", "best/torch")))
+    lines = [f"epoch seconds ({stat} of repeats; {n_batches} batches of 100 per epoch), then ratios "
+             "(< 1: fastnet faster)", head, "-" * len(head)]
+    for r in rows:
+        t = r["seconds"]
+        fast = {b: t.get(f"fastnet-{b}") for b in FASTNET}
+        best_b = min((b for b in FASTNET if fast[b] is not None), key=lambda b: fast[b], default=None)
+        best = fast[best_b] if best_b else None
+        vals = [r["floor"], t.get("floor[rows/W(out,in)]"), t.get("gather"), *(fast[b] for b in FASTNET),
+                t.get("torch"), t.get("jax")]
+
+        def ratio(a, b):
+            return a / b if a is not None and b is not None and b > 0 else None
+
+        ratios = [ratio(fast["auto"], r["floor"]), ratio(fast["auto"], t.get("torch")), ratio(fast["auto"], t.get("jax")),
+                  ratio(best, r["floor"]), ratio(best, t.get("torch"))]
+        lines.append(f"{r['label']:16s}{r['threads']:>4d} " + " ".join(fmt(v) for v in vals)
+                     + " |" + " ".join(fmt(v, 11, 2) for v in ratios))
+    lines.append("floor = fastest memory orientation of the products alone (see --orientations); floor* = fastnet's "
+                 "orientation (rows, W as (m_out, m_in)); gather = X[idx], y[idx] alone; best = fastest fastnet backend")
+    return "\n".join(lines)
+
+
+def orientations(spec, X, threads: int, reps: int) -> tuple[str, dict]:
+    """Per product, microseconds per call in each layout (min over rounds)."""
+    with threadpool_limits(threads):
+        t = peers.time_products(spec, X, reps=reps, rounds=5)
+    lines = [f"orientation of each product, {spec.label}, {threads} thread(s): microseconds per call (min of 5 rounds "
+             f"of {reps}); (M, K, N) of the canonical product"]
+    lines.append(f"{'layer product':22s}{'(M, K, N)':>18s} " + " ".join(f"{lay:>15s}" for lay in peers.LAYOUTS) + "   best/worst")
+    totals = defaultdict(float)
+    data = []
+    for l, what, shape in peers.product_shapes(spec):
+        vals = [t[(l, what, lay)] for lay in peers.LAYOUTS]
+        for lay, v in zip(peers.LAYOUTS, vals):
+            totals[lay] += v
+        data.append({"layer": l, "product": what, "shape": shape, "us": dict(zip(peers.LAYOUTS, [v * 1e6 for v in vals]))})
+        lines.append(f"{f'{l} {what}':22s}{str(shape):>18s} " + " ".join(f"{v * 1e6:>15.1f}" for v in vals)
+                     + f"   {min(vals) / max(vals):>10.2f}")
+    mixed = sum(min(t[(l, w, lay)] for lay in peers.LAYOUTS) for l, w, _ in peers.product_shapes(spec))
+    lines.append(f"{'sum per step':40s} " + " ".join(f"{totals[lay] * 1e6:>15.1f}" for lay in peers.LAYOUTS)
+                 + f"   per-product best (mixed): {mixed * 1e6:.1f}")
+    return "\n".join(lines), {"label": spec.label, "threads": threads, "products": data,
+                              "sum_us": {k: v * 1e6 for k, v in totals.items()}, "mixed_us": mixed * 1e6}
+
+
+# ------------------------------------------------------------------------------- profile
+
+
+def profile(spec, X, y, n_batches: int, threads: int, seed: int) -> tuple[str, dict]:
+    """Where fastnet's epoch time goes, per backend: per op (timed wrappers), the gather, the
+    Python around them, against the floor; then cProfile's top functions for each backend."""
+    from fastnet.backends import OPS
+
+    plan = peers.make_plan(spec, X.shape[0], n_batches, seed=seed)
+    init = peers.initial_network(spec, seed)
+    out, data = [], {}
+    with threadpool_limits(threads):
+        floor = peers.FloorImpl(spec, "rows/W(out,in)")
+        floor.warmup(X, y, plan)
+        floor_s = min(peers.timed(floor.epoch, X, y, plan)[0] for _ in range(3))
+        gather_s = min(peers.timed(peers.gather_seconds, X, y, plan)[0] for _ in range(3))
+        for b in ("numpy", "numba", "cython"):
+            impl = peers.FastnetImpl(spec, b)
+            impl.reset(init)
+            impl.warmup(X, y, plan)
+            plain = []
+            for _ in range(3):
+                impl.reset(init)
+                plain.append(peers.timed(impl.epoch, X, y, plan)[0])
+            acc, calls = defaultdict(float), defaultdict(int)
+            real = impl.ops
+
+            def wrap(name, f):
+                def g(*a, **k):
+                    t0 = time.perf_counter()
+                    r = f(*a, **k)
+                    acc[name] += time.perf_counter() - t0
+                    calls[name] += 1
+                    return r
+                return g
+
+            impl.ops = SimpleNamespace(**{op: wrap(op, getattr(real, op)) for op in OPS})
+            impl.reset(init)
+            wrapped = peers.timed(impl.epoch, X, y, plan)[0]
+            # the wrappers' own cost, measured on a no-op: subtracted from the Python share
+            noop = wrap("_noop", lambda: None)
+            t0 = time.perf_counter()
+            for _ in range(10000):
+                noop()
+            per_wrap = (time.perf_counter() - t0) / 10000
+            n_calls = sum(v for k, v in calls.items() if k != "_noop")
+            epoch_s = float(np.median(plain))
+            ops_s = sum(v for k, v in acc.items() if k != "_noop")
+            python_s = max(wrapped - ops_s - gather_s - n_calls * per_wrap, 0.0)
+            out.append(f"fastnet-{b}, {spec.label}, {threads} thread(s), {n_batches} steps: epoch {epoch_s:.3f} s "
+                       f"(with timers {wrapped:.3f} s); floor {floor_s:.3f} s, gather {gather_s:.3f} s")
+            out.append(f"  {'op':24s}{'calls/step':>11s}{'us/call':>9s}{'us/step':>9s}{'share':>7s}")
+            rows = sorted(((k, v) for k, v in acc.items() if k != "_noop"), key=lambda kv: -kv[1])
+            for k, v in rows:
+                out.append(f"  {k:24s}{calls[k] / n_batches:>11.1f}{v / calls[k] * 1e6:>9.1f}{v / n_batches * 1e6:>9.1f}"
+                           f"{v / wrapped:>7.1%}")
+            lin = acc["linear_forward"] + acc["linear_backward"]
+            out.append(f"  {'gather X[idx], y[idx]':24s}{2:>11.1f}{gather_s / n_batches / 2 * 1e6:>9.1f}"
+                       f"{gather_s / n_batches * 1e6:>9.1f}{gather_s / wrapped:>7.1%}")
+            out.append(f"  {'python (network, train)':24s}{'':>11s}{'':>9s}{python_s / n_batches * 1e6:>9.1f}"
+                       f"{python_s / wrapped:>7.1%}")
+            out.append(f"  matmul share: linear ops {lin / wrapped:.1%} of the epoch; the products alone (floor*) "
+                       f"{floor_s / wrapped:.1%}; linear ops cost {lin / floor_s:.2f} x their products")
+            data[b] = {"epoch_s": epoch_s, "wrapped_s": wrapped, "floor_s": floor_s, "gather_s": gather_s,
+                       "python_s": python_s, "ops": {k: {"calls": calls[k], "s": v} for k, v in rows}}
+            prof = cProfile.Profile()
+            impl.ops = real
+            impl.reset(init)
+            prof.enable()
+            impl.epoch(X, y, plan)
+            prof.disable()
+            s = io.StringIO()
+            pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(12)
+            top = [ln for ln in s.getvalue().splitlines() if ln.strip()][-13:]
+            out.append("  cProfile, top 12 by own time:")
+            out.extend("    " + ln for ln in top)
+    return "\n".join(out), data
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs-fraction", type=float, default=1.0, help="fraction of the 450 batches of an epoch to run (default 1)")
+    p.add_argument("--quick", action="store_true", help="smoke test: --epochs-fraction 0.1 --repeats 1")
+    p.add_argument("--repeats", type=int, default=3, help="timed epochs per implementation (default 3)")
+    p.add_argument("--min", action="store_true", help="report the minimum of the repeats instead of the median")
+    p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    p.add_argument("--nets", default="3,9", help="comma-separated: 3 and/or 9 layers (default 3,9)")
+    p.add_argument("--bn", choices=("both", "on", "off"), default="both")
+    p.add_argument("--skip", default="", help="comma-separated implementations to leave out: numpy,numba,cython,auto,torch,jax")
+    p.add_argument("--orientations", action="store_true", help="also time every product in every memory orientation")
+    p.add_argument("--profile", action="store_true", help="also profile fastnet's epoch per backend (3-layer BN, 1 thread)")
+    p.add_argument("--json", metavar="PATH", help="write every measurement to this JSON file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--_jax-worker", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--_n-train", type=int, default=peers.N_TRAIN, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args._jax_worker is not None:
+        jax_worker_main(args._jax_worker, args._n_train, args.seed)
+        return 0
+    if args.quick:
+        args.epochs_fraction, args.repeats = min(args.epochs_fraction, 0.1), 1
+    if not 0 < args.epochs_fraction <= 1:
+        p.error("--epochs-fraction must be in (0, 1]")
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
+    threads = [int(t) for t in args.threads.split(",") if t]
+    nets = [n.strip() for n in args.nets.split(",") if n.strip()]
+    if any(n not in NETS for n in nets):
+        p.error(f"--nets takes 3 and/or 9, got {args.nets!r}")
+    args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    bns = {"both": (True, False), "on": (True,), "off": (False,)}[args.bn]
+    per_epoch = peers.N_TRAIN // 100
+    n_batches = max(1, round(per_epoch * args.epochs_fraction))
+
+    started = datetime.datetime.now().astimezone()
+    meta = {"date": started.isoformat(timespec="seconds"), "cpu": cpu_model(), "cpus": os.cpu_count(),
+            "load_at_start": load(), "versions": versions(), "n_batches": n_batches, "repeats": args.repeats,
+            "stat": "min" if args.min else "median", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+    print(f"fastnet peers benchmark, {meta['date']}")
+    print(f"cpu: {meta['cpu']} ({meta['cpus']} CPUs); load average at start: {meta['load_at_start']}")
+    for k, v in meta["versions"].items():
+        print(f"  {k}: {v}")
+    skipped = {}
+    if peers.torch_available() is not None and "torch" not in args.skip:
+        skipped["torch"] = peers.torch_available()
+    if peers.jax_available() is not None and "jax" not in args.skip:
+        skipped["jax"] = peers.jax_available()
+    for k, v in skipped.items():
+        print(f"  skipped {k}: {v}")
+    print(flush=True)
+
+    X, y = peers.make_data(seed=args.seed)
+    jax_workers: dict[int, JaxWorker] = {}
+    rows, results, extra = [], [], {}
+    try:
+        if "jax" not in args.skip and peers.jax_available() is None:
+            for t in threads:
+                jax_workers[t] = JaxWorker(t, peers.N_TRAIN, args.seed)
+        for t in threads:
+            with threadpool_limits(t):
+                for n in nets:
+                    for bn in bns:
+                        spec = peers.Spec(hidden=NETS[n], bn=bn)
+                        t0 = time.perf_counter()
+                        timings = measure_cell(spec, t, X, y, n_batches, args, jax_workers)
+                        stat = (lambda tm: tm.best) if args.min else (lambda tm: tm.median)
+                        seconds = {k: stat(v) for k, v in timings.items()}
+                        floors = {k: v for k, v in seconds.items() if k.startswith("floor[")}
+                        best_floor = min(floors, key=floors.get)
+                        rows.append({"label": spec.label, "threads": t, "seconds": seconds,
+                                     "floor": floors[best_floor], "floor_layout": best_floor})
+                        for k, v in timings.items():
+                            results.append({"network": spec.label, "hidden": list(spec.hidden), "bn": bn, "threads": t,
+                                            "impl": k, "wall": v.wall, "cpu": v.cpu, "median": v.median,
+                                            "min": v.best, "cpu_per_wall": v.cpu_per_wall})
+                        print(f"  measured {spec.label}, {t} thread(s) in {time.perf_counter() - t0:.0f} s "
+                              f"(fastest floor: {best_floor}; load {load()})", file=sys.stderr, flush=True)
+    finally:
+        for w in jax_workers.values():
+            w.close()
+
+    print(table(rows, meta["stat"], n_batches))
+    print()
+    print("cpu/wall (process CPU seconds per wall second, median; ~1 = one thread busy):")
+    for t in threads:
+        line = [f"{r['impl']}={r['cpu_per_wall']:.2f}" for r in results
+                if r["threads"] == t and r["network"] == results[0]["network"] and not r["impl"].startswith("floor[")]
+        print(f"  {t} thread(s), {results[0]['network']}: " + ", ".join(line))
+    if args.orientations:
+        extra["orientations"] = []
+        for t in threads:
+            text, d = orientations(peers.Spec(hidden=peers.NINE), X, t, reps=100 if args.quick else 300)
+            print()
+            print(text)
+            extra["orientations"].append(d)
+    if args.profile:
+        text, d = profile(peers.Spec(), X, y, n_batches, 1, args.seed)
+        print()
+        print(text)
+        extra["profile"] = d
+    meta["load_at_end"] = load()
+    print(f"\nload average at end: {meta['load_at_end']}; {args.repeats} repeat(s), {meta['stat']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"meta": meta, "table": rows, "results": results, **extra}, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
