@@ -229,6 +229,29 @@ def plot_init_grid(groups: dict[float, dict[bool, RunInfo]], axes) -> None:
         ax.set_axis_off()
 
 
+def plot_init_bars(groups: dict[float, dict[bool, RunInfo]], ax) -> None:
+    """Test accuracy per sigma, BN and no BN side by side; chance level marked."""
+    sigmas = list(groups)
+    width = 0.38
+    for k, bn in enumerate((False, True)):
+        xs, ys = [], []
+        for i, sigma in enumerate(sigmas):
+            run = groups[sigma].get(bn)
+            if run is not None and run.finished:
+                xs.append(i + (k - 0.5) * width)
+                ys.append(100 * run.get("test_accuracy"))
+        bars = ax.bar(xs, ys, width, color=BN_STYLE[bn]["color"], label=BN_STYLE[bn]["label"])
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+    ax.axhline(10, color="0.4", ls=":", lw=1, label="chance (10 %)")
+    ax.set_xticks(range(len(sigmas)), [f"{s:g}" for s in sigmas])
+    ax.set_xlabel("sigma of the normal initialisation")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, max([70] + [b.get_height() + 10 for b in ax.patches]))
+    ax.set_title("test accuracy after training", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, loc="upper right")
+
+
 def experiment_figures(exp_root) -> list[Path]:
     """The comparison figures as PNGs in ``EXPERIMENT_DIR/figures/`` (those whose runs exist)."""
     plt = _pyplot()
@@ -252,8 +275,9 @@ def experiment_figures(exp_root) -> list[Path]:
         written.append(_save(fig, fig_dir / "lambda-search.png"))
     groups = init_groups(load_experiment(root / "init-sensitivity"))
     if groups:
-        fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4.2), dpi=120, squeeze=False)
-        plot_init_grid(groups, axes[0])
+        fig, axes = plt.subplots(1, len(groups) + 1, figsize=(5 * (len(groups) + 1), 4.2), dpi=120, squeeze=False)
+        plot_init_grid(groups, axes[0][:-1])
+        plot_init_bars(groups, axes[0][-1])
         fig.tight_layout()
         written.append(_save(fig, fig_dir / "init-sensitivity.png"))
     return written
@@ -386,10 +410,12 @@ class _Page:
         self.text(heading, size=15, weight="bold", gap=0.012)
 
     def text(self, s: str, size: float = 9.5, weight="normal", family=None, width: int | None = None, gap: float = 0.006) -> None:
-        width = width or int(100 * 9.5 / size)
+        width = width or int((92 if weight == "bold" else 100) * 9.5 / size)
         line_h = size * 1.45 / 72 / A4[1]
         for para in s.split("\n"):
-            for line in (textwrap.wrap(para, width) if family is None else [para]) or [""]:
+            indent = " " * (len(para) - len(para.lstrip(" ")))
+            wrapped = textwrap.wrap(para, width, initial_indent="", subsequent_indent=indent + "    " if indent else "") if family is None else [para]
+            for line in wrapped or [""]:
                 self.fig.text(MARGIN, self.y, line, size=size, weight=weight, family=family, va="top", ha="left")
                 self.y -= line_h
         self.y -= gap
@@ -450,8 +476,9 @@ def _page_gradcheck(plt, g: dict):
     p.text(f"Every entry of every parameter array (W, b, and gamma, beta with BN) of {len(cases)} small networks was compared with a "
            f"centred finite difference (J(theta + h) - J(theta - h)) / 2h of the mini-batch cost of eq (20), in {g.get('dtype', 'float64')}, "
            f"h = {g.get('h'):g}, on random data with d = {g.get('d')} inputs, n = {g.get('n')} samples (mini-batch > 1, so BN uses "
-           f"batch statistics as in the analytic pass) and K = {g.get('K')} classes; {g.get('init', 'he')} initialisation, gamma and "
-           f"beta moved away from 1 and 0. Networks: 2, 3 and 4 layers, with and without BN, lambda = 0 and 0.1. Entries whose "
+           f"batch statistics as in the analytic pass) and K = {g.get('K')} classes; {str(g.get('init', 'he')).capitalize()} initialisation, gamma and "
+           f"beta moved away from 1 and 0. Networks: 2, 3 and 4 layers (hidden sizes "
+           f"{', '.join(dict.fromkeys(str(r['hidden']) for r in rows))}), with and without BN, lambda = 0 and 0.1. Entries whose "
            f"perturbation flips a ReLU (a kink: the difference quotient is meaningless there) are skipped and counted. Backend: "
            f"{g.get('backend')}.")
     p.text(f"Relative error per array = max_i |g_a,i - g_n,i| / max_i max(|g_a,i|, |g_n,i|). Over {len(rows)} arrays and {checked} "
@@ -472,16 +499,16 @@ def _page_gradcheck(plt, g: dict):
 def _page_gradcheck_table(plt, g: dict):
     p = _Page(plt, "(i) Gradient check: every parameter array")
     rows = g["rows"]
-    head = f"{'network':<20} {'array':<6} {'shape':<6} {'rel err':>8} {'entry':>8}"
+    head = f"{'network':<22} {'array':<6} {'shape':<6} {'rel err':>8} {'entry':>8}"
     half = (len(rows) + 1) // 2
     cols = [rows[:half], rows[half:]]
-    size = 6.4 if half <= 50 else 5.2
+    size = 7.2 if half <= 50 else 5.2
     line_h = size * 1.45 / 72 / A4[1]
     top = p.y
     for k, col in enumerate(cols):
         y = top
-        x = MARGIN + k * 0.44
-        for line in [head] + [f"{r['case']:<20} {r['param']:<6} {'x'.join(map(str, r['shape'])):<6} {r['rel_error']:>8.1e} {r['max_rel_error']:>8.1e}" for r in col]:
+        x = MARGIN + k * 0.45
+        for line in [head] + [f"{r['case']:<22} {r['param']:<6} {'x'.join(map(str, r['shape'])):<6} {r['rel_error']:>8.1e} {r['max_rel_error']:>8.1e}" for r in col]:
             p.fig.text(x, y, line, size=size, family="monospace", va="top")
             y -= line_h
     p.y = top - (half + 1) * line_h - 0.01
@@ -493,7 +520,7 @@ def _final_numbers(pair: dict[bool, RunInfo | None]) -> str:
     parts = []
     for bn in (False, True):
         run = pair.get(bn)
-        label = "with BN" if bn else "without BN"
+        label = "With BN" if bn else "Without BN"
         if run is None:
             parts.append(f"{label}: missing")
         elif not run.finished:
@@ -570,6 +597,13 @@ def _page_lambda(plt, root: Path):
         best = max(pts, key=lambda q: (q["val_accuracy"], -q["lam"]))
         p.text(f"Best lambda overall: {best['lam']:.4g} (run {best['name']}), validation accuracy {_pct(best['val_accuracy'])}, "
                f"test accuracy of that search run {_pct(best['test_accuracy'])}.", weight="bold")
+    if pts:
+        n_val = int(runs[best["name"]].config.get("n_val", 5000)) if runs[best["name"]].config.get("split", "a3") == "a3" else 10000
+        se = math.sqrt(best["val_accuracy"] * (1 - best["val_accuracy"]) / n_val)
+        close = [q for q in pts if best["val_accuracy"] - q["val_accuracy"] <= 2 * se]
+        p.text(f"A validation accuracy near {_pct(best['val_accuracy'])} measured on {n_val} images has a binomial standard error of "
+               f"about {100 * se:.2f} points: the {len(close)} values of lambda within two standard errors of the best "
+               f"({min(q['lam'] for q in close):.3g} to {max(q['lam'] for q in close):.3g}) are not told apart by this search.")
     if final is not None and final.finished:
         c = final.config
         p.text(f"Trained with lambda = {c.get('lam'):.4g} for {c.get('cycles')} cycles at n_s = {final.get('n_s', c.get('n_s'))}: "
@@ -603,6 +637,8 @@ def init_comment(groups: dict[float, dict[bool, RunInfo]]) -> str:
     for bn in (True, False):
         vals = acc[bn]
         label = "With BN" if bn else "Without BN"
+        flat = [(s, pair[bn].get("train_loss")) for s, pair in groups.items() if bn in pair and pair[bn].finished
+                and abs(pair[bn].get("train_loss") - math.log(10)) < 0.01]
         if len(vals) >= 2:
             spread = max(vals.values()) - min(vals.values())
             out.append(f"{label} the test accuracy varies by {100 * spread:.1f} percentage points across the sigmas "
@@ -611,6 +647,10 @@ def init_comment(groups: dict[float, dict[bool, RunInfo]]) -> str:
         if stuck:
             out.append(f"{label}, sigma = {', '.join(f'{s:g}' for s in stuck)} stayed at chance level (< {100 * chance:.0f} %): "
                        f"the network did not learn.")
+        if flat:
+            out.append(f"{label}, the final training loss for sigma = {', '.join(f'{s:g}' for s, _ in flat)} is "
+                       f"{', '.join(f'{v:.4f}' for _, v in flat)}, i.e. ln 10 = {math.log(10):.4f}, the loss of giving every class "
+                       f"probability 1/10: the signal vanished in the forward pass.")
         if states[bn]:
             out.append(f"{label}: " + ", ".join(f"sigma = {s:g} {st}" for s, st in states[bn].items()) + ".")
     if len(acc[True]) >= 2 and len(acc[False]) >= 2:
@@ -635,14 +675,19 @@ def _page_init(plt, root: Path):
         return p.fig
     p.text("Instead of He initialisation every weight is drawn from N(0, sigma^2), the same sigma at every layer. " + _settings_line(first))
     p.text(init_comment(groups))
-    n = len(groups)
-    rows = [list(groups.items())[i:i + 2] for i in range(0, n, 2)]
-    for row in rows:
+    items = list(groups.items())
+    panels = items + [None]  # the last panel: test accuracies as bars
+    for i in range(0, len(panels), 2):
         axes = p.axes(0.25, ncols=2, wspace=0.1)
-        plot_init_grid(dict(row), axes)
-        for ax in axes:
-            if ax.get_legend():
-                ax.legend(fontsize=6.5)
+        for ax, item in zip(axes, panels[i:i + 2]):
+            if item is None:
+                plot_init_bars(groups, ax)
+            else:
+                plot_bn_overlay(item[1], ax, title=f"normal init, sigma = {item[0]:g}")
+                if ax.get_legend():
+                    ax.legend(fontsize=6.5)
+        for ax in axes[len(panels[i:i + 2]):]:
+            ax.set_axis_off()
     return p.fig
 
 
