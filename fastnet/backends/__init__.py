@@ -118,18 +118,30 @@ def _require_cython() -> bool:
     return os.environ.get("FASTNET_REQUIRE_CYTHON", "") == "1"
 
 
+def _raise_if_extension_missing() -> None:
+    backend = load("cython")
+    if not backend.available:
+        raise BackendError(f"the compiled extension fastnet._ckernels is missing ({backend.reason}) and FASTNET_REQUIRE_CYTHON=1; reinstall with a C compiler: pip install -e .")
+
+
 def resolve(name: str | None = None) -> Backend:
     """The backend to use for ``name`` ("auto", "numpy", "numba", "cython"; None = default).
 
     The default is ``$FASTNET_BACKEND`` or "auto". A named backend that is unavailable falls
-    back to the next of :data:`AUTO_ORDER` with a notice (or raises :class:`BackendError` for
-    cython under ``FASTNET_REQUIRE_CYTHON=1``); an unknown name is a ValueError.
+    back to the next of :data:`AUTO_ORDER` with a notice; an unknown name is a ValueError.
+    Under ``FASTNET_REQUIRE_CYTHON=1`` a missing extension raises :class:`BackendError`
+    whenever the extension is asked for ("cython"), could be chosen ("auto", wherever cython
+    stands in :data:`AUTO_ORDER`), or would be fallen back on.
     """
     if name is None:
         name = os.environ.get("FASTNET_BACKEND", "") or "auto"
     name = name.strip().lower()
     if name != "auto" and name not in NAMES:
         raise ValueError(f"unknown backend {name!r}; choose one of: auto, {', '.join(NAMES)}")
+    if name in ("auto", "cython") and _require_cython():
+        # Checked up front: "auto" may be satisfied before reaching cython in AUTO_ORDER, and
+        # the strict mode exists to catch a build that silently went without the extension.
+        _raise_if_extension_missing()
     candidates = AUTO_ORDER if name == "auto" else (name,) + tuple(n for n in AUTO_ORDER if n != name)
     for candidate in candidates:
         backend = load(candidate)
@@ -138,7 +150,7 @@ def resolve(name: str | None = None) -> Backend:
                 notice(f"ops:{candidate}", f"fastnet: backend {candidate} lacks {', '.join(backend.fallback_ops)}; using the NumPy reference for those")
             return backend
         if candidate == "cython" and _require_cython():
-            raise BackendError(f"the compiled extension fastnet._ckernels is missing ({backend.reason}) and FASTNET_REQUIRE_CYTHON=1; reinstall with a C compiler: pip install -e .")
+            _raise_if_extension_missing()
         if name != "auto" or candidate != "numpy":
             notice(f"missing:{candidate}", f"fastnet: backend {candidate} unavailable ({backend.reason}); trying the next one")
     raise BackendError("no backend could be loaded")  # the NumPy reference always loads
