@@ -263,6 +263,12 @@ def run_experiment(name: str, out="experiments", *, data_dir=None, workers: int 
         return run_gradcheck(out, echo=echo)
     if name not in EXPERIMENTS:
         raise FastnetError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}, gradcheck or all")
+    if pool is None and scheduler is None and (workers or default_workers()) > 1:
+        from .sweep import worker_pool
+
+        with worker_pool(workers) as pool:  # one pool for every stage: each worker loads the data once
+            return run_experiment(name, out, data_dir=data_dir, workers=workers, quick=quick, backend=backend, full_n_s=full_n_s,
+                                  plots=plots, echo=echo, pool=pool, ran_before=ran_before)
     exp_dir = out / name
     kw = dict(data_dir=data_dir, workers=workers, scheduler=scheduler, plots=plots, echo=echo, pool=pool)
     echo(f"experiment {name}: {TITLES[name]}{' (quick)' if quick else ''} -> {exp_dir}")
