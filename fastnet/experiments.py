@@ -324,9 +324,18 @@ def _run_all(out: Path, *, data_dir, workers, scheduler, quick, backend, full_n_
     for exp in EXPERIMENTS:
         rows += [{**r, "name": f"{exp}/{r['name']}"} for r in records[exp].get("rows", [])]
     write_results(out, rows)  # every run of every experiment in one table
-    write_json(out / "all.json", {"experiments": list(EXPERIMENTS), "wall_seconds": time.perf_counter() - t0, "quick": quick,
-                                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "workers": workers or (None if scheduler else default_workers()),
-                                  "scheduler": scheduler, "runs": len(rows)})
+    this = {"wall_seconds": time.perf_counter() - t0, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "workers": workers or (None if scheduler else default_workers()), "scheduler": scheduler,
+            "executed": sum(len(records[exp]["executed"]) for exp in EXPERIMENTS), "runs": len(rows)}
+    previous = []
+    if (out / "all.json").is_file():
+        from .runs import read_json
+
+        try:
+            previous = read_json(out / "all.json").get("invocations", [])
+        except FastnetError:
+            previous = []
+    write_json(out / "all.json", {"experiments": list(EXPERIMENTS), "quick": quick, **this, "invocations": previous + [this]})
     return records
 
 

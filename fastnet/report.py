@@ -388,11 +388,35 @@ def summary_markdown(root: Path, rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"| {r['experiment']} | {r['title']} | {r['result']} | {r['quoted']} | {r['state']} | {_dur(r['seconds'])} |")
     notes = ["", "Run time: the sum of the runs' training and evaluation wall time (metrics.json `wall_seconds`)."]
-    if (root / "all.json").is_file():
-        a = read_json(root / "all.json")
-        notes.append(f"`fastnet experiment all` (last invocation) took {_dur(a.get('wall_seconds'))} of wall time"
-                     f"{' (quick settings)' if a.get('quick') else ''}, finished {a.get('finished_at', '?')}.")
+    line = all_wall_time(root)
+    if line:
+        notes.append(line.replace("fastnet experiment all", "`fastnet experiment all`"))
     return "\n".join(lines + notes) + "\n"
+
+
+def all_wall_time(root: Path) -> str:
+    """One sentence on the wall time of ``fastnet experiment all`` from ``all.json``: the
+    invocations that trained something (a resumed run takes several), or '' if none."""
+    from .runs import read_json
+
+    if not (root / "all.json").is_file():
+        return ""
+    try:
+        a = read_json(root / "all.json")
+    except Exception:
+        return ""
+    calls = a.get("invocations") or [a]
+    training = [c for c in calls if c.get("executed", 1)]
+    if not training:
+        return f"fastnet experiment all: every run was already finished when last invoked ({a.get('finished_at', '?')})."
+    total = sum(c.get("wall_seconds", 0.0) for c in training)
+    runs = sum(c.get("executed", 0) for c in training)
+    how = "in one invocation" if len(training) == 1 else f"over {len(training)} invocations (resumed)"
+    last = training[-1]
+    where = f"the dask cluster {last['scheduler']}" if last.get("scheduler") else f"{last.get('workers', '?')} worker process(es)"
+    return (f"fastnet experiment all trained {runs} runs in {_dur(total)} of wall time {how}, on "
+            f"{where}{' (quick settings)' if a.get('quick') else ''}; "
+            f"last finished {training[-1].get('finished_at', '?')}.")
 
 
 # ------------------------------------------------------------------------------ the PDF
@@ -454,9 +478,7 @@ def _page_summary(plt, root: Path, rows: list[dict]):
     for r in rows:
         p.text(f"{r['experiment']} - {r['title']}", weight="bold", gap=0.0)
         p.text(f"    result: {r['result']}\n    assignment: {r['quoted']}\n    status: {r['state']}; run time {_dur(r['seconds'])}", gap=0.004)
-    if (root / "all.json").is_file():
-        a = read_json(root / "all.json")
-        p.text(f"fastnet experiment all (last invocation): {_dur(a.get('wall_seconds'))} of wall time, finished {a.get('finished_at', '?')}.")
+    p.text(all_wall_time(root))
     return p.fig
 
 

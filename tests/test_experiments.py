@@ -128,6 +128,8 @@ def test_running_again_trains_nothing(quick_all, fake_cifar_dir):
     for name in ex.EXPERIMENTS:
         assert records[name]["executed"] == [], name
         assert len(records[name]["skipped"]) == len(records[name]["runs"])
+    calls = json.loads((quick_all / "all.json").read_text())["invocations"]
+    assert [c["executed"] for c in calls] == [sum(len(records[n]["runs"]) for n in ex.EXPERIMENTS), 0]
 
 
 def test_a_quick_search_does_not_feed_a_full_final_run(quick_all, fake_cifar_dir):

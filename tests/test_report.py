@@ -39,6 +39,8 @@ def test_report_of_every_experiment(quick_dir, capsys):
         row = next(line for line in summary.splitlines() if line.startswith(f"| {name} |"))
         assert f"{100 * acc:.2f} %" in row and "(quick)" in row
     assert "~52 %" in summary and "~53.5 %" in summary and "missing" not in summary
+    n_runs = sum(len(json.loads((quick_dir / n / "experiment.json").read_text())["runs"]) for n in ex.EXPERIMENTS)
+    assert f"trained {n_runs} runs in" in summary and "in one invocation" in summary
     for png in ("bn-vs-nobn-3layer.png", "bn-vs-nobn-9layer.png", "lambda-search.png", "init-sensitivity.png"):
         assert (quick_dir / "figures" / png).stat().st_size > 10_000
 
