@@ -69,17 +69,22 @@ def read_npz(path) -> dict[str, np.ndarray]:
     is turned into one); members larger in total than MAX_NPZ_BYTES are refused unread.
     """
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
-                size = sum(info.file_size for info in zf.infolist())
-            if size > MAX_NPZ_BYTES:
-                raise ValueError(f"it claims {size} bytes of arrays, more than any fastnet file holds")
+        if not zipfile.is_zipfile(path):  # else np.load would take it for a pickle
+            if not os.path.exists(path):
+                raise FileNotFoundError(path)
+            raise ValueError("it is not an .npz (zip) archive")
+        with zipfile.ZipFile(path) as zf:
+            size = sum(info.file_size for info in zf.infolist())
+        if size > MAX_NPZ_BYTES:
+            raise ValueError(f"it claims {size} bytes of arrays, more than any fastnet file holds")
         with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise ValueError("it is a single array, not an .npz archive")
             arrays = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise ValueError("it holds pickled Python objects, which fastnet never writes and does not load") from None
+        raise ValueError(str(exc)[:200]) from None
     except NPZ_ERRORS as exc:
         raise ValueError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
     for name, a in arrays.items():

@@ -36,7 +36,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import DivergenceError, FastnetError
+from .errors import ConfigError, DivergenceError, FastnetError
 
 HISTORY_FIELDS = ("epoch", "step", "eta", "train_loss", "train_cost", "train_accuracy", "val_loss", "val_cost", "val_accuracy")
 
@@ -364,6 +364,8 @@ def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=T
     from .train import TrainConfig
 
     out = Path(run_dir)
+    if out.exists() and not out.is_dir():
+        raise FastnetError(f"--resume {out}: this is a file, not a run folder")
     if not out.is_dir():
         raise FastnetError(f"--resume {out}: there is no such folder")
     if not (out / "config.json").is_file():
@@ -371,14 +373,21 @@ def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=T
     with RunLock(out), stop_on_signals() as stop:
         if (out / "metrics.json").exists():
             raise FastnetError(f"{out} holds a finished run (it has metrics.json); there is nothing to resume")
-        status = read_json(out / "status.json") if (out / "status.json").exists() else {}
+        try:
+            status = read_json(out / "status.json") if (out / "status.json").exists() else {}
+        except FastnetError:
+            status = {}  # only a note of why the run stopped: damaged, it must not block the resume
         if status.get("status") == "diverged":
             raise FastnetError(f"{out} diverged ({status.get('message', 'see status.json')}); resuming would diverge again the same way, so start a new run with a lower --eta-max")
         config = read_json(out / "config.json")
         try:
+            if not isinstance(config.get("train"), dict):
+                raise ConfigError("it has no \"train\" settings")
             cfg = TrainConfig.from_dict(config["train"]).validate()
             source = config.get("data", {}).get("source")
             backend_name = config.get("backend") or cfg.backend
+            if not isinstance(source, (str, type(None))) or not isinstance(backend_name, str):
+                raise ConfigError("its data source or backend is not a string")
         except (KeyError, TypeError, AttributeError, FastnetError) as exc:
             raise FastnetError(f"{out / 'config.json'} is not a fastnet run configuration ({exc})") from None
         if not (out / CHECKPOINT).exists():

@@ -345,3 +345,24 @@ def test_interrupted_resume_interrupted_again_resumes_to_the_identical_model(uni
     print(f"SIGTERM at step {first}, SIGINT at step {second}")
     resume(out)
     same_run(ref, out)
+
+
+def test_a_damaged_status_file_does_not_block_the_resume(fake_cifar_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    small = ["--n-val", "300", "--hidden", "16", "--n-s", "30", "--cycles", "1", "--batch", "50", "-q", "--backend", "numpy", "--no-plots"]
+    real = train_mod.train_step
+    count = [0]
+
+    def step(*args):
+        count[0] += 1
+        if count[0] == 30:
+            os.kill(os.getpid(), signal.SIGINT)  # a real signal, handled by the run's handler
+        return real(*args)
+
+    monkeypatch.setattr(train_mod, "train_step", step)
+    assert train_main(["--data-dir", str(fake_cifar_dir), "--out", str(out)] + small) == 130
+    monkeypatch.undo()
+    assert "fastnet: interrupted at step 30; resume with: fastnet-train --resume" in capsys.readouterr().err
+    (out / "status.json").write_text("[")
+    assert train_main(["--resume", str(out), "-q", "--no-plots"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] == 30
