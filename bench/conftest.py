@@ -7,9 +7,16 @@ conftest collects the ``bench_*.py`` files of this folder itself (their function
 
 Every benchmark goes through the ``measure`` fixture, which calls the function twice before
 timing it (Numba compiles, or loads its cache, on the first call; caches and allocator warm up
-on the second) and records the median per group. At the end, the groups are printed as
-ratios to the NumPy reference (``numpy``), from this one run. With ``--benchmark-disable``
+on the second) and records the *minimum* time per group: on a shared machine the other
+processes only ever add time, so the minimum is the least noisy estimate of what the code
+costs (pytest-benchmark's own tables show the median and the rest). At the end, the groups
+are printed as ratios to the NumPy reference (``numpy``), from this one run. With ``--benchmark-disable``
 the benchmarks run once each, as smoke tests, and no table is printed.
+
+BLAS runs single-threaded here (``FASTNET_BENCH_BLAS_THREADS``, default 1, applied through
+threadpoolctl when it is installed): the kernels are single-threaded, and OpenBLAS's threads on
+a (100 x 3072) @ (3072 x 50) product gain little and, on a busy 2-core machine, lose 15x
+(measured: 0.46 ms with 1 thread, 7.0 ms with 2, load average 4.7).
 
 Useful: ``pytest bench --benchmark-only -k "bn_fused"``, ``--benchmark-max-time=0.2``.
 """
@@ -24,13 +31,31 @@ import pytest
 from fastnet import backends
 
 BACKENDS = ("numpy", "numba", "cython")
+BLAS_THREADS = int(os.environ.get("FASTNET_BENCH_BLAS_THREADS", "1"))
 _results: dict[str, dict[str, float]] = defaultdict(dict)
 
 
 def pytest_collect_file(file_path, parent):
-    if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
+    # A file named on the command line is collected by pytest itself whatever its name.
+    if file_path.suffix == ".py" and file_path.name.startswith("bench_") and not parent.session.isinitpath(file_path):
         return pytest.Module.from_parent(parent, path=file_path)
     return None
+
+
+_blas_limited = False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _single_threaded_blas():
+    global _blas_limited
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(BLAS_THREADS, user_api="blas"):
+        _blas_limited = True
+        yield
 
 
 @pytest.fixture(params=BACKENDS)
@@ -49,14 +74,24 @@ def ops(backend_name):
 
 @pytest.fixture
 def measure(benchmark, backend_name):
-    """``measure(fn, *args)``: warm up (outside the timer), then benchmark ``fn(*args)``."""
+    """``measure(fn, *args)``: warm up outside the timer, then benchmark ``fn(*args)``.
 
-    def run(fn, *args):
-        fn(*args)
-        fn(*args)
-        result = benchmark(fn, *args)
+    ``warmup`` replaces the two warm-up calls (for functions too long to run twice more);
+    ``rounds`` fixes the number of timed rounds (one call each) instead of calibrating.
+    """
+
+    def run(fn, *args, warmup=None, rounds=None):
+        if warmup is None:
+            fn(*args)
+            fn(*args)
+        else:
+            warmup()
+        if rounds is None:
+            result = benchmark(fn, *args)
+        else:
+            result = benchmark.pedantic(fn, args=args, rounds=rounds, iterations=1)
         if benchmark.stats is not None:
-            _results[benchmark.group or benchmark.name][backend_name] = benchmark.stats.stats.median
+            _results[benchmark.group or benchmark.name][backend_name] = benchmark.stats.stats.min
         return result
 
     return run
@@ -74,8 +109,9 @@ def pytest_terminal_summary(terminalreporter):
     if not _results:
         return
     tr = terminalreporter
-    tr.section("fastnet: speed-up over the NumPy reference (median time ratio, this run)")
-    tr.write_line(f"machine: {_cpu()}, {os.cpu_count()} CPUs, python {platform.python_version()}; "
+    tr.section("fastnet: speed-up over the NumPy reference (ratio of minimum times, this run)")
+    blas = f"BLAS threads {BLAS_THREADS}" if _blas_limited else "BLAS threads not limited (no threadpoolctl)"
+    tr.write_line(f"machine: {_cpu()}, {os.cpu_count()} CPUs, python {platform.python_version()}, {blas}; "
                   f"{', '.join(backends.load(b).describe() for b in BACKENDS)}")
     tr.write_line(f"{'group':52s} " + " ".join(f"{b:>16s}" for b in BACKENDS))
     for group in sorted(_results):

@@ -1,0 +1,71 @@
+"""One training step and one epoch per backend, on CIFAR-10-sized synthetic data, float32.
+
+Networks: the assignment's 3-layer [50, 50] and 9-layer [50, 30, 20, 20, 10, 10, 10, 10],
+with and without batch norm. Data: 45,000 x 3072 float32 standard-normal rows (the training
+split's shape; the values do not change the time) and labels 0..9, n_batch = 100.
+
+* ``step``: one :func:`fastnet.train.train_step` (forward, running BN averages, backward, SGD)
+  on a fixed mini-batch.
+* ``epoch``: 450 steps over a fresh permutation, each gathering its rows (``X[idx]``) as
+  ``fit`` does; no evaluation. One round is a whole epoch, so few rounds are timed.
+
+With ``--benchmark-disable`` (a smoke test) the data shrinks to 1,000 rows, so the smoke run
+neither allocates 550 MB nor takes seconds per backend.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastnet.network import init_network
+from fastnet.train import train_step
+
+N_TRAIN, D, K, BATCH = 45_000, 3072, 10, 100
+LAM, ETA = 0.005, 0.01  # fixed eta: the cyclic schedule costs nothing measurable
+NETWORKS = {
+    "3-layer": (50, 50),
+    "9-layer": (50, 30, 20, 20, 10, 10, 10, 10),
+}
+
+
+@pytest.fixture(scope="module")
+def data(request):
+    smoke = request.config.getoption("benchmark_disable", False)
+    n = 1_000 if smoke else N_TRAIN
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, D), dtype=np.float32)
+    y = rng.integers(0, K, n)
+    return X, y
+
+
+def _network(hidden, bn: bool):
+    return init_network(D, hidden, K, bn=bn, init="he", dtype=np.float32, rng=np.random.default_rng(1))
+
+
+@pytest.mark.parametrize("bn", [True, False], ids=["bn", "no-bn"])
+@pytest.mark.parametrize("arch", NETWORKS)
+def test_train_step(benchmark, measure, ops, data, arch, bn):
+    benchmark.group = f"step {arch} {'bn' if bn else 'no-bn'} n=100"
+    X, y = data
+    net = _network(NETWORKS[arch], bn)
+    Xb, yb = np.ascontiguousarray(X[:BATCH]), y[:BATCH]
+    measure(train_step, net, Xb, yb, LAM, ETA, ops)
+
+
+@pytest.mark.parametrize("bn", [True, False], ids=["bn", "no-bn"])
+@pytest.mark.parametrize("arch", NETWORKS)
+def test_epoch(benchmark, measure, ops, data, arch, bn):
+    benchmark.group = f"epoch {arch} {'bn' if bn else 'no-bn'} 45000x3072"
+    X, y = data
+    net = _network(NETWORKS[arch], bn)
+    rng = np.random.default_rng(2)
+    n = X.shape[0]
+
+    def epoch():
+        perm = rng.permutation(n)
+        for j in range(n // BATCH):
+            idx = perm[j * BATCH : (j + 1) * BATCH]
+            train_step(net, X[idx], y[idx], LAM, ETA, ops)
+
+    # Warm-up: one step compiles / loads caches; the timed rounds are whole epochs.
+    measure(epoch, warmup=lambda: train_step(net, X[:BATCH], y[:BATCH], LAM, ETA, ops), rounds=3)
