@@ -388,10 +388,9 @@ class JaxImpl(Impl):
         self.params_, self.stats = p, stats
 
     def _device_data(self, X, y):
-        key = (id(X), X.shape, id(y))
-        if self._data_key != key:
+        if self._data_key is None or self._data_key[0] is not X or self._data_key[1] is not y:
             self._X, self._y = self.jax.device_put(X), self.jax.device_put(y.astype(np.int32))
-            self._data_key = key
+            self._data_key = (X, y)  # the host arrays themselves: an id could be reused
         return self._X, self._y
 
     def epoch(self, X, y, plan):

@@ -50,7 +50,8 @@ class ParamCheck:
 
 
 def _masks(net: Network, X, y, ops) -> list[np.ndarray]:
-    return [lc.X > 0 for lc in forward_train(net, X, y, ops).hidden]
+    """Every ReLU's pattern: x^(l) > 0, or max(0, s) > 0 (``H``) where BN follows the ReLU."""
+    return [(lc.H if lc.H is not None else lc.X) > 0 for lc in forward_train(net, X, y, ops).hidden]
 
 
 def check_gradients(net: Network, X, y, lam: float, ops, h: float = H, floor: float = FLOOR) -> list[ParamCheck]:
@@ -92,12 +93,26 @@ STANDARD_CASES = [
 ]
 
 
-def run_case(hidden, bn: bool, lam: float, ops, d: int = 10, n: int = 16, K: int = 10, seed: int = 0) -> list[ParamCheck]:
+# The bonus variants (Exercise 4): batch norm after the ReLU (4.1a) and skip connections of
+# eqs (40)-(41) (4.2c), alone and combined with each other and with no BN. Skip networks have
+# equal widths where a skip adds (hidden layers 1 and 3, 3 and 5); the middle layers differ,
+# and the 6-hidden-layer case ends with a layer outside any block.
+BONUS_CASES = (
+    [{"hidden": hidden, "bn": True, "lam": lam, "bn_placement": "after"} for hidden in ([20], [20, 15], [20, 15, 12]) for lam in (0.0, 0.1)]
+    + [{"hidden": [12, 10, 12], "bn": True, "lam": lam, "skip": True} for lam in (0.0, 0.1)]
+    + [{"hidden": [12, 10, 12, 9, 12, 11], "bn": True, "lam": 0.1, "skip": True},
+       {"hidden": [12, 10, 12, 9, 12], "bn": False, "lam": 0.1, "skip": True},
+       {"hidden": [12, 10, 12, 9, 12], "bn": True, "lam": 0.1, "skip": True, "bn_placement": "after"}]
+)
+
+
+def run_case(hidden, bn: bool, lam: float, ops, d: int = 10, n: int = 16, K: int = 10, seed: int = 0,
+             bn_placement: str = "before", skip: bool = False) -> list[ParamCheck]:
     """One standard check on random data: d inputs, n samples, K classes, He initialisation."""
     rng = np.random.default_rng(seed)
-    net = init_network(d, hidden, K, bn=bn, init="he", dtype=np.float64, rng=rng)
+    net = init_network(d, hidden, K, bn=bn, init="he", dtype=np.float64, rng=rng, bn_placement=bn_placement, skip=skip)
     if bn:  # start gamma, beta away from 1, 0 so that their gradients are exercised generally
-        for layer in net.layers[:-1]:
+        for layer in (L for L in net.layers[:-1] if L.gamma is not None):  # mid layers of skip blocks have none
             layer.gamma += 0.3 * rng.standard_normal(layer.gamma.shape)
             layer.beta += 0.3 * rng.standard_normal(layer.beta.shape)
     for layer in net.layers:
@@ -111,12 +126,13 @@ def run_case(hidden, bn: bool, lam: float, ops, d: int = 10, n: int = 16, K: int
 def format_table(rows: list[tuple[str, ParamCheck]]) -> str:
     """A plain-text table of (case, check) rows."""
     head = ("network", "param", "shape", "rel err", "entry rel", "abs err", "checked", "kinks")
-    lines = ["%-26s %-7s %-7s %9s %9s %9s %7s %5s" % head]
+    lines = ["%-36s %-7s %-7s %9s %9s %9s %7s %5s" % head]
     for case, c in rows:
         shape = "x".join(map(str, c.shape))
-        lines.append("%-26s %-7s %-7s %9.1e %9.1e %9.1e %7d %5d" % (case, c.name, shape, c.rel_error, c.max_rel_error, c.max_abs_error, c.checked, c.skipped_kinks))
+        lines.append("%-36s %-7s %-7s %9.1e %9.1e %9.1e %7d %5d" % (case, c.name, shape, c.rel_error, c.max_rel_error, c.max_abs_error, c.checked, c.skipped_kinks))
     return "\n".join(lines)
 
 
-def case_name(hidden, bn: bool, lam: float) -> str:
-    return f"{len(hidden) + 1}-layer {'BN' if bn else 'no BN'} lam={lam:g}"
+def case_name(hidden, bn: bool, lam: float, bn_placement: str = "before", skip: bool = False) -> str:
+    extra = (" BN-after" if bn_placement == "after" else "") + (" skip" if skip else "")
+    return f"{len(hidden) + 1}-layer {'BN' if bn else 'no BN'}{extra} lam={lam:g}"

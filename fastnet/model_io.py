@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FastnetError
-from .network import Layer, Network
+from .errors import ConfigError
+from .network import PLACEMENTS, Layer, Network, _HAS_BIAS, _HAS_BN, check_architecture, layer_kinds
 
 FORMAT = "fastnet-model-1"
 
@@ -31,7 +32,8 @@ class ModelFileError(FastnetError):
 def network_meta(net: Network) -> dict:
     """The JSON description of a network's architecture, as stored in ``meta``."""
     return {"format": FORMAT, "sizes": net.sizes, "bn": net.bn, "eps": net.eps, "alpha": net.alpha,
-            "dtype": str(net.dtype), "init": net.init, "sigma": net.sigma}
+            "dtype": str(net.dtype), "init": net.init, "sigma": net.sigma,
+            "bn_placement": net.bn_placement, "skip": net.skip}
 
 
 def save_network(path, net: Network, norm_mean=None, norm_std=None) -> None:
@@ -154,6 +156,15 @@ def network_from_arrays(meta: dict, arrays: dict) -> Network:
     if not (_number(eps) and eps > 0 and _number(alpha) and 0 <= alpha < 1 and (sigma is None or _number(sigma))):
         raise ValueError(f"eps {eps!r:.20}, alpha {alpha!r:.20} or sigma {sigma!r:.20} is not a valid number")
 
+    # Bonus architecture (absent from files written before it existed: the assignment's network).
+    placement, skip = meta.get("bn_placement", "before"), meta.get("skip", False)
+    if placement not in PLACEMENTS or not isinstance(skip, bool):
+        raise ValueError(f"bn_placement {placement!r:.20} / skip {skip!r:.20} are not those of a fastnet network")
+    try:
+        check_architecture(sizes, bn, placement, skip)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
     def take(name, shape):
         a = arrays.pop(name, None)
         if a is None:
@@ -166,16 +177,18 @@ def network_from_arrays(meta: dict, arrays: dict) -> Network:
 
     layers = []
     k = len(sizes) - 1
+    kinds = layer_kinds(k, bn, placement, skip) + ["output"]
     for l in range(1, k + 1):
         m_in, m_out = sizes[l - 1], sizes[l]
-        hidden_bn = bn and l < k
-        layer = Layer(W=take(f"W{l}", (m_out, m_in)), b=None if hidden_bn else take(f"b{l}", (m_out,)))
-        if hidden_bn:
+        kind = kinds[l - 1]
+        layer = Layer(W=take(f"W{l}", (m_out, m_in)), b=take(f"b{l}", (m_out,)) if _HAS_BIAS.get(kind, True) else None)
+        if _HAS_BN.get(kind, False):
             layer.gamma, layer.beta = take(f"gamma{l}", (m_out,)), take(f"beta{l}", (m_out,))
             if f"mu_av{l}" in arrays:
                 layer.mu_av, layer.v_av = take(f"mu_av{l}", (m_out,)), take(f"v_av{l}", (m_out,))
         layers.append(layer)
-    return Network(layers, bn=bn, eps=float(eps), alpha=float(alpha), init=str(meta.get("init", "he"))[:20], sigma=sigma)
+    return Network(layers, bn=bn, eps=float(eps), alpha=float(alpha), init=str(meta.get("init", "he"))[:20], sigma=sigma,
+                   bn_placement=placement, skip=skip)
 
 
 def _number(x) -> bool:

@@ -10,6 +10,19 @@ b_l: batch norm subtracts it away again (the assignment notes these biases are s
 are learnt as zero), so dropping them changes neither the function nor the other gradients.
 
 Parameter names are 1-based like the assignment: ``W1, b1, gamma1, beta1, ..., Wk, bk``.
+
+Bonus variants (Exercise 4), each a *kind* of hidden layer (:func:`layer_kinds`):
+
+* ``bn_relu`` -- the assignment's layer: s = W x (no bias), x = max(0, BN(s)), eqs (12)-(17);
+* ``relu`` -- without batch norm: x = max(0, W x + b), eqs (1)-(2);
+* ``relu_bn`` -- batch norm *after* the ReLU (4.1a): h = max(0, W x + b), x = BN(h); the bias
+  is kept (BN no longer follows the linear map directly, so it does not cancel);
+* ``mid`` -- the middle layer of a skip block (4.2c, eq 40): x = max(0, W x), no BN, no bias.
+
+With skip connections, for l = 2, 4, ... (while l + 1 is a hidden layer) the scores of layer
+l + 1 receive x^(l-1): s^(l+1) = W_{l+1} max(W_l x^(l-1), 0) + x^(l-1), eq (40), followed by
+that layer's own activation, x^(l+1) = max(BN(s^(l+1)), 0) with batch norm, eq (41). The
+backward pass adds dJ/ds^(l+1) to the gradient arriving at x^(l-1), the start of the skip.
 """
 from __future__ import annotations
 
@@ -22,6 +35,10 @@ from numpy.typing import NDArray
 from .errors import ConfigError
 
 INITS = ("he", "xavier", "normal")
+PLACEMENTS = ("before", "after")  # batch norm before the ReLU (the assignment) or after it
+KINDS = ("bn_relu", "relu_bn", "relu", "mid")
+_HAS_BIAS = {"bn_relu": False, "relu_bn": True, "relu": True, "mid": False}
+_HAS_BN = {"bn_relu": True, "relu_bn": True, "relu": False, "mid": False}
 DEFAULT_EPS = 1e-8
 DEFAULT_ALPHA = 0.9
 EVAL_CHUNK = 10_000  # rows per forward pass in evaluation: bounds the memory of the scores
@@ -53,10 +70,20 @@ class Network:
     alpha: float = DEFAULT_ALPHA
     init: str = "he"
     sigma: float | None = None
+    bn_placement: str = "before"  # "after": batch norm after the ReLU (Exercise 4.1a)
+    skip: bool = False  # skip connections of eqs (40)-(41) (Exercise 4.2c)
 
     @property
     def k(self) -> int:
         return len(self.layers)
+
+    def kinds(self) -> list[str]:
+        """The kind of each hidden layer 1..k-1 (see the module docstring)."""
+        return layer_kinds(self.k, self.bn, self.bn_placement, self.skip)
+
+    def skips(self) -> dict[int, int]:
+        """{l + 1: l - 1} for every skip block: layer l + 1's scores receive x^(l-1)."""
+        return skip_pairs(self.k, self.skip)
 
     @property
     def sizes(self) -> list[int]:
@@ -93,6 +120,45 @@ class Network:
         return out
 
 
+def layer_kinds(k: int, bn: bool, bn_placement: str = "before", skip: bool = False) -> list[str]:
+    """The kinds of the hidden layers 1..k-1 of a k-layer network (module docstring)."""
+    ends = skip_pairs(k, skip)
+    kinds = []
+    for l in range(1, k):
+        if skip and (l + 1) in ends:
+            kinds.append("mid")  # eq (40): max(W_l x^(l-1), 0), no BN
+        elif bn:
+            kinds.append("bn_relu" if bn_placement == "before" else "relu_bn")
+        else:
+            kinds.append("relu")
+    return kinds
+
+
+def skip_pairs(k: int, skip: bool) -> dict[int, int]:
+    """{end: start} of the skip connections of eq (40): for l = 2, 4, ... with l + 1 <= k - 1
+    (the block ends at a hidden layer), layer l + 1 receives x^(l-1)."""
+    return {l + 1: l - 1 for l in range(2, k - 1, 2)} if skip else {}
+
+
+def check_architecture(sizes: list[int], bn: bool, bn_placement: str, skip: bool) -> None:
+    """ConfigError for a batch-norm placement or skip structure the sizes do not allow.
+
+    sizes = [d, m_1, ..., m_{k-1}, K]."""
+    if bn_placement not in PLACEMENTS:
+        raise ConfigError(f"unknown batch-norm placement {bn_placement!r}; choose one of {', '.join(PLACEMENTS)}")
+    if bn_placement == "after" and not bn:
+        raise ConfigError("batch norm after the ReLU needs batch norm; drop --bn-placement after or --no-bn")
+    if skip:
+        k = len(sizes) - 1
+        pairs = skip_pairs(k, True)
+        if not pairs:
+            raise ConfigError(f"skip connections (eq 40) span hidden layers 1 to 3, 3 to 5, ...: they need at least 3 hidden layers, got {k - 1}")
+        for end, start in sorted(pairs.items()):
+            if sizes[start] != sizes[end]:
+                raise ConfigError(f"a skip connection adds x^({start}) to s^({end}), so hidden layers {start} and {end} need equal widths, "
+                                  f"got {sizes[start]} and {sizes[end]} (hidden {sizes[1:-1]}); e.g. make every hidden layer the same width")
+
+
 def init_network(
     d: int,
     hidden,
@@ -105,13 +171,16 @@ def init_network(
     eps: float = DEFAULT_EPS,
     alpha: float = DEFAULT_ALPHA,
     rng: np.random.Generator,
+    bn_placement: str = "before",
+    skip: bool = False,
 ) -> Network:
     """A new network with weights drawn by ``init`` and biases, beta at 0, gamma at 1.
 
     init : "he" (std sqrt(2 / m_in)), "xavier" (std sqrt(1 / m_in)) or "normal" (std ``sigma``,
         the same at every layer, for the assignment's sensitivity-to-initialisation study).
     Weights are drawn in float64 and then cast, so float32 and float64 networks of one seed
-    start from the same numbers.
+    start from the same numbers. ``bn_placement`` and ``skip``: the bonus variants (module
+    docstring); which layers have a bias, gamma and beta follows from each layer's kind.
     """
     hidden = [int(m) for m in hidden]
     if d < 1 or K < 2 or any(m < 1 for m in hidden):
@@ -126,18 +195,20 @@ def init_network(
         raise ConfigError(f"alpha must be in [0, 1), got {alpha}")
     dtype = np.dtype(dtype)
     sizes = [d] + hidden + [K]
+    check_architecture(sizes, bn, bn_placement, skip)
+    kinds = layer_kinds(len(sizes) - 1, bn, bn_placement, skip) + ["output"]
     layers = []
     for l in range(1, len(sizes)):
         m_in, m_out = sizes[l - 1], sizes[l]
         std = {"he": np.sqrt(2.0 / m_in), "xavier": np.sqrt(1.0 / m_in), "normal": sigma}[init]
         W = (std * rng.standard_normal((m_out, m_in))).astype(dtype)
-        is_hidden_bn = bn and l < len(sizes) - 1
-        layer = Layer(W=W, b=None if is_hidden_bn else np.zeros(m_out, dtype))
-        if is_hidden_bn:
+        kind = kinds[l - 1]
+        layer = Layer(W=W, b=np.zeros(m_out, dtype) if _HAS_BIAS.get(kind, True) else None)
+        if _HAS_BN.get(kind, False):
             layer.gamma = np.ones(m_out, dtype)
             layer.beta = np.zeros(m_out, dtype)
         layers.append(layer)
-    return Network(layers, bn=bn, eps=float(eps), alpha=float(alpha), init=init, sigma=sigma)
+    return Network(layers, bn=bn, eps=float(eps), alpha=float(alpha), init=init, sigma=sigma, bn_placement=bn_placement, skip=bool(skip))
 
 
 # -------------------------------------------------------------------------------- forward
@@ -146,10 +217,11 @@ def init_network(
 class LayerCache(NamedTuple):
     """What the backward pass needs of a hidden layer l (the assignment's stored batches)."""
 
-    X: NDArray  # x^(l), the layer's output (its > 0 is the ReLU mask)
+    X: NDArray  # x^(l), the layer's output (for bn_relu / relu / mid layers its > 0 is the ReLU mask)
     S_hat: NDArray | None = None  # BN layers: normalised scores, eq (15)
     mu: NDArray | None = None  # BN layers: batch mean, eq (13)
     v: NDArray | None = None  # BN layers: batch variance, eq (14)
+    H: NDArray | None = None  # relu_bn layers: the ReLU's output max(0, W x + b), BN's input
 
 
 @dataclass
@@ -162,18 +234,44 @@ class Cache:
     loss: NDArray | None = None  # per-sample cross-entropy
 
 
+def _scores(net: Network, l: int, layer: Layer, X: NDArray, outputs: list[NDArray], skips: dict[int, int], ops) -> NDArray:
+    """W_l x^(l-1), plus x^(start) where a skip connection ends at l (eq 40). The bias, where
+    the layer has one, is added by the activation op (bias_relu_forward)."""
+    S = ops.linear_forward(X, layer.W)  # (1), (5), (12) without bias
+    if l in skips:
+        S += outputs[skips[l]]  # (40): + x^(l-2); S is a fresh array
+    return S
+
+
+def hidden_forward_train(net: Network, X: NDArray, ops) -> list[LayerCache]:
+    """The hidden layers of the forward pass with batch statistics: eqs (12)-(17) / (1)-(2),
+    and the bonus kinds; one LayerCache per hidden layer."""
+    caches: list[LayerCache] = []
+    outputs = [X]  # x^(0), x^(1), ...
+    skips = net.skips()
+    for l, (layer, kind) in enumerate(zip(net.layers[:-1], net.kinds()), start=1):
+        S = _scores(net, l, layer, X, outputs, skips, ops)
+        if kind == "bn_relu":
+            out = ops.bn_relu_forward_train(S, layer.gamma, layer.beta, net.eps)  # (13)-(17)
+            lc = LayerCache(out.X, out.S_hat, out.mu, out.v)
+        elif kind == "relu_bn":
+            H = ops.bias_relu_forward(S, layer.b)  # max(0, s)
+            out = ops.bn_forward_train(H, layer.gamma, layer.beta, net.eps)  # (13)-(16) on max(0, s)
+            lc = LayerCache(out.X, out.S_hat, out.mu, out.v, H)
+        elif kind == "relu":
+            lc = LayerCache(ops.bias_relu_forward(S, layer.b))  # (1), (2)
+        else:  # mid
+            lc = LayerCache(ops.bias_relu_forward(S, np.zeros(S.shape[1], S.dtype)))  # (40): max(W_l x, 0)
+        caches.append(lc)
+        X = lc.X
+        outputs.append(X)
+    return caches
+
+
 def forward_train(net: Network, X: NDArray, y: NDArray, ops) -> Cache:
     """Forward pass with batch statistics: eqs (12)-(19) with BN, (1)-(4) without."""
-    cache = Cache(X0=X)
-    for layer in net.layers[:-1]:
-        if net.bn:
-            S = ops.linear_forward(X, layer.W)  # (12), no bias: BN removes it
-            out = ops.bn_relu_forward_train(S, layer.gamma, layer.beta, net.eps)  # (13)-(17)
-            cache.hidden.append(LayerCache(out.X, out.S_hat, out.mu, out.v))
-            X = out.X
-        else:
-            X = ops.bias_relu_forward(ops.linear_forward(X, layer.W), layer.b)  # (1), (2)
-            cache.hidden.append(LayerCache(X))
+    cache = Cache(X0=X, hidden=hidden_forward_train(net, X, ops))
+    X = cache.hidden[-1].X if cache.hidden else X
     last = net.layers[-1]
     S = ops.linear_forward(X, last.W, last.b)  # (18)
     cache.P, cache.loss = ops.softmax_xent(S, y)  # (19) and l_cross
@@ -182,14 +280,21 @@ def forward_train(net: Network, X: NDArray, y: NDArray, ops) -> Cache:
 
 def forward_eval(net: Network, X: NDArray, ops) -> NDArray:
     """Scores s (n, K) at test time, BN with the running averages: eqs (5)-(11) / (1)-(3)."""
-    for layer in net.layers[:-1]:
-        if net.bn:
-            if layer.mu_av is None:
-                raise ConfigError("the network has no running BN statistics yet; train it for at least one step")
-            S = ops.linear_forward(X, layer.W)  # (5)
+    outputs = [X]
+    skips = net.skips()
+    for l, (layer, kind) in enumerate(zip(net.layers[:-1], net.kinds()), start=1):
+        if _HAS_BN[kind] and layer.mu_av is None:
+            raise ConfigError("the network has no running BN statistics yet; train it for at least one step")
+        S = _scores(net, l, layer, X, outputs, skips, ops)  # (5)
+        if kind == "bn_relu":
             X = ops.bn_relu_forward_eval(S, layer.gamma, layer.beta, layer.mu_av, layer.v_av, net.eps)  # (6)-(8)
-        else:
-            X = ops.bias_relu_forward(ops.linear_forward(X, layer.W), layer.b)  # (1), (2)
+        elif kind == "relu_bn":
+            X = ops.bn_forward_eval(ops.bias_relu_forward(S, layer.b), layer.gamma, layer.beta, layer.mu_av, layer.v_av, net.eps)
+        elif kind == "relu":
+            X = ops.bias_relu_forward(S, layer.b)  # (1), (2)
+        else:  # mid
+            X = ops.bias_relu_forward(S, np.zeros(S.shape[1], S.dtype))  # (40)
+        outputs.append(X)
     last = net.layers[-1]
     return ops.linear_forward(X, last.W, last.b)  # (9)
 
@@ -197,10 +302,13 @@ def forward_eval(net: Network, X: NDArray, ops) -> NDArray:
 def update_running_stats(net: Network, cache: Cache) -> None:
     """Exponential moving averages of the batch means and variances, eqs (38)-(39).
 
-    The first batch initialises the averages, as the assignment suggests.
+    The first batch initialises the averages, as the assignment suggests. Layers without
+    batch norm (``mid`` layers of skip blocks) have none.
     """
     a = net.alpha
     for layer, lc in zip(net.layers, cache.hidden):
+        if lc.mu is None:
+            continue
         if layer.mu_av is None:
             layer.mu_av, layer.v_av = lc.mu.copy(), lc.v.copy()
         else:
@@ -217,25 +325,41 @@ def backward(net: Network, cache: Cache, y: NDArray, lam: float, ops) -> dict[st
     """Gradients of the mini-batch cost J (eq 20) for every parameter: eqs (21)-(37).
 
     Returns a dict with the names of :meth:`Network.params`.
+
+    Skip connections: where layer e's scores received x^(s) (eq 40), dJ/ds^(e) is also a
+    gradient of x^(s); it is kept in ``pending[s]`` and added to what layer s + 1's linear map
+    sends back to x^(s), before layer s's own activation is differentiated.
     """
     grads: dict[str, NDArray] = {}
     G = ops.softmax_xent_backward(cache.P, y)  # (21)
     inputs = [cache.X0] + [lc.X for lc in cache.hidden]  # x^(0), ..., x^(k-1)
+    kinds = net.kinds()
+    skips = net.skips()
+    pending: dict[int, NDArray] = {}
     for l in range(net.k, 0, -1):
         layer = net.layers[l - 1]
         g = ops.linear_backward(G, inputs[l - 1], layer.W, lam, need_dX=l > 1)  # (22)/(28), (23)/(29)
         grads[f"W{l}"] = g.dW
         if layer.b is not None:
             grads[f"b{l}"] = g.db
+        if l in skips:
+            pending[skips[l]] = G  # dJ/dx^(start) gets dJ/ds^(l) too: s^(l) = ... + x^(start)
         if l == 1:
             break
-        below = cache.hidden[l - 2]  # layer l-1
-        if net.bn:
-            bg = ops.bn_relu_backward(g.dX, below.X, below.S_hat, net.layers[l - 2].gamma, below.v, net.eps)  # (24)-(27), (30)-(37)
+        dX = g.dX
+        if l - 1 in pending:
+            dX = dX + pending.pop(l - 1)
+        below, lower, kind = cache.hidden[l - 2], net.layers[l - 2], kinds[l - 2]  # layer l-1
+        if kind == "bn_relu":
+            bg = ops.bn_relu_backward(dX, below.X, below.S_hat, lower.gamma, below.v, net.eps)  # (24)-(27), (30)-(37)
             grads[f"gamma{l - 1}"], grads[f"beta{l - 1}"] = bg.dgamma, bg.dbeta
             G = bg.G
-        else:
-            G = ops.relu_backward(g.dX, below.X)  # (24)/(30)
+        elif kind == "relu_bn":
+            bg = ops.bn_backward(dX, below.S_hat, lower.gamma, below.v, net.eps)  # (25)-(27), (31)-(37)
+            grads[f"gamma{l - 1}"], grads[f"beta{l - 1}"] = bg.dgamma, bg.dbeta
+            G = ops.relu_backward(bg.G, below.H)  # the ReLU before BN
+        else:  # relu, mid
+            G = ops.relu_backward(dX, below.X)  # (24)/(30)
     return grads
 
 

@@ -20,7 +20,7 @@ from libc.math cimport exp, log, sqrt
 from libc.stdlib cimport free, malloc
 
 # Bumped whenever a kernel's signature changes; cython_ops.py refuses another build.
-VERSION = "fastnet._ckernels 2"
+VERSION = "fastnet._ckernels 3"
 
 
 cdef double* _scratch(Py_ssize_t m) except NULL:
@@ -230,3 +230,138 @@ def sgd_update(floating[::1] theta, const floating[::1] grad, floating eta):
     with nogil:
         for k in range(theta.shape[0]):
             theta[k] -= eta * grad[k]
+
+
+# --------------------------------------------- batch norm without the ReLU, Adam (bonus)
+
+
+def bn_forward_train(const floating[:, ::1] S, const floating[::1] gamma, const floating[::1] beta,
+                     double eps, floating[:, ::1] X, floating[:, ::1] S_hat,
+                     floating[::1] mu, floating[::1] v):
+    """Batch statistics, normalisation and scale-shift, no ReLU: eqs (13)-(16)."""
+    cdef Py_ssize_t i, j, n = S.shape[0], m = S.shape[1]
+    cdef floating d, s_hat
+    cdef const floating* s_row
+    cdef floating* x_row
+    cdef floating* h_row
+    cdef double* mean = NULL
+    cdef double* ssq = NULL
+    cdef floating* inv_sd = NULL
+    try:
+        mean = _scratch(m)
+        ssq = _scratch(m)
+        inv_sd = <floating*> _scratch(m)
+        with nogil:
+            for j in range(m):
+                mean[j] = 0
+                ssq[j] = 0
+            for i in range(n):  # (13), summed in double
+                s_row = &S[i, 0]
+                for j in range(m):
+                    mean[j] += s_row[j]
+            for j in range(m):
+                mu[j] = <floating> (mean[j] / n)
+            for i in range(n):  # (14): two passes
+                s_row = &S[i, 0]
+                for j in range(m):
+                    d = s_row[j] - mu[j]
+                    ssq[j] += d * d
+            for j in range(m):
+                v[j] = <floating> (ssq[j] / n)  # biased, as eq (14)
+                inv_sd[j] = <floating> (1.0 / sqrt(ssq[j] / n + eps))  # (11)
+            for i in range(n):
+                s_row = &S[i, 0]
+                h_row = &S_hat[i, 0]
+                x_row = &X[i, 0]
+                for j in range(m):
+                    s_hat = (s_row[j] - mu[j]) * inv_sd[j]  # (15)
+                    h_row[j] = s_hat
+                    x_row[j] = gamma[j] * s_hat + beta[j]  # (16)
+    finally:
+        free(mean)
+        free(ssq)
+        free(inv_sd)
+
+
+def bn_forward_eval(const floating[:, ::1] S, const floating[::1] gamma, const floating[::1] beta,
+                    const floating[::1] mu, const floating[::1] v, double eps, floating[:, ::1] X):
+    """Normalisation by fixed statistics and scale-shift, no ReLU: eqs (6)-(7), (11)."""
+    cdef Py_ssize_t i, j, n = S.shape[0], m = S.shape[1]
+    cdef const floating* s_row
+    cdef floating* x_row
+    cdef floating* scale = NULL
+    try:
+        scale = <floating*> _scratch(m)
+        with nogil:
+            for j in range(m):
+                scale[j] = <floating> (gamma[j] / sqrt(v[j] + eps))
+            for i in range(n):
+                s_row = &S[i, 0]
+                x_row = &X[i, 0]
+                for j in range(m):
+                    x_row[j] = (s_row[j] - mu[j]) * scale[j] + beta[j]  # (6), (7); (S - mu) first
+    finally:
+        free(scale)
+
+
+def bn_backward(const floating[:, ::1] G, const floating[:, ::1] S_hat, const floating[::1] gamma,
+                const floating[::1] v, double eps, floating[:, ::1] G_out,
+                floating[::1] dgamma, floating[::1] dbeta):
+    """dgamma, dbeta and BatchNormBackPass without a ReLU mask: eqs (25)-(27), (31)-(37).
+
+    G_out = sigma1 * gamma * (G - dbeta - S_hat * dgamma), as bn_relu_backward with Gm = G.
+    """
+    cdef Py_ssize_t i, j, n = G.shape[0], m = G.shape[1]
+    cdef floating g
+    cdef const floating* g_row
+    cdef const floating* h_row
+    cdef floating* o_row
+    cdef double* sum_g = NULL
+    cdef double* sum_gs = NULL
+    cdef floating* scale = NULL
+    try:
+        sum_g = _scratch(m)
+        sum_gs = _scratch(m)
+        scale = <floating*> _scratch(m)
+        with nogil:
+            for j in range(m):
+                sum_g[j] = 0
+                sum_gs[j] = 0
+            for i in range(n):  # the two column sums of (25), in double
+                g_row = &G[i, 0]
+                h_row = &S_hat[i, 0]
+                for j in range(m):
+                    g = g_row[j]
+                    sum_g[j] += g
+                    sum_gs[j] += g * h_row[j]
+            for j in range(m):
+                dbeta[j] = <floating> (sum_g[j] / n)  # (25)
+                dgamma[j] = <floating> (sum_gs[j] / n)  # (25)
+                scale[j] = <floating> (gamma[j] / sqrt(v[j] + eps))  # gamma * sigma1
+            for i in range(n):
+                g_row = &G[i, 0]
+                h_row = &S_hat[i, 0]
+                o_row = &G_out[i, 0]
+                for j in range(m):
+                    o_row[j] = scale[j] * (g_row[j] - dbeta[j] - h_row[j] * dgamma[j])  # (37)
+    finally:
+        free(sum_g)
+        free(sum_gs)
+        free(scale)
+
+
+def adam_update(floating[::1] theta, const floating[::1] grad, floating[::1] m, floating[::1] v,
+                floating beta1, floating omb1, floating beta2, floating omb2,
+                floating step, floating c2, floating eps):
+    """One Adam step on flat views, scalars in theta's dtype (omb = 1 - beta, step = eta /
+    (1 - beta1^t), c2 = 1 / (1 - beta2^t)): the arithmetic of numba_ops._adam_update_kernel."""
+    cdef Py_ssize_t k
+    cdef floating g, mk, vk
+    with nogil:
+        for k in range(theta.shape[0]):
+            g = grad[k]
+            mk = beta1 * m[k] + omb1 * g
+            vk = beta2 * v[k] + omb2 * (g * g)
+            m[k] = mk
+            v[k] = vk
+            theta[k] -= step * mk / (sqrt(vk * c2) + eps)

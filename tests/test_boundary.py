@@ -16,7 +16,7 @@ import pytest
 from fastnet.backends import OPS
 from fastnet.backends import reference as ref
 from fastnet.backends._checks import OpInputError
-from test_ops_equivalence import COMPILED, assert_matches_reference, compiled_module, copy_args, make_inputs
+from test_ops_equivalence import COMPILED, INPLACE_ARGS, assert_matches_reference, compiled_module, copy_args, make_inputs
 
 
 @pytest.fixture(params=COMPILED)
@@ -120,7 +120,7 @@ def test_wrong_shape_is_refused(backend, op, i, name, how):
         else:
             pytest.skip("one column fewer is still a consistent input here")
     names = (name,)
-    if how == "one short" or op == "sgd_update_inplace":
+    if how == "one short" or op.endswith("_inplace"):
         # Shapes are checked against the first array checked: shortening that one makes the
         # next array the mismatched one, and the message names that one instead. theta may
         # have any shape, so a wrong one shows as grad not matching it.
@@ -137,7 +137,8 @@ def test_bn_needs_two_rows(backend):
 # --------------------------------------------------------------------------- scalars
 
 
-@pytest.mark.parametrize("op", ["bn_relu_forward_train", "bn_relu_forward_eval", "bn_relu_backward", "sgd_update_inplace", "linear_backward"])
+@pytest.mark.parametrize("op", ["bn_relu_forward_train", "bn_relu_forward_eval", "bn_relu_backward", "sgd_update_inplace", "linear_backward",
+                                "bn_forward_train", "bn_forward_eval", "bn_backward", "adam_update_inplace"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0, "abc", None])
 def test_bad_scalar_is_refused(backend, op, value):
     args = good_args(op)
@@ -202,11 +203,11 @@ def non_contiguous(a: np.ndarray, how: str) -> np.ndarray:
 @pytest.mark.parametrize("op", OPS)
 def test_non_contiguous_inputs_are_converted(backend, op, how, dtype):
     args = list(make_inputs(op, 6, 5, dtype, np.random.default_rng(12)))
-    start = 1 if op.endswith("_inplace") else 0  # the in-place target cannot be converted
-    for i in range(start, len(args)):
-        if isinstance(args[i], np.ndarray):
+    targets = set(INPLACE_ARGS.get(op, {}).values())  # in-place targets cannot be converted
+    for i in range(len(args)):
+        if isinstance(args[i], np.ndarray) and i not in targets:
             args[i] = non_contiguous(args[i], how)
-    assert any(isinstance(a, np.ndarray) and not a.flags.c_contiguous for a in args[start:])
+    assert any(isinstance(a, np.ndarray) and not a.flags.c_contiguous for i, a in enumerate(args) if i not in targets)
     assert_matches_reference(op, backend, tuple(args), dtype)
 
 
@@ -215,9 +216,9 @@ def test_non_contiguous_inputs_are_converted(backend, op, how, dtype):
 def test_read_only_inputs_are_fine(backend, op, dtype):
     """Read-only inputs (a memory-mapped data set, a frozen parameter) work and stay as they were."""
     args = make_inputs(op, 6, 5, dtype, np.random.default_rng(13))
-    start = 1 if op.endswith("_inplace") else 0
-    for a in args[start:]:
-        if isinstance(a, np.ndarray):
+    targets = set(INPLACE_ARGS.get(op, {}).values())
+    for i, a in enumerate(args):
+        if isinstance(a, np.ndarray) and i not in targets:
             a.flags.writeable = False
     assert_matches_reference(op, backend, args, dtype)
 

@@ -59,6 +59,10 @@ OP_TOLERANCES = {
 # from 0: closer, either side is a correct rounding.
 MASK_MARGIN = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-3}
 
+# The arguments each ``_inplace`` op writes to, by name and position: they are outputs, and
+# layout conversions (which copy) cannot apply to them.
+INPLACE_ARGS = {"sgd_update_inplace": {"theta": 0}, "adam_update_inplace": {"theta": 0, "m": 2, "v": 3}}
+
 
 def tol(op: str, dtype) -> dict:
     dtype = np.dtype(dtype)
@@ -138,6 +142,24 @@ def make_inputs(op: str, n: int, m: int, dtype, rng: np.random.Generator) -> tup
         return ref.softmax_xent(c(3 * rng.standard_normal((n, m))), y).P, y
     if op == "sgd_update_inplace":
         return c(rng.standard_normal((n, m))), c(rng.standard_normal((n, m))), float(rng.uniform(0, 0.1))
+    if op == "bn_forward_train":  # BN after the ReLU: its input is max(0, s), with zeros
+        return c(np.maximum(_bn_scores(rng, n, m), 0)), c(rng.uniform(0.2, 2, m)), c(rng.uniform(-1, 1, m)), EPS
+    if op == "bn_forward_eval":
+        S = np.maximum(_bn_scores(rng, n, m), 0)
+        mu = S.mean(axis=0) + rng.normal(0, 0.1, m)
+        v = S.var(axis=0) * rng.uniform(0.8, 1.25, m) + 0.01
+        return c(S), c(rng.uniform(0.2, 2, m)), c(rng.uniform(-1, 1, m)), c(mu), c(v), EPS
+    if op == "bn_backward":
+        S, gamma, beta, eps = make_inputs("bn_forward_train", n, m, dtype, rng)
+        fwd = ref.bn_forward_train(S, gamma, beta, eps)
+        return c(rng.standard_normal((n, m))), fwd.S_hat, gamma, fwd.v, eps
+    if op == "adam_update_inplace":
+        # moments as after some steps: m of either sign, v > 0 and not tiny (theta's change is
+        # m / sqrt(v); near v = 0 it is eps-dominated and float32 rounding would be compared)
+        theta, grad = rng.standard_normal((n, m)), rng.standard_normal((n, m))
+        mom1, mom2 = 0.3 * rng.standard_normal((n, m)), rng.uniform(0.05, 2.0, (n, m))
+        return (c(theta), c(grad), c(mom1), c(mom2), float(rng.uniform(0, 0.01)), float(rng.uniform(0.8, 0.95)),
+                float(rng.uniform(0.99, 0.9999)), 1e-8, int(rng.integers(1, 10_000)))
     raise KeyError(op)
 
 
@@ -148,7 +170,7 @@ def copy_args(args: tuple) -> tuple:
 def outputs(op: str, args: tuple, result) -> dict:
     """What an op produced, by name: its return value's fields, or theta for in-place ops."""
     if op.endswith("_inplace"):
-        return {"theta": args[0]}
+        return {name: args[i] for name, i in INPLACE_ARGS[op].items()}
     if isinstance(result, tuple):  # NamedTuple
         return dict(zip(result._fields, result))
     return {"out": result}
@@ -158,6 +180,9 @@ def column_scale(op: str, name: str, args: tuple) -> np.ndarray | None:
     """What an output is divided by before it is compared (see the tolerance table)."""
     if op == "bn_relu_backward" and name == "G":
         gamma, v, eps = (np.asarray(a, np.float64) for a in args[3:6])
+        return np.maximum(np.abs(gamma), 1e-30) / np.sqrt(v + eps)
+    if op == "bn_backward" and name == "G":  # the same reasoning, without the mask
+        gamma, v, eps = (np.asarray(a, np.float64) for a in args[2:5])
         return np.maximum(np.abs(gamma), 1e-30) / np.sqrt(v + eps)
     return None
 
@@ -227,7 +252,7 @@ def test_inputs_are_not_modified(backend, op, dtype):
     before = copy_args(args)
     getattr(backend, op)(*args)
     for i, (a, b) in enumerate(zip(args, before)):
-        if op.endswith("_inplace") and i == 0:
+        if i in INPLACE_ARGS.get(op, {}).values():
             continue
         if isinstance(a, np.ndarray):
             np.testing.assert_array_equal(a, b, err_msg=f"{op} modified its argument {i}")

@@ -33,6 +33,11 @@ OPS: tuple[str, ...] = (
     "softmax_xent",
     "softmax_xent_backward",
     "sgd_update_inplace",
+    # bonus (Exercise 4): batch norm after the ReLU, and Adam
+    "bn_forward_train",
+    "bn_forward_eval",
+    "bn_backward",
+    "adam_update_inplace",
 )
 
 NAMES: tuple[str, ...] = ("numpy", "numba", "cython")

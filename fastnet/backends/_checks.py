@@ -99,3 +99,27 @@ def scalar(op: str, name: str, x, *, positive: bool = False, nonnegative: bool =
         need = "a positive" if positive else "a non-negative" if nonnegative else "a finite"
         raise OpInputError(f"{op}: {name} is {x!r}, expected {need} finite number")
     return f
+
+
+def inplace_like(op: str, name: str, a, target_name: str, target: NDArray) -> NDArray:
+    """A second array an ``_inplace`` op writes to (Adam's moments): like ``target`` in shape
+    and dtype, C-contiguous and writeable, and not sharing memory with it."""
+    a = inplace_target(op, name, a)
+    like(op, name, a, target_name, target)
+    if np.shares_memory(a, target):
+        raise OpInputError(f"{op}: {name} shares memory with {target_name}; each needs its own array")
+    return a
+
+
+def adam_scalars(op: str, eta, beta1, beta2, eps, t) -> tuple[float, float, float, float, int]:
+    """Adam's scalars checked: eta >= 0, beta1 and beta2 in [0, 1), eps > 0, t a whole number >= 1."""
+    eta = scalar(op, "eta", eta, nonnegative=True)
+    beta1 = scalar(op, "beta1", beta1, nonnegative=True)
+    beta2 = scalar(op, "beta2", beta2, nonnegative=True)
+    eps = scalar(op, "eps", eps, positive=True)
+    for name, b in (("beta1", beta1), ("beta2", beta2)):
+        if not b < 1:
+            raise OpInputError(f"{op}: {name} is {b!r}, expected a number in [0, 1)")
+    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 1:
+        raise OpInputError(f"{op}: t is {t!r}, expected a whole number >= 1 (the step, counted from 1)")
+    return eta, beta1, beta2, eps, int(t)

@@ -39,6 +39,10 @@ __all__ = [
     "softmax_xent",
     "softmax_xent_backward",
     "sgd_update_inplace",
+    "bn_forward_train",
+    "bn_forward_eval",
+    "bn_backward",
+    "adam_update_inplace",
     "BNGrad",
     "BNTrain",
     "LinGrad",
@@ -54,8 +58,12 @@ _KERNELS = (
     "softmax_xent",
     "softmax_xent_backward",
     "sgd_update",
+    "bn_forward_train",
+    "bn_forward_eval",
+    "bn_backward",
+    "adam_update",
 )
-_REQUIRED_VERSION = "fastnet._ckernels 2"
+_REQUIRED_VERSION = "fastnet._ckernels 3"
 
 
 def _specialisations() -> dict[np.dtype, dict[str, object]]:
@@ -265,3 +273,104 @@ def sgd_update_inplace(theta: NDArray, grad: NDArray, eta: float) -> None:
     eta = chk.scalar(op, "eta", eta, nonnegative=True)
     # reshape(-1) of a C-contiguous theta is a view: the kernel writes into theta itself.
     _K[theta.dtype]["sgd_update"](theta.reshape(-1), np.ascontiguousarray(grad).reshape(-1), eta)
+
+
+def bn_forward_train(S: NDArray, gamma: NDArray, beta: NDArray, eps: float) -> BNTrain:
+    """Batch norm with batch statistics and scale-shift, no ReLU, fused: eqs (13)-(16).
+
+    Parameters
+    ----------
+    S : (n, m) float32/float64 values to normalise; n >= 2.
+    gamma, beta : (m,) scale and shift, S's dtype.
+    eps : the small constant of eq (11).
+
+    Returns
+    -------
+    BNTrain(X, S_hat, mu, v), arrays of S.dtype; X = gamma * S_hat + beta.
+    """
+    op = "bn_forward_train"
+    S = chk.matrix(op, "S", S)
+    m = S.shape[1]
+    gamma = chk.vector(op, "gamma", gamma, m, S.dtype, " to match S.shape[1]")
+    beta = chk.vector(op, "beta", beta, m, S.dtype, " to match S.shape[1]")
+    eps = chk.scalar(op, "eps", eps, positive=True)
+    if S.shape[0] < 2:
+        raise chk.OpInputError(f"{op}: S has {S.shape[0]} row, expected at least 2 to estimate a variance")
+    X = np.empty_like(S)
+    S_hat = np.empty_like(S)
+    mu = np.empty(m, S.dtype)
+    v = np.empty(m, S.dtype)
+    _K[S.dtype]["bn_forward_train"](S, gamma, beta, eps, X, S_hat, mu, v)
+    return BNTrain(X, S_hat, mu, v)
+
+
+def bn_forward_eval(S: NDArray, gamma: NDArray, beta: NDArray, mu: NDArray, v: NDArray, eps: float) -> NDArray:
+    """Batch norm with fixed statistics and scale-shift, no ReLU: eqs (6)-(7), (11).
+
+    Parameters
+    ----------
+    S : (n, m) float32/float64.
+    gamma, beta, mu, v : (m,) of S's dtype; mu and v are only read.
+    eps : as in eq (11).
+
+    Returns
+    -------
+    X : (n, m) array of S.dtype.
+    """
+    op = "bn_forward_eval"
+    S = chk.matrix(op, "S", S)
+    m = S.shape[1]
+    gamma = chk.vector(op, "gamma", gamma, m, S.dtype, " to match S.shape[1]")
+    beta = chk.vector(op, "beta", beta, m, S.dtype, " to match S.shape[1]")
+    mu = chk.vector(op, "mu", mu, m, S.dtype, " to match S.shape[1]")
+    v = chk.vector(op, "v", v, m, S.dtype, " to match S.shape[1]")
+    eps = chk.scalar(op, "eps", eps, positive=True)
+    X = np.empty_like(S)
+    _K[S.dtype]["bn_forward_eval"](S, gamma, beta, mu, v, eps, X)
+    return X
+
+
+def bn_backward(G: NDArray, S_hat: NDArray, gamma: NDArray, v: NDArray, eps: float) -> BNGrad:
+    """Back through scale-shift and batch norm, no ReLU mask, fused: eqs (25)-(27), (31)-(37).
+
+    Parameters
+    ----------
+    G : (n, m) float32/float64 gradient w.r.t. the BN output.
+    S_hat : (n, m) and v : (m,), from ``bn_forward_train``. gamma : (m,). eps : as forward.
+
+    Returns
+    -------
+    BNGrad(G, dgamma, dbeta), arrays of G.dtype; G = dJ/d(BN input) per sample (no 1/n).
+    """
+    op = "bn_backward"
+    G = chk.matrix(op, "G", G)
+    n, m = G.shape
+    S_hat = chk.matrix(op, "S_hat", S_hat, G.dtype, G.shape, " to match G")
+    gamma = chk.vector(op, "gamma", gamma, m, G.dtype, " to match G.shape[1]")
+    v = chk.vector(op, "v", v, m, G.dtype, " to match G.shape[1]")
+    eps = chk.scalar(op, "eps", eps, positive=True)
+    G_out = np.empty_like(G)
+    dgamma = np.empty(m, G.dtype)
+    dbeta = np.empty(m, G.dtype)
+    _K[G.dtype]["bn_backward"](G, S_hat, gamma, v, eps, G_out, dgamma, dbeta)
+    return BNGrad(G_out, dgamma, dbeta)
+
+
+def adam_update_inplace(theta: NDArray, grad: NDArray, m: NDArray, v: NDArray, eta: float,
+                        beta1: float, beta2: float, eps: float, t: int) -> None:
+    """One Adam step on a parameter, in place on theta, m and v, fused (one pass).
+
+    Parameters
+    ----------
+    theta, m, v : float32/float64 arrays of one shape, C-contiguous, writeable; updated in place.
+    grad : array of theta's shape and dtype (the full gradient of eq (20)).
+    eta : learning rate. beta1, beta2 : in [0, 1). eps : positive. t : step, from 1.
+    """
+    op = "adam_update_inplace"
+    theta = chk.inplace_target(op, "theta", theta)
+    grad = chk.like(op, "grad", grad, "theta", theta)
+    m = chk.inplace_like(op, "m", m, "theta", theta)
+    v = chk.inplace_like(op, "v", v, "theta", theta)
+    eta, beta1, beta2, eps, t = chk.adam_scalars(op, eta, beta1, beta2, eps, t)
+    _K[theta.dtype]["adam_update"](theta.reshape(-1), np.ascontiguousarray(grad).reshape(-1), m.reshape(-1), v.reshape(-1),
+                                   beta1, 1 - beta1, beta2, 1 - beta2, eta / (1 - beta1 ** t), 1 / (1 - beta2 ** t), eps)

@@ -37,6 +37,10 @@ __all__ = [
     "softmax_xent",
     "softmax_xent_backward",
     "sgd_update_inplace",
+    "bn_forward_train",
+    "bn_forward_eval",
+    "bn_backward",
+    "adam_update_inplace",
     "BNGrad",
     "BNTrain",
     "LinGrad",
@@ -195,6 +199,78 @@ def _sgd_update_kernel(theta, grad, eta):
     # eta arrives in theta's dtype, so float32 parameters are updated in float32 as in NumPy.
     for k in range(theta.shape[0]):
         theta[k] -= eta * grad[k]
+
+
+@_njit
+def _bn_forward_train_kernel(S, gamma, beta, eps, X, S_hat, mu, v):
+    # _bn_relu_forward_train_kernel without the ReLU (batch norm after the ReLU).
+    n, m = S.shape
+    mean = np.zeros(m, dtype=np.float64)
+    for i in range(n):  # (13), summed in float64
+        for j in range(m):
+            mean[j] += S[i, j]
+    for j in range(m):
+        mu[j] = mean[j] / n
+    ssq = np.zeros(m, dtype=np.float64)
+    for i in range(n):  # (14): two passes
+        for j in range(m):
+            d = S[i, j] - mu[j]
+            ssq[j] += d * d
+    inv_sd = np.empty(m, dtype=S.dtype)
+    for j in range(m):
+        v[j] = ssq[j] / n  # biased, as eq (14)
+        inv_sd[j] = 1.0 / np.sqrt(ssq[j] / n + eps)  # (11)
+    for i in range(n):
+        for j in range(m):
+            s_hat = (S[i, j] - mu[j]) * inv_sd[j]  # (15)
+            S_hat[i, j] = s_hat
+            X[i, j] = gamma[j] * s_hat + beta[j]  # (16)
+
+
+@_njit
+def _bn_forward_eval_kernel(S, gamma, beta, mu, v, eps, X):
+    n, m = S.shape
+    scale = np.empty(m, dtype=S.dtype)
+    for j in range(m):
+        scale[j] = gamma[j] / np.sqrt(v[j] + eps)  # gamma * (v + eps)^-1/2, (7) with (11)
+    for i in range(n):
+        for j in range(m):
+            X[i, j] = (S[i, j] - mu[j]) * scale[j] + beta[j]  # (6), (7); (S - mu) first
+
+
+@_njit
+def _bn_backward_kernel(G, S_hat, gamma, v, eps, G_out, dgamma, dbeta):
+    # The fused form of _bn_relu_backward_kernel with Gm = G (no ReLU mask):
+    #   G_out = gamma * sigma1 * (G - dbeta - S_hat * dgamma), equal to eqs (31)-(37).
+    n, m = G.shape
+    sum_g = np.zeros(m, dtype=np.float64)
+    sum_gs = np.zeros(m, dtype=np.float64)
+    for i in range(n):  # the two column sums of (25), in float64
+        for j in range(m):
+            g = G[i, j]
+            sum_g[j] += g
+            sum_gs[j] += g * S_hat[i, j]
+    scale = np.empty(m, dtype=G.dtype)
+    for j in range(m):
+        dbeta[j] = sum_g[j] / n  # (25)
+        dgamma[j] = sum_gs[j] / n  # (25)
+        scale[j] = gamma[j] / np.sqrt(v[j] + eps)  # gamma * sigma1, (26) and (31)
+    for i in range(n):
+        for j in range(m):
+            G_out[i, j] = scale[j] * (G[i, j] - dbeta[j] - S_hat[i, j] * dgamma[j])  # (37)
+
+
+@_njit
+def _adam_update_kernel(theta, grad, m, v, beta1, omb1, beta2, omb2, step, c2, eps):
+    # All scalars arrive in theta's dtype (omb = 1 - beta, rounded once as the reference does);
+    # one pass over the four arrays instead of the reference's ten.
+    for k in range(theta.shape[0]):
+        g = grad[k]
+        mk = beta1 * m[k] + omb1 * g
+        vk = beta2 * v[k] + omb2 * (g * g)
+        m[k] = mk
+        v[k] = vk
+        theta[k] -= step * mk / (np.sqrt(vk * c2) + eps)
 
 
 # -------------------------------------------------------------------------------- public
@@ -389,3 +465,105 @@ def sgd_update_inplace(theta: NDArray, grad: NDArray, eta: float) -> None:
     # reshape(-1) of a C-contiguous theta is a view, so the kernel writes into theta itself;
     # for grad it copies only if grad is not contiguous.
     _sgd_update_kernel(theta.reshape(-1), grad.reshape(-1), theta.dtype.type(eta))
+
+
+def bn_forward_train(S: NDArray, gamma: NDArray, beta: NDArray, eps: float) -> BNTrain:
+    """Batch norm with batch statistics and scale-shift, no ReLU, fused: eqs (13)-(16).
+
+    Parameters
+    ----------
+    S : (n, m) float32/float64 values to normalise; n >= 2.
+    gamma, beta : (m,) scale and shift, S's dtype.
+    eps : the small constant of eq (11).
+
+    Returns
+    -------
+    BNTrain(X, S_hat, mu, v), arrays of S.dtype; X = gamma * S_hat + beta.
+    """
+    op = "bn_forward_train"
+    S = chk.matrix(op, "S", S)
+    m = S.shape[1]
+    gamma = chk.vector(op, "gamma", gamma, m, S.dtype, " to match S.shape[1]")
+    beta = chk.vector(op, "beta", beta, m, S.dtype, " to match S.shape[1]")
+    eps = chk.scalar(op, "eps", eps, positive=True)
+    if S.shape[0] < 2:
+        raise chk.OpInputError(f"{op}: S has {S.shape[0]} row, expected at least 2 to estimate a variance")
+    X = np.empty_like(S)
+    S_hat = np.empty_like(S)
+    mu = np.empty(m, S.dtype)
+    v = np.empty(m, S.dtype)
+    _bn_forward_train_kernel(S, gamma, beta, eps, X, S_hat, mu, v)
+    return BNTrain(X, S_hat, mu, v)
+
+
+def bn_forward_eval(S: NDArray, gamma: NDArray, beta: NDArray, mu: NDArray, v: NDArray, eps: float) -> NDArray:
+    """Batch norm with fixed statistics and scale-shift, no ReLU: eqs (6)-(7), (11).
+
+    Parameters
+    ----------
+    S : (n, m) float32/float64.
+    gamma, beta, mu, v : (m,) of S's dtype; mu and v are only read.
+    eps : as in eq (11).
+
+    Returns
+    -------
+    X : (n, m) array of S.dtype.
+    """
+    op = "bn_forward_eval"
+    S = chk.matrix(op, "S", S)
+    m = S.shape[1]
+    gamma = chk.vector(op, "gamma", gamma, m, S.dtype, " to match S.shape[1]")
+    beta = chk.vector(op, "beta", beta, m, S.dtype, " to match S.shape[1]")
+    mu = chk.vector(op, "mu", mu, m, S.dtype, " to match S.shape[1]")
+    v = chk.vector(op, "v", v, m, S.dtype, " to match S.shape[1]")
+    eps = chk.scalar(op, "eps", eps, positive=True)
+    X = np.empty_like(S)
+    _bn_forward_eval_kernel(S, gamma, beta, mu, v, eps, X)
+    return X
+
+
+def bn_backward(G: NDArray, S_hat: NDArray, gamma: NDArray, v: NDArray, eps: float) -> BNGrad:
+    """Back through scale-shift and batch norm, no ReLU mask, fused: eqs (25)-(27), (31)-(37).
+
+    Parameters
+    ----------
+    G : (n, m) float32/float64 gradient w.r.t. the BN output.
+    S_hat : (n, m) and v : (m,), from ``bn_forward_train``. gamma : (m,). eps : as forward.
+
+    Returns
+    -------
+    BNGrad(G, dgamma, dbeta), arrays of G.dtype; G = dJ/d(BN input) per sample (no 1/n).
+    """
+    op = "bn_backward"
+    G = chk.matrix(op, "G", G)
+    n, m = G.shape
+    S_hat = chk.matrix(op, "S_hat", S_hat, G.dtype, G.shape, " to match G")
+    gamma = chk.vector(op, "gamma", gamma, m, G.dtype, " to match G.shape[1]")
+    v = chk.vector(op, "v", v, m, G.dtype, " to match G.shape[1]")
+    eps = chk.scalar(op, "eps", eps, positive=True)
+    G_out = np.empty_like(G)
+    dgamma = np.empty(m, G.dtype)
+    dbeta = np.empty(m, G.dtype)
+    _bn_backward_kernel(G, S_hat, gamma, v, eps, G_out, dgamma, dbeta)
+    return BNGrad(G_out, dgamma, dbeta)
+
+
+def adam_update_inplace(theta: NDArray, grad: NDArray, m: NDArray, v: NDArray, eta: float,
+                        beta1: float, beta2: float, eps: float, t: int) -> None:
+    """One Adam step on a parameter, in place on theta, m and v, fused (one pass).
+
+    Parameters
+    ----------
+    theta, m, v : float32/float64 arrays of one shape, C-contiguous, writeable; updated in place.
+    grad : array of theta's shape and dtype (the full gradient of eq (20)).
+    eta : learning rate. beta1, beta2 : in [0, 1). eps : positive. t : step, from 1.
+    """
+    op = "adam_update_inplace"
+    theta = chk.inplace_target(op, "theta", theta)
+    grad = chk.like(op, "grad", grad, "theta", theta)
+    m = chk.inplace_like(op, "m", m, "theta", theta)
+    v = chk.inplace_like(op, "v", v, "theta", theta)
+    eta, beta1, beta2, eps, t = chk.adam_scalars(op, eta, beta1, beta2, eps, t)
+    dt = theta.dtype.type
+    _adam_update_kernel(theta.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1), dt(beta1), dt(1 - beta1), dt(beta2),
+                        dt(1 - beta2), dt(eta / (1 - beta1 ** t)), dt(1 / (1 - beta2 ** t)), dt(eps))

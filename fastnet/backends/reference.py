@@ -235,6 +235,92 @@ def bn_relu_backward(G: NDArray, X: NDArray, S_hat: NDArray, gamma: NDArray, v: 
     return BNGrad(G, dgamma, dbeta)
 
 
+# ------------------------------------------------------- batch norm without the ReLU (bonus)
+# Exercise 4.1(a) puts batch norm *after* the ReLU: x = gamma * BatchNormalize(max(0, s)) + beta.
+# These ops are eqs (13)-(16) and (25)-(27), (31)-(37) with the ReLU taken out; the ReLU is
+# ``bias_relu_forward`` / ``relu_backward`` before them.
+
+
+def bn_forward_train(S: NDArray, gamma: NDArray, beta: NDArray, eps: float) -> BNTrain:
+    """Batch norm with batch statistics and scale-shift, no ReLU: eqs (13)-(16).
+
+    Parameters
+    ----------
+    S : (n, m) the values to normalise (with BN after the ReLU: max(0, s^(l))); n >= 2.
+    gamma, beta : (m,) scale and shift.
+    eps : the small constant of eq (11).
+
+    Returns
+    -------
+    BNTrain(X, S_hat, mu, v), arrays of S.dtype, with X = gamma * S_hat + beta (eq 16; may be
+    negative). The variance is the biased one, as eq (14).
+    """
+    op = "bn_forward_train"
+    S = chk.matrix(op, "S", S)
+    m = S.shape[1]
+    gamma = chk.vector(op, "gamma", gamma, m, S.dtype, " to match S.shape[1]")
+    beta = chk.vector(op, "beta", beta, m, S.dtype, " to match S.shape[1]")
+    eps = chk.scalar(op, "eps", eps, positive=True)
+    if S.shape[0] < 2:
+        raise chk.OpInputError(f"{op}: S has {S.shape[0]} row, expected at least 2 to estimate a variance")
+    mu = S.mean(axis=0)  # (13)
+    v = ((S - mu) ** 2).mean(axis=0)  # (14): biased, two passes
+    S_hat = (S - mu) / np.sqrt(v + S.dtype.type(eps))  # (15) with (11)
+    return BNTrain(gamma * S_hat + beta, S_hat, mu, v)  # (16)
+
+
+def bn_forward_eval(S: NDArray, gamma: NDArray, beta: NDArray, mu: NDArray, v: NDArray, eps: float) -> NDArray:
+    """Batch norm with fixed (running) statistics and scale-shift, no ReLU: eqs (6)-(7), (11).
+
+    mu, v : (m,) population estimates (eqs 38-39, PreciseBN or adaptive BN); only read.
+    """
+    op = "bn_forward_eval"
+    S = chk.matrix(op, "S", S)
+    m = S.shape[1]
+    gamma = chk.vector(op, "gamma", gamma, m, S.dtype, " to match S.shape[1]")
+    beta = chk.vector(op, "beta", beta, m, S.dtype, " to match S.shape[1]")
+    mu = chk.vector(op, "mu", mu, m, S.dtype, " to match S.shape[1]")
+    v = chk.vector(op, "v", v, m, S.dtype, " to match S.shape[1]")
+    eps = chk.scalar(op, "eps", eps, positive=True)
+    S_hat = (S - mu) / np.sqrt(v + S.dtype.type(eps))  # (6), (11)
+    return gamma * S_hat + beta  # (7)
+
+
+def bn_backward(G: NDArray, S_hat: NDArray, gamma: NDArray, v: NDArray, eps: float) -> BNGrad:
+    """Back through scale-shift and batch norm, no ReLU mask: eqs (25)-(27), (31)-(37).
+
+    Parameters
+    ----------
+    G : (n, m) gradient w.r.t. the BN output gamma * S_hat + beta.
+    S_hat, v : from ``bn_forward_train``. gamma : (m,) scale. eps : as in the forward pass.
+
+    Returns
+    -------
+    BNGrad(G, dgamma, dbeta): G = dJ/d(BN input) per sample (no 1/n, like the G that came in).
+    """
+    op = "bn_backward"
+    G = chk.matrix(op, "G", G)
+    n, m = G.shape
+    S_hat = chk.matrix(op, "S_hat", S_hat, G.dtype, G.shape, " to match G")
+    gamma = chk.vector(op, "gamma", gamma, m, G.dtype, " to match G.shape[1]")
+    v = chk.vector(op, "v", v, m, G.dtype, " to match G.shape[1]")
+    eps = chk.scalar(op, "eps", eps, positive=True)
+    one = G.dtype.type(1)
+    dgamma = (G * S_hat).sum(axis=0) / n  # (25)
+    dbeta = G.sum(axis=0) / n  # (25)
+    G = G * gamma  # (26)
+    # BatchNormBackPass, eqs (31)-(37), as in bn_relu_backward
+    ve = v + G.dtype.type(eps)
+    sigma1 = ve ** G.dtype.type(-0.5)  # (31)
+    sigma2 = ve ** G.dtype.type(-1.5)  # (32)
+    G1 = G * sigma1  # (33)
+    G2 = G * sigma2  # (34)
+    D = S_hat * np.sqrt(ve)  # (35), via (15)
+    c = (G2 * D).sum(axis=0)  # (36)
+    G = G1 - (one / n) * G1.sum(axis=0) - (one / n) * D * c  # (37)
+    return BNGrad(G, dgamma, dbeta)
+
+
 # ------------------------------------------------------------------ softmax cross-entropy
 
 
@@ -280,3 +366,36 @@ def sgd_update_inplace(theta: NDArray, grad: NDArray, eta: float) -> None:
     grad = chk.like(op, "grad", grad, "theta", theta)
     eta = chk.scalar(op, "eta", eta, nonnegative=True)
     theta -= theta.dtype.type(eta) * grad
+
+
+def adam_update_inplace(theta: NDArray, grad: NDArray, m: NDArray, v: NDArray, eta: float,
+                        beta1: float, beta2: float, eps: float, t: int) -> None:
+    """One Adam step (Kingma & Ba, Algorithm 1) on a parameter, in place on theta, m and v.
+
+    ``m = beta1 m + (1 - beta1) g``; ``v = beta2 v + (1 - beta2) g^2``;
+    ``theta -= eta * m_hat / (sqrt(v_hat) + eps)`` with the bias corrections
+    ``m_hat = m / (1 - beta1^t)``, ``v_hat = v / (1 - beta2^t)``.
+
+    Parameters
+    ----------
+    theta, m, v : float arrays of one shape and dtype, C-contiguous and writeable; m and v are
+        the first and second moment estimates (zeros before the first step), updated in place.
+    grad : array of theta's shape and dtype: the full gradient of eq (20), L2 term included
+        (so lambda acts as L2 regularisation, not as AdamW's decoupled weight decay).
+    eta : non-negative learning rate. beta1, beta2 : decays in [0, 1). eps : positive.
+    t : the step number, counted from 1 (it sets the bias corrections).
+    """
+    op = "adam_update_inplace"
+    theta = chk.inplace_target(op, "theta", theta)
+    grad = chk.like(op, "grad", grad, "theta", theta)
+    m = chk.inplace_like(op, "m", m, "theta", theta)
+    v = chk.inplace_like(op, "v", v, "theta", theta)
+    eta, beta1, beta2, eps, t = chk.adam_scalars(op, eta, beta1, beta2, eps, t)
+    dt = theta.dtype.type
+    m *= dt(beta1)
+    m += dt(1 - beta1) * grad
+    v *= dt(beta2)
+    v += dt(1 - beta2) * (grad * grad)
+    step = dt(eta / (1 - beta1 ** t))  # eta / (1 - beta1^t): m_hat's correction folded in
+    c2 = dt(1 / (1 - beta2 ** t))  # v_hat = v * c2
+    theta -= step * m / (np.sqrt(v * c2) + dt(eps))
