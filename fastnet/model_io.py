@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FastnetError
-from .errors import ConfigError
-from .network import PLACEMENTS, Layer, Network, _HAS_BIAS, _HAS_BN, check_architecture, layer_kinds
+from .errors import ConfigError, FastnetError
+from .network import HAS_BIAS, HAS_BN, PLACEMENTS, Layer, Network, check_architecture, layer_kinds
 
 FORMAT = "fastnet-model-1"
 
@@ -181,8 +180,8 @@ def network_from_arrays(meta: dict, arrays: dict) -> Network:
     for l in range(1, k + 1):
         m_in, m_out = sizes[l - 1], sizes[l]
         kind = kinds[l - 1]
-        layer = Layer(W=take(f"W{l}", (m_out, m_in)), b=take(f"b{l}", (m_out,)) if _HAS_BIAS.get(kind, True) else None)
-        if _HAS_BN.get(kind, False):
+        layer = Layer(W=take(f"W{l}", (m_out, m_in)), b=take(f"b{l}", (m_out,)) if HAS_BIAS.get(kind, True) else None)
+        if HAS_BN.get(kind, False):
             layer.gamma, layer.beta = take(f"gamma{l}", (m_out,)), take(f"beta{l}", (m_out,))
             if f"mu_av{l}" in arrays:
                 layer.mu_av, layer.v_av = take(f"mu_av{l}", (m_out,)), take(f"v_av{l}", (m_out,))

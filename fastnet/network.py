@@ -37,8 +37,8 @@ from .errors import ConfigError
 INITS = ("he", "xavier", "normal")
 PLACEMENTS = ("before", "after")  # batch norm before the ReLU (the assignment) or after it
 KINDS = ("bn_relu", "relu_bn", "relu", "mid")
-_HAS_BIAS = {"bn_relu": False, "relu_bn": True, "relu": True, "mid": False}
-_HAS_BN = {"bn_relu": True, "relu_bn": True, "relu": False, "mid": False}
+HAS_BIAS = {"bn_relu": False, "relu_bn": True, "relu": True, "mid": False}
+HAS_BN = {"bn_relu": True, "relu_bn": True, "relu": False, "mid": False}
 DEFAULT_EPS = 1e-8
 DEFAULT_ALPHA = 0.9
 EVAL_CHUNK = 10_000  # rows per forward pass in evaluation: bounds the memory of the scores
@@ -203,8 +203,8 @@ def init_network(
         std = {"he": np.sqrt(2.0 / m_in), "xavier": np.sqrt(1.0 / m_in), "normal": sigma}[init]
         W = (std * rng.standard_normal((m_out, m_in))).astype(dtype)
         kind = kinds[l - 1]
-        layer = Layer(W=W, b=np.zeros(m_out, dtype) if _HAS_BIAS.get(kind, True) else None)
-        if _HAS_BN.get(kind, False):
+        layer = Layer(W=W, b=np.zeros(m_out, dtype) if HAS_BIAS.get(kind, True) else None)
+        if HAS_BN.get(kind, False):
             layer.gamma = np.ones(m_out, dtype)
             layer.beta = np.zeros(m_out, dtype)
         layers.append(layer)
@@ -283,7 +283,7 @@ def forward_eval(net: Network, X: NDArray, ops) -> NDArray:
     outputs = [X]
     skips = net.skips()
     for l, (layer, kind) in enumerate(zip(net.layers[:-1], net.kinds()), start=1):
-        if _HAS_BN[kind] and layer.mu_av is None:
+        if HAS_BN[kind] and layer.mu_av is None:
             raise ConfigError("the network has no running BN statistics yet; train it for at least one step")
         S = _scores(net, l, layer, X, outputs, skips, ops)  # (5)
         if kind == "bn_relu":

@@ -286,9 +286,11 @@ def stop_on_signals():
 
 
 def write_history(run_dir, history) -> None:
-    """history.csv and steps.csv from a train.History."""
+    """history.csv and steps.csv from a train.History (columns beyond HISTORY_FIELDS, such as
+    PreciseBN runs' ``val_accuracy_ema``, are appended when the rows have them)."""
     run_dir = Path(run_dir)
-    write_csv(run_dir / "history.csv", history.evals, HISTORY_FIELDS)
+    extra = [k for k in dict.fromkeys(k for row in history.evals for k in row) if k not in HISTORY_FIELDS]
+    write_csv(run_dir / "history.csv", history.evals, (*HISTORY_FIELDS, *extra))
     steps = [{"step": i + 1, "eta": e, "batch_loss": l} for i, (e, l) in enumerate(zip(history.step_eta, history.step_loss))]
     write_csv(run_dir / "steps.csv", steps, ("step", "eta", "batch_loss"))
 
@@ -399,12 +401,22 @@ def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=T
         data = load_cifar10(data_dir if data_dir is not None else source, split=cfg.split, n_val=cfg.n_val, dtype=np.dtype(cfg.dtype), download=download, progress=progress)
         if ckpt.data and ckpt.data != data_fingerprint(data):
             raise FastnetError(f"the data in {data.source} is not the data {out} was trained on (different images or split); pass --data-dir with the original data")
-        if ckpt.net.sizes != [data.X_train.shape[1], *cfg.hidden, len(data.label_names)] or ckpt.net.dtype != np.dtype(cfg.dtype):
+        if (ckpt.net.sizes != [data.X_train.shape[1], *cfg.hidden, len(data.label_names)] or ckpt.net.dtype != np.dtype(cfg.dtype)
+                or ckpt.net.bn != cfg.bn or ckpt.net.bn_placement != cfg.bn_placement or ckpt.net.skip != cfg.skip):
             raise CheckpointError(f"{out / CHECKPOINT} holds a network of sizes {ckpt.net.sizes} ({ckpt.net.dtype}), not the one config.json describes; resume is impossible")
         if progress:
             print(f"fastnet: resuming {out} at step {ckpt.position.t} on backend {backend.name} ({backend.version}), {cfg.dtype}", file=sys.stderr)
+        from .train import new_optimizer
+
+        optimizer = new_optimizer(cfg, ckpt.net)
+        try:
+            if ckpt.optimizer != optimizer.name:
+                raise ValueError(f"it was written by the {ckpt.optimizer!r} optimiser, not {optimizer.name!r}")
+            optimizer.load_state(ckpt.optimizer_state)
+        except ValueError as exc:
+            raise CheckpointError(f"{out / CHECKPOINT} does not hold this run's optimiser state ({exc}); resume is impossible, start the run again") from None
         (out / "status.json").unlink(missing_ok=True)
-        return _train(out, cfg, data, backend, ckpt.net, ckpt.history, ckpt.position, stop, progress, plots)
+        return _train(out, cfg, data, backend, ckpt.net, ckpt.history, ckpt.position, stop, progress, plots, optimizer)
 
 
 def _write_error(out: Path, exc: OSError, last_checkpoint: int | None) -> FastnetError:
@@ -424,27 +436,32 @@ def _guard_writes(out: Path, work, last_checkpoint):
         raise _write_error(out, exc, last_checkpoint) from None
 
 
-def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: bool, plots: bool) -> dict:
-    """fit with checkpoints into ``out``, then the outputs; status.json if it stops early."""
+def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: bool, plots: bool, optimizer=None) -> dict:
+    """fit with checkpoints into ``out``, then the outputs; status.json if it stops early.
+
+    ``optimizer``: the one loaded from the checkpoint when resuming (fresh otherwise); its
+    state (Adam's moments) goes into every checkpoint."""
     import time
 
     from .checkpoint import data_fingerprint, save_checkpoint
     from .model_io import save_network
     from .network import evaluate
-    from .train import Interrupted, fit
+    from .train import Interrupted, finish_bn_stats, fit, new_optimizer
 
     fingerprint = data_fingerprint(data)
     config = cfg.to_dict()
     saved = {"step": start.t if start is not None else None}
+    optimizer = optimizer if optimizer is not None else new_optimizer(cfg, net)
 
     def checkpoint(position) -> None:
-        save_checkpoint(out / CHECKPOINT, net, history, position, config, data=fingerprint)
+        save_checkpoint(out / CHECKPOINT, net, history, position, config, data=fingerprint, optimizer=optimizer.name, optimizer_state=optimizer.state())
         saved["step"] = position.t
 
     wall = time.perf_counter()
     try:
         try:
-            fit(net, data, cfg, backend.ops, history, progress=progress, start=start, checkpoint=checkpoint, stop=stop)
+            fit(net, data, cfg, backend.ops, history, progress=progress, start=start, checkpoint=checkpoint, stop=stop, optimizer=optimizer)
+            bonus_metrics = finish_bn_stats(net, data, cfg, backend.ops)  # PreciseBN: EMA figures, then the final statistics
             wall = time.perf_counter() - wall
             write_history(out, history)
             save_network(out / "model.npz", net, data.mean, data.std)
@@ -484,14 +501,18 @@ def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: b
         "epochs": last["epoch"], "steps": history.steps, "n_s": cfg.resolved_n_s(data.X_train.shape[0]),
         "backend": backend.name, "backend_version": backend.version, "dtype": cfg.dtype,
         "environment": environment(), "status": "finished", "resumed_from_step": start.t if start is not None else None,
+        **bonus_metrics,
     }
     _guard_writes(out, lambda: write_json(out / "metrics.json", metrics), saved["step"])
     return metrics
 
 
 def describe(cfg) -> str:
-    """A short title for a configuration, e.g. '3-layer [50, 50] BN lam=0.005'."""
-    return f"{len(cfg.hidden) + 1}-layer {list(cfg.hidden)} {'BN' if cfg.bn else 'no BN'} lam={cfg.lam:g}"
+    """A short title for a configuration, e.g. '3-layer [50, 50] BN lam=0.005' (bonus settings
+    appended where used, e.g. '... BN-after skip adam cosine aug preciseBN')."""
+    tags = [tag for tag, on in (("BN-after", cfg.bn_placement == "after"), ("skip", cfg.skip), (cfg.optimizer, cfg.optimizer != "sgd"),
+                                (cfg.schedule, cfg.schedule != "cyclic"), ("aug", cfg.augment), ("preciseBN", cfg.bn_stats == "precise")) if on]
+    return f"{len(cfg.hidden) + 1}-layer {list(cfg.hidden)} {'BN' if cfg.bn else 'no BN'} lam={cfg.lam:g}" + "".join(" " + t for t in tags)
 
 
 def evaluate_run(run_dir, data_dir=None, backend=None) -> dict:

@@ -1,4 +1,4 @@
-"""The mini-batch training loop: shuffling, cyclic learning rate, BN statistics, evaluation.
+"""The mini-batch training loop: shuffling, learning-rate schedule, BN statistics, evaluation.
 
 ``fit`` trains a network in place and fills a :class:`History` as it goes, so that a caller
 that catches an error (divergence, Ctrl-C) still holds everything measured so far. Given a
@@ -6,9 +6,20 @@ that catches an error (divergence, Ctrl-C) still holds everything measured so fa
 every epoch and when a :class:`StopRequest` (set by SIGINT/SIGTERM) stops it between two
 steps; started again from such a position (``start=``), it continues exactly: same
 permutations, same steps, same parameters bit for bit.
+
+Bonus settings (Exercise 4; all off by default, and left out of ``to_dict`` while at their
+defaults, so configurations written before they existed read back unchanged):
+``bn_placement`` / ``skip`` (the architecture, see :mod:`fastnet.network`), ``optimizer``
+with ``beta1``, ``beta2``, ``adam_eps`` and ``schedule`` with ``decay_rate``, ``decay_steps``,
+``warmup`` (:mod:`fastnet.optim`), ``augment`` / ``augment_shift`` (:mod:`fastnet.augment`)
+and ``bn_stats`` = "precise" with ``precise_every``, ``precise_images``
+(:mod:`fastnet.bn_stats`). Everything random in them is drawn from generators seeded by the
+run's seed and the update step, so a bonus run also resumes bit for bit (Adam's moments are
+checkpointed).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,8 +30,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .errors import ConfigError, DivergenceError
-from .network import DEFAULT_ALPHA, DEFAULT_EPS, INITS, Network, backward, evaluate, forward_train, init_network, update_running_stats
-from .optim import check_cyclic, cyclic_lr, sgd_step
+from .network import DEFAULT_ALPHA, DEFAULT_EPS, INITS, PLACEMENTS, Network, backward, check_architecture, evaluate, forward_train, init_network, update_running_stats
+from .optim import OPTIMIZERS, check_adam, check_cyclic, check_schedule, learning_rate, make_optimizer, sgd_step
 from .progress import Progress
 
 
@@ -46,6 +57,22 @@ class TrainConfig:
     split: str = "a3"
     n_val: int = 5000
     eval_every: int = 0  # also evaluate every this many steps (0: only at the end of epochs)
+    # ---- bonus (Exercise 4); see the module docstring
+    bn_placement: str = "before"  # "after": batch norm after the ReLU
+    skip: bool = False  # skip connections, eqs (40)-(41)
+    optimizer: str = "sgd"  # or "adam"
+    beta1: float = 0.9
+    beta2: float = 0.999
+    adam_eps: float = 1e-8
+    schedule: str = "cyclic"  # cyclic | step | exponential | cosine
+    decay_rate: float = 0.1
+    decay_steps: int | None = None  # None: optim.default_decay_steps
+    warmup: int = 0
+    augment: bool = False  # random flips and translations of the training images
+    augment_shift: int = 3  # largest translation, pixels
+    bn_stats: str = "ema"  # or "precise": PreciseBN population statistics
+    precise_every: int = 0  # precise: also re-estimate and evaluate every this many steps
+    precise_images: int = 10_000  # precise: training images per estimate
 
     def validate(self) -> "TrainConfig":
         """Refuse impossible settings before any work is done; returns self.
@@ -79,7 +106,30 @@ class TrainConfig:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed}")
         if self.backend not in BACKEND_NAMES:
             raise ConfigError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
+        self._validate_bonus()
         return self
+
+    def _validate_bonus(self) -> None:
+        """The bonus settings (Exercise 4): refused before any work, one sentence each."""
+        if self.bn_placement not in PLACEMENTS:
+            raise ConfigError(f"unknown batch-norm placement {self.bn_placement!r}; choose one of {', '.join(PLACEMENTS)}")
+        check_architecture([1, *self.hidden, 2], self.bn, self.bn_placement, self.skip)
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.optimizer == "adam":
+            check_adam(self.beta1, self.beta2, self.adam_eps, self.eta_min, self.eta_max)
+        total = 2 * self.n_s * self.cycles if self.n_s is not None else None
+        check_schedule(self.schedule, self.decay_rate, self.decay_steps, self.warmup, total)
+        if not 0 <= self.augment_shift <= 8:
+            raise ConfigError(f"augment_shift must be 0..8 pixels, got {self.augment_shift}")
+        if self.bn_stats not in BN_STATS:
+            raise ConfigError(f"unknown bn_stats {self.bn_stats!r}; choose one of {', '.join(BN_STATS)}")
+        if self.bn_stats == "precise" and not self.bn:
+            raise ConfigError("--bn-stats precise re-estimates batch-norm statistics; the network has no batch norm (--no-bn)")
+        if self.precise_every < 0:
+            raise ConfigError(f"precise_every must be non-negative, got {self.precise_every}")
+        if self.bn_stats == "precise" and self.precise_images < max(2, self.batch):
+            raise ConfigError(f"precise_images must be at least one batch ({self.batch}), got {self.precise_images}")
 
     def _check_types(self) -> None:
         """ConfigError naming the first field whose value has the wrong type or is not finite."""
@@ -113,8 +163,13 @@ class TrainConfig:
         return int(self.n_s) if self.n_s is not None else max(1, 5 * n_train // self.batch)
 
     def to_dict(self) -> dict:
+        """The settings as a JSON-ready dict; bonus settings only where they differ from their
+        defaults (so the assignment's runs keep the configuration they always had)."""
         d = asdict(self)
         d["hidden"] = list(self.hidden)
+        for name, default in BONUS_DEFAULTS.items():
+            if d[name] == default and type(d[name]) is type(default):
+                del d[name]
         return d
 
     @classmethod
@@ -128,8 +183,15 @@ class TrainConfig:
 
 _FIELD_KINDS = {"bn": bool, "init": str, "sigma": float, "lam": float, "eta_min": float, "eta_max": float,
                 "n_s": int, "cycles": int, "batch": int, "alpha": float, "eps": float, "seed": int,
-                "dtype": str, "backend": str, "split": str, "n_val": int, "eval_every": int}
-_OPTIONAL = ("sigma", "n_s")
+                "dtype": str, "backend": str, "split": str, "n_val": int, "eval_every": int,
+                "bn_placement": str, "skip": bool, "optimizer": str, "beta1": float, "beta2": float, "adam_eps": float,
+                "schedule": str, "decay_rate": float, "decay_steps": int, "warmup": int, "augment": bool,
+                "augment_shift": int, "bn_stats": str, "precise_every": int, "precise_images": int}
+_OPTIONAL = ("sigma", "n_s", "decay_steps")
+BONUS_FIELDS = ("bn_placement", "skip", "optimizer", "beta1", "beta2", "adam_eps", "schedule", "decay_rate", "decay_steps",
+                "warmup", "augment", "augment_shift", "bn_stats", "precise_every", "precise_images")
+BONUS_DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.name in BONUS_FIELDS}
+BN_STATS = ("ema", "precise")
 BACKEND_NAMES = ("auto", "numpy", "numba", "cython")
 
 
@@ -173,7 +235,18 @@ def new_network(cfg: TrainConfig, d: int, K: int) -> Network:
     if have and need > have:
         raise ConfigError(f"a network with hidden layers {list(cfg.hidden)} has {n_params:,} weights and needs about {need / 2**30:.0f} GB, more than this machine's {have / 2**30:.0f} GB; choose smaller --hidden sizes")
     rng = np.random.default_rng([cfg.seed, 1])  # its own stream: independent of the shuffling
-    return init_network(d, cfg.hidden, K, bn=cfg.bn, init=cfg.init, sigma=cfg.sigma, dtype=cfg.dtype, eps=cfg.eps, alpha=cfg.alpha, rng=rng)
+    return init_network(d, cfg.hidden, K, bn=cfg.bn, init=cfg.init, sigma=cfg.sigma, dtype=cfg.dtype, eps=cfg.eps, alpha=cfg.alpha, rng=rng,
+                        bn_placement=cfg.bn_placement, skip=cfg.skip)
+
+
+def new_optimizer(cfg: TrainConfig, net: Network):
+    """The optimiser a configuration describes, fresh (Adam's moments at zero)."""
+    return make_optimizer(cfg.optimizer, net.params(), cfg.beta1, cfg.beta2, cfg.adam_eps)
+
+
+def schedule_fn(cfg: TrainConfig, n_s: int, total: int):
+    """The learning rate as a function of the update step t (from 0), for this run."""
+    return lambda t: learning_rate(t, cfg.schedule, cfg.eta_min, cfg.eta_max, n_s, total, cfg.decay_rate, cfg.decay_steps, cfg.warmup)
 
 
 @dataclass
@@ -220,10 +293,12 @@ class Interrupted(KeyboardInterrupt):
         return self.message
 
 
-def train_step(net: Network, X: NDArray, y: NDArray, lam: float, eta: float, ops) -> float:
+def train_step(net: Network, X: NDArray, y: NDArray, lam: float, eta: float, ops, optimizer=None, t: int = 0) -> float:
     """One update of mini-batch gradient descent; returns the batch's mean cross-entropy.
 
-    Forward with batch statistics, running averages (eqs 38-39), backward (eqs 21-37), step.
+    Forward with batch statistics, running averages (eqs 38-39), backward (eqs 21-37), step
+    (``optimizer``: an :mod:`fastnet.optim` optimiser, plain SGD if None; ``t``: the update
+    step, from 0, which Adam's bias correction needs).
     A non-finite loss is returned without any update, so that the network stays as it was
     when it produced that loss and :func:`locate_nonfinite` can say what went wrong.
     """
@@ -234,7 +309,10 @@ def train_step(net: Network, X: NDArray, y: NDArray, lam: float, eta: float, ops
     if net.bn:
         update_running_stats(net, cache)
     grads = backward(net, cache, y, lam, ops)
-    sgd_step(net.params(), grads, eta, ops)
+    if optimizer is None:
+        sgd_step(net.params(), grads, eta, ops)
+    else:
+        optimizer.step(net.params(), grads, eta, t, ops)
     return loss
 
 
@@ -261,12 +339,20 @@ def locate_nonfinite(net: Network, X: NDArray, y: NDArray, ops) -> str:
 
 
 def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = None, progress: bool = True, *,
-        start: Position | None = None, checkpoint=None, stop: StopRequest | None = None) -> History:
+        start: Position | None = None, checkpoint=None, stop: StopRequest | None = None, optimizer=None) -> History:
     """Train ``net`` in place on ``data`` (a fastnet.data.Dataset) as ``cfg`` says.
 
-    The training set is reshuffled every epoch; the cyclic learning rate is updated every step;
-    train and validation loss, cost and accuracy are measured (running BN statistics) at the
-    end of every epoch, every ``cfg.eval_every`` steps if set, and after the last step.
+    The training set is reshuffled every epoch; the learning rate (cyclic by default) is
+    updated every step; train and validation loss, cost and accuracy are measured (running BN
+    statistics) at the end of every epoch, every ``cfg.eval_every`` steps if set, and after
+    the last step.
+
+    Bonus settings: ``cfg.augment`` flips and translates each mini-batch on the fly (a
+    generator seeded by (seed, t)); ``cfg.bn_stats == "precise"`` measures every evaluation
+    with PreciseBN statistics re-estimated on ``cfg.precise_images`` training images (also
+    every ``cfg.precise_every`` steps), while the exponential averages go on untouched (so
+    training, and every checkpoint, are those of the "ema" run); each such row also holds
+    ``val_accuracy_ema``. :func:`finish_bn_stats` installs the final PreciseBN statistics.
 
     Parameters
     ----------
@@ -278,6 +364,9 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
     stop : StopRequest, optional
         Looked at before every step and after every epoch; once its ``signum`` is set, fit
         checkpoints and raises :class:`Interrupted`.
+    optimizer : an optimiser of :mod:`fastnet.optim`, optional
+        The one to step with (its state is the caller's to checkpoint); a fresh one of
+        ``cfg.optimizer`` if None. Resuming an Adam run needs the one loaded from its checkpoint.
 
     Raises DivergenceError at the first non-finite loss (checked every step) or parameter
     (checked every epoch and before a checkpoint), naming the step, the learning rate and the
@@ -291,6 +380,13 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
         raise ConfigError(f"batch size {cfg.batch} is larger than the training set ({n} images)")
     n_s = cfg.resolved_n_s(n)
     total = 2 * n_s * cfg.cycles
+    check_schedule(cfg.schedule, cfg.decay_rate, cfg.decay_steps, cfg.warmup, total)
+    lr = schedule_fn(cfg, n_s, total)
+    if optimizer is None:
+        if start is not None and start.t > 0 and cfg.optimizer != "sgd":
+            raise ConfigError(f"resuming a {cfg.optimizer} run at step {start.t} needs its optimiser state from the checkpoint; pass optimizer=")
+        optimizer = new_optimizer(cfg, net)
+    precise = cfg.bn_stats == "precise"
     per_epoch = n // cfg.batch
     epochs = math.ceil(total / per_epoch)
     rng = np.random.default_rng([cfg.seed, 2])
@@ -300,7 +396,7 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
     rng.bit_generator.state = pos.rng_state
     bar = Progress(total, "train", enabled=progress)
     t = pos.t
-    eta = cyclic_lr(max(t - 1, 0), cfg.eta_min, cfg.eta_max, n_s)
+    eta = lr(max(t - 1, 0))
     start_time = time.perf_counter()
     if stop is None:
         stop = StopRequest()
@@ -309,16 +405,27 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
         nonlocal start_time
         history.train_seconds += time.perf_counter() - start_time
         t0 = time.perf_counter()
-        tr = evaluate(net, X, y, cfg.lam, ops)
-        va = evaluate(net, data.X_val, data.y_val, cfg.lam, ops) if len(data.y_val) else None
+        extra = {}
+        if precise:
+            from .bn_stats import precise_estimate, using_stats
+
+            if len(data.y_val):
+                extra["val_accuracy_ema"] = evaluate(net, data.X_val, data.y_val, cfg.lam, ops).accuracy
+            ctx = using_stats(net, precise_estimate(net, X, cfg, ops, t))
+        else:
+            ctx = contextlib.nullcontext()
+        with ctx:
+            tr = evaluate(net, X, y, cfg.lam, ops)
+            va = evaluate(net, data.X_val, data.y_val, cfg.lam, ops) if len(data.y_val) else None
         history.eval_seconds += time.perf_counter() - t0
-        row = {"epoch": round(epoch, 4), "step": t, "eta": cyclic_lr(max(t - 1, 0), cfg.eta_min, cfg.eta_max, n_s),
+        row = {"epoch": round(epoch, 4), "step": t, "eta": lr(max(t - 1, 0)),
                "train_loss": tr.loss, "train_cost": tr.cost, "train_accuracy": tr.accuracy,
                "val_loss": va.loss if va else math.nan, "val_cost": va.cost if va else math.nan,
-               "val_accuracy": va.accuracy if va else math.nan}
+               "val_accuracy": va.accuracy if va else math.nan, **extra}
         history.evals.append(row)
         bar.log(f"epoch {epoch:5.2f}  step {t:6d}  loss {tr.loss:.4f}  cost {tr.cost:.4f}  "
-                f"train acc {tr.accuracy:.4f}  val acc {row['val_accuracy']:.4f}")
+                f"train acc {tr.accuracy:.4f}  val acc {row['val_accuracy']:.4f}"
+                + (f" (EMA stats {extra['val_accuracy_ema']:.4f})" if "val_accuracy_ema" in extra else ""))
         start_time = time.perf_counter()
 
     def diverged(where: str) -> DivergenceError:
@@ -334,6 +441,14 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
             checkpoint(Position(t, epoch, j, rng_state))
             start_time = time.perf_counter()
 
+    def batch_at(idx: NDArray) -> NDArray:
+        Xb = X[idx]
+        if cfg.augment:
+            from .augment import augment_batch
+
+            Xb = augment_batch(Xb, np.random.default_rng([cfg.seed, 3, t]), cfg.augment_shift)
+        return Xb
+
     stop.deferring = True
     try:
         if start is None:
@@ -348,14 +463,18 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
                 if t >= total:
                     break
                 idx = perm[j * cfg.batch : (j + 1) * cfg.batch]
-                eta = cyclic_lr(t, cfg.eta_min, cfg.eta_max, n_s)
-                loss = train_step(net, X[idx], y[idx], cfg.lam, eta, ops)
+                eta = lr(t)
+                Xb = batch_at(idx)
+                # SGD is stateless: train_step's default; an optimiser with state gets itself and t
+                step_kw = {} if optimizer.name == "sgd" else {"optimizer": optimizer, "t": t}
+                loss = train_step(net, Xb, y[idx], cfg.lam, eta, ops, **step_kw)
                 history.step_eta.append(eta)
                 history.step_loss.append(loss)
                 t += 1
                 if not math.isfinite(loss):  # the step made no update: the network is as it was
-                    raise diverged(locate_nonfinite(net, X[idx], y[idx], ops))
-                if cfg.eval_every and t % cfg.eval_every == 0 and t < total:
+                    raise diverged(locate_nonfinite(net, Xb, y[idx], ops))
+                due = (cfg.eval_every and t % cfg.eval_every == 0) or (precise and cfg.precise_every and t % cfg.precise_every == 0)
+                if due and t < total:
                     record(t / per_epoch)
                 bar.update(t, f"loss {loss:.3f} eta {eta:.2e}")
             record(min(epoch + 1, t / per_epoch))
@@ -366,3 +485,22 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
         stop.deferring = False
         bar.close()
     return history
+
+
+def finish_bn_stats(net: Network, data, cfg: TrainConfig, ops) -> dict:
+    """After training with ``bn_stats == "precise"``: measure validation and test accuracy with
+    the exponential averages (for the comparison), then install the PreciseBN statistics of
+    the end of training (the ones the last evaluation used). Returns the EMA figures
+    (``val_accuracy_ema``, ``test_accuracy_ema``, ...); {} for "ema"."""
+    if cfg.bn_stats != "precise":
+        return {}
+    from .bn_stats import install_stats, precise_estimate
+
+    out = {}
+    for part, Xp, yp in (("val", data.X_val, data.y_val), ("test", data.X_test, data.y_test)):
+        if len(yp):
+            m = evaluate(net, Xp, yp, cfg.lam, ops)
+            out[f"{part}_accuracy_ema"], out[f"{part}_loss_ema"] = m.accuracy, m.loss
+    n = data.X_train.shape[0]
+    install_stats(net, precise_estimate(net, data.X_train, cfg, ops, 2 * cfg.resolved_n_s(n) * cfg.cycles))
+    return out

@@ -275,9 +275,12 @@ def test_a_training_step_routes_every_op_through_the_backend(mock_ops, bn):
 
 
 def test_training_step_with_the_mock_covers_every_op(mock_ops):
-    """Across a BN and a plain network, train and evaluate use all of OPS."""
+    """Across a BN, a plain and a BN-after-ReLU network (the last with Adam), train and
+    evaluate use all of OPS."""
     from fastnet.network import evaluate, init_network
     from fastnet.train import train_step
+
+    from fastnet.optim import Adam
 
     rng = np.random.default_rng(2)
     X, y = rng.standard_normal((10, 5)), rng.integers(0, 3, 10)
@@ -285,6 +288,10 @@ def test_training_step_with_the_mock_covers_every_op(mock_ops):
         net = init_network(5, (4,), 3, bn=bn, dtype=np.float64, rng=np.random.default_rng(0))
         train_step(net, X, y, lam=0.0, eta=0.01, ops=mock_ops)
         evaluate(net, X, y, 0.0, mock_ops)
+    # the bonus ops: batch norm after the ReLU, trained with Adam
+    net = init_network(5, (4,), 3, bn=True, dtype=np.float64, rng=np.random.default_rng(0), bn_placement="after")
+    train_step(net, X, y, lam=0.0, eta=0.001, ops=mock_ops, optimizer=Adam(net.params()), t=0)
+    evaluate(net, X, y, 0.0, mock_ops)
     assert [op for op, n in mock_ops.calls.items() if n == 0] == []
     assert mock_ops.bypassed == []
 
@@ -325,6 +332,10 @@ _RUN_EVERY_OP = """
     nb.relu_backward(G, nb.bias_relu_forward(S, b))
     nb.softmax_xent_backward(nb.softmax_xent(S, y).P, y)
     nb.sgd_update_inplace(S, G, 0.1)
+    fwd2 = nb.bn_forward_train(S, g, b, 1e-8)
+    nb.bn_forward_eval(S, g, b, fwd2.mu, fwd2.v, 1e-8)
+    nb.bn_backward(G, fwd2.S_hat, g, fwd2.v, 1e-8)
+    nb.adam_update_inplace(S, G, np.zeros_like(S), np.zeros_like(S), 1e-3, 0.9, 0.999, 1e-8, 1)
     kernels = {name: obj for name, obj in vars(nb).items() if name.startswith("_") and name.endswith("_kernel")}
     print(json.dumps({name: [sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values()),
                              len(k.signatures)] for name, k in kernels.items()}))
@@ -342,10 +353,10 @@ def test_second_process_compiles_nothing(tmp_path):
     first = _run_child(_RUN_EVERY_OP, env)
     assert first.returncode == 0, first.stderr
     cold = json.loads(first.stdout.splitlines()[-1])
-    assert len(cold) == 8 and all(sigs == 1 for _, _, sigs in cold.values()), cold
+    assert len(cold) == 12 and all(sigs == 1 for _, _, sigs in cold.values()), cold
     assert all(misses == 1 for _, misses, _ in cold.values()), cold  # compiled in the first
     index_files = list((tmp_path / "numba-cache").rglob("*.nbi"))
-    assert len(index_files) >= 8, index_files
+    assert len(index_files) >= 12, index_files
 
     second = _run_child(_RUN_EVERY_OP, env)
     assert second.returncode == 0, second.stderr

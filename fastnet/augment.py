@@ -1,0 +1,71 @@
+"""Data augmentation on the fly: random horizontal flips and small translations (bonus).
+
+Works on the normalised rows the network trains on, (n, 3072), viewed as (n, 3, 32, 32)
+images (CIFAR-10's layout: 1024 red, then green, then blue values, each 32 x 32 row-major).
+A translation by (dy, dx) with |dy|, |dx| <= ``shift`` pads the image with zeros -- zero is the
+training mean of every normalised pixel, so the uncovered border is the "average" pixel -- and
+crops it back to 32 x 32; a flip mirrors the columns. Each image gets its own draw.
+
+The work is vectorised per batch: one padded copy of the batch, then one slice copy per
+distinct translation present (at most (2 shift + 1)^2 = 49 for shift 3, whatever the batch
+size), then one mirrored copy of the flipped rows. About 0.8 ms for a batch of 100 rows.
+
+Random numbers come from the generator passed in; :func:`fastnet.train.fit` makes it from
+the run's seed and the update step, so an augmented run is reproducible and resumes exactly.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import ConfigError
+
+IMAGE_SHAPE = (3, 32, 32)
+MAX_SHIFT = 8
+
+
+def augment_batch(X: NDArray, rng: np.random.Generator, shift: int = 3, flip: bool = True,
+                  image_shape: tuple[int, int, int] = IMAGE_SHAPE) -> NDArray:
+    """A randomly flipped and translated copy of the images in the rows of X.
+
+    Parameters
+    ----------
+    X : (n, C*H*W) float array, one normalised image per row; not modified.
+    rng : the generator to draw from (per image: dy, dx uniform in -shift..shift, flip with
+        probability 1/2).
+    shift : largest translation in pixels (0: none).
+    flip : whether to flip horizontally at random.
+
+    Returns
+    -------
+    (n, C*H*W) C-contiguous array of X's dtype.
+    """
+    C, H, W = image_shape
+    n = X.shape[0]
+    if X.ndim != 2 or X.shape[1] != C * H * W:
+        raise ConfigError(f"augmentation needs rows of {C}x{H}x{W} = {C * H * W} values (CIFAR-10 images), got shape {X.shape}")
+    if not 0 <= shift <= MAX_SHIFT:
+        raise ConfigError(f"the augmentation shift must be 0..{MAX_SHIFT} pixels, got {shift}")
+    imgs = X.reshape(n, C, H, W)
+    dy = rng.integers(0, 2 * shift + 1, n)  # offsets into the padded image: shift = no move
+    dx = rng.integers(0, 2 * shift + 1, n)
+    flipped = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
+    if shift:
+        padded = np.zeros((n, C, H + 2 * shift, W + 2 * shift), X.dtype)
+        padded[:, :, shift : shift + H, shift : shift + W] = imgs
+        out = np.empty((n, C, H, W), X.dtype)
+        code = dy * (2 * shift + 1) + dx
+        order = np.argsort(code, kind="stable")
+        for group in np.split(order, np.flatnonzero(np.diff(code[order])) + 1):
+            a, b = dy[group[0]], dx[group[0]]
+            out[group] = padded[group, :, a : a + H, b : b + W]
+    else:
+        out = imgs.copy()
+    if flipped.any():
+        out[flipped] = out[flipped][:, :, :, ::-1]
+    return out.reshape(n, C * H * W)
+
+
+def augmented_copies(X: NDArray, copies: int, rng: np.random.Generator, shift: int = 3, flip: bool = True) -> NDArray:
+    """X followed by ``copies`` augmented copies of it, (n (1 + copies), d) (adaptive BN's pool)."""
+    return np.concatenate([X] + [augment_batch(X, rng, shift, flip) for _ in range(copies)])
