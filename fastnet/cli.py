@@ -70,6 +70,22 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", choices=["float32", "float64"], help="floating-point type for training (default float32)")
     g.add_argument("--backend", choices=["auto", "numpy", "numba", "cython"], help="kernel backend (default auto, or $FASTNET_BACKEND)")
     g.add_argument("--eval-every", type=_number(int, 0), help="also evaluate every N update steps (default: only at epoch ends)")
+    g = p.add_argument_group("bonus (Exercise 4)")
+    g.add_argument("--bn-placement", choices=["before", "after"], help="batch norm before the ReLU (default, the assignment's) or after it (4.1a)")
+    g.add_argument("--bn-stats", choices=["ema", "precise"], help="test-time BN statistics: exponential averages, eqs (38)-(39) (default), or PreciseBN re-estimated with the model fixed (4.1b)")
+    g.add_argument("--precise-every", type=_number(int, 0), help="--bn-stats precise: also re-estimate and evaluate every N steps (default: at epoch ends and after training)")
+    g.add_argument("--precise-images", type=_number(int, 2), help="--bn-stats precise: training images per estimate, in batches of --batch (default 10000)")
+    g.add_argument("--optimizer", choices=["sgd", "adam"], help="update rule (default sgd); adam needs --eta-max <= 0.01")
+    g.add_argument("--beta1", type=_number(float, 0), help="Adam's first-moment decay (default 0.9)")
+    g.add_argument("--beta2", type=_number(float, 0), help="Adam's second-moment decay (default 0.999)")
+    g.add_argument("--adam-eps", type=_number(float, 0, strict=True), help="Adam's epsilon (default 1e-8)")
+    g.add_argument("--schedule", choices=["cyclic", "step", "exponential", "cosine"], help="learning-rate schedule (default cyclic); every schedule runs 2 * n_s * cycles steps")
+    g.add_argument("--decay-rate", type=_number(float, 0, strict=True), help="step/exponential: factor per --decay-steps (default 0.1)")
+    g.add_argument("--decay-steps", type=_number(int, 1), help="step/exponential: steps per --decay-rate (default: a third of the run for step, the whole run for exponential)")
+    g.add_argument("--warmup", type=_number(int, 0), help="step/exponential/cosine: steps of linear warm-up from eta-min to eta-max (default 0)")
+    g.add_argument("--skip", action=argparse.BooleanOptionalAction, default=None, help="skip connections, eqs (40)-(41): hidden layer l+1 receives x^(l-1) for l = 2, 4, ... (needs equal widths there)")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips and translations of every training batch, on the fly")
+    g.add_argument("--augment-shift", type=_number(int, 0), help="--augment: largest translation in pixels (default 3)")
     g = p.add_argument_group("output")
     g.add_argument("--config", help="a JSON file of settings (keys as in config.json); flags given here override it")
     g.add_argument("--out", help="run folder to write (default runs/<date-time>)")
@@ -79,7 +95,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its checkpoint, with its own configuration (only --data-dir, --download, --no-plots, -q may be given too)")
 
 
-CONFIG_FLAGS = ("hidden", "bn", "init", "sigma", "lam", "eta_min", "eta_max", "n_s", "cycles", "batch", "alpha", "eps", "seed", "dtype", "backend", "split", "n_val", "eval_every")
+CONFIG_FLAGS = ("hidden", "bn", "init", "sigma", "lam", "eta_min", "eta_max", "n_s", "cycles", "batch", "alpha", "eps", "seed", "dtype", "backend", "split", "n_val", "eval_every",
+                "bn_placement", "bn_stats", "precise_every", "precise_images", "optimizer", "beta1", "beta2", "adam_eps", "schedule",
+                "decay_rate", "decay_steps", "warmup", "skip", "augment", "augment_shift")
 
 
 def config_from_args(args):
@@ -136,6 +154,17 @@ def default_run_dir() -> str:
 def cmd_evaluate(args) -> int:
     from .runs import evaluate_run
 
+    if args.adaptive_bn:
+        from .bn_stats import evaluate_adaptive
+
+        r = evaluate_adaptive(args.run_dir, data_dir=args.data_dir, backend=args.backend, images=args.adaptive_images,
+                              copies=args.copies if args.augment else 0, seed=args.seed)
+        pool = f"{r['stats_images']} test images" + (f" + {r['copies']} augmented copies" if r["copies"] else "")
+        print(f"test accuracy {r['test_accuracy']:.4f} with the stored BN statistics; {r['adaptive_test_accuracy']:.4f} with adaptive BN "
+              f"(statistics of {pool}), on {r['n_test']} images")
+        return 0
+    if args.augment or args.adaptive_images is not None:
+        raise FastnetError("--augment and --adaptive-images go with --adaptive-bn")
     result = evaluate_run(args.run_dir, data_dir=args.data_dir, backend=args.backend)
     recorded = result.get("recorded_test_accuracy")
     rec = f" (recorded at training: {recorded:.4f})" if recorded is not None else ""
@@ -246,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--data-dir")
     e.add_argument("--backend", choices=["auto", "numpy", "numba", "cython"])
+    e.add_argument("--adaptive-bn", action="store_true", help="also measure with BN statistics re-estimated on the test images (adaptive BN, Exercise 4.1c)")
+    e.add_argument("--adaptive-images", type=_number(int, 2), help="--adaptive-bn: estimate from only N test images drawn at random (accuracy is still measured on all)")
+    e.add_argument("--augment", action="store_true", help="--adaptive-bn: add flipped and translated copies of those images to the estimate")
+    e.add_argument("--copies", type=_number(int, 1), default=4, help="--augment: augmented copies of each image (default 4)")
+    e.add_argument("--seed", type=_number(int, 0), default=0, help="--adaptive-bn: seed of the image draw and the augmentations (default 0)")
     e.set_defaults(func=cmd_evaluate)
     g = sub.add_parser("gradcheck", help="analytic vs numerical gradients, 2-4 layers, with and without BN")
     g.add_argument("--backend", choices=["auto", "numpy", "numba", "cython"], default="numpy")

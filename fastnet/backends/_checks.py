@@ -101,13 +101,15 @@ def scalar(op: str, name: str, x, *, positive: bool = False, nonnegative: bool =
     return f
 
 
-def inplace_like(op: str, name: str, a, target_name: str, target: NDArray) -> NDArray:
+def inplace_like(op: str, name: str, a, target_name: str, target: NDArray, **others: NDArray) -> NDArray:
     """A second array an ``_inplace`` op writes to (Adam's moments): like ``target`` in shape
-    and dtype, C-contiguous and writeable, and not sharing memory with it."""
+    and dtype, C-contiguous and writeable, and sharing memory neither with it nor with any of
+    ``others`` (name=array): written in place, an alias would change what the others read."""
     a = inplace_target(op, name, a)
     like(op, name, a, target_name, target)
-    if np.shares_memory(a, target):
-        raise OpInputError(f"{op}: {name} shares memory with {target_name}; each needs its own array")
+    for other_name, other in {target_name: target, **others}.items():
+        if np.shares_memory(a, other):
+            raise OpInputError(f"{op}: {name} shares memory with {other_name}; each needs its own array")
     return a
 
 

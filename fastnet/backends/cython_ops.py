@@ -369,8 +369,8 @@ def adam_update_inplace(theta: NDArray, grad: NDArray, m: NDArray, v: NDArray, e
     op = "adam_update_inplace"
     theta = chk.inplace_target(op, "theta", theta)
     grad = chk.like(op, "grad", grad, "theta", theta)
-    m = chk.inplace_like(op, "m", m, "theta", theta)
-    v = chk.inplace_like(op, "v", v, "theta", theta)
+    m = chk.inplace_like(op, "m", m, "theta", theta, grad=grad)
+    v = chk.inplace_like(op, "v", v, "theta", theta, grad=grad, m=m)
     eta, beta1, beta2, eps, t = chk.adam_scalars(op, eta, beta1, beta2, eps, t)
     _K[theta.dtype]["adam_update"](theta.reshape(-1), np.ascontiguousarray(grad).reshape(-1), m.reshape(-1), v.reshape(-1),
                                    beta1, 1 - beta1, beta2, 1 - beta2, eta / (1 - beta1 ** t), 1 / (1 - beta2 ** t), eps)

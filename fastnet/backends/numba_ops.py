@@ -54,16 +54,20 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 def _njit(kernel):
-    """``@njit(cache=True, fastmath=FASTMATH)``, uncached if no cache directory is writable.
+    """``@njit(cache=True, fastmath=FASTMATH, error_model="numpy")``, uncached if need be.
+
+    ``error_model="numpy"``: a float division by zero gives inf/NaN as in NumPy (and the
+    reference) instead of raising ZeroDivisionError, so no division carries a branch that
+    stops LLVM vectorising the loop around it (Adam's loop ran 5x slower with one).
 
     Numba caches next to this file or, in a read-only install, in the user's cache directory;
     when neither is writable it raises RuntimeError at decoration time. A backend that then
     compiles on every start is slower to start but still correct, so that is what we do.
     """
     try:
-        return njit(cache=True, fastmath=FASTMATH)(kernel)
+        return njit(cache=True, fastmath=FASTMATH, error_model="numpy")(kernel)
     except RuntimeError:  # "cannot cache function ...: no locator available"
-        return njit(cache=False, fastmath=FASTMATH)(kernel)
+        return njit(cache=False, fastmath=FASTMATH, error_model="numpy")(kernel)
 
 
 # ------------------------------------------------------------------------------- kernels
@@ -561,8 +565,8 @@ def adam_update_inplace(theta: NDArray, grad: NDArray, m: NDArray, v: NDArray, e
     op = "adam_update_inplace"
     theta = chk.inplace_target(op, "theta", theta)
     grad = chk.like(op, "grad", grad, "theta", theta)
-    m = chk.inplace_like(op, "m", m, "theta", theta)
-    v = chk.inplace_like(op, "v", v, "theta", theta)
+    m = chk.inplace_like(op, "m", m, "theta", theta, grad=grad)
+    v = chk.inplace_like(op, "v", v, "theta", theta, grad=grad, m=m)
     eta, beta1, beta2, eps, t = chk.adam_scalars(op, eta, beta1, beta2, eps, t)
     dt = theta.dtype.type
     _adam_update_kernel(theta.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1), dt(beta1), dt(1 - beta1), dt(beta2),
