@@ -4,6 +4,8 @@ Mini-batches of n = 100 rows; hidden widths m = 50, 30, 20, 10 (the 3- and 9-lay
 of Exercises 2-3); the first layer's input width 3072 for the linear ops; K = 10 classes.
 Groups are named by op and shape, so each group compares the backends on one problem.
 
+The bonus ops of Exercise 4 (batch norm after the ReLU, Adam) are timed at the same shapes.
+
 The ``bn_fused`` group times a batch-norm layer's forward and backward together at (100, 50),
 the unit of work the fused kernels exist for; the target is >= 4x the reference for both
 compiled backends.
@@ -121,3 +123,37 @@ def test_sgd_update_inplace(benchmark, measure, ops, shape):
     theta, grad = _arrays(7, shape, shape)
     # eta = 0: the parameter stays finite however many rounds the timer runs.
     measure(ops.sgd_update_inplace, theta, grad, 0.0)
+
+
+# ------------------------------------------------------------- bonus ops (Exercise 4)
+
+
+@pytest.mark.parametrize("m", WIDTHS)
+def test_bn_forward_train(benchmark, measure, ops, m):
+    benchmark.group = f"bn_forward_train n=100 m={m}"
+    S, gamma, beta, _ = _bn_inputs(m)
+    measure(ops.bn_forward_train, np.maximum(S, 0), gamma, beta, EPS)  # BN after the ReLU
+
+
+@pytest.mark.parametrize("m", WIDTHS)
+def test_bn_backward(benchmark, measure, ops, m):
+    benchmark.group = f"bn_backward n=100 m={m}"
+    S, gamma, beta, G = _bn_inputs(m)
+    f = load("numpy").ops.bn_forward_train(np.maximum(S, 0), gamma, beta, EPS)
+    measure(ops.bn_backward, G, f.S_hat, gamma, f.v, EPS)
+
+
+def test_bn_forward_eval(benchmark, measure, ops):
+    benchmark.group = "bn_forward_eval n=100 m=50"
+    S, gamma, beta, _ = _bn_inputs(50)
+    S = np.maximum(S, 0)
+    measure(ops.bn_forward_eval, S, gamma, beta, S.mean(0), S.var(0), EPS)
+
+
+@pytest.mark.parametrize("shape", PARAMS, ids=lambda s: "x".join(map(str, s)))
+def test_adam_update_inplace(benchmark, measure, ops, shape):
+    benchmark.group = f"adam_update_inplace {'x'.join(map(str, shape))}"
+    theta, grad = _arrays(8, shape, shape)
+    m, v = np.zeros_like(theta), np.ones_like(theta)
+    # eta = 0: theta stays put however many rounds run (m and v still do all their work).
+    measure(ops.adam_update_inplace, theta, grad, m, v, 0.0, 0.9, 0.999, 1e-8, 10)
