@@ -257,6 +257,10 @@ def run_experiment(name: str, out="experiments", *, data_dir=None, workers: int 
     invocation (they are recorded as executed, not as found finished).
     """
     out = Path(out)
+    if name.startswith("bonus"):  # Exercise 4: fastnet/bonus.py, all runs in OUT/bonus/
+        from .bonus import run_bonus
+
+        return run_bonus(name, out, data_dir=data_dir, workers=workers, scheduler=scheduler, quick=quick, backend=backend, plots=plots, echo=echo, pool=pool)
     if name == "all":
         return _run_all(out, data_dir=data_dir, workers=workers, scheduler=scheduler, quick=quick, backend=backend, full_n_s=full_n_s, plots=plots, echo=echo)
     if name == "gradcheck":

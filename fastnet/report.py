@@ -740,6 +740,9 @@ def build_report(exp_root, out=None) -> Path:
         lambda: _page_lambda(plt, root),
         lambda: _page_init(plt, root),
     ]
+    from .bonus_report import bonus_pages  # Exercise 4: pages only when root/bonus exists
+
+    pages += bonus_pages(plt, root)
     tmp = pdf_path.with_name(pdf_path.stem + ".tmp.pdf")
     with PdfPages(tmp, metadata={"Title": "fastnet: DD2424 Assignment 3 report", "Creator": "fastnet report"}) as pdf:
         for make in pages:

@@ -1,0 +1,258 @@
+"""The bonus exercises (Exercise 4) as experiment presets: ``fastnet experiment bonus[-NAME]``.
+
+Every bonus run goes into one folder, ``OUT/bonus/<run>/``, so runs shared by several presets
+(the baselines) train once; each preset is a subset, and ``bonus`` is all of them. Like the
+assignment's experiments they run through :func:`fastnet.sweep.run_sweep` (resumable, in
+parallel). Afterwards ``OUT/bonus/bonus.json`` (and ``bonus.md``) hold one row per run --
+variant, group, test / validation accuracy, wall time and the ``fastnet-train`` command that
+reproduces it -- and ``adaptive_bn.json`` the adaptive-BN evaluations.
+
+Settings: the assignment's Exercise 3 setting (batch 100, He init, lambda = 0.005, cyclic eta
+1e-5..1e-1, n_s = 2250, 2 cycles = 9,000 steps) unless a run says otherwise.
+
+``bonus-bn-after`` (4.1a), ``bonus-precise-bn`` (4.1b), ``bonus-adaptive-bn`` (4.1c)
+    The 3-layer [50, 50] and 9-layer [50, 30, 20, 20, 10, 10, 10, 10] BN networks of the
+    assignment, with batch norm after the ReLU, and with PreciseBN statistics (the same
+    training as the baseline bit for bit; only the statistics differ, and the run records
+    both). Adaptive BN re-evaluates the baselines' models with statistics of the test images
+    (all of them, 500, 100; with and without augmented copies), also on a test set shifted
+    from the training one (dimmed images).
+``bonus-adam``, ``bonus-wide``, ``bonus-skip`` (4.2a-c)
+    A deeper network, 7 layers ([50] * 6), with BN and SGD + cyclic rates as its baseline;
+    then with learning-rate decay (cosine, SGD), Adam (cosine, and cyclic), wider layers
+    ([256] * 6), skip connections of eqs (40)-(41), and the three together. Also the 7-layer
+    network without BN, with and without skips (where optimisation is hardest).
+``bonus-augment`` (own idea)
+    Random flips and translations of the training images, for the 3-layer network and a
+    wider one ([512, 256]).
+``bonus-best``
+    The best fully-connected network found (see :data:`BEST`).
+
+``quick=True`` trains a few steps per run (smoke test), as for the assignment's presets.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from .errors import FastnetError
+from .train import TrainConfig
+
+FOLDER = "bonus"
+H3, H9, H7 = (50, 50), (50, 30, 20, 20, 10, 10, 10, 10), (50,) * 6
+H7_WIDE = (256,) * 6
+H3_WIDE = (512, 256)
+ADAM = dict(optimizer="adam", eta_min=1e-5, eta_max=3e-3)
+BASE = dict(batch=100, eta_min=1e-5, eta_max=1e-1, lam=0.005, cycles=2, n_s=2250, init="he", split="a3", n_val=5000)
+
+#: The best network found (Exercise 4, "the best fully-connected network"): see the README.
+BEST = dict(hidden=(1024, 512, 256), lam=0.003, batch=100, n_s=2250, cycles=3, augment=True, augment_shift=3)
+
+#: run name -> (group, description, settings beyond BASE)
+RUNS: dict[str, tuple[str, str, dict]] = {
+    "3layer-BN": ("bn", "3-layer [50, 50], BN before ReLU (baseline)", dict(hidden=H3)),
+    "3layer-BN-after": ("bn", "3-layer, BN after ReLU", dict(hidden=H3, bn_placement="after")),
+    "3layer-BN-precise": ("bn", "3-layer, PreciseBN statistics", dict(hidden=H3, bn_stats="precise")),
+    "9layer-BN": ("bn", "9-layer, BN before ReLU (baseline)", dict(hidden=H9)),
+    "9layer-BN-after": ("bn", "9-layer, BN after ReLU", dict(hidden=H9, bn_placement="after")),
+    "9layer-BN-precise": ("bn", "9-layer, PreciseBN statistics", dict(hidden=H9, bn_stats="precise")),
+    "7layer-BN": ("deep", "7-layer [50]x6, BN, SGD cyclic (baseline)", dict(hidden=H7)),
+    "7layer-BN-sgd-cosine": ("deep", "7-layer, SGD, cosine decay", dict(hidden=H7, schedule="cosine")),
+    "7layer-BN-adam-cosine": ("deep", "7-layer, Adam, cosine decay", dict(hidden=H7, schedule="cosine", **ADAM)),
+    "7layer-BN-adam-cyclic": ("deep", "7-layer, Adam, cyclic", dict(hidden=H7, **ADAM)),
+    "7layer-BN-wide": ("deep", "7-layer wide [256]x6", dict(hidden=H7_WIDE)),
+    "7layer-BN-skip": ("deep", "7-layer, skip connections (40)-(41)", dict(hidden=H7, skip=True)),
+    "7layer-BN-wide-skip-adam": ("deep", "7-layer wide + skips + Adam cosine", dict(hidden=H7_WIDE, skip=True, schedule="cosine", **ADAM)),
+    "7layer-noBN": ("deep", "7-layer, no BN", dict(hidden=H7, bn=False)),
+    "7layer-noBN-skip": ("deep", "7-layer, no BN, skip connections", dict(hidden=H7, bn=False, skip=True)),
+    "3layer-BN-augment": ("augment", "3-layer [50, 50] + augmentation", dict(hidden=H3, augment=True)),
+    "3layer-wide-BN": ("augment", "3-layer wide [512, 256]", dict(hidden=H3_WIDE)),
+    "3layer-wide-BN-augment": ("augment", "3-layer wide [512, 256] + augmentation", dict(hidden=H3_WIDE, augment=True)),
+    "best": ("best", "best: [1024, 512, 256] + augmentation, 3 cycles", BEST),
+}
+
+PRESETS: dict[str, tuple[str, ...]] = {
+    "bonus-bn-after": ("3layer-BN", "3layer-BN-after", "9layer-BN", "9layer-BN-after"),
+    "bonus-precise-bn": ("3layer-BN", "3layer-BN-precise", "9layer-BN", "9layer-BN-precise"),
+    "bonus-adaptive-bn": ("3layer-BN", "9layer-BN"),
+    "bonus-adam": ("7layer-BN", "7layer-BN-sgd-cosine", "7layer-BN-adam-cosine", "7layer-BN-adam-cyclic"),
+    "bonus-wide": ("7layer-BN", "7layer-BN-wide", "3layer-BN", "3layer-wide-BN"),
+    "bonus-skip": ("7layer-BN", "7layer-BN-skip", "7layer-BN-wide-skip-adam", "7layer-noBN", "7layer-noBN-skip"),
+    "bonus-augment": ("3layer-BN", "3layer-BN-augment", "3layer-wide-BN", "3layer-wide-BN-augment"),
+    "bonus-best": ("3layer-BN", "best"),
+}
+PRESETS["bonus"] = tuple(RUNS)  # every bonus run
+BONUS_EXPERIMENTS = tuple(PRESETS)
+ADAPTIVE_RUNS = ("3layer-BN", "9layer-BN")  # whose models adaptive BN re-evaluates
+
+QUICK = dict(n_s=4, n_val=300)
+
+
+def config(name: str, quick: bool = False, backend: str = "auto") -> TrainConfig:
+    """The TrainConfig of bonus run ``name``."""
+    _, _, kw = RUNS[name]
+    cfg = TrainConfig(**{**BASE, **kw, "backend": backend})
+    return (replace(cfg, **QUICK) if quick else cfg).validate()
+
+
+def preset(name: str, quick: bool = False, backend: str = "auto") -> list[tuple[str, TrainConfig]]:
+    """The runs of bonus experiment ``name`` as ``(run name, TrainConfig)``, nothing trained."""
+    if name not in PRESETS:
+        raise FastnetError(f"unknown bonus experiment {name!r}; choose one of {', '.join(PRESETS)}")
+    return [(run, config(run, quick, backend)) for run in PRESETS[name]]
+
+
+def command(cfg: TrainConfig) -> str:
+    """The ``fastnet-train`` command line that trains ``cfg`` (flags only where they differ
+    from the defaults)."""
+    default = TrainConfig()
+    flags = []
+    for key, value in cfg.to_dict().items():
+        if key in ("backend",) or getattr(default, key, None) == value or (key == "hidden" and tuple(value) == default.hidden):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else f"--no-{key.replace('_', '-')}")
+        elif key == "hidden":
+            flags.append(f"{flag} {','.join(map(str, value))}")
+        else:
+            flags.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
+    return " ".join(["fastnet-train", *flags])
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def _echo(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_bonus(name: str, out="experiments", *, data_dir=None, workers: int | None = None, scheduler: str | None = None,
+              quick: bool = False, backend: str = "auto", plots: bool = True, echo=_echo, pool=None) -> dict:
+    """Train the runs of bonus experiment ``name`` into ``OUT/bonus/`` (finished ones are kept),
+    then the adaptive-BN evaluations it needs, then ``bonus.json`` / ``bonus.md`` of every
+    finished bonus run there. Returns the bonus.json record (with ``failed`` runs listed)."""
+    from .sweep import run_sweep
+
+    runs = preset(name, quick, backend)
+    folder = Path(out) / FOLDER
+    echo(f"experiment {name}: {len(runs)} runs{' (quick)' if quick else ''} -> {folder}")
+    t0 = time.perf_counter()
+    result = run_sweep(runs, folder, data_dir=data_dir, workers=workers, scheduler=scheduler, plots=plots, echo=echo, pool=pool)
+    if name in ("bonus", "bonus-adaptive-bn"):
+        adaptive_evaluations(folder, data_dir=data_dir, echo=echo)
+    if name in ("bonus", "bonus-bn-after", "bonus-skip") or not (folder / "gradcheck_bonus.json").exists():
+        gradcheck_bonus(folder, echo=echo)
+    record = write_summary(folder, quick=quick)
+    record["failed"] = [r["name"] for r in result.rows if r["status"] == "failed"]
+    record["elapsed_seconds"] = time.perf_counter() - t0
+    return record
+
+
+def _metrics(folder: Path, run: str) -> dict | None:
+    from .runs import read_json
+
+    path = folder / run / "metrics.json"
+    try:
+        return read_json(path) if path.is_file() else None
+    except FastnetError:
+        return None
+
+
+def write_summary(folder: Path, quick: bool = False) -> dict:
+    """``bonus.json`` and ``bonus.md``: one row per bonus run (finished or not) in the folder."""
+    from .runs import _atomic_write, write_json
+    from .sweep import markdown_table
+
+    rows = []
+    for run, (group, desc, _) in RUNS.items():
+        m = _metrics(folder, run)
+        if m is None and not (folder / run).exists():
+            continue
+        cfg = config(run, quick)
+        rows.append({
+            "run": run, "group": group, "variant": desc, "status": "finished" if m else "unfinished",
+            "test_accuracy": m.get("test_accuracy", math.nan) if m else math.nan,
+            "val_accuracy": m.get("val_accuracy", math.nan) if m else math.nan,
+            "test_accuracy_ema": m.get("test_accuracy_ema", math.nan) if m else math.nan,
+            "val_accuracy_ema": m.get("val_accuracy_ema", math.nan) if m else math.nan,
+            "train_seconds": m.get("train_seconds", math.nan) if m else math.nan,
+            "wall_seconds": m.get("wall_seconds", math.nan) if m else math.nan,
+            "steps": m.get("steps", "") if m else "", "command": command(cfg),
+        })
+    record = {"quick": quick, "rows": rows, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_json(folder / "bonus.json", record)
+    _atomic_write(folder / "bonus.md", markdown_table(rows, ("run", "variant", "test_accuracy", "val_accuracy", "test_accuracy_ema", "wall_seconds", "command")))
+    return record
+
+
+def gradcheck_bonus(folder: Path, backend: str = "numpy", echo=_echo) -> dict:
+    """The gradient checks of the bonus architectures (fastnet.gradcheck.BONUS_CASES) in
+    float64, written to ``gradcheck_bonus.json`` (a few seconds)."""
+    from . import gradcheck as gc
+    from .backends import resolve
+    from .runs import write_json
+
+    b = resolve(backend)
+    t0 = time.perf_counter()
+    rows = []
+    for case in gc.BONUS_CASES:
+        for c in gc.run_case(ops=b.ops, **case):
+            rows.append({"case": gc.case_name(**case), **{k: (list(v) if isinstance(v, list) else v) for k, v in case.items()},
+                         "param": c.name, "shape": list(c.shape), "rel_error": c.rel_error, "max_rel_error": c.max_rel_error,
+                         "max_abs_error": c.max_abs_error, "checked": c.checked, "skipped_kinks": c.skipped_kinks})
+    record = {"backend": b.name, "dtype": "float64", "h": gc.H, "d": 10, "n": 16, "K": 10, "rows": rows,
+              "worst_rel_error": max(r["rel_error"] for r in rows), "seconds": time.perf_counter() - t0}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    write_json(Path(folder) / "gradcheck_bonus.json", record)
+    echo(f"gradcheck (bonus architectures): {len(rows)} arrays in {len(gc.BONUS_CASES)} networks, worst relative error {record['worst_rel_error']:.2e}")
+    return record
+
+
+# --------------------------------------------------------------------------- adaptive BN
+
+#: The adaptive-BN variants: (label, distinct test images used, augmented copies of each)
+ADAPTIVE_VARIANTS = (("all test images", None, 0), ("all + 4 augmented copies", None, 4), ("500 images", 500, 0),
+                     ("500 + 4 augmented copies", 500, 4), ("100 images", 100, 0), ("100 + 4 augmented copies", 100, 4))
+#: A shift between training and test inputs: the test images dimmed to 60 % brightness.
+DIM = 0.6
+
+
+def adaptive_evaluations(folder: Path, data_dir=None, echo=_echo, seed: int = 0) -> dict:
+    """Adaptive BN on the models of :data:`ADAPTIVE_RUNS` (those finished in ``folder``):
+    test accuracy with the stored (EMA) statistics and with statistics re-estimated on the
+    test images of every :data:`ADAPTIVE_VARIANTS`, on the test set as it is and dimmed
+    (:data:`DIM`). Written to ``adaptive_bn.json``."""
+    import numpy as np
+
+    from .bn_stats import adaptive_stats, load_run_for_test, using_stats
+    from .model_io import load_network
+    from .network import evaluate
+    from .runs import write_json
+
+    rows = []
+    for run in ADAPTIVE_RUNS:
+        if _metrics(folder, run) is None:
+            continue
+        net, X, y, ops, config_ = load_run_for_test(folder / run, data_dir)
+        _, mean, std = load_network(folder / run / "model.npz")
+        batch = config_.get("train", {}).get("batch", 100)
+        pixels = X.astype(np.float64) * std + mean  # back to 0..255
+        dimmed = np.ascontiguousarray(((DIM * pixels - mean) / std).astype(net.dtype))
+        for shift_name, Xs in (("none", X), (f"dimmed x{DIM:g}", dimmed)):
+            stored = evaluate(net, Xs, y, 0.0, ops).accuracy
+            rows.append({"run": run, "test_set": shift_name, "statistics": "stored (EMA of training)", "images": 0, "copies": 0, "test_accuracy": stored})
+            for label, images, copies in ADAPTIVE_VARIANTS:
+                stats, used = adaptive_stats(net, Xs, batch, ops, images=images, copies=copies, seed=seed)
+                with using_stats(net, stats):
+                    acc = evaluate(net, Xs, y, 0.0, ops).accuracy
+                rows.append({"run": run, "test_set": shift_name, "statistics": f"adaptive: {label}", "images": used, "copies": copies, "test_accuracy": acc})
+            echo(f"adaptive BN {run}, test set {shift_name}: stored {stored:.4f}, adaptive " + ", ".join(f"{r['test_accuracy']:.4f}" for r in rows[-len(ADAPTIVE_VARIANTS):]))
+    record = {"dim": DIM, "seed": seed, "rows": rows,
+              "method": "statistics re-estimated with the model fixed, in training-mode batches of the run's batch size over the "
+                        "(possibly subsampled and augmented) test images, aggregated as PreciseBN; accuracy on all 10,000 test images"}
+    write_json(folder / "adaptive_bn.json", record)
+    return record

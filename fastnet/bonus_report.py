@@ -1,0 +1,233 @@
+"""The bonus section of the PDF report (Exercise 4), read from ``EXPERIMENT_DIR/bonus/``.
+
+Pages: a table of every bonus run (variant, test accuracy, wall time) with what the numbers
+say; the gradient checks of the bonus architectures; batch norm (after the ReLU, PreciseBN,
+adaptive BN) with curves and the adaptive-BN table; the deeper networks (Adam, decay, width,
+skips); augmentation and the best network. Every number is read from the run folders,
+``bonus.json``, ``adaptive_bn.json`` and ``gradcheck_bonus.json``; what is missing is said
+to be missing. :func:`bonus_pages` returns page makers for :func:`fastnet.report.build_report`.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .report import _Page, _dur, _pct, _xy, load_run
+
+COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
+
+
+def _read(path: Path) -> dict | None:
+    from .runs import read_json
+
+    try:
+        return read_json(path) if path.is_file() else None
+    except Exception:
+        return None
+
+
+def _rows(folder: Path) -> dict[str, dict]:
+    rec = _read(folder / "bonus.json") or {}
+    return {r["run"]: r for r in rec.get("rows", [])}
+
+
+def _acc(rows: dict, run: str) -> float:
+    r = rows.get(run)
+    return r["test_accuracy"] if r and r.get("test_accuracy") is not None else math.nan
+
+
+def _delta(rows: dict, run: str, base: str) -> str:
+    a, b = _acc(rows, run), _acc(rows, base)
+    if math.isnan(a) or math.isnan(b):
+        return "n/a"
+    return f"{100 * (a - b):+.2f} pp"
+
+
+def findings(rows: dict) -> list[str]:
+    """Sentences on what the bonus numbers say, made from them (none for missing runs)."""
+    out = []
+
+    def have(*runs):
+        return all(not math.isnan(_acc(rows, r)) for r in runs)
+
+    if have("3layer-BN", "3layer-BN-after", "9layer-BN", "9layer-BN-after"):
+        out.append(f"BN after the ReLU: {_delta(rows, '3layer-BN-after', '3layer-BN')} for the 3-layer network, "
+                   f"{_delta(rows, '9layer-BN-after', '9layer-BN')} for the 9-layer one (test accuracy vs BN before the ReLU).")
+    for depth in (3, 9):
+        run = f"{depth}layer-BN-precise"
+        r = rows.get(run)
+        if r and not math.isnan(r.get("test_accuracy_ema", math.nan)):
+            d = 100 * (r["test_accuracy"] - r["test_accuracy_ema"])
+            dv = 100 * (r["val_accuracy"] - r["val_accuracy_ema"])
+            out.append(f"PreciseBN, {depth}-layer: test {_pct(r['test_accuracy'])} vs {_pct(r['test_accuracy_ema'])} with the EMA "
+                       f"({d:+.2f} pp), validation {dv:+.2f} pp -- the same trained weights, only the statistics differ.")
+    if have("7layer-BN"):
+        parts = [f"{r} {_delta(rows, r, '7layer-BN')}" for r in ("7layer-BN-sgd-cosine", "7layer-BN-adam-cosine", "7layer-BN-adam-cyclic",
+                                                               "7layer-BN-wide", "7layer-BN-skip", "7layer-BN-wide-skip-adam") if have(r)]
+        if parts:
+            out.append(f"7-layer network ({_pct(_acc(rows, '7layer-BN'))} with BN, SGD, cyclic): " + "; ".join(parts) + ".")
+    if have("7layer-noBN", "7layer-noBN-skip"):
+        out.append(f"Without BN the 7-layer network reaches {_pct(_acc(rows, '7layer-noBN'))}; skip connections: "
+                   f"{_pct(_acc(rows, '7layer-noBN-skip'))} ({_delta(rows, '7layer-noBN-skip', '7layer-noBN')}).")
+    if have("3layer-BN", "3layer-BN-augment"):
+        out.append(f"Augmentation: {_delta(rows, '3layer-BN-augment', '3layer-BN')} for [50, 50]"
+                   + (f", {_delta(rows, '3layer-wide-BN-augment', '3layer-wide-BN')} for [512, 256]" if have("3layer-wide-BN", "3layer-wide-BN-augment") else "") + ".")
+    if have("best"):
+        r = rows["best"]
+        out.append(f"Best network: {_pct(r['test_accuracy'])} test accuracy in {_dur(r['train_seconds'])} of training "
+                   f"({_dur(r['wall_seconds'])} wall, evaluations included): {r['command']}")
+    return out
+
+
+def page_table(plt, folder: Path):
+    rows = _rows(folder)
+    p = _Page(plt, "Bonus (Exercise 4): every variant")
+    rec = _read(folder / "bonus.json") or {}
+    p.text("Each run is one fastnet-train command (listed in bonus.md); unless stated, the assignment's Exercise 3 setting: batch 100, "
+           "He init, lambda 0.005, cyclic eta 1e-5..1e-1, n_s 2250, 2 cycles (9,000 steps), seed 0, float32. Wall time includes the "
+           "per-epoch evaluations on the 45,000 training and 5,000 validation images." + (" QUICK SETTINGS (smoke test)." if rec.get("quick") else ""))
+    lines = [f"{'run':<26} {'variant':<44} {'test':>7} {'val':>7} {'wall':>7}"]
+    for r in rows.values():
+        test = _pct(r["test_accuracy"]) if r["status"] == "finished" else r["status"]
+        lines.append(f"{r['run']:<26} {r['variant'][:44]:<44} {test:>7} {_pct(r['val_accuracy']):>7} {_dur(r['wall_seconds']):>7}")
+    p.text("\n".join(lines), size=7.6, family="monospace")
+    p.text("What the numbers say", size=11, weight="bold")
+    for s in findings(rows):
+        p.text("- " + s, size=8.8)
+    return p.fig
+
+
+def page_gradcheck(plt, folder: Path):
+    g = _read(folder / "gradcheck_bonus.json")
+    p = _Page(plt, "Bonus: gradient checks of the new architectures")
+    if not g:
+        p.text("gradcheck_bonus.json is missing: run `fastnet experiment bonus` (or bonus-bn-after / bonus-skip).")
+        return p.fig
+    rows = g["rows"]
+    worst = max(r["rel_error"] for r in rows)
+    p.text("Batch norm after the ReLU (x = gamma BN(max(0, Wx + b)) + beta) and the skip connections of eqs (40)-(41) change the backward "
+           "pass: for BN-after the gradient passes BN's backward (eqs 25-27, 31-37 without the ReLU mask) and then the ReLU's mask; for a "
+           "skip block the gradient of s^(l+1) is added to that of x^(l-1), the start of the skip, before layer l-1's own backward. "
+           f"Checked as the assignment's networks are (float64, centred differences h = {g.get('h', 1e-5):g}, d = 10, n = 16, every entry "
+           f"of every array): worst relative error {worst:.2e} over {len(rows)} arrays -- "
+           + ("below 1e-6: verified." if worst < 1e-6 else "ABOVE 1e-6: not verified."))
+    lines = [f"{'network':<36} {'worst rel err':>13} {'array':>7} {'entry rel':>10} {'checked':>8} {'kinks':>6}"]
+    for case in dict.fromkeys(r["case"] for r in rows):
+        rs = [r for r in rows if r["case"] == case]
+        w = max(rs, key=lambda r: r["rel_error"])
+        lines.append(f"{case:<36} {w['rel_error']:>13.2e} {w['param']:>7} {max(r['max_rel_error'] for r in rs):>10.2e} "
+                     f"{sum(r['checked'] for r in rs):>8d} {sum(r['skipped_kinks'] for r in rs):>6d}")
+    p.text("\n".join(lines), size=8.2, family="monospace")
+    return p.fig
+
+
+def _curves(ax, folder: Path, runs: list[tuple[str, str]], key: str = "val_accuracy", title: str = "") -> None:
+    for i, (run, label) in enumerate(runs):
+        info = load_run(folder / run)
+        if not info.history:
+            continue
+        ax.plot(*_xy(info.history, key), color=COLORS[i % len(COLORS)], marker=".", ms=3, label=label)
+    ax.set_xlabel("update step")
+    ax.set_ylabel(key.replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=9.5)
+    if ax.lines:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no finished run", transform=ax.transAxes, ha="center", va="center")
+
+
+def page_bn(plt, folder: Path):
+    rows = _rows(folder)
+    p = _Page(plt, "Bonus 4.1: batch norm after the ReLU, PreciseBN, adaptive BN")
+    p.text("(a) BN after the ReLU keeps a bias in each hidden layer (BN no longer follows the linear map, so it does not cancel). "
+           "(b) PreciseBN: before every evaluation and after training, the population statistics are recomputed with the model fixed "
+           "over 10,000 training images in training-mode batches of 100, mean = mean of batch means, variance = mean of batch variances + "
+           "variance of batch means (exact pooled variance); the exponential averages (alpha 0.9) go on untouched, so the PreciseBN run "
+           "trains exactly as the baseline and records both. (c) Adaptive BN: the statistics estimated on the test images themselves.")
+    for s in findings(rows)[:3]:
+        p.text("- " + s, size=8.8)
+    a1, a2 = p.axes(0.24, ncols=2, wspace=0.1)
+    for ax, depth in ((a1, 3), (a2, 9)):
+        _curves(ax, folder, [(f"{depth}layer-BN", "BN before ReLU"), (f"{depth}layer-BN-after", "BN after ReLU"),
+                             (f"{depth}layer-BN-precise", "PreciseBN statistics")], title=f"{depth}-layer: validation accuracy")
+    ad = _read(folder / "adaptive_bn.json")
+    if ad:
+        p.text("Adaptive BN (test accuracy on all 10,000 test images; statistics from the images named)", size=10, weight="bold")
+        dim_label = "dimmed x%g" % ad.get("dim", 0.6)
+        lines = [f"{'model':<11} {'statistics':<38} {'as is':>8} {dim_label:>12}"]
+        by = {}
+        for r in ad["rows"]:
+            by.setdefault((r["run"], r["statistics"]), {})[r["test_set"]] = r["test_accuracy"]
+        for (run, stats), v in by.items():
+            dimmed = next((a for k, a in v.items() if k != "none"), math.nan)
+            lines.append(f"{run:<11} {stats[:38]:<38} {_pct(v.get('none', math.nan)):>8} {_pct(dimmed):>12}")
+        p.text("\n".join(lines), size=7.8, family="monospace")
+    else:
+        p.text("adaptive_bn.json is missing: run `fastnet experiment bonus-adaptive-bn`.")
+    return p.fig
+
+
+def page_deep(plt, folder: Path):
+    rows = _rows(folder)
+    p = _Page(plt, "Bonus 4.2: a deeper network -- Adam, decay, width, skips")
+    p.text("7 layers (6 hidden of 50 units, BN) trained as the assignment's networks, then: learning-rate decay (cosine from eta_max to "
+           "eta_min over the run, SGD); Adam (beta1 0.9, beta2 0.999, eps 1e-8; eta 1e-5..3e-3, cosine or cyclic -- Adam is allowed with "
+           "the cyclic schedule when eta_max <= 0.01); 256 units per layer; skip connections of eq (40) from x^(1) to s^(3) and x^(3) to "
+           "s^(5), the middle layers without BN or bias, eq (41); and the three together. Lambda stays 0.005 throughout (an L2 penalty "
+           "in the gradient, also for Adam).")
+    for s in findings(rows)[2:4]:
+        p.text("- " + s, size=8.8)
+    a1, a2 = p.axes(0.27, ncols=2, wspace=0.1)
+    _curves(a1, folder, [("7layer-BN", "SGD cyclic"), ("7layer-BN-sgd-cosine", "SGD cosine"), ("7layer-BN-adam-cosine", "Adam cosine"),
+                         ("7layer-BN-adam-cyclic", "Adam cyclic")], title="optimiser and schedule: validation accuracy")
+    _curves(a2, folder, [("7layer-BN", "BN"), ("7layer-BN-wide", "wide [256]x6"), ("7layer-BN-skip", "skips"),
+                         ("7layer-BN-wide-skip-adam", "wide + skips + Adam"), ("7layer-noBN", "no BN"), ("7layer-noBN-skip", "no BN + skips")],
+            title="width and skips: validation accuracy")
+    ax, = p.axes(0.25)
+    names = [r for r in ("7layer-BN", "7layer-BN-sgd-cosine", "7layer-BN-adam-cosine", "7layer-BN-adam-cyclic", "7layer-BN-wide",
+                         "7layer-BN-skip", "7layer-BN-wide-skip-adam", "7layer-noBN", "7layer-noBN-skip") if r in rows]
+    accs = [_acc(rows, r) for r in names]
+    ax.barh(range(len(names)), [0 if math.isnan(a) else 100 * a for a in accs], color="tab:blue")
+    ax.set_yticks(range(len(names)), [n.replace("7layer-", "") for n in names], fontsize=7.5)
+    for i, a in enumerate(accs):
+        ax.text((0 if math.isnan(a) else 100 * a) + 0.3, i, _pct(a), va="center", fontsize=7.5)
+    ax.set_xlabel("test accuracy (%)")
+    finite = [100 * a for a in accs if not math.isnan(a)]
+    if finite:
+        ax.set_xlim(max(0, min(finite) - 8), max(finite) + 4)
+    return p.fig
+
+
+def page_augment(plt, folder: Path):
+    rows = _rows(folder)
+    p = _Page(plt, "Bonus: augmentation and the best network")
+    p.text("Augmentation, on the fly per mini-batch: each training image is flipped horizontally with probability 1/2 and translated by "
+           "up to 3 pixels in x and y (zero padding, i.e. the mean pixel), drawn from a generator seeded by the run's seed and the update "
+           "step (reproducible and resumable). It acts on the normalised rows viewed as 3x32x32 images, vectorised per batch (~0.8 ms per "
+           "100 images).")
+    for s in findings(rows)[-2:]:
+        p.text("- " + s, size=8.8)
+    a1, a2 = p.axes(0.27, ncols=2, wspace=0.1)
+    for ax, run, title in ((a1, "3layer-wide-BN", "[512, 256] without augmentation"), (a2, "3layer-wide-BN-augment", "[512, 256] with augmentation")):
+        info = load_run(folder / run)
+        for key, ls in (("train_accuracy", "-"), ("val_accuracy", "--")):
+            if info.history:
+                ax.plot(*_xy(info.history, key), ls=ls, marker=".", ms=3, label=key.replace("_", " "))
+        ax.set_title(title, fontsize=9.5)
+        ax.set_xlabel("update step")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    ax, = p.axes(0.25)
+    _curves(ax, folder, [("3layer-BN", "3-layer [50, 50] (baseline)"), ("best", "best network")], title="best network vs baseline: validation accuracy")
+    return p.fig
+
+
+def bonus_pages(plt, root: Path) -> list:
+    """Page makers for the report when ``root/bonus`` exists (else none)."""
+    folder = Path(root) / "bonus"
+    if not folder.is_dir():
+        return []
+    return [lambda: page_table(plt, folder), lambda: page_gradcheck(plt, folder), lambda: page_bn(plt, folder),
+            lambda: page_deep(plt, folder), lambda: page_augment(plt, folder)]

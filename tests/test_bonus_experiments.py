@@ -1,0 +1,57 @@
+"""The bonus presets (checked without training), a quick bonus experiment on the synthetic
+data that writes its folders, tables and adaptive-BN record, and the report's bonus pages."""
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from fastnet import bonus
+from fastnet.cli import build_parser, config_from_args, main
+
+
+def test_every_preset_is_valid_and_names_its_runs():
+    for name in bonus.BONUS_EXPERIMENTS:
+        runs = bonus.preset(name)
+        assert runs and len({n for n, _ in runs}) == len(runs)
+    assert {n for n, _ in bonus.preset("bonus")} == set(bonus.RUNS)
+
+
+def test_presets_change_only_what_they_study():
+    base = bonus.config("3layer-BN")
+    assert (base.hidden, base.bn, base.lam, base.cycles, base.n_s, base.batch) == ((50, 50), True, 0.005, 2, 2250, 100)
+    assert bonus.config("3layer-BN-after").bn_placement == "after"
+    precise = bonus.config("3layer-BN-precise")
+    assert precise.bn_stats == "precise" and precise.to_dict() | {"bn_stats": "ema"} == base.to_dict() | {"bn_stats": "ema"}
+    skip = bonus.config("7layer-BN-skip")
+    assert skip.skip and skip.hidden == (50,) * 6
+    adam = bonus.config("7layer-BN-adam-cyclic")
+    assert adam.optimizer == "adam" and adam.schedule == "cyclic" and adam.eta_max <= 0.01
+
+
+@pytest.mark.parametrize("run", list(bonus.RUNS))
+def test_the_recorded_command_trains_the_same_configuration(run):
+    cfg = bonus.config(run)
+    argv = shlex.split(bonus.command(cfg))[1:]
+    args = build_parser().parse_args(["train", *argv])
+    assert config_from_args(args) == cfg
+
+
+def test_quick_bonus_experiment_and_report(fake_cifar_dir, tmp_path, capsys):
+    out = tmp_path / "exp"
+    code = main(["experiment", "bonus-adaptive-bn", "--quick", "--data-dir", str(fake_cifar_dir), "--out", str(out), "--workers", "1", "--no-plots"])
+    assert code == 0, capsys.readouterr().err
+    folder = out / "bonus"
+    rec = json.loads((folder / "bonus.json").read_text())
+    assert {r["run"] for r in rec["rows"]} == {"3layer-BN", "9layer-BN"} and rec["quick"] is True
+    adaptive = json.loads((folder / "adaptive_bn.json").read_text())
+    assert {r["run"] for r in adaptive["rows"]} == {"3layer-BN", "9layer-BN"}
+    assert len(adaptive["rows"]) == 2 * 2 * (1 + len(bonus.ADAPTIVE_VARIANTS))
+    g = json.loads((folder / "gradcheck_bonus.json").read_text())
+    assert g["worst_rel_error"] < 1e-6
+    assert main(["report", str(out)]) == 0
+    from fastnet import report
+    from test_report import pdf_pages
+
+    assert pdf_pages(out / "report.pdf") == report.REPORT_PAGES + 5  # the bonus section's pages
