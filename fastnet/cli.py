@@ -201,13 +201,10 @@ def cmd_info(args) -> int:
     for b in info():
         print("  " + b.describe())
     print(f"auto order: {', '.join(AUTO_ORDER)}; auto picks: {resolve('auto').name}")
-    try:
-        from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info
 
-        for pool in threadpool_info():
-            print(f"  threads: {pool.get('internal_api')} {pool.get('version')} num_threads={pool.get('num_threads')}")
-    except ImportError:
-        pass
+    for pool in threadpool_info():
+        print(f"  threads: {pool.get('internal_api')} {pool.get('version')} num_threads={pool.get('num_threads')}")
     return 0
 
 

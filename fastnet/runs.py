@@ -305,12 +305,9 @@ def environment() -> dict:
     from . import __version__
 
     env = {"fastnet": __version__, "python": platform.python_version(), "numpy": numpy.__version__, "cpus": os.cpu_count()}
-    try:
-        from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info
 
-        env["blas_threads"] = [{"api": p.get("internal_api"), "num_threads": p.get("num_threads")} for p in threadpool_info()]
-    except ImportError:
-        pass
+    env["blas_threads"] = [{"api": p.get("internal_api"), "num_threads": p.get("num_threads")} for p in threadpool_info()]
     return env
 
 

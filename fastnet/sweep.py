@@ -60,12 +60,9 @@ def pin_threads() -> None:
     """
     for name in THREAD_ENV:
         os.environ[name] = "1"
-    try:
-        from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits
 
-        threadpool_limits(limits=1)  # not as a context manager: stays in force
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scipy's stack
-        pass
+    threadpool_limits(limits=1)  # not as a context manager: stays in force
     if "numba" in sys.modules:
         try:
             sys.modules["numba"].set_num_threads(1)
