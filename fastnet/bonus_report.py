@@ -172,7 +172,7 @@ def page_deep(plt, folder: Path):
     rows = _rows(folder)
     p = _Page(plt, "Bonus 4.2: a deeper network -- Adam, decay, width, skips")
     p.text("7 layers (6 hidden of 50 units, BN) trained as the assignment's networks, then: learning-rate decay (cosine from eta_max to "
-           "eta_min over the run, SGD); Adam (beta1 0.9, beta2 0.999, eps 1e-8; eta 1e-5..3e-3, cosine or cyclic -- Adam is allowed with "
+           "eta_min over the run, SGD); Adam (beta1 0.9, beta2 0.999, eps 1e-8; eta 1e-5..1e-3, cosine or cyclic -- Adam is allowed with "
            "the cyclic schedule when eta_max <= 0.01); 256 units per layer; skip connections of eq (40) from x^(1) to s^(3) and x^(3) to "
            "s^(5), the middle layers without BN or bias, eq (41); and the three together. Lambda stays 0.005 throughout (an L2 penalty "
            "in the gradient, also for Adam).")
