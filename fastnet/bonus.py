@@ -217,15 +217,18 @@ def gradcheck_bonus(folder: Path, backend: str = "numpy", echo=_echo) -> dict:
 #: The adaptive-BN variants: (label, distinct test images used, augmented copies of each)
 ADAPTIVE_VARIANTS = (("all test images", None, 0), ("all + 4 augmented copies", None, 4), ("500 images", 500, 0),
                      ("500 + 4 augmented copies", 500, 4), ("100 images", 100, 0), ("100 + 4 augmented copies", 100, 4))
-#: A shift between training and test inputs: the test images dimmed to 60 % brightness.
+#: Shifts between training and test inputs: the test images dimmed to 60 % brightness (an
+#: affine change of every input, which BN with re-estimated statistics undoes exactly), and
+#: Gaussian pixel noise of std 25 (of 255; clipped), which it cannot undo.
 DIM = 0.6
+NOISE = 25.0
 
 
 def adaptive_evaluations(folder: Path, data_dir=None, echo=_echo, seed: int = 0) -> dict:
     """Adaptive BN on the models of :data:`ADAPTIVE_RUNS` (those finished in ``folder``):
     test accuracy with the stored (EMA) statistics and with statistics re-estimated on the
-    test images of every :data:`ADAPTIVE_VARIANTS`, on the test set as it is and dimmed
-    (:data:`DIM`). Written to ``adaptive_bn.json``."""
+    test images of every :data:`ADAPTIVE_VARIANTS`, on the test set as it is, dimmed
+    (:data:`DIM`) and with pixel noise (:data:`NOISE`). Written to ``adaptive_bn.json``."""
     import numpy as np
 
     from .bn_stats import adaptive_stats, load_run_for_test, using_stats
@@ -241,8 +244,10 @@ def adaptive_evaluations(folder: Path, data_dir=None, echo=_echo, seed: int = 0)
         _, mean, std = load_network(folder / run / "model.npz")
         batch = config_.get("train", {}).get("batch", 100)
         pixels = X.astype(np.float64) * std + mean  # back to 0..255
-        dimmed = np.ascontiguousarray(((DIM * pixels - mean) / std).astype(net.dtype))
-        for shift_name, Xs in (("none", X), (f"dimmed x{DIM:g}", dimmed)):
+        noisy = np.clip(pixels + np.random.default_rng([seed, 6]).normal(0.0, NOISE, pixels.shape), 0, 255)
+        shifted = [("none", X)] + [(label, np.ascontiguousarray(((P - mean) / std).astype(net.dtype)))
+                                   for label, P in ((f"dimmed x{DIM:g}", DIM * pixels), (f"noise std {NOISE:g}", noisy))]
+        for shift_name, Xs in shifted:
             stored = evaluate(net, Xs, y, 0.0, ops).accuracy
             rows.append({"run": run, "test_set": shift_name, "statistics": "stored (EMA of training)", "images": 0, "copies": 0, "test_accuracy": stored})
             for label, images, copies in ADAPTIVE_VARIANTS:
@@ -251,7 +256,7 @@ def adaptive_evaluations(folder: Path, data_dir=None, echo=_echo, seed: int = 0)
                     acc = evaluate(net, Xs, y, 0.0, ops).accuracy
                 rows.append({"run": run, "test_set": shift_name, "statistics": f"adaptive: {label}", "images": used, "copies": copies, "test_accuracy": acc})
             echo(f"adaptive BN {run}, test set {shift_name}: stored {stored:.4f}, adaptive " + ", ".join(f"{r['test_accuracy']:.4f}" for r in rows[-len(ADAPTIVE_VARIANTS):]))
-    record = {"dim": DIM, "seed": seed, "rows": rows,
+    record = {"dim": DIM, "noise": NOISE, "shifts": [name for name, _ in shifted] if rows else [], "seed": seed, "rows": rows,
               "method": "statistics re-estimated with the model fixed, in training-mode batches of the run's batch size over the "
                         "(possibly subsampled and augmented) test images, aggregated as PreciseBN; accuracy on all 10,000 test images"}
     write_json(folder / "adaptive_bn.json", record)

@@ -47,7 +47,7 @@ def test_quick_bonus_experiment_and_report(fake_cifar_dir, tmp_path, capsys):
     assert {r["run"] for r in rec["rows"]} == {"3layer-BN", "9layer-BN"} and rec["quick"] is True
     adaptive = json.loads((folder / "adaptive_bn.json").read_text())
     assert {r["run"] for r in adaptive["rows"]} == {"3layer-BN", "9layer-BN"}
-    assert len(adaptive["rows"]) == 2 * 2 * (1 + len(bonus.ADAPTIVE_VARIANTS))
+    assert len(adaptive["rows"]) == 2 * 3 * (1 + len(bonus.ADAPTIVE_VARIANTS))  # 2 models x (as is, dimmed, noisy)
     g = json.loads((folder / "gradcheck_bonus.json").read_text())
     assert g["worst_rel_error"] < 1e-6
     assert main(["report", str(out)]) == 0
