@@ -180,8 +180,8 @@ def cmd_gradcheck(args) -> int:
     print(f"backend: {backend.name}; float64; centred differences, h = {gc.H:g}; d = 10, batch 16")
     rows = []
     worst = 0.0
-    for case in gc.STANDARD_CASES:
-        for check in gc.run_case(case["hidden"], case["bn"], case["lam"], backend.ops):
+    for case in gc.STANDARD_CASES + (gc.BONUS_CASES if getattr(args, "bonus", False) else []):
+        for check in gc.run_case(ops=backend.ops, **case):
             rows.append((gc.case_name(**case), check))
             worst = max(worst, check.rel_error)
     print(gc.format_table(rows))
@@ -280,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
     g = sub.add_parser("gradcheck", help="analytic vs numerical gradients, 2-4 layers, with and without BN")
     g.add_argument("--backend", choices=["auto", "numpy", "numba", "cython"], default="numpy")
+    g.add_argument("--bonus", action="store_true", help="also the bonus architectures: BN after the ReLU, skip connections (eqs 40-41)")
     g.set_defaults(func=cmd_gradcheck)
     i = sub.add_parser("info", help="backends, versions and threads")
     i.set_defaults(func=cmd_info)
