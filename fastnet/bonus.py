@@ -27,6 +27,8 @@ Settings: the assignment's Exercise 3 setting (batch 100, He init, lambda = 0.00
     wider one ([512, 256]).
 ``bonus-best``
     The best fully-connected network found (see :data:`BEST`).
+``bonus-seeds``
+    The cheap comparisons above again with seeds 1-4 (:data:`SEEDED`), for means and spreads.
 
 ``quick=True`` trains a few steps per run (smoke test), as for the assignment's presets.
 """
@@ -74,6 +76,16 @@ RUNS: dict[str, tuple[str, str, dict]] = {
     "best": ("best", "best: [1024, 512, 256] + augmentation, 3 cycles", BEST),
 }
 
+#: Single runs differ by a few tenths of a percent from seed to seed; these comparisons are
+#: repeated with seeds 1-4 (seed 0 is the run above) so that means and spreads can be compared.
+SEEDS = (1, 2, 3, 4)
+SEEDED = ("3layer-BN", "3layer-BN-after", "3layer-BN-precise", "9layer-BN", "9layer-BN-after", "7layer-BN", "7layer-BN-adam-cosine",
+          "7layer-BN-skip", "7layer-noBN", "7layer-noBN-skip")
+for _run in SEEDED:
+    for _seed in SEEDS:
+        _group, _desc, _kw = RUNS[_run]
+        RUNS[f"{_run}-seed{_seed}"] = ("seeds", f"{_desc}, seed {_seed}", {**_kw, "seed": _seed})
+
 PRESETS: dict[str, tuple[str, ...]] = {
     "bonus-bn-after": ("3layer-BN", "3layer-BN-after", "9layer-BN", "9layer-BN-after"),
     "bonus-precise-bn": ("3layer-BN", "3layer-BN-precise", "9layer-BN", "9layer-BN-precise"),
@@ -83,6 +95,7 @@ PRESETS: dict[str, tuple[str, ...]] = {
     "bonus-skip": ("7layer-BN", "7layer-BN-skip", "7layer-BN-wide-skip-adam", "7layer-noBN", "7layer-noBN-skip"),
     "bonus-augment": ("3layer-BN", "3layer-BN-augment", "3layer-wide-BN", "3layer-wide-BN-augment"),
     "bonus-best": ("3layer-BN", "best"),
+    "bonus-seeds": tuple(SEEDED) + tuple(f"{r}-seed{k}" for r in SEEDED for k in SEEDS),
 }
 PRESETS["bonus"] = tuple(RUNS)  # every bonus run
 BONUS_EXPERIMENTS = tuple(PRESETS)
@@ -183,7 +196,7 @@ def write_summary(folder: Path, quick: bool = False) -> dict:
             "wall_seconds": m.get("wall_seconds", math.nan) if m else math.nan,
             "steps": m.get("steps", "") if m else "", "command": command(cfg),
         })
-    record = {"quick": quick, "rows": rows, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    record = {"quick": quick, "rows": rows, "seed_stats": seed_stats(rows), "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(folder / "bonus.json", record)
     _atomic_write(folder / "bonus.md", markdown_table(rows, ("run", "variant", "test_accuracy", "val_accuracy", "test_accuracy_ema", "wall_seconds", "command")))
     return record
@@ -210,6 +223,28 @@ def gradcheck_bonus(folder: Path, backend: str = "numpy", echo=_echo) -> dict:
     write_json(Path(folder) / "gradcheck_bonus.json", record)
     echo(f"gradcheck (bonus architectures): {len(rows)} arrays in {len(gc.BONUS_CASES)} networks, worst relative error {record['worst_rel_error']:.2e}")
     return record
+
+
+def seed_stats(rows: list[dict]) -> list[dict]:
+    """Mean and sample standard deviation of test accuracy (and, for PreciseBN runs, of the
+    PreciseBN - EMA difference on the same weights) over the seeds of every :data:`SEEDED`
+    run that has finished with more than one seed."""
+    import statistics
+
+    by = {r["run"]: r for r in rows if r["status"] == "finished"}
+    out = []
+    for run in SEEDED:
+        found = [by[n] for n in [run] + [f"{run}-seed{k}" for k in SEEDS] if n in by]
+        if len(found) < 2:
+            continue
+        accs = [r["test_accuracy"] for r in found]
+        row = {"run": run, "variant": RUNS[run][1], "seeds": len(found), "mean_test_accuracy": statistics.fmean(accs),
+               "std_test_accuracy": statistics.stdev(accs), "min_test_accuracy": min(accs), "max_test_accuracy": max(accs)}
+        diffs = [r["test_accuracy"] - r["test_accuracy_ema"] for r in found if not math.isnan(r.get("test_accuracy_ema", math.nan))]
+        if len(diffs) >= 2:
+            row["mean_precise_minus_ema"], row["std_precise_minus_ema"] = statistics.fmean(diffs), statistics.stdev(diffs)
+        out.append(row)
+    return out
 
 
 # --------------------------------------------------------------------------- adaptive BN

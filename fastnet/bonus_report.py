@@ -43,32 +43,55 @@ def _delta(rows: dict, run: str, base: str) -> str:
     return f"{100 * (a - b):+.2f} pp"
 
 
-def findings(rows: dict) -> list[str]:
-    """Sentences on what the bonus numbers say, made from them (none for missing runs)."""
+def _seed_line(stats: list[dict], run: str, base: str) -> str:
+    """' (over N seeds: mean a vs b, difference d +- its standard error)' when both have seeds."""
+    by = {r["run"]: r for r in stats}
+    if run not in by or base not in by:
+        return ""
+    a, b = by[run], by[base]
+    se = math.sqrt(a["std_test_accuracy"] ** 2 / a["seeds"] + b["std_test_accuracy"] ** 2 / b["seeds"])
+    d = a["mean_test_accuracy"] - b["mean_test_accuracy"]
+    verdict = "within noise" if abs(d) < 2 * se else ("better" if d > 0 else "worse")
+    return (f" Over {min(a['seeds'], b['seeds'])} seeds: {_pct(a['mean_test_accuracy'])} vs {_pct(b['mean_test_accuracy'])}, "
+            f"{100 * d:+.2f} +- {100 * se:.2f} pp ({verdict}).")
+
+
+def findings(rows: dict, stats: list[dict] | None = None) -> list[str]:
+    """Sentences on what the bonus numbers say, made from them (none for missing runs);
+    ``stats``: bonus.json's seed_stats, used where a comparison was repeated over seeds."""
+    stats = stats or []
     out = []
 
     def have(*runs):
         return all(not math.isnan(_acc(rows, r)) for r in runs)
 
     if have("3layer-BN", "3layer-BN-after", "9layer-BN", "9layer-BN-after"):
-        out.append(f"BN after the ReLU: {_delta(rows, '3layer-BN-after', '3layer-BN')} for the 3-layer network, "
-                   f"{_delta(rows, '9layer-BN-after', '9layer-BN')} for the 9-layer one (test accuracy vs BN before the ReLU).")
+        out.append(f"BN after the ReLU (seed 0): {_delta(rows, '3layer-BN-after', '3layer-BN')} for the 3-layer network, "
+                   f"{_delta(rows, '9layer-BN-after', '9layer-BN')} for the 9-layer one (test accuracy vs BN before the ReLU)."
+                   + _seed_line(stats, "3layer-BN-after", "3layer-BN").replace(" Over", " 3-layer over")
+                   + _seed_line(stats, "9layer-BN-after", "9layer-BN").replace(" Over", " 9-layer over"))
     for depth in (3, 9):
         run = f"{depth}layer-BN-precise"
         r = rows.get(run)
         if r and not math.isnan(r.get("test_accuracy_ema", math.nan)):
             d = 100 * (r["test_accuracy"] - r["test_accuracy_ema"])
             dv = 100 * (r["val_accuracy"] - r["val_accuracy_ema"])
+            st = next((x for x in stats if x["run"] == run and "mean_precise_minus_ema" in x), None)
+            extra = (f" Over {st['seeds']} seeds the test difference is {100 * st['mean_precise_minus_ema']:+.2f} +- "
+                     f"{100 * st['std_precise_minus_ema']:.2f} pp (std).") if st else ""
             out.append(f"PreciseBN, {depth}-layer: test {_pct(r['test_accuracy'])} vs {_pct(r['test_accuracy_ema'])} with the EMA "
-                       f"({d:+.2f} pp), validation {dv:+.2f} pp -- the same trained weights, only the statistics differ.")
+                       f"({d:+.2f} pp), validation {dv:+.2f} pp -- the same trained weights, only the statistics differ.{extra}")
     if have("7layer-BN"):
         parts = [f"{r} {_delta(rows, r, '7layer-BN')}" for r in ("7layer-BN-sgd-cosine", "7layer-BN-adam-cosine", "7layer-BN-adam-cyclic",
                                                                "7layer-BN-wide", "7layer-BN-skip", "7layer-BN-wide-skip-adam") if have(r)]
         if parts:
-            out.append(f"7-layer network ({_pct(_acc(rows, '7layer-BN'))} with BN, SGD, cyclic): " + "; ".join(parts) + ".")
+            out.append(f"7-layer network ({_pct(_acc(rows, '7layer-BN'))} with BN, SGD, cyclic): " + "; ".join(parts) + "."
+                       + _seed_line(stats, "7layer-BN-adam-cosine", "7layer-BN").replace(" Over", " Adam cosine over")
+                       + _seed_line(stats, "7layer-BN-skip", "7layer-BN").replace(" Over", " Skips over"))
     if have("7layer-noBN", "7layer-noBN-skip"):
         out.append(f"Without BN the 7-layer network reaches {_pct(_acc(rows, '7layer-noBN'))}; skip connections: "
-                   f"{_pct(_acc(rows, '7layer-noBN-skip'))} ({_delta(rows, '7layer-noBN-skip', '7layer-noBN')}).")
+                   f"{_pct(_acc(rows, '7layer-noBN-skip'))} ({_delta(rows, '7layer-noBN-skip', '7layer-noBN')})."
+                   + _seed_line(stats, "7layer-noBN-skip", "7layer-noBN"))
     if have("3layer-BN", "3layer-BN-augment"):
         out.append(f"Augmentation: {_delta(rows, '3layer-BN-augment', '3layer-BN')} for [50, 50]"
                    + (f", {_delta(rows, '3layer-wide-BN-augment', '3layer-wide-BN')} for [512, 256]" if have("3layer-wide-BN", "3layer-wide-BN-augment") else "") + ".")
@@ -87,12 +110,21 @@ def page_table(plt, folder: Path):
            "He init, lambda 0.005, cyclic eta 1e-5..1e-1, n_s 2250, 2 cycles (9,000 steps), seed 0, float32. Wall time includes the "
            "per-epoch evaluations on the 45,000 training and 5,000 validation images." + (" QUICK SETTINGS (smoke test)." if rec.get("quick") else ""))
     lines = [f"{'run':<26} {'variant':<44} {'test':>7} {'val':>7} {'wall':>7}"]
-    for r in rows.values():
+    for r in (r for r in rows.values() if r.get("group") != "seeds"):
         test = _pct(r["test_accuracy"]) if r["status"] == "finished" else r["status"]
         lines.append(f"{r['run']:<26} {r['variant'][:44]:<44} {test:>7} {_pct(r['val_accuracy']):>7} {_dur(r['wall_seconds']):>7}")
     p.text("\n".join(lines), size=7.6, family="monospace")
+    stats = rec.get("seed_stats") or []
+    if stats:
+        p.text("Over seeds (test accuracy, mean +- sample std; seed 0 is the run above)", size=10, weight="bold")
+        lines = [f"{'run':<24} {'seeds':>5} {'mean':>7} {'std':>6} {'min':>7} {'max':>7}   PreciseBN - EMA"]
+        for r in stats:
+            extra = f"{100 * r['mean_precise_minus_ema']:+.2f} +- {100 * r['std_precise_minus_ema']:.2f} pp" if "mean_precise_minus_ema" in r else ""
+            lines.append(f"{r['run']:<24} {r['seeds']:>5} {_pct(r['mean_test_accuracy']):>7} {100 * r['std_test_accuracy']:>6.2f} "
+                         f"{_pct(r['min_test_accuracy']):>7} {_pct(r['max_test_accuracy']):>7}   {extra}")
+        p.text("\n".join(lines), size=7.6, family="monospace")
     p.text("What the numbers say", size=11, weight="bold")
-    for s in findings(rows):
+    for s in findings(rows, stats):
         p.text("- " + s, size=8.8)
     return p.fig
 
@@ -145,7 +177,8 @@ def page_bn(plt, folder: Path):
            "over 10,000 training images in training-mode batches of 100, mean = mean of batch means, variance = mean of batch variances + "
            "variance of batch means (exact pooled variance); the exponential averages (alpha 0.9) go on untouched, so the PreciseBN run "
            "trains exactly as the baseline and records both. (c) Adaptive BN: the statistics estimated on the test images themselves.")
-    for s in findings(rows)[:3]:
+    rec = _read(folder / "bonus.json") or {}
+    for s in findings(rows, rec.get("seed_stats"))[:3]:
         p.text("- " + s, size=8.8)
     a1, a2 = p.axes(0.24, ncols=2, wspace=0.1)
     for ax, depth in ((a1, 3), (a2, 9)):
@@ -180,7 +213,8 @@ def page_deep(plt, folder: Path):
            "the cyclic schedule when eta_max <= 0.01); 256 units per layer; skip connections of eq (40) from x^(1) to s^(3) and x^(3) to "
            "s^(5), the middle layers without BN or bias, eq (41); and the three together. Lambda stays 0.005 throughout (an L2 penalty "
            "in the gradient, also for Adam).")
-    for s in findings(rows)[2:4]:
+    rec = _read(folder / "bonus.json") or {}
+    for s in findings(rows, rec.get("seed_stats"))[3:5]:
         p.text("- " + s, size=8.8)
     a1, a2 = p.axes(0.27, ncols=2, wspace=0.1)
     _curves(a1, folder, [("7layer-BN", "SGD cyclic"), ("7layer-BN-sgd-cosine", "SGD cosine"), ("7layer-BN-adam-cosine", "Adam cosine"),
@@ -210,7 +244,8 @@ def page_augment(plt, folder: Path):
            "up to 3 pixels in x and y (zero padding, i.e. the mean pixel), drawn from a generator seeded by the run's seed and the update "
            "step (reproducible and resumable). It acts on the normalised rows viewed as 3x32x32 images, vectorised per batch (~0.8 ms per "
            "100 images).")
-    for s in findings(rows)[-2:]:
+    rec = _read(folder / "bonus.json") or {}
+    for s in (s for s in findings(rows, rec.get("seed_stats")) if s.startswith(("Augmentation", "Best"))):
         p.text("- " + s, size=8.8)
     a1, a2 = p.axes(0.27, ncols=2, wspace=0.1)
     for ax, run, title in ((a1, "3layer-wide-BN", "[512, 256] without augmentation"), (a2, "3layer-wide-BN-augment", "[512, 256] with augmentation")):

@@ -55,3 +55,15 @@ def test_quick_bonus_experiment_and_report(fake_cifar_dir, tmp_path, capsys):
     from test_report import pdf_pages
 
     assert pdf_pages(out / "report.pdf") == report.REPORT_PAGES + 5  # the bonus section's pages
+
+
+def test_seed_statistics():
+    rows = [{"run": r, "status": "finished", "test_accuracy": a, "test_accuracy_ema": e}
+            for r, a, e in (("3layer-BN", 0.50, float("nan")), ("3layer-BN-seed1", 0.52, float("nan")), ("3layer-BN-seed2", 0.54, float("nan")),
+                            ("3layer-BN-precise", 0.51, 0.50), ("3layer-BN-precise-seed1", 0.53, 0.51), ("9layer-BN", 0.4, float("nan")))]
+    stats = {r["run"]: r for r in bonus.seed_stats(rows)}
+    assert set(stats) == {"3layer-BN", "3layer-BN-precise"}  # one seed only: no spread to report
+    assert stats["3layer-BN"]["seeds"] == 3 and stats["3layer-BN"]["mean_test_accuracy"] == pytest.approx(0.52)
+    assert stats["3layer-BN"]["std_test_accuracy"] == pytest.approx(0.02)
+    assert stats["3layer-BN-precise"]["mean_precise_minus_ema"] == pytest.approx(0.015)
+    assert "mean_precise_minus_ema" not in stats["3layer-BN"]
