@@ -86,6 +86,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--skip", action=argparse.BooleanOptionalAction, default=None, help="skip connections, eqs (40)-(41): hidden layer l+1 receives x^(l-1) for l = 2, 4, ... (needs equal widths there)")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips and translations of every training batch, on the fly")
     g.add_argument("--augment-shift", type=_number(int, 0), help="--augment: largest translation in pixels (default 3)")
+    g.add_argument("--eval-train-images", type=_number(int, 0), help="measure the training loss and accuracy on a fixed random subset of N training images (default 0: all)")
     g = p.add_argument_group("output")
     g.add_argument("--config", help="a JSON file of settings (keys as in config.json); flags given here override it")
     g.add_argument("--out", help="run folder to write (default runs/<date-time>)")
@@ -97,7 +98,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 CONFIG_FLAGS = ("hidden", "bn", "init", "sigma", "lam", "eta_min", "eta_max", "n_s", "cycles", "batch", "alpha", "eps", "seed", "dtype", "backend", "split", "n_val", "eval_every",
                 "bn_placement", "bn_stats", "precise_every", "precise_images", "optimizer", "beta1", "beta2", "adam_eps", "schedule",
-                "decay_rate", "decay_steps", "warmup", "skip", "augment", "augment_shift")
+                "decay_rate", "decay_steps", "warmup", "skip", "augment", "augment_shift", "eval_train_images")
 
 
 def config_from_args(args):

@@ -305,3 +305,14 @@ def test_cli_bonus_flags_and_adaptive_evaluation(fake_cifar_dir, tmp_path, capsy
     assert "go with --adaptive-bn" in capsys.readouterr().err
     assert main(["train", "--data-dir", str(fake_cifar_dir), "--out", str(tmp_path / "x"), "--optimizer", "adam", "-q"]) == 2
     assert "Adam with eta_max 0.1" in capsys.readouterr().err
+
+
+def test_training_metrics_on_a_subset_change_nothing_else(fake):
+    full, sub = small_cfg(), small_cfg(eval_train_images=300)
+    nets = [new_network(c, 3072, 10) for c in (full, sub)]
+    hists = [fit(net, fake, c, OPS, progress=False) for net, c in zip(nets, (full, sub))]
+    for k, a in nets[0].params().items():
+        assert a.tobytes() == nets[1].params()[k].tobytes()
+    assert [r["val_accuracy"] for r in hists[0].evals] == [r["val_accuracy"] for r in hists[1].evals]
+    assert [r["train_accuracy"] for r in hists[0].evals] != [r["train_accuracy"] for r in hists[1].evals]
+    assert all(round(r["train_accuracy"] * 300, 6).is_integer() for r in hists[1].evals)  # of 300 images
