@@ -261,7 +261,7 @@ def fmt(x: float, width: int = 7, digits: int = 3) -> str:
 
 def table(rows: list[dict], stat: str, n_batches: int) -> str:
     cols = ["floor", "floor*", "gather", "numpy", "numba", "cython", "auto", "torch", "jax"]
-    head = (f"{'network':16s}{'thr':>4s} " + " ".join(f"{c:>7s}" for c in cols)
+    head = (f"{'network':16s}{'thr':>4s}{'load':>6s} " + " ".join(f"{c:>7s}" for c in cols)
             + " |" + " ".join(f"{c:>11s}" for c in ("auto/floor", "auto/torch", "auto/jax", "best/floor", "best/torch")))
     lines = [f"epoch seconds ({stat} of repeats; {n_batches} batches of 100 per epoch), then ratios "
              "(< 1: fastnet faster)", head, "-" * len(head)]
@@ -278,10 +278,11 @@ def table(rows: list[dict], stat: str, n_batches: int) -> str:
 
         ratios = [ratio(fast["auto"], r["floor"]), ratio(fast["auto"], t.get("torch")), ratio(fast["auto"], t.get("jax")),
                   ratio(best, r["floor"]), ratio(best, t.get("torch"))]
-        lines.append(f"{r['label']:16s}{r['threads']:>4d} " + " ".join(fmt(v) for v in vals)
+        lines.append(f"{r['label']:16s}{r['threads']:>4d}{r['load'].split()[0]:>6s} " + " ".join(fmt(v) for v in vals)
                      + " |" + " ".join(fmt(v, 11, 2) for v in ratios))
     lines.append("floor = fastest memory orientation of the products alone (see --orientations); floor* = fastnet's "
-                 "orientation (rows, W as (m_out, m_in)); gather = X[idx], y[idx] alone; best = fastest fastnet backend")
+                 "orientation (rows, W as (m_out, m_in)); gather = X[idx], y[idx] alone; best = fastest fastnet backend; "
+                 "load = 1-minute load average after the cell (above the thread count: other processes took cores)")
     return "\n".join(lines)
 
 
@@ -564,7 +565,7 @@ def main(argv=None) -> int:
                         floors = {k: v for k, v in seconds.items() if k.startswith("floor[")}
                         best_floor = min(floors, key=floors.get)
                         rows.append({"label": spec.label, "threads": t, "seconds": seconds,
-                                     "floor": floors[best_floor], "floor_layout": best_floor})
+                                     "floor": floors[best_floor], "floor_layout": best_floor, "load": load()})
                         for k, v in timings.items():
                             results.append({"network": spec.label, "hidden": list(spec.hidden), "bn": bn, "threads": t,
                                             "impl": k, "wall": v.wall, "cpu": v.cpu, "median": v.median,
