@@ -51,7 +51,10 @@ ADAM = dict(optimizer="adam", eta_min=1e-5, eta_max=1e-3)  # 1e-3 beat 5e-4 and 
 BASE = dict(batch=100, eta_min=1e-5, eta_max=1e-1, lam=0.005, cycles=2, n_s=2250, init="he", split="a3", n_val=5000)
 
 #: The best network found (Exercise 4, "the best fully-connected network"): see the README.
-BEST = dict(hidden=(1024, 512, 256), lam=0.003, batch=100, n_s=2250, cycles=3, augment=True, augment_shift=3)
+#: Chosen on validation accuracy among [1024, 512, 256] runs with augmentation (lambda 5e-4 / 1e-3,
+#: 3 cycles of 10 epochs or 1 cycle of 30 / 40 epochs, shifts of 3 / 2 px): one long cycle, lambda
+#: 1e-3 and 2-pixel shifts did best; 36 epochs keep the training under 10 minutes here.
+BEST = dict(hidden=(1024, 512, 256), lam=0.001, batch=100, n_s=8100, cycles=1, augment=True, augment_shift=2, eval_train_images=5000)
 
 #: run name -> (group, description, settings beyond BASE)
 RUNS: dict[str, tuple[str, str, dict]] = {
@@ -73,7 +76,7 @@ RUNS: dict[str, tuple[str, str, dict]] = {
     "3layer-BN-augment": ("augment", "3-layer [50, 50] + augmentation", dict(hidden=H3, augment=True)),
     "3layer-wide-BN": ("augment", "3-layer wide [512, 256]", dict(hidden=H3_WIDE)),
     "3layer-wide-BN-augment": ("augment", "3-layer wide [512, 256] + augmentation", dict(hidden=H3_WIDE, augment=True)),
-    "best": ("best", "best: [1024, 512, 256] + augmentation, 3 cycles", BEST),
+    "best": ("best", "best: [1024, 512, 256], augmentation (2 px), 36 epochs", BEST),
 }
 
 #: Single runs differ by a few tenths of a percent from seed to seed; these comparisons are
