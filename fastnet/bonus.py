@@ -26,7 +26,8 @@ Settings: the assignment's Exercise 3 setting (batch 100, He init, lambda = 0.00
     Random flips and translations of the training images, for the 3-layer network and a
     wider one ([512, 256]).
 ``bonus-best``
-    The best fully-connected network found (see :data:`BEST`).
+    The best fully-connected network found (see :data:`BEST`), and the same with PreciseBN
+    statistics (trained augmented, its moving averages are of augmented batches).
 ``bonus-seeds``
     The cheap comparisons above again with seeds 1-4 (:data:`SEEDED`), for means and spreads.
 
@@ -77,6 +78,9 @@ RUNS: dict[str, tuple[str, str, dict]] = {
     "3layer-wide-BN": ("augment", "3-layer wide [512, 256]", dict(hidden=H3_WIDE)),
     "3layer-wide-BN-augment": ("augment", "3-layer wide [512, 256] + augmentation", dict(hidden=H3_WIDE, augment=True)),
     "best": ("best", "best: [1024, 512, 256], augmentation (2 px), 36 epochs", BEST),
+    # The same training bit for bit; the EMA statistics come from *augmented* batches, PreciseBN's
+    # from clean training images, the distribution the network is tested on.
+    "best-precise": ("best", "best + PreciseBN statistics (clean images)", {**BEST, "bn_stats": "precise"}),
 }
 
 #: Single runs differ by a few tenths of a percent from seed to seed; these comparisons are
@@ -97,7 +101,7 @@ PRESETS: dict[str, tuple[str, ...]] = {
     "bonus-wide": ("7layer-BN", "7layer-BN-wide", "3layer-BN", "3layer-wide-BN"),
     "bonus-skip": ("7layer-BN", "7layer-BN-skip", "7layer-BN-wide-skip-adam", "7layer-noBN", "7layer-noBN-skip"),
     "bonus-augment": ("3layer-BN", "3layer-BN-augment", "3layer-wide-BN", "3layer-wide-BN-augment"),
-    "bonus-best": ("3layer-BN", "best"),
+    "bonus-best": ("3layer-BN", "best", "best-precise"),
     "bonus-seeds": tuple(SEEDED) + tuple(f"{r}-seed{k}" for r in SEEDED for k in SEEDS),
 }
 PRESETS["bonus"] = tuple(RUNS)  # every bonus run

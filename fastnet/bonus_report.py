@@ -99,6 +99,12 @@ def findings(rows: dict, stats: list[dict] | None = None) -> list[str]:
         r = rows["best"]
         out.append(f"Best network: {_pct(r['test_accuracy'])} test accuracy in {_dur(r['train_seconds'])} of training "
                    f"({_dur(r['wall_seconds'])} wall, evaluations included): {r['command']}")
+    if have("best-precise"):
+        r = rows["best-precise"]
+        out.append(f"Best network with PreciseBN statistics (the same training bit for bit; its exponential averages come from "
+                   f"augmented batches, PreciseBN's from clean training images): {_pct(r['test_accuracy'])} test, "
+                   f"{_pct(r['val_accuracy'])} validation, vs {_pct(r['test_accuracy_ema'])} / {_pct(r['val_accuracy_ema'])} with the "
+                   f"EMA; {_dur(r['train_seconds'])} of training, {_dur(r['wall_seconds'])} wall: {r['command']}")
     return out
 
 
@@ -262,7 +268,8 @@ def page_augment(plt, folder: Path):
         if ax.lines:
             ax.legend(fontsize=7)
     ax, = p.axes(0.25)
-    _curves(ax, folder, [("3layer-BN", "3-layer [50, 50] (baseline)"), ("best", "best network")], title="best network vs baseline: validation accuracy")
+    _curves(ax, folder, [("3layer-BN", "3-layer [50, 50] (baseline)"), ("best", "best network"), ("best-precise", "best network, PreciseBN statistics")],
+            title="best network vs baseline: validation accuracy")
     return p.fig
 
 

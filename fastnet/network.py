@@ -234,7 +234,7 @@ class Cache:
     loss: NDArray | None = None  # per-sample cross-entropy
 
 
-def _scores(net: Network, l: int, layer: Layer, X: NDArray, outputs: list[NDArray], skips: dict[int, int], ops) -> NDArray:
+def _scores(l: int, layer: Layer, X: NDArray, outputs: list[NDArray], skips: dict[int, int], ops) -> NDArray:
     """W_l x^(l-1), plus x^(start) where a skip connection ends at l (eq 40). The bias, where
     the layer has one, is added by the activation op (bias_relu_forward)."""
     S = ops.linear_forward(X, layer.W)  # (1), (5), (12) without bias
@@ -250,7 +250,7 @@ def hidden_forward_train(net: Network, X: NDArray, ops) -> list[LayerCache]:
     outputs = [X]  # x^(0), x^(1), ...
     skips = net.skips()
     for l, (layer, kind) in enumerate(zip(net.layers[:-1], net.kinds()), start=1):
-        S = _scores(net, l, layer, X, outputs, skips, ops)
+        S = _scores(l, layer, X, outputs, skips, ops)
         if kind == "bn_relu":
             out = ops.bn_relu_forward_train(S, layer.gamma, layer.beta, net.eps)  # (13)-(17)
             lc = LayerCache(out.X, out.S_hat, out.mu, out.v)
@@ -285,7 +285,7 @@ def forward_eval(net: Network, X: NDArray, ops) -> NDArray:
     for l, (layer, kind) in enumerate(zip(net.layers[:-1], net.kinds()), start=1):
         if HAS_BN[kind] and layer.mu_av is None:
             raise ConfigError("the network has no running BN statistics yet; train it for at least one step")
-        S = _scores(net, l, layer, X, outputs, skips, ops)  # (5)
+        S = _scores(l, layer, X, outputs, skips, ops)  # (5)
         if kind == "bn_relu":
             X = ops.bn_relu_forward_eval(S, layer.gamma, layer.beta, layer.mu_av, layer.v_av, net.eps)  # (6)-(8)
         elif kind == "relu_bn":
