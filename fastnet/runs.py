@@ -331,18 +331,29 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
     cfg.validate()
     out = make_run_dir(out_dir)
     with RunLock(out), stop_on_signals() as stop:
-        check_fresh(out, overwrite)
-        for stale in ("metrics.json", "status.json", CHECKPOINT):
-            (out / stale).unlink(missing_ok=True)
+        begin_folder(out, overwrite)
         backend = resolve(cfg.backend)
         if progress:
             print(f"fastnet: backend {backend.name} ({backend.version}), {cfg.dtype}", file=sys.stderr)
         if data is None:
             data = load_cifar10(data_dir, split=cfg.split, n_val=cfg.n_val, dtype=np.dtype(cfg.dtype), download=download, progress=progress)
-        n_train = data.X_train.shape[0]
-        _guard_writes(out, lambda: write_json(out / "config.json", {"train": cfg.to_dict(), "n_s_resolved": cfg.resolved_n_s(n_train), "data": {"source": data.source, "split": data.split, "n_train": n_train, "n_val": len(data.y_val), "n_test": len(data.y_test)}, "backend": backend.name}), None)
+        write_config(out, cfg, data, backend)
         net = new_network(cfg, data.X_train.shape[1], len(data.label_names))
         return _train(out, cfg, data, backend, net, History(), None, stop, progress, plots)
+
+
+def begin_folder(out: Path, overwrite: bool) -> None:
+    """In a locked folder: refuse an existing run unless ``overwrite``, then remove what marks
+    a run as finished or stopped (a new run starts)."""
+    check_fresh(out, overwrite)
+    for stale in ("metrics.json", "status.json", CHECKPOINT):
+        (out / stale).unlink(missing_ok=True)
+
+
+def write_config(out: Path, cfg, data, backend) -> None:
+    """``config.json``: the TrainConfig, where the data came from and the backend."""
+    n_train = data.X_train.shape[0]
+    _guard_writes(out, lambda: write_json(out / "config.json", {"train": cfg.to_dict(), "n_s_resolved": cfg.resolved_n_s(n_train), "data": {"source": data.source, "split": data.split, "n_train": n_train, "n_val": len(data.y_val), "n_test": len(data.y_test)}, "backend": backend.name}), None)
 
 
 def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=True) -> dict:
@@ -441,9 +452,7 @@ def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: b
     import time
 
     from .checkpoint import data_fingerprint, save_checkpoint
-    from .model_io import save_network
-    from .network import evaluate
-    from .train import Interrupted, finish_bn_stats, fit, new_optimizer
+    from .train import finish_bn_stats, fit, new_optimizer
 
     fingerprint = data_fingerprint(data)
     config = cfg.to_dict()
@@ -460,48 +469,72 @@ def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: b
             fit(net, data, cfg, backend.ops, history, progress=progress, start=start, checkpoint=checkpoint, stop=stop, optimizer=optimizer)
             bonus_metrics = finish_bn_stats(net, data, cfg, backend.ops)  # PreciseBN: EMA figures, then the final statistics
             wall = time.perf_counter() - wall
-            write_history(out, history)
-            save_network(out / "model.npz", net, data.mean, data.std)
-            test = evaluate(net, data.X_test, data.y_test, cfg.lam, backend.ops)
-            last = history.evals[-1]
-            if plots:
-                from .report import plot_run
-
-                plot_run(history.evals, out, title=describe(cfg))
+            test, last = write_outputs(out, cfg, data, backend, net, history, plots)
         except OSError as exc:
             raise _write_error(out, exc, saved["step"]) from None
     except BaseException as exc:
-        resume = f"fastnet-train --resume {shlex.quote(str(out))}"
-        if isinstance(exc, KeyboardInterrupt):
-            if not isinstance(exc, Interrupted):
-                exc = Interrupted(signal.SIGINT)
-            if exc.step is not None:
-                exc.message = f"fastnet: interrupted at step {exc.step}; resume with: {resume}"
-            elif saved["step"] is not None:
-                exc.message = f"fastnet: interrupted; resume with: {resume} (continues from the checkpoint at step {saved['step']})"
-        elif isinstance(exc, DivergenceError) and saved["step"] is not None:
-            exc.args = (f"{exc}; the history and the last good checkpoint (step {saved['step']}) are kept in {out}",)
-        reason = "diverged" if isinstance(exc, DivergenceError) else "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        try:
-            write_history(out, history)
-            write_json(out / "status.json", {"status": reason, "message": str(exc), "steps": history.steps, "checkpoint_step": saved["step"]})
-        except OSError:
-            pass  # the disk may be full: the checkpoint is what matters, and it is intact
-        if exc is not sys.exc_info()[1]:
-            raise exc from None
+        stopped = record_stop(out, exc, history, saved["step"])
+        if stopped is not sys.exc_info()[1]:
+            raise stopped from None
         raise
-    metrics = {
+    metrics = run_metrics(cfg, data, backend, history, test, last, wall, start.t if start is not None else None, bonus_metrics)
+    _guard_writes(out, lambda: write_json(out / "metrics.json", metrics), saved["step"])
+    return metrics
+
+
+def write_outputs(out: Path, cfg, data, backend, net, history, plots: bool):
+    """After training: history.csv, steps.csv, model.npz, the test evaluation and the figures.
+    Returns (test Metrics, the last history row). OSError passes through."""
+    from .model_io import save_network
+    from .network import evaluate
+
+    write_history(out, history)
+    save_network(out / "model.npz", net, data.mean, data.std)
+    test = evaluate(net, data.X_test, data.y_test, cfg.lam, backend.ops)
+    if plots:
+        from .report import plot_run
+
+        plot_run(history.evals, out, title=describe(cfg))
+    return test, history.evals[-1]
+
+
+def record_stop(out: Path, exc: BaseException, history, saved_step: int | None) -> BaseException:
+    """A run stopped by ``exc`` (divergence, a signal, a failure): write what it measured and
+    ``status.json`` saying why, and return the exception to raise, its message saying how to
+    go on (resume from the last checkpoint, step ``saved_step``)."""
+    from .train import Interrupted
+
+    resume = f"fastnet-train --resume {shlex.quote(str(out))}"
+    if isinstance(exc, KeyboardInterrupt):
+        if not isinstance(exc, Interrupted):
+            exc = Interrupted(signal.SIGINT)
+        if exc.step is not None:
+            exc.message = f"fastnet: interrupted at step {exc.step}; resume with: {resume}"
+        elif saved_step is not None:
+            exc.message = f"fastnet: interrupted; resume with: {resume} (continues from the checkpoint at step {saved_step})"
+    elif isinstance(exc, DivergenceError) and saved_step is not None:
+        exc.args = (f"{exc}; the history and the last good checkpoint (step {saved_step}) are kept in {out}",)
+    reason = "diverged" if isinstance(exc, DivergenceError) else "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    try:
+        write_history(out, history)
+        write_json(out / "status.json", {"status": reason, "message": str(exc), "steps": history.steps, "checkpoint_step": saved_step})
+    except OSError:
+        pass  # the disk may be full: the checkpoint is what matters, and it is intact
+    return exc
+
+
+def run_metrics(cfg, data, backend, history, test, last: dict, wall: float, resumed_from: int | None, extra: dict | None = None) -> dict:
+    """The contents of ``metrics.json`` of a finished run."""
+    return {
         "test_accuracy": test.accuracy, "test_loss": test.loss, "test_cost": test.cost,
         "val_accuracy": last["val_accuracy"], "val_loss": last["val_loss"], "val_cost": last["val_cost"],
         "train_accuracy": last["train_accuracy"], "train_loss": last["train_loss"], "train_cost": last["train_cost"],
         "train_seconds": history.train_seconds, "eval_seconds": history.eval_seconds, "wall_seconds": wall,
         "epochs": last["epoch"], "steps": history.steps, "n_s": cfg.resolved_n_s(data.X_train.shape[0]),
         "backend": backend.name, "backend_version": backend.version, "dtype": cfg.dtype,
-        "environment": environment(), "status": "finished", "resumed_from_step": start.t if start is not None else None,
-        **bonus_metrics,
+        "environment": environment(), "status": "finished", "resumed_from_step": resumed_from,
+        **(extra or {}),
     }
-    _guard_writes(out, lambda: write_json(out / "metrics.json", metrics), saved["step"])
-    return metrics
 
 
 def describe(cfg) -> str:
