@@ -183,12 +183,15 @@ class FastnetImpl(Impl):
         train_step(self.net, Xb, yb, self.spec.lam, eta, self.ops)
 
     def epoch(self, X, y, plan):
-        from fastnet.train import train_step
+        from fastnet.train import Stepper
 
-        net, ops, lam = self.net, self.ops, self.spec.lam
-        for j in range(plan.n_batches):
-            idx = plan.idx(j)
-            train_step(net, X[idx], y[idx], lam, float(plan.etas[j]), ops)
+        # What fit runs for each step (the fused step where the backend has one).
+        stepper = Stepper(self.net, X, y, self.spec.lam, self.ops)
+        try:
+            for j in range(plan.n_batches):
+                stepper(plan.idx(j), float(plan.etas[j]), j)
+        finally:
+            stepper.close()
 
     def params(self):
         return fastnet_params(self.net)

@@ -31,6 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .errors import ConfigError, DivergenceError
+from .engine import fused_step_for
 from .network import DEFAULT_ALPHA, DEFAULT_EPS, INITS, PLACEMENTS, Network, backward, check_architecture, evaluate, forward_train, init_network, update_running_stats
 from .optim import OPTIMIZERS, check_adam, check_cyclic, check_schedule, learning_rate, make_optimizer, sgd_step
 from .progress import Progress
@@ -320,6 +321,39 @@ def train_step(net: Network, X: NDArray, y: NDArray, lam: float, eta: float, ops
     return loss
 
 
+class Stepper:
+    """How :func:`fit` takes a step: ``stepper(idx, eta, t)`` trains on rows ``idx`` of (X, y).
+
+    The compiled whole step of :mod:`fastnet.engine` when the backend has one and the
+    configuration qualifies (``self.fused``), else :func:`train_step` op by op; the two compute
+    the same step. ``augment(Xb, t)``, if given, transforms each gathered batch.
+    ``self.Xb`` is the last batch trained on. Call :meth:`close` when training stops (it gives
+    the network ordinary C-contiguous arrays back). Benchmarks use it to time what fit runs.
+    """
+
+    def __init__(self, net: Network, X: NDArray, y: NDArray, lam: float, ops, optimizer=None, augment=None):
+        self.net, self.X, self.y, self.lam, self.ops, self.augment = net, X, y, lam, ops, augment
+        self.optimizer = optimizer if optimizer is not None and optimizer.name != "sgd" else None
+        self.fused = fused_step_for(net, ops, optimizer=optimizer.name if optimizer is not None else "sgd")
+        self.Xb = None
+
+    def __call__(self, idx: NDArray, eta: float, t: int = 0) -> float:
+        fused, X, y = self.fused, self.X, self.y
+        if fused is not None and self.augment is None:
+            self.Xb, yb = fused.gather(X, y, idx)  # into the step's own buffers
+            return fused.step(self.Xb, yb, self.lam, eta, checked=False)
+        self.Xb = X[idx] if self.augment is None else self.augment(X[idx], t)
+        if fused is not None:
+            return fused.step(self.Xb, y[idx], self.lam, eta)
+        # SGD is stateless: train_step's default; an optimiser with state gets itself and t
+        step_kw = {} if self.optimizer is None else {"optimizer": self.optimizer, "t": t}
+        return train_step(self.net, self.Xb, y[idx], self.lam, eta, self.ops, **step_kw)
+
+    def close(self) -> None:
+        if self.fused is not None:
+            self.fused.detach()
+
+
 def first_nonfinite(net: Network) -> str | None:
     """The name of the first parameter or running statistic holding NaN or inf, if any."""
     for name, a in {**net.params(), **net.running_stats()}.items():
@@ -449,14 +483,14 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
             checkpoint(Position(t, epoch, j, rng_state))
             start_time = time.perf_counter()
 
-    def batch_at(idx: NDArray) -> NDArray:
-        Xb = X[idx]
-        if cfg.augment:
-            from .augment import augment_batch
+    augment = None
+    if cfg.augment:
+        from .augment import augment_batch
 
-            Xb = augment_batch(Xb, np.random.default_rng([cfg.seed, 3, t]), cfg.augment_shift)
-        return Xb
+        def augment(Xb: NDArray, t: int) -> NDArray:
+            return augment_batch(Xb, np.random.default_rng([cfg.seed, 3, t]), cfg.augment_shift)
 
+    stepper = Stepper(net, X, y, cfg.lam, ops, optimizer, augment)
     stop.deferring = True
     try:
         if start is None:
@@ -472,15 +506,12 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
                     break
                 idx = perm[j * cfg.batch : (j + 1) * cfg.batch]
                 eta = lr(t)
-                Xb = batch_at(idx)
-                # SGD is stateless: train_step's default; an optimiser with state gets itself and t
-                step_kw = {} if optimizer.name == "sgd" else {"optimizer": optimizer, "t": t}
-                loss = train_step(net, Xb, y[idx], cfg.lam, eta, ops, **step_kw)
+                loss = stepper(idx, eta, t)
                 history.step_eta.append(eta)
                 history.step_loss.append(loss)
                 t += 1
                 if not math.isfinite(loss):  # the step made no update: the network is as it was
-                    raise diverged(locate_nonfinite(net, Xb, y[idx], ops))
+                    raise diverged(locate_nonfinite(net, stepper.Xb, y[idx], ops))
                 due = (cfg.eval_every and t % cfg.eval_every == 0) or (precise and cfg.precise_every and t % cfg.precise_every == 0)
                 if due and t < total:
                     record(t / per_epoch)
@@ -492,6 +523,7 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
     finally:
         stop.deferring = False
         bar.close()
+        stepper.close()
     return history
 
 

@@ -80,6 +80,10 @@ _MODULES = {
     "cython": "fastnet.backends.cython_ops",
 }
 
+#: Backends that also compile a whole SGD step (see :mod:`fastnet.engine`): ``ops.fused_step``
+#: is this module (``gather_rows``, ``sgd_step``), or None for the others.
+_FUSED_STEP = {"numba": "fastnet.backends.numba_step"}
+
 
 class FastnetBackendNotice(UserWarning):
     """A backend was unavailable, or lacked an op, and another was used instead."""
@@ -143,6 +147,7 @@ def load(name: str) -> Backend:
         reference = importlib.import_module(_MODULES["numpy"])
         missing = tuple(op for op in OPS if not hasattr(module, op))
         ops = SimpleNamespace(**{op: getattr(module, op, None) or getattr(reference, op) for op in OPS})
+        ops.fused_step = importlib.import_module(_FUSED_STEP[name]) if name in _FUSED_STEP else None
         backend = Backend(name, ops, version=_version(name, module), fallback_ops=missing)
     _cache[name] = backend
     return backend

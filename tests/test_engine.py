@@ -1,0 +1,148 @@
+"""The fused training step (fastnet.engine) against the op-by-op step it replaces.
+
+Tolerances: in float64 the two paths differ only in the order of a few roundings (the
+weight step is (1 - 2 eta lam) W - (eta/n) G^T X instead of W - eta (G^T X / n + 2 lam W),
+and bias sums are taken in float64), so after 25 steps every array agrees to 1e-12 relative
+to its largest entry. In float32 one step's roundings (~6e-8 relative) are amplified by the
+following steps through the batch-norm divisions; 25 steps stay within 2e-5.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from fastnet.backends import load, resolve
+from fastnet.engine import FusedStep, fused_step_for
+from fastnet.network import init_network
+from fastnet.train import Stepper, TrainConfig, fit, train_step
+
+numba_backend = load("numba")
+pytestmark = pytest.mark.skipif(not numba_backend.available, reason=f"numba unavailable: {numba_backend.reason}")
+
+D, K, N = 60, 10, 400
+NETS = {"3-layer": [20, 15], "9-layer": [20, 15, 12, 12, 8, 8, 8, 8]}
+
+
+def _data(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((N, D)).astype(dtype), rng.integers(0, K, N)
+
+
+def _arrays(net):
+    return {**net.params(), **net.running_stats()}
+
+
+def _worst(a, b) -> float:
+    A, B = _arrays(a), _arrays(b)
+    assert A.keys() == B.keys()
+    return max(float(np.abs(A[k] - B[k]).max() / np.abs(A[k]).max()) for k in A)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+@pytest.mark.parametrize("bn", [True, False])
+@pytest.mark.parametrize("hidden", NETS.values(), ids=NETS.keys())
+def test_fused_step_equals_the_op_by_op_step(dtype, tol, bn, hidden):
+    X, y = _data(dtype)
+    ops = resolve("numba").ops
+    a = init_network(D, hidden, K, bn=bn, dtype=dtype, rng=np.random.default_rng(1))
+    b = copy.deepcopy(a)
+    fused = fused_step_for(b, ops)
+    assert isinstance(fused, FusedStep)
+    rng = np.random.default_rng(2)
+    for t in range(25):
+        idx = rng.permutation(N)[:50]
+        eta = 0.02 + 0.001 * t
+        la = train_step(a, X[idx], y[idx], 0.01, eta, ops)
+        Xb, yb = fused.gather(X, y, idx)
+        lb = fused.step(Xb, yb, 0.01, eta, checked=False)
+        assert lb == pytest.approx(la, rel=10 * tol)
+    fused.detach()
+    assert b.layers[0].W.flags.c_contiguous
+    assert _worst(a, b) <= tol
+
+
+def test_the_network_sees_every_update_while_the_step_is_attached():
+    X, y = _data(np.float64)
+    net = init_network(D, NETS["3-layer"], K, bn=True, dtype=np.float64, rng=np.random.default_rng(1))
+    fused = fused_step_for(net, resolve("numba").ops)
+    W1_before = net.layers[0].W.copy()
+    assert net.layers[0].mu_av is None
+    fused.step(X[:50], y[:50], 0.0, 0.1)
+    assert net.layers[0].W.shape == (20, D) and not np.array_equal(net.layers[0].W, W1_before)
+    assert net.layers[0].mu_av is not None  # the first batch set the running averages
+
+
+def test_a_non_finite_loss_leaves_the_network_as_it_was():
+    X, y = _data(np.float64)
+    net = init_network(D, NETS["3-layer"], K, bn=True, dtype=np.float64, rng=np.random.default_rng(1))
+    fused = fused_step_for(net, resolve("numba").ops)
+    fused.step(X[:50], y[:50], 0.0, 0.1)
+    before = copy.deepcopy(_arrays(net))
+    bad = X[:50].copy()
+    bad[3, 4] = np.inf
+    assert not np.isfinite(fused.step(bad, y[:50], 0.0, 0.1))
+    after = _arrays(net)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_the_checked_step_refuses_what_the_compiled_step_would_trust():
+    X, y = _data(np.float32)
+    net = init_network(D, NETS["3-layer"], K, bn=True, dtype=np.float32, rng=np.random.default_rng(1))
+    fused = fused_step_for(net, resolve("numba").ops)
+    with pytest.raises(ValueError, match="labels must lie in 0..9"):
+        fused.step(X[:10], np.full(10, 10), 0.0, 0.1)
+    with pytest.raises(ValueError, match="labels must lie"):
+        fused.step(X[:10], np.full(10, -1), 0.0, 0.1)
+    with pytest.raises(ValueError, match=r"shape \(n >= 2, 60\)"):
+        fused.step(X[:10, :59], y[:10], 0.0, 0.1)
+    with pytest.raises(ValueError, match="integer labels"):
+        fused.step(X[:10], y[:10].astype(float), 0.0, 0.1)
+    fused.step(X[:10].astype(np.float64), y[:10].astype(np.uint8), 0.0, 0.1)  # converted, not refused
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+def test_only_a_backend_with_a_compiled_step_offers_one(backend):
+    net = init_network(D, [20], K, bn=True, rng=np.random.default_rng(1))
+    if load(backend).available:
+        assert fused_step_for(net, resolve(backend).ops) is None
+
+
+@pytest.mark.parametrize("kw,optimizer", [
+    (dict(bn=True, bn_placement="after"), "sgd"),
+    (dict(bn=True, skip=True), "sgd"),
+    (dict(bn=True), "adam"),
+])
+def test_configurations_the_fused_step_does_not_cover_take_the_op_path(kw, optimizer):
+    net = init_network(D, [20, 20, 20, 20], K, rng=np.random.default_rng(1), **kw)
+    assert fused_step_for(net, resolve("numba").ops, optimizer=optimizer) is None
+
+
+def test_fit_through_the_fused_step_equals_fit_op_by_op(monkeypatch):
+    """Two epochs of fit in float64: with the fused step (numba) and without it (the same
+    numba ops, the fused step hidden): same weights, history and step losses."""
+    from types import SimpleNamespace
+
+    X, y = _data(np.float64)
+    data = SimpleNamespace(X_train=X[:300], y_train=y[:300], X_val=X[300:], y_val=y[300:])
+    cfg = TrainConfig(hidden=NETS["3-layer"], batch=50, n_s=6, cycles=1, lam=0.01, dtype="float64", seed=3).validate()
+    ops = resolve("numba").ops
+    plain = SimpleNamespace(**{**vars(ops), "fused_step": None})
+    nets = []
+    hists = []
+    for o in (ops, plain):
+        net = init_network(D, cfg.hidden, K, bn=True, dtype=np.float64, rng=np.random.default_rng(4))
+        hists.append(fit(net, data, cfg, o, progress=False))
+        nets.append(net)
+    assert _worst(*nets) <= 1e-12
+    assert all(L.W.flags.c_contiguous for L in nets[0].layers)
+    assert np.allclose(hists[0].step_loss, hists[1].step_loss, rtol=1e-12, atol=0)
+    assert [r["val_accuracy"] for r in hists[0].evals] == [r["val_accuracy"] for r in hists[1].evals]
+
+
+def test_stepper_uses_the_fused_step_only_where_it_applies():
+    X, y = _data(np.float32)
+    net = init_network(D, [20], K, bn=True, rng=np.random.default_rng(1))
+    assert Stepper(net, X, y, 0.0, resolve("numba").ops).fused is not None
+    assert Stepper(net, X, y, 0.0, resolve("numpy").ops).fused is None
