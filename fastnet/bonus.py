@@ -151,7 +151,7 @@ def _echo(line: str) -> None:
 
 
 def run_bonus(name: str, out="experiments", *, data_dir=None, workers: int | None = None, scheduler: str | None = None,
-              quick: bool = False, backend: str = "auto", plots: bool = True, echo=_echo, pool=None) -> dict:
+              quick: bool = False, backend: str = "auto", plots: bool = True, echo=_echo, pool=None, lockstep: bool = True) -> dict:
     """Train the runs of bonus experiment ``name`` into ``OUT/bonus/`` (finished ones are kept),
     then the adaptive-BN evaluations it needs, then ``bonus.json`` / ``bonus.md`` of every
     finished bonus run there. Returns the bonus.json record (with ``failed`` runs listed)."""
@@ -161,7 +161,7 @@ def run_bonus(name: str, out="experiments", *, data_dir=None, workers: int | Non
     folder = Path(out) / FOLDER
     echo(f"experiment {name}: {len(runs)} runs{' (quick)' if quick else ''} -> {folder}")
     t0 = time.perf_counter()
-    result = run_sweep(runs, folder, data_dir=data_dir, workers=workers, scheduler=scheduler, plots=plots, echo=echo, pool=pool)
+    result = run_sweep(runs, folder, data_dir=data_dir, workers=workers, scheduler=scheduler, plots=plots, echo=echo, pool=pool, lockstep=lockstep)
     if name in ("bonus", "bonus-adaptive-bn"):
         adaptive_evaluations(folder, data_dir=data_dir, echo=echo)
     if name in ("bonus", "bonus-bn-after", "bonus-skip") or not (folder / "gradcheck_bonus.json").exists():

@@ -222,7 +222,7 @@ def cmd_experiment(args) -> int:
 
     result = run_experiment(args.name, args.out, data_dir=args.data_dir, workers=args.workers, scheduler=args.scheduler,
                             quick=args.quick, backend=args.backend or os.environ.get("FASTNET_BACKEND") or "auto",
-                            full_n_s=args.full_n_s, plots=not args.no_plots)
+                            full_n_s=args.full_n_s, plots=not args.no_plots, lockstep=not args.no_lockstep)
     records = result if args.name == "all" else {args.name: result}
     failed = [f"{exp}/{run}" for exp, rec in records.items() for run in rec.get("failed", [])]
     print(f"experiment {args.name} -> {args.out}" + (f"; failed runs: {', '.join(failed)}" if failed else ""))
@@ -238,7 +238,8 @@ def cmd_sweep(args) -> int:
         from dataclasses import replace
 
         runs = [(name, replace(cfg, backend=args.backend)) for name, cfg in runs]
-    result = run_sweep(runs, args.out, data_dir=args.data_dir, workers=args.workers, scheduler=args.scheduler, plots=not args.no_plots)
+    result = run_sweep(runs, args.out, data_dir=args.data_dir, workers=args.workers, scheduler=args.scheduler, plots=not args.no_plots,
+                       lockstep=not args.no_lockstep)
     print(f"{len(result.executed)} runs trained, {len(result.skipped)} already finished, {len(result.failed)} failed -> {Path(args.out) / 'results.md'}")
     return 1 if result.failed else 0
 
@@ -261,6 +262,8 @@ def _add_sweep_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--scheduler", help="address of a dask.distributed scheduler to submit the runs to, e.g. tcp://127.0.0.1:8786")
     p.add_argument("--backend", choices=["auto", "numpy", "numba", "cython"], help="kernel backend of every run (default auto)")
     p.add_argument("--no-plots", action="store_true", help="skip each run's PNG figures")
+    p.add_argument("--no-lockstep", action="store_true", help="train every run on its own (default: runs differing only in lambda or the "
+                                                              "learning-rate range train together in lock-step groups, one per worker)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -247,22 +247,25 @@ def _sweep(runs, exp_dir: Path, kw: dict):
 
 def run_experiment(name: str, out="experiments", *, data_dir=None, workers: int | None = None, scheduler: str | None = None,
                    quick: bool = False, backend: str = "auto", full_n_s: bool = False, plots: bool = True, echo=_echo,
-                   pool=None, ran_before: list[str] | None = None) -> dict:
+                   pool=None, ran_before: list[str] | None = None, lockstep: bool = True) -> dict:
     """Run experiment ``name`` (or every one for ``"all"``) into ``out``; returns its record
     (experiment.json plus ``rows``, the result row of every run; for ``"all"``:
     ``{name: record}``). Finished runs already there are kept (resumable).
 
     ``pool`` (from :func:`fastnet.sweep.worker_pool`) is reused instead of starting processes;
     ``ran_before`` names runs of this experiment trained by an earlier sweep of the same
-    invocation (they are recorded as executed, not as found finished).
+    invocation (they are recorded as executed, not as found finished). ``lockstep``: train
+    runs that differ only in lambda in lock-step groups (:func:`fastnet.sweep.run_sweep`).
     """
     out = Path(out)
     if name.startswith("bonus"):  # Exercise 4: fastnet/bonus.py, all runs in OUT/bonus/
         from .bonus import run_bonus
 
-        return run_bonus(name, out, data_dir=data_dir, workers=workers, scheduler=scheduler, quick=quick, backend=backend, plots=plots, echo=echo, pool=pool)
+        return run_bonus(name, out, data_dir=data_dir, workers=workers, scheduler=scheduler, quick=quick, backend=backend, plots=plots, echo=echo, pool=pool,
+                         lockstep=lockstep)
     if name == "all":
-        return _run_all(out, data_dir=data_dir, workers=workers, scheduler=scheduler, quick=quick, backend=backend, full_n_s=full_n_s, plots=plots, echo=echo)
+        return _run_all(out, data_dir=data_dir, workers=workers, scheduler=scheduler, quick=quick, backend=backend, full_n_s=full_n_s, plots=plots, echo=echo,
+                        lockstep=lockstep)
     if name == "gradcheck":
         return run_gradcheck(out, echo=echo)
     if name not in EXPERIMENTS:
@@ -272,9 +275,9 @@ def run_experiment(name: str, out="experiments", *, data_dir=None, workers: int 
 
         with worker_pool(workers) as pool:  # one pool for every stage: each worker loads the data once
             return run_experiment(name, out, data_dir=data_dir, workers=workers, quick=quick, backend=backend, full_n_s=full_n_s,
-                                  plots=plots, echo=echo, pool=pool, ran_before=ran_before)
+                                  plots=plots, echo=echo, pool=pool, ran_before=ran_before, lockstep=lockstep)
     exp_dir = out / name
-    kw = dict(data_dir=data_dir, workers=workers, scheduler=scheduler, plots=plots, echo=echo, pool=pool)
+    kw = dict(data_dir=data_dir, workers=workers, scheduler=scheduler, plots=plots, echo=echo, pool=pool, lockstep=lockstep)
     echo(f"experiment {name}: {TITLES[name]}{' (quick)' if quick else ''} -> {exp_dir}")
     t0 = time.perf_counter()
     extra = {}
@@ -302,7 +305,7 @@ def run_experiment(name: str, out="experiments", *, data_dir=None, workers: int 
     return record
 
 
-def _run_all(out: Path, *, data_dir, workers, scheduler, quick, backend, full_n_s, plots, echo) -> dict:
+def _run_all(out: Path, *, data_dir, workers, scheduler, quick, backend, full_n_s, plots, echo, lockstep: bool = True) -> dict:
     """Every experiment, with as much in parallel as the dependencies allow: the runs that
     depend on nothing (every preset and the coarse lambda grid) go into one sweep over
     ``out``; then the fine lambda stage; then the 3-cycle run with the best lambda. One pool
@@ -319,11 +322,11 @@ def _run_all(out: Path, *, data_dir, workers, scheduler, quick, backend, full_n_
     use_pool = scheduler is None and (workers or default_workers()) > 1
     with (worker_pool(workers) if use_pool else contextlib.nullcontext()) as pool:
         echo(f"experiment all: {len(independent)} independent runs first (every preset and the coarse lambda grid)")
-        first = run_sweep(independent, out, data_dir=data_dir, workers=workers, scheduler=scheduler, plots=plots, echo=echo, pool=pool)
+        first = run_sweep(independent, out, data_dir=data_dir, workers=workers, scheduler=scheduler, plots=plots, echo=echo, pool=pool, lockstep=lockstep)
         for exp in EXPERIMENTS:
             ran = [n.split("/", 1)[1] for n in first.executed if n.startswith(exp + "/")]
             records[exp] = run_experiment(exp, out, data_dir=data_dir, workers=workers, scheduler=scheduler, quick=quick, backend=backend,
-                                          full_n_s=full_n_s, plots=plots, echo=echo, pool=pool, ran_before=ran)
+                                          full_n_s=full_n_s, plots=plots, echo=echo, pool=pool, ran_before=ran, lockstep=lockstep)
     rows = []
     for exp in EXPERIMENTS:
         rows += [{**r, "name": f"{exp}/{r['name']}"} for r in records[exp].get("rows", [])]

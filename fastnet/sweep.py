@@ -12,9 +12,18 @@ Three ways to execute the same list, chosen by :func:`run_sweep`:
 
 In every case a process loads each data set it needs once and keeps it (:func:`load_data`).
 
+**Lock-step groups** (``lockstep=True``, the default): pending runs that differ only in
+lambda or the learning-rate range, and are otherwise groupable (plain SGD, batch norm before
+the ReLU or none; :mod:`fastnet.lockstep`), are trained together as one task -- one shared
+gather of each mini-batch and one wide first-layer product for all of them -- split into at
+least one group per worker (so 8 lambdas on 2 workers are 2 groups of 4). Each run still gets
+its own folder, as if trained alone. ``lockstep=False`` (``--no-lockstep``) trains every run
+on its own.
+
 **Resumable.** A run whose folder holds ``metrics.json`` (written last by
 :func:`fastnet.runs.run_to_folder`) is finished and skipped; a folder without it is an
-interrupted run and is done again from scratch. A finished run whose recorded configuration
+interrupted run and is done again from scratch (the unfinished runs of a lock-step group are
+grouped again, among themselves). A finished run whose recorded configuration
 differs from the requested one is refused rather than silently reused.
 
 The results of all runs, skipped or executed, are written after every completed run to
@@ -117,6 +126,46 @@ def execute_run(name: str, cfg_dict: dict, run_dir: str, data_dir=None, plots: b
     return {"name": name, "status": "finished", "metrics": metrics, "pid": os.getpid()}
 
 
+def execute_group(names: list[str], cfg_dicts: list[dict], run_dirs: list[str], data_dir=None, plots: bool = True, log_path=None, pin: bool = False) -> list[dict]:
+    """Train the runs ``names`` together in lock-step (:func:`fastnet.lockstep.run_group_to_folders`),
+    each into its ``run_dirs`` entry (overwriting unfinished folders); never raises for a failed
+    run: returns one :func:`execute_run`-style dict per run. Top-level for pickling."""
+    if pin:
+        pin_threads()
+    from .lockstep import run_group_to_folders
+    from .train import TrainConfig
+
+    cfgs = [TrainConfig.from_dict(d) for d in cfg_dicts]
+    for name in names:
+        _log(log_path, "started", name, f"lockstep={len(names)}")
+    try:
+        data = load_data(data_dir, cfgs[0].split, cfgs[0].n_val, cfgs[0].dtype)
+        outcomes = run_group_to_folders(cfgs, run_dirs, data=data, overwrite=True, progress=False, plots=plots)
+    except Exception as exc:  # the whole group failed; each run says why
+        for name in names:
+            _log(log_path, "failed", name)
+        return [{"name": name, "status": "failed", "message": f"{type(exc).__name__}: {exc}", "pid": os.getpid()} for name in names]
+    results = []
+    for name, outcome in zip(names, outcomes):
+        if isinstance(outcome, dict):
+            _log(log_path, "finished", name)
+            results.append({"name": name, "status": "finished", "metrics": outcome, "pid": os.getpid()})
+        else:
+            status = "diverged" if isinstance(outcome, DivergenceError) else "failed"
+            _log(log_path, status, name)
+            message = str(outcome) if status == "diverged" else f"{type(outcome).__name__}: {outcome}"
+            results.append({"name": name, "status": status, "message": message, "pid": os.getpid()})
+    return results
+
+
+def _task(unit: list[str], args: dict) -> tuple:
+    """(function, arguments) that train ``unit``: one run alone, or a lock-step group."""
+    if len(unit) == 1:
+        return execute_run, args[unit[0]]
+    a = [args[n] for n in unit]
+    return execute_group, (list(unit), [x[1] for x in a], [x[2] for x in a], a[0][3], a[0][4], a[0][5])
+
+
 # ---------------------------------------------------------------------------- the sweep
 
 
@@ -216,7 +265,8 @@ def default_workers() -> int:
 
 
 def run_sweep(runs, out_dir, *, data_dir=None, workers: int | None = None, scheduler: str | None = None,
-              plots: bool = True, echo=None, connect_timeout: float = 20.0, pool=None) -> SweepResult:
+              plots: bool = True, echo=None, connect_timeout: float = 20.0, pool=None, lockstep: bool = True,
+              max_group: int | None = None) -> SweepResult:
     """Train every ``(name, TrainConfig)`` of ``runs`` into ``out_dir/name`` unless finished.
 
     Parameters
@@ -241,6 +291,11 @@ def run_sweep(runs, out_dir, *, data_dir=None, workers: int | None = None, sched
     pool : concurrent.futures.Executor or None
         A pool from :func:`worker_pool` to train in (kept open), so that successive sweeps
         reuse its processes and the data they loaded. Overrides ``workers``.
+    lockstep : bool
+        Train groupable runs that differ only in lambda / learning-rate range together, in
+        lock-step groups (module docstring); False trains every run on its own.
+    max_group : int or None
+        The largest lock-step group (default :data:`fastnet.lockstep.MAX_GROUP`).
 
     Returns
     -------
@@ -300,19 +355,30 @@ def run_sweep(runs, out_dir, *, data_dir=None, workers: int | None = None, sched
 
     write_results(out_dir, [rows[n] for n in names])
     if pending:
+        from .lockstep import MAX_GROUP, plan_units
+
         args = {n: (n, configs[n].to_dict(), str(out_dir / n), None if data_dir is None else str(data_dir), plots, str(log_path)) for n in pending}
+        n_workers = pool._max_workers if pool is not None and not scheduler else (workers or default_workers())
+        units = plan_units(pending, configs, n_workers, lockstep, max_group or MAX_GROUP)
+        units.sort(key=lambda u: -sum(_estimated_cost(configs[n]) for n in u))  # longest first (stable)
+        grouped = [u for u in units if len(u) > 1]
+        if grouped:
+            echo(f"sweep: {sum(map(len, grouped))} runs in {len(grouped)} lock-step group(s) of {', '.join(str(len(u)) for u in grouped)}")
         if scheduler:
-            _run_dask(scheduler, pending, args, done, echo, connect_timeout)
+            _run_dask(scheduler, units, args, done, echo, connect_timeout)
         elif pool is not None:
             echo(f"sweep: {len(pending)} runs on {pool._max_workers} worker processes (BLAS threads pinned to 1)")
-            _submit_all(pool, pending, args, done, log_path)
+            _submit_all(pool, units, args, done, log_path)
         else:
-            n_workers = min(workers or default_workers(), len(pending))
+            n_workers = min(n_workers, len(units))
             if n_workers <= 1:
-                for n in pending:
-                    done(execute_run(*args[n]))
+                for unit in units:
+                    fn, a = _task(unit, args)
+                    res = fn(*a)
+                    for r in (res if isinstance(res, list) else [res]):
+                        done(r)
             else:
-                _run_pool(n_workers, pending, args, done, echo, log_path)
+                _run_pool(n_workers, units, args, done, echo, log_path)
     result.rows = [rows[n] for n in names]
     result.wall_seconds = time.perf_counter() - start
     return result
@@ -328,37 +394,42 @@ def worker_pool(workers: int | None = None):
     return ProcessPoolExecutor(max_workers=workers or default_workers(), mp_context=ctx, initializer=pin_threads)
 
 
-def _submit_all(pool, pending, args, done, log_path) -> None:
+def _submit_all(pool, units, args, done, log_path) -> None:
     from concurrent.futures import as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    futures = {pool.submit(execute_run, *args[n], True): n for n in pending}
+    futures = {}
+    for unit in units:
+        fn, a = _task(unit, args)
+        futures[pool.submit(fn, *a, True)] = unit
     try:
         for fut in as_completed(futures):
             try:
                 res = fut.result()
             except BrokenProcessPool as exc:
-                res = {"name": futures[fut], "status": "failed", "message": f"worker process died ({exc})"}
-                _log(log_path, "lost", futures[fut])
-            done(res)
+                res = [{"name": n, "status": "failed", "message": f"worker process died ({exc})"} for n in futures[fut]]
+                for n in futures[fut]:
+                    _log(log_path, "lost", n)
+            for r in (res if isinstance(res, list) else [res]):
+                done(r)
     except BaseException:
         for fut in futures:
             fut.cancel()
         raise
 
 
-def _run_pool(n_workers: int, pending, args, done, echo, log_path) -> None:
-    echo(f"sweep: {len(pending)} runs on {n_workers} worker processes (BLAS threads pinned to 1)")
+def _run_pool(n_workers: int, units, args, done, echo, log_path) -> None:
+    echo(f"sweep: {sum(map(len, units))} runs on {n_workers} worker processes (BLAS threads pinned to 1)")
     pool = worker_pool(n_workers)
     try:
-        _submit_all(pool, pending, args, done, log_path)
+        _submit_all(pool, units, args, done, log_path)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
 
 
-def _run_dask(address: str, pending, args, done, echo, connect_timeout: float = 20.0) -> None:
+def _run_dask(address: str, units, args, done, echo, connect_timeout: float = 20.0) -> None:
     try:
         from distributed import Client, as_completed
     except ImportError:
@@ -369,16 +440,20 @@ def _run_dask(address: str, pending, args, done, echo, connect_timeout: float = 
         raise FastnetError(f"cannot reach the dask scheduler at {address} ({exc})") from None
     try:
         n = len(client.scheduler_info().get("workers", {}))
-        echo(f"sweep: {len(pending)} runs on the dask cluster {address} ({n} workers)")
+        echo(f"sweep: {sum(map(len, units))} runs on the dask cluster {address} ({n} workers)")
         client.run(pin_threads)
-        futures = [client.submit(execute_run, *args[name], True, key=f"fastnet-run-{name}-{os.getpid()}-{time.time_ns()}", pure=False) for name in pending]
-        names = {f.key: name for f, name in zip(futures, pending)}
+        futures = []
+        for unit in units:
+            fn, a = _task(unit, args)
+            futures.append(client.submit(fn, *a, True, key=f"fastnet-run-{unit[0]}-{len(unit)}-{os.getpid()}-{time.time_ns()}", pure=False))
+        members = {f.key: unit for f, unit in zip(futures, units)}
         for fut in as_completed(futures):
             try:
                 res = fut.result()
             except Exception as exc:  # the task itself never raises; this is the cluster failing
-                res = {"name": names[fut.key], "status": "failed", "message": f"dask: {type(exc).__name__}: {exc}"}
-            done(res)
+                res = [{"name": n, "status": "failed", "message": f"dask: {type(exc).__name__}: {exc}"} for n in members[fut.key]]
+            for r in (res if isinstance(res, list) else [res]):
+                done(r)
     finally:
         client.close()
 
