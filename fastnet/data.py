@@ -14,6 +14,7 @@ damage (truncation, garbage, wrong shape or dtype): no other exception escapes.
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import os
@@ -498,6 +499,24 @@ def _labels(value: Any, path: Path) -> NDArray[np.int64]:
     return np.array(labels, dtype=np.int64)
 
 
+def _read_batch(path: Path) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
+    """:func:`load_batch` without its final copy: the images are a read-only view of the
+    bytes the unpickler built (C- or Fortran-ordered, as the file says)."""
+    d = _unpickle(path)
+    if not isinstance(d, dict):
+        raise DataError(f"{path} holds a {type(d).__name__}, not a dict; it is not a "
+                        f"CIFAR-10 batch file")
+    data, y = _entry(d, "data", path), _labels(_entry(d, "labels", path), path)
+    X = data.array if isinstance(data, _ArrayStub) else None
+    if X is None or X.dtype != np.uint8 or X.ndim != 2 or X.shape[1] != N_FEATURES:
+        what = f"{X.dtype} array of shape {X.shape}" if X is not None else type(data).__name__
+        raise DataError(f"{path}: 'data' is a {what}, expected uint8 of shape (n, "
+                        f"{N_FEATURES}); it is not a CIFAR-10 batch file")
+    if len(X) != len(y):
+        raise DataError(f"{path} has {len(X)} images but {len(y)} labels; the file is corrupt")
+    return X, y
+
+
 def load_batch(path: str | os.PathLike[str]) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
     """Load one CIFAR-10 batch file safely.
 
@@ -519,19 +538,7 @@ def load_batch(path: str | os.PathLike[str]) -> tuple[NDArray[np.uint8], NDArray
         If the file is missing, unreadable, truncated, corrupt, of the wrong shape or dtype,
         or refers to anything but numpy arrays (the message names the file and the problem).
     """
-    path = Path(path)
-    d = _unpickle(path)
-    if not isinstance(d, dict):
-        raise DataError(f"{path} holds a {type(d).__name__}, not a dict; it is not a "
-                        f"CIFAR-10 batch file")
-    data, y = _entry(d, "data", path), _labels(_entry(d, "labels", path), path)
-    X = data.array if isinstance(data, _ArrayStub) else None
-    if X is None or X.dtype != np.uint8 or X.ndim != 2 or X.shape[1] != N_FEATURES:
-        what = f"{X.dtype} array of shape {X.shape}" if X is not None else type(data).__name__
-        raise DataError(f"{path}: 'data' is a {what}, expected uint8 of shape (n, "
-                        f"{N_FEATURES}); it is not a CIFAR-10 batch file")
-    if len(X) != len(y):
-        raise DataError(f"{path} has {len(X)} images but {len(y)} labels; the file is corrupt")
+    X, y = _read_batch(Path(path))
     return np.array(X, order="C"), y
 
 
@@ -567,14 +574,78 @@ def load_label_names(folder: str | os.PathLike[str]) -> list[str]:
 
 # --------------------------------------------------------------------------- the data set
 
+class NormalisedImages:
+    """uint8 images normalised as they are read: rows of ``(pixels - mean) / std`` as ``dtype``.
+
+    The test set of :func:`load_cifar10`. It is read once, at the end of a run, a chunk of rows
+    at a time (:func:`fastnet.network.evaluate` and ``predict`` slice their input), so it is
+    kept at one byte a pixel -- 31 MB for 10,000 images instead of 123 MB in float32 -- and
+    each chunk is normalised when sliced, by the float64 arithmetic that made the training and
+    validation sets: the rows are bit for bit those an eager normalisation gives.
+
+    Indexing rows (an integer, a slice, an integer or boolean array; then columns, if given)
+    returns a new C-contiguous array of ``dtype``, normalising only those rows (but for an
+    array of rows followed by column indices, which numpy pairs up: that normalises all
+    rows first); ``np.asarray`` gives the whole set, so
+    NumPy functions and operators accept it too. ``shape``, ``ndim``, ``dtype`` and ``len``
+    are those of that array. There is nothing to write to.
+
+    Parameters
+    ----------
+    pixels : ndarray of uint8, shape (n, 3072)
+    mean, std : ndarray of float64, shape (3072,)
+        The training statistics (std already without zeros).
+    dtype : float32 or float64
+    """
+
+    __slots__ = ("pixels", "mean", "std", "dtype")
+    ndim = 2
+
+    def __init__(self, pixels: NDArray[np.uint8], mean: NDArray[np.float64],
+                 std: NDArray[np.float64], dtype: DTypeLike) -> None:
+        self.pixels, self.mean, self.std, self.dtype = pixels, mean, std, np.dtype(dtype)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.pixels.shape
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, index: Any) -> NDArray[np.floating]:
+        if isinstance(index, tuple):
+            head = index[0] if index else slice(None)
+            if not isinstance(head, (slice, int, np.integer)):   # arrays pair with arrays: numpy's rules
+                return np.asarray(self)[index]
+            rows = self[head]   # rows first, then the columns of what they give
+            return rows[index[1:]] if rows.ndim == 1 else rows[(slice(None), *index[1:])]
+        U = self.pixels[index]
+        if U.ndim == 1:
+            return _normalise(U[None], self.mean, self.std, self.dtype)[0]
+        return _normalise(U, self.mean, self.std, self.dtype)
+
+    def __array__(self, dtype: DTypeLike = None, copy: bool | None = None) -> NDArray[np.floating]:
+        if copy is False:
+            raise ValueError("the normalised images exist only once computed: a copy is needed")
+        X = self[:]
+        return X if dtype is None else X.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        n, d = self.shape
+        return f"NormalisedImages({n} x {d} uint8 images, read as {self.dtype})"
+
+
 @dataclass(eq=False)
 class Dataset:
     """CIFAR-10 split into training, validation and test sets, normalised by training statistics.
 
     Attributes
     ----------
-    X_train, X_val, X_test : ndarray, shape (n, 3072)
+    X_train, X_val : ndarray, shape (n, 3072)
         Normalised images, C-contiguous, of the requested float dtype.
+    X_test : NormalisedImages or ndarray, shape (n, 3072)
+        The test images, normalised alike; :func:`load_cifar10` keeps them as uint8 and
+        normalises the rows that are read (:class:`NormalisedImages`).
     y_train, y_val, y_test : ndarray of int64, shape (n,)
         Labels in 0..9.
     mean, std : ndarray of float64, shape (3072,)
@@ -591,7 +662,7 @@ class Dataset:
     y_train: NDArray[np.int64] = field(repr=False)
     X_val: NDArray[np.floating] = field(repr=False)
     y_val: NDArray[np.int64] = field(repr=False)
-    X_test: NDArray[np.floating] = field(repr=False)
+    X_test: NormalisedImages | NDArray[np.floating] = field(repr=False)
     y_test: NDArray[np.int64] = field(repr=False)
     mean: NDArray[np.float64] = field(repr=False)
     std: NDArray[np.float64] = field(repr=False)
@@ -609,38 +680,95 @@ class Dataset:
 _BLOCK = 256   # rows per block: a reused float64 block buffer of 6 MB stays in cache
 
 
-def _stats(U: NDArray[np.uint8]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Per-column mean and (biased) std of uint8 rows, exactly, without a float copy of ``U``.
+def _stats(images: list[NDArray[np.uint8]], n: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per-column mean and (biased) std of the first ``n`` rows of ``images`` taken in order,
+    exactly, without a float copy of them.
 
     Sums of x and x^2 are exact in int64 (n^2 * 255^2 < 2^63 for n < 10^7 rows), so the
-    variance ``(n * S2 - S1^2) / n^2`` has no cancellation error. A std of 0 becomes 1.
+    variance ``(n * S2 - S1^2) / n^2`` has no cancellation error, and the order of the rows
+    does not matter. A std of 0 becomes 1.
     """
-    n, d = U.shape
     if n == 0:
-        return np.zeros(d), np.ones(d)
-    s1 = U.sum(axis=0, dtype=np.int64)
-    s2 = np.zeros(d, np.int64)
-    buf = np.empty((_BLOCK, d), np.int64)
-    for start in range(0, n, _BLOCK):
-        block = U[start:start + _BLOCK]
-        sq = np.multiply(block, block, out=buf[:len(block)], dtype=np.int64)
-        s2 += sq.sum(axis=0)
+        return np.zeros(N_FEATURES), np.ones(N_FEATURES)
+    s1 = np.zeros(N_FEATURES, np.int64)
+    s2 = np.zeros(N_FEATURES, np.int64)
+    buf = np.empty((_BLOCK, N_FEATURES), np.int64)
+    left = n
+    for U in images:
+        U = U[:left]
+        left -= len(U)
+        s1 += U.sum(axis=0, dtype=np.int64)
+        for start in range(0, len(U), _BLOCK):
+            block = U[start:start + _BLOCK]
+            sq = np.multiply(block, block, out=buf[:len(block)], dtype=np.int64)
+            s2 += sq.sum(axis=0)
+        if not left:
+            break
     mean = s1 / n
     std = np.sqrt((n * s2 - s1 * s1) / float(n) ** 2)
     std[std == 0] = 1.0
     return mean, std
 
 
+def _trim_heap() -> None:
+    """Hand the C heap's free memory back to the system: glibc's ``malloc_trim``; elsewhere nothing.
+
+    Unpickling a batch file allocates blocks of about 30 MB (the file, a check's copy of the
+    pixels, the pixels). Once glibc has freed one such block that it had mapped, it raises
+    its mmap threshold and serves the next ones from its heap, where a block freed below a
+    live one stays resident: without this, loading CIFAR-10 left 234 MB of freed batch
+    memory in the process (measured with ``scripts/measure_memory.py``).
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL(None).malloc_trim
+        except (AttributeError, OSError, TypeError):   # not glibc: nothing to call
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
+
+
+def _normalise_into(images: list[NDArray[np.uint8] | None], mean: NDArray[np.float64],
+                    std: NDArray[np.float64], outs: list[NDArray[np.floating]],
+                    release: bool = False) -> None:
+    """Write ``(U - mean) / std`` of the rows of ``images`` (in order) into ``outs`` (in order;
+    their rows add up to those of ``images``), dropping each uint8 array from ``images`` as
+    soon as its rows are written, so that the images and the outputs are not all held at once;
+    ``release``: and hand its memory back to the system then (:func:`_trim_heap`).
+
+    Computed in float64 block by block (``(U - mean) * (1 / std)``, each element rounded
+    twice) and rounded to the output dtype on storing; how the rows are cut into blocks
+    does not change a bit of the result.
+    """
+    inv = 1.0 / std
+    buf = np.empty((_BLOCK, N_FEATURES), np.float64)
+    targets = iter(outs)
+    out, row = next(targets), 0
+    for i in range(len(images)):   # not enumerate(): its reused result tuple would keep U alive
+        U, images[i] = images[i], None
+        assert U is not None
+        start = 0
+        while start < len(U):
+            while row == len(out):
+                out, row = next(targets), 0
+            m = min(len(U) - start, len(out) - row, _BLOCK)
+            tmp = np.subtract(U[start:start + m], mean, out=buf[:m])
+            out[row:row + m] = np.multiply(tmp, inv, out=tmp)
+            start, row = start + m, row + m
+        if release:
+            del U
+            _trim_heap()
+
+
 def _normalise(U: NDArray[np.uint8], mean: NDArray[np.float64], std: NDArray[np.float64],
                dtype: np.dtype[Any]) -> NDArray[np.floating]:
-    """``(U - mean) / std`` computed in float64 block by block, stored as ``dtype``."""
+    """``(U - mean) / std`` as a new C-contiguous array of ``dtype`` (see _normalise_into)."""
     out = np.empty(U.shape, dtype)
-    inv = 1.0 / std
-    buf = np.empty((_BLOCK, U.shape[1]), np.float64)
-    for start in range(0, len(U), _BLOCK):
-        block = U[start:start + _BLOCK]
-        tmp = np.subtract(block, mean, out=buf[:len(block)])
-        out[start:start + len(block)] = np.multiply(tmp, inv, out=tmp)
+    _normalise_into([U], mean, std, [out])
     return out
 
 
@@ -684,12 +812,17 @@ def load_cifar10(data_dir: str | os.PathLike[str] | None = None, *, split: str =
     Returns
     -------
     Dataset
+        ``X_train`` and ``X_val`` are arrays; ``X_test`` is a :class:`NormalisedImages`.
 
     Notes
     -----
     Mean and std are per feature over the training rows, in float64 (std 0 becomes 1); the
-    validation and test sets use the same statistics. Only uint8 copies of the pixels and
-    the outputs are held: about 0.75 GB at float32 for the full set.
+    validation and test sets use the same statistics. Memory: the batch files are unpickled
+    one by one to uint8 (the pixels are never copied: 150 MB for batches 1-5), the
+    statistics are summed over those, and the float arrays are filled block by block while
+    each uint8 batch is dropped once its rows are written; the test set stays uint8 (31 MB).
+    At float32 the peak is about the float arrays (614 MB) plus the test pixels, and that is
+    what remains held.
 
     Raises
     ------
@@ -701,23 +834,26 @@ def load_cifar10(data_dir: str | os.PathLike[str] | None = None, *, split: str =
     dt = _check_args(split, n_val, dtype)
     folder = find_cifar10(data_dir, download=download, progress=progress)
     names = TRAIN_BATCHES if split == "a3" else TRAIN_BATCHES[:2]
-    batches = [load_batch(folder / name) for name in names]
+    parts = [_read_batch(folder / name) for name in names]
+    total = sum(len(X) for X, _ in parts)
     if split == "a3":
-        U = np.concatenate([X for X, _ in batches])
-        y = np.concatenate([y for _, y in batches])
-        del batches
-        if n_val >= len(U):
+        if n_val >= total:
             raise ConfigError(f"n_val={n_val} leaves no training rows: batches 1-5 hold "
-                              f"{len(U)} rows; use 0 <= n_val < {len(U)}")
-        cut = len(U) - n_val
-        (U_train, y_train), (U_val, y_val) = (U[:cut], y[:cut]), (U[cut:], y[cut:])
+                              f"{total} rows; use 0 <= n_val < {total}")
+        cut = total - n_val
     else:
-        (U_train, y_train), (U_val, y_val) = batches
-    U_test, y_test = load_batch(folder / TEST_BATCH)
-    mean, std = _stats(U_train)
+        cut = len(parts[0][0])
+    y = np.concatenate([y for _, y in parts])
+    images: list[NDArray[np.uint8] | None] = [X for X, _ in parts]
+    del parts
+    U_test, y_test = _read_batch(folder / TEST_BATCH)
+    _trim_heap()   # the files and the checks' copies of the pixels
+    mean, std = _stats(images, cut)   # type: ignore[arg-type]  # no None before the fill
+    X_train = np.empty((cut, N_FEATURES), dt)
+    X_val = np.empty((total - cut, N_FEATURES), dt)
+    _normalise_into(images, mean, std, [X_train, X_val], release=True)
     return Dataset(
-        X_train=_normalise(U_train, mean, std, dt), y_train=y_train,
-        X_val=_normalise(U_val, mean, std, dt), y_val=y_val,
-        X_test=_normalise(U_test, mean, std, dt), y_test=y_test,
+        X_train=X_train, y_train=y[:cut], X_val=X_val, y_val=y[cut:],
+        X_test=NormalisedImages(U_test, mean, std, dt), y_test=y_test,
         mean=mean, std=std, label_names=load_label_names(folder),
         source=str(folder), split=split)
