@@ -189,7 +189,7 @@ class FastnetImpl(Impl):
         stepper = Stepper(self.net, X, y, self.spec.lam, self.ops)
         try:
             for j in range(plan.n_batches):
-                stepper(plan.idx(j), float(plan.etas[j]), j)
+                stepper(plan.idx(j), float(plan.etas[j]), j, plan.idx(j + 1) if j + 1 < plan.n_batches else None)
         finally:
             stepper.close()
 

@@ -64,7 +64,6 @@ class FusedStep:
         W1 = layers[0].W
         self.W1t = np.ascontiguousarray(W1.T)  # (d, m_1)
         layers[0].W = self.W1t.T  # the network's view of it: (m_1, d), F-contiguous
-        self.dW1t = np.empty_like(self.W1t)
         self.bn = net.bn
         sizes = net.sizes
         hidden = sizes[1:-1]
@@ -73,7 +72,6 @@ class FusedStep:
 
         self._List = List
         self.Ws = List([layer.W for layer in layers[1:]])
-        self.dWs = List([np.empty_like(layer.W) for layer in layers[1:]])
         # biases of every layer; batch-norm hidden layers have none: zeros the kernel ignores
         self.bs = List([layer.b if layer.b is not None else np.zeros(layer.W.shape[0], dt) for layer in layers])
         if self.bn:
@@ -88,6 +86,8 @@ class FusedStep:
             self.first = False
         self.widths = hidden
         self.n = None
+        self._pending = None  # (future, idx, Xb, yb) of a prefetch
+        self._pool = None
 
     def _buffers(self, n: int) -> None:
         """The per-step arrays for a batch of n rows."""
@@ -106,15 +106,46 @@ class FusedStep:
         self.dbetas = List([np.empty(m, dt) for m in per_hidden])
         self.P = np.empty((n, sizes[-1]), dt)
         self.loss = np.empty(n, dt)
-        self.Xb = np.empty((n, sizes[0]), dt)
-        self.yb = np.empty(n, np.intp)
+        self._Xbs = [np.empty((n, sizes[0]), dt) for _ in range(2)]
+        self._ybs = [np.empty(n, np.intp) for _ in range(2)]
+        self._turn = 0
 
     def gather(self, X: NDArray, y: NDArray, idx: NDArray) -> tuple[NDArray, NDArray]:
-        """The mini-batch X[idx], y[idx] in the step's own buffers (overwritten by the next call)."""
+        """The mini-batch X[idx], y[idx] in the step's own buffers (valid until the next
+        gather but one: there are two, so a prefetch never writes the batch in use)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            future, p_idx, Xb, yb = pending
+            future.result()  # re-raises what the gather thread raised
+            if p_idx is idx or (len(p_idx) == len(idx) and np.array_equal(p_idx, idx)):
+                return Xb, yb
         if self.n != len(idx):
             self._buffers(len(idx))
-        self.kernel.gather_rows(X, y, idx, self.Xb, self.yb)
-        return self.Xb, self.yb
+        Xb, yb = self._spare()
+        self.kernel.gather_rows(X, y, idx, Xb, yb)
+        return Xb, yb
+
+    def prefetch(self, X: NDArray, y: NDArray, idx: NDArray) -> None:
+        """Start gathering the mini-batch ``idx`` in a second thread; the next :meth:`gather`
+        of the same rows waits for it instead of gathering. The compiled gather and step
+        release the GIL, so on a machine with a core to spare the gather of batch t + 1 costs
+        nothing while step t runs."""
+        if self._pending is not None:
+            self._pending[0].result()
+            self._pending = None
+        if self.n != len(idx):
+            self._buffers(len(idx))
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="fastnet-gather")
+        Xb, yb = self._spare()
+        self._pending = (self._pool.submit(self.kernel.gather_rows, X, y, idx, Xb, yb), idx, Xb, yb)
+
+    def _spare(self) -> tuple[NDArray, NDArray]:
+        """The buffer pair not handed out last."""
+        self._turn ^= 1
+        return self._Xbs[self._turn], self._ybs[self._turn]
 
     def step(self, Xb: NDArray, yb: NDArray, lam: float, eta: float, *, checked: bool = True) -> float:
         """One SGD step on (Xb, yb) -- like ``train_step(net, Xb, yb, lam, eta, ops)``; returns
@@ -138,7 +169,7 @@ class FusedStep:
             self._buffers(n)
         dt = self.dtype.type
         loss = self.kernel.sgd_step(
-            Xb, yb, self.W1t, self.dW1t, self.Ws, self.dWs, self.bs, self.gammas, self.betas, self.mu_avs, self.v_avs,
+            self.kernel.BLAS, Xb, yb, self.W1t, self.Ws, self.bs, self.gammas, self.betas, self.mu_avs, self.v_avs,
             self.Ss, self.Xs, self.S_hats, self.mus, self.vs, self.Gs, self.dXs, self.dgammas, self.dbetas, self.P, self.loss,
             self.bn, self.first, dt(eta), dt(1 - 2 * eta * lam), dt(eta / n), self.net.eps, self.net.alpha,
         )
@@ -149,5 +180,12 @@ class FusedStep:
         return float(loss)
 
     def detach(self) -> None:
-        """Give the network an ordinary C-contiguous first layer again (after training)."""
+        """Give the network an ordinary C-contiguous first layer again (after training); stop
+        the gather thread."""
+        if self._pending is not None:
+            self._pending[0].cancel() or self._pending[0].exception()
+            self._pending = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self.net.layers[0].W = np.ascontiguousarray(self.W1t.T)

@@ -337,10 +337,14 @@ class Stepper:
         self.fused = fused_step_for(net, ops, optimizer=optimizer.name if optimizer is not None else "sgd")
         self.Xb = None
 
-    def __call__(self, idx: NDArray, eta: float, t: int = 0) -> float:
+    def __call__(self, idx: NDArray, eta: float, t: int = 0, next_idx: NDArray | None = None) -> float:
+        """One step on rows ``idx``; ``next_idx``: the rows of the step after, which the fused
+        step starts gathering in a second thread while this one runs."""
         fused, X, y = self.fused, self.X, self.y
         if fused is not None and self.augment is None:
             self.Xb, yb = fused.gather(X, y, idx)  # into the step's own buffers
+            if next_idx is not None and len(next_idx) == len(idx):
+                fused.prefetch(X, y, next_idx)
             return fused.step(self.Xb, yb, self.lam, eta, checked=False)
         self.Xb = X[idx] if self.augment is None else self.augment(X[idx], t)
         if fused is not None:
@@ -506,7 +510,7 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
                     break
                 idx = perm[j * cfg.batch : (j + 1) * cfg.batch]
                 eta = lr(t)
-                loss = stepper(idx, eta, t)
+                loss = stepper(idx, eta, t, perm[(j + 1) * cfg.batch : (j + 2) * cfg.batch] if t + 1 < total else None)
                 history.step_eta.append(eta)
                 history.step_loss.append(loss)
                 t += 1

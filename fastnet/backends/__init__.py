@@ -147,7 +147,8 @@ def load(name: str) -> Backend:
         reference = importlib.import_module(_MODULES["numpy"])
         missing = tuple(op for op in OPS if not hasattr(module, op))
         ops = SimpleNamespace(**{op: getattr(module, op, None) or getattr(reference, op) for op in OPS})
-        ops.fused_step = importlib.import_module(_FUSED_STEP[name]) if name in _FUSED_STEP else None
+        fused = importlib.import_module(_FUSED_STEP[name]) if name in _FUSED_STEP else None
+        ops.fused_step = fused if fused is not None and fused.BLAS is not None else None  # no CBLAS found: op by op
         backend = Backend(name, ops, version=_version(name, module), fallback_ops=missing)
     _cache[name] = backend
     return backend

@@ -58,8 +58,9 @@ __all__ = [
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
-def _njit(kernel):
-    """``@njit(cache=True, fastmath=FASTMATH, error_model="numpy")``, uncached if need be.
+def _njit(kernel=None, *, nogil: bool = False):
+    """``@njit(cache=True, fastmath=FASTMATH, error_model="numpy")``, uncached if need be;
+    ``@_njit(nogil=True)`` also releases the GIL while the kernel runs.
 
     ``error_model="numpy"``: a float division by zero gives inf/NaN as in NumPy (and the
     reference) instead of raising ZeroDivisionError, so no division carries a branch that
@@ -69,10 +70,12 @@ def _njit(kernel):
     when neither is writable it raises RuntimeError at decoration time. A backend that then
     compiles on every start is slower to start but still correct, so that is what we do.
     """
+    if kernel is None:
+        return lambda k: _njit(k, nogil=nogil)
     try:
-        return njit(cache=True, fastmath=FASTMATH, error_model="numpy")(kernel)
+        return njit(cache=True, nogil=nogil, fastmath=FASTMATH, error_model="numpy")(kernel)
     except RuntimeError:  # "cannot cache function ...: no locator available"
-        return njit(cache=False, fastmath=FASTMATH, error_model="numpy")(kernel)
+        return njit(cache=False, nogil=nogil, fastmath=FASTMATH, error_model="numpy")(kernel)
 
 
 # ------------------------------------------------------------------------------- kernels

@@ -6,7 +6,7 @@ costs more than its arithmetic. Here one call does a whole step -- forward (eqs 
 1-4), running averages (38-39), backward (21-37) and the update -- on buffers allocated once,
 reusing the per-op kernels of :mod:`fastnet.backends.numba_ops`, so it computes what the
 reference computes (tests/test_engine.py holds it to the per-op path) with Python out of the
-inner loop. Matrix products go to BLAS through ``np.dot(a, b, out)``.
+inner loop. Matrix products go to NumPy's BLAS through :func:`gemm`.
 
 Layout, for a k-layer network (hidden layers 0..k-2 here, 0-based; the output layer k-1):
 
@@ -19,13 +19,20 @@ Layout, for a k-layer network (hidden layers 0..k-2 here, 0-based; the output la
   (scores), ``Xs`` (outputs), ``S_hats``, ``mus``, ``vs``; per layer ``Gs`` (gradient of the
   scores) and ``dXs`` (gradient of a hidden layer's output).
 
-The weight update folds the L2 term of eq (20) into a scale:
+The weight update folds the L2 term of eq (20) into a scale and the whole update into the
+weight-gradient product (GEMM's beta):
 ``W - eta (G^T X / n + 2 lam W) = (1 - 2 eta lam) W - (eta / n) G^T X``: the same step up to
-the rounding of the last bit.
+the rounding of the last bit, with no gradient array and no extra pass over W.
 """
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
+from numpy.typing import NDArray
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 from .numba_ops import (
     _bias_relu_forward_kernel,
@@ -38,22 +45,98 @@ from .numba_ops import (
 )
 
 
+# ---------------------------------------------------------------------- NumPy's own BLAS
+#
+# The step calls the BLAS that NumPy uses (the one the benchmarks' matrix-multiply floor and
+# every other product of fastnet run on, under one thread setting): its CBLAS ?gemm, found in
+# the loaded libraries at import, called by address. ``np.dot`` inside Numba would go to
+# SciPy's separate copy of OpenBLAS, with its own thread pool, and offers no ``beta`` -- and
+# beta is what lets the weight update be part of the weight-gradient product.
+# The address is an argument of the compiled functions (never a global), so their cache
+# stays valid from one process to the next.
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_CANDIDATES = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", 1), ("cblas_sgemm64_", "cblas_dgemm64_", 1),
+               ("cblas_sgemm", "cblas_dgemm", 0))
+
+
+def find_cblas() -> NDArray | None:
+    """[address of sgemm, address of dgemm, 1 if 64-bit integers] of NumPy's BLAS, or None."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        libs = [i["filepath"] for i in threadpool_info() if i.get("user_api") == "blas"]
+    except Exception:  # threadpoolctl missing or failing: no fused step, nothing worse
+        return None
+    libs.sort(key=lambda path: "numpy" not in path)  # NumPy's own first
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for s_name, d_name, ilp64 in _CANDIDATES:
+            s_fn, d_fn = getattr(lib, s_name, None), getattr(lib, d_name, None)
+            if s_fn is not None and d_fn is not None:
+                addr = [ctypes.cast(f, ctypes.c_void_p).value for f in (s_fn, d_fn)]
+                return np.array(addr + [ilp64], dtype=np.int64)
+    return None
+
+
+@intrinsic
+def _cblas_gemm(typingctx, fn, ilp64, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """cblas_?gemm(RowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) at address fn;
+    a, b, c are data addresses; integers are 64-bit if ilp64 else 32-bit."""
+    sig = types.void(fn, ilp64, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+    def codegen(context, builder, signature, args):
+        fn, ilp64, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc = args
+        i32, ptr = ir.IntType(32), ir.IntType(8).as_pointer()
+
+        def call(it):
+            def cast(v):
+                return builder.trunc(v, it) if it.width < v.type.width else builder.sext(v, it) if it.width > v.type.width else v
+
+            fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, it, it, it, alpha.type, ptr, it, ptr, it, beta.type, ptr, it])
+            builder.call(builder.inttoptr(fn, fnty.as_pointer()), [
+                ir.Constant(i32, _ROW_MAJOR), builder.trunc(ta, i32), builder.trunc(tb, i32), cast(m), cast(n), cast(k),
+                alpha, builder.inttoptr(a, ptr), cast(lda), builder.inttoptr(b, ptr), cast(ldb),
+                beta, builder.inttoptr(c, ptr), cast(ldc)])
+
+        with builder.if_else(builder.icmp_signed("!=", ilp64, ir.Constant(ilp64.type, 0))) as (wide, narrow):
+            with wide:
+                call(ir.IntType(64))
+            with narrow:
+                call(i32)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @_njit
+def gemm(blas, A, trans_a, B, trans_b, C, alpha, beta):
+    """C = alpha op(A) op(B) + beta C on C-contiguous arrays (op = transpose if trans_*)."""
+    m, n = C.shape
+    k = A.shape[0] if trans_a else A.shape[1]
+    ta = _TRANS if trans_a else _NO_TRANS
+    tb = _TRANS if trans_b else _NO_TRANS
+    if C.itemsize == 4:
+        _cblas_gemm(blas[0], blas[2], ta, tb, m, n, k, np.float32(alpha), A.ctypes.data, A.shape[1],
+                    B.ctypes.data, B.shape[1], np.float32(beta), C.ctypes.data, n)
+    else:
+        _cblas_gemm(blas[1], blas[2], ta, tb, m, n, k, np.float64(alpha), A.ctypes.data, A.shape[1],
+                    B.ctypes.data, B.shape[1], np.float64(beta), C.ctypes.data, n)
+
+
+BLAS = find_cblas()
+
+
+@_njit(nogil=True)  # runs in a second thread while a step runs (engine.FusedStep.prefetch)
 def gather_rows(X, y, idx, Xb, yb):
     """Xb[i] = X[idx[i]], yb[i] = y[idx[i]]: the mini-batch, into reused buffers."""
     for i in range(idx.shape[0]):
         r = idx[i]
         Xb[i, :] = X[r, :]
         yb[i] = y[r]
-
-
-@_njit
-def _scaled_update(W, dW, keep, step):
-    """W = keep * W - step * dW, element-wise over two arrays of one shape (C-contiguous)."""
-    w = W.ravel()
-    d = dW.ravel()
-    for k in range(w.shape[0]):
-        w[k] = keep * w[k] - step * d[k]
 
 
 @_njit
@@ -66,13 +149,13 @@ def _ema(av, x, alpha, first):
             av[j] = alpha * av[j] + (1 - alpha) * x[j]
 
 
-@_njit
-def sgd_step(Xb, yb, W1t, dW1t, Ws, dWs, bs, gammas, betas, mu_avs, v_avs,
+@_njit(nogil=True)
+def sgd_step(blas, Xb, yb, W1t, Ws, bs, gammas, betas, mu_avs, v_avs,
              Ss, Xs, S_hats, mus, vs, Gs, dXs, dgammas, dbetas, P, loss,
              bn, first, eta, keep, step, eps, alpha):
     """One SGD step on the mini-batch (Xb, yb), in place; returns the mean cross-entropy.
 
-    ``eta`` is the learning rate, ``keep`` = 1 - 2 eta lambda and ``step`` = eta / n, all three
+    ``blas`` is :data:`BLAS`; ``eta`` is the learning rate, ``keep`` = 1 - 2 eta lambda and ``step`` = eta / n, all three
     in the arrays' dtype (the caller casts them, so float32 networks update in float32).
 
     A non-finite loss is returned before anything is updated (as ``train.train_step`` does),
@@ -81,13 +164,13 @@ def sgd_step(Xb, yb, W1t, dW1t, Ws, dWs, bs, gammas, betas, mu_avs, v_avs,
     n = Xb.shape[0]
     k = len(Ss)  # layers
     # ---- forward: (12)-(17) with batch norm, (1)-(2) without; layer 1 from Xb
-    np.dot(Xb, W1t, Ss[0])
+    gemm(blas, Xb, False, W1t, False, Ss[0], 1.0, 0.0)  # (12): X W1^T, W1^T stored
     for l in range(k - 1):
         if bn:
             _bn_relu_forward_train_kernel(Ss[l], gammas[l], betas[l], eps, Xs[l], S_hats[l], mus[l], vs[l])
         else:
             _bias_relu_forward_kernel(Ss[l], bs[l], Xs[l])
-        np.dot(Xs[l], Ws[l].T, Ss[l + 1])
+        gemm(blas, Xs[l], False, Ws[l], True, Ss[l + 1], 1.0, 0.0)  # X W^T
     out = Ss[k - 1]
     b = bs[k - 1]
     for i in range(n):  # (18): the output layer's bias
@@ -109,9 +192,8 @@ def sgd_step(Xb, yb, W1t, dW1t, Ws, dWs, bs, gammas, betas, mu_avs, v_avs,
     for l in range(k - 1, 0, -1):  # layer l + 1 (1-based) over hidden layer l
         G = Gs[l]
         W = Ws[l - 1]
-        np.dot(G, W, dXs[l - 1])  # (23)/(29) with the weights before their update
-        np.dot(G.T, Xs[l - 1], dWs[l - 1])  # G^T X, (22)/(28) times n
-        _scaled_update(W, dWs[l - 1], keep, step)
+        gemm(blas, G, False, W, False, dXs[l - 1], 1.0, 0.0)  # (23)/(29), before W changes
+        gemm(blas, G, True, Xs[l - 1], False, W, -step, keep)  # W = keep W - step G^T X: (22)/(28) + update
         if l == k - 1 or not bn:  # bias: db = (1/n) G^T 1
             b = bs[l]
             for j in range(b.shape[0]):
@@ -136,6 +218,5 @@ def sgd_step(Xb, yb, W1t, dW1t, Ws, dWs, bs, gammas, betas, mu_avs, v_avs,
             for i in range(n):
                 s += G[i, j]
             b[j] -= eta * (s / n)
-    np.dot(Xb.T, Gs[0], dW1t)  # the first layer: X^T G, no input gradient
-    _scaled_update(W1t, dW1t, keep, step)
+    gemm(blas, Xb, True, Gs[0], False, W1t, -step, keep)  # the first layer: no input gradient
     return mean_loss
