@@ -70,6 +70,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", choices=["float32", "float64"], help="floating-point type for training (default float32)")
     g.add_argument("--backend", choices=["auto", "numpy", "numba", "cython"], help="kernel backend (default auto, or $FASTNET_BACKEND)")
     g.add_argument("--eval-every", type=_number(int, 0), help="also evaluate every N update steps (default: only at epoch ends)")
+    g.add_argument("--threads", type=_number(int, 1), help="BLAS threads (default: the cores idle at the start, by the load average: "
+                   "with other work on the cores, more threads make BLAS far slower); recorded in metrics.json")
     g = p.add_argument_group("bonus (Exercise 4)")
     g.add_argument("--bn-placement", choices=["before", "after"], help="batch norm before the ReLU (default, the assignment's) or after it (4.1a)")
     g.add_argument("--bn-stats", choices=["ema", "precise"], help="test-time BN statistics: exponential averages, eqs (38)-(39) (default), or PreciseBN re-estimated with the model fixed (4.1b)")
@@ -130,6 +132,13 @@ def config_from_args(args):
 
 
 def cmd_train(args) -> int:
+    from .threads import blas_threads
+
+    with blas_threads(getattr(args, "threads", None)):
+        return _train(args)
+
+
+def _train(args) -> int:
     from .runs import resume_run, run_to_folder
 
     if getattr(args, "resume", None):
