@@ -113,6 +113,7 @@ class FusedStep:
     def gather(self, X: NDArray, y: NDArray, idx: NDArray) -> tuple[NDArray, NDArray]:
         """The mini-batch X[idx], y[idx] in the step's own buffers (valid until the next
         gather but one: there are two, so a prefetch never writes the batch in use)."""
+        self._check_rows(X, y, idx)
         pending, self._pending = self._pending, None
         if pending is not None:
             future, p_idx, Xb, yb = pending
@@ -130,6 +131,7 @@ class FusedStep:
         of the same rows waits for it instead of gathering. The compiled gather and step
         release the GIL, so on a machine with a core to spare the gather of batch t + 1 costs
         nothing while step t runs."""
+        self._check_rows(X, y, idx)
         if self._pending is not None:
             self._pending[0].result()
             self._pending = None
@@ -141,6 +143,27 @@ class FusedStep:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="fastnet-gather")
         Xb, yb = self._spare()
         self._pending = (self._pool.submit(self.kernel.gather_rows, X, y, idx, Xb, yb), idx, Xb, yb)
+
+    def _check_rows(self, X: NDArray, y: NDArray, idx: NDArray) -> None:
+        """The compiled gather reads X[idx[i]] unchecked: refuse what would read out of bounds
+        (cheap: the batch's indices, and X's dtype and layout). The labels are checked once,
+        by :meth:`check_labels`."""
+        d = self.net.sizes[0]
+        if not (isinstance(X, np.ndarray) and X.dtype == self.dtype and X.ndim == 2 and X.shape[1] == d and X.flags.c_contiguous):
+            raise ValueError(f"the fused step gathers from a C-contiguous (N, {d}) {self.dtype} array, got {getattr(X, 'shape', X)!r}")
+        if not (isinstance(y, np.ndarray) and y.shape == (X.shape[0],) and y.dtype.kind in "iu"):
+            raise ValueError(f"the fused step needs {X.shape[0]} integer labels, one per row of X")
+        if not (isinstance(idx, np.ndarray) and idx.ndim == 1 and idx.dtype.kind in "iu" and len(idx) >= 2):
+            raise ValueError("the rows of a batch are a 1-D integer array of at least 2 indices")
+        if idx.min() < 0 or idx.max() >= X.shape[0]:
+            raise ValueError(f"batch row indices must lie in 0..{X.shape[0] - 1}")
+
+    def check_labels(self, y: NDArray) -> None:
+        """ValueError unless every label of ``y`` is a class of the network (0..K-1): the
+        compiled step indexes the scores with them unchecked."""
+        K = self.net.sizes[-1]
+        if len(y) and (y.min() < 0 or y.max() >= K):
+            raise ValueError(f"labels must lie in 0..{K - 1}")
 
     def _spare(self) -> tuple[NDArray, NDArray]:
         """The buffer pair not handed out last."""

@@ -335,6 +335,8 @@ class Stepper:
         self.net, self.X, self.y, self.lam, self.ops, self.augment = net, X, y, lam, ops, augment
         self.optimizer = optimizer if optimizer is not None and optimizer.name != "sgd" else None
         self.fused = fused_step_for(net, ops, optimizer=optimizer.name if optimizer is not None else "sgd")
+        if self.fused is not None:
+            self.fused.check_labels(y)  # once here; each step then trusts the gathered labels
         self.Xb = None
 
     def __call__(self, idx: NDArray, eta: float, t: int = 0, next_idx: NDArray | None = None) -> float:

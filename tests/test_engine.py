@@ -146,3 +146,35 @@ def test_stepper_uses_the_fused_step_only_where_it_applies():
     net = init_network(D, [20], K, bn=True, rng=np.random.default_rng(1))
     assert Stepper(net, X, y, 0.0, resolve("numba").ops).fused is not None
     assert Stepper(net, X, y, 0.0, resolve("numpy").ops).fused is None
+
+
+def test_the_gather_refuses_rows_it_would_read_out_of_bounds():
+    X, y = _data(np.float32)
+    net = init_network(D, [20], K, bn=True, rng=np.random.default_rng(1))
+    fused = fused_step_for(net, resolve("numba").ops)
+    for idx in (np.array([0, N]), np.array([-1, 3]), np.array([0.0, 1.0]), np.array([[0, 1]])):
+        with pytest.raises(ValueError, match="batch row indices|1-D integer array"):
+            fused.gather(X, y, idx)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        fused.gather(X.astype(np.float64), y, np.array([0, 1]))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        fused.prefetch(np.asfortranarray(X), y, np.array([0, 1]))
+    with pytest.raises(ValueError, match="labels must lie in 0..9"):
+        Stepper(net, X, np.full(N, 10), 0.0, resolve("numba").ops)
+    Xb, yb = fused.gather(X, y, np.array([5, 7]))
+    assert np.array_equal(Xb, X[[5, 7]]) and np.array_equal(yb, y[[5, 7]])
+
+
+def test_a_prefetched_batch_is_the_batch_asked_for():
+    X, y = _data(np.float32)
+    net = init_network(D, [20], K, bn=True, rng=np.random.default_rng(1))
+    fused = fused_step_for(net, resolve("numba").ops)
+    a, b, c = np.arange(0, 50), np.arange(50, 100), np.arange(100, 150)
+    Xa, _ = fused.gather(X, y, a)
+    fused.prefetch(X, y, b)
+    Xb, yb = fused.gather(X, y, b)  # the prefetched rows
+    assert np.array_equal(Xb, X[b]) and np.array_equal(yb, y[b]) and np.array_equal(Xa, X[a])  # a's buffer untouched
+    fused.prefetch(X, y, c)
+    Xa2, _ = fused.gather(X, y, a)  # not what was prefetched: gathered now
+    assert np.array_equal(Xa2, X[a])
+    fused.detach()

@@ -61,7 +61,12 @@ _CANDIDATES = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", 1), ("cblas_sgem
 
 
 def find_cblas() -> NDArray | None:
-    """[address of sgemm, address of dgemm, 1 if 64-bit integers] of NumPy's BLAS, or None."""
+    """[address of sgemm, address of dgemm, 1 if 64-bit integers] of NumPy's BLAS, or None
+    (also under NUMBA_DISABLE_JIT, where the call by address cannot run as Python)."""
+    from numba.core import config
+
+    if config.DISABLE_JIT:
+        return None
     try:
         from threadpoolctl import threadpool_info
 
