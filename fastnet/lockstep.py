@@ -171,7 +171,20 @@ class _Stack:
         self.Xb = np.empty((batch, d), self.dtype)  # the gathered mini-batch
         self.S1 = np.empty((batch, width), self.dtype)  # first-layer scores of every model
         self.dX1 = np.empty((batch, width), self.dtype)  # dJ/dx^(1) of every model
-        self.dW = np.empty((d, width), self.dtype)  # X^T G, scaled per column
+        from scipy.linalg import blas
+
+        self.gemm = blas.get_blas_funcs("gemm", dtype=self.dtype)  # C <- alpha A B + beta C, in place
+
+    def step_weights(self, Xb: NDArray, G_scaled: NDArray, decay: NDArray) -> None:
+        """Wt <- decay * Wt - Xb^T G_scaled (decay per column), the product accumulated into Wt
+        in place by BLAS (beta = 1), so that X^T G never exists as an array of its own."""
+        Wt = self.Wt
+        Wt *= decay
+        # In Fortran order Wt is Wt.T (M m1, d): Wt.T <- Wt.T - G_scaled^T Xb; G_scaled.T and
+        # Xb.T are Fortran-contiguous views, so nothing is copied.
+        out = self.gemm(-1.0, G_scaled.T, Xb.T, beta=1.0, c=Wt.T, trans_b=1, overwrite_c=1)
+        if not np.shares_memory(out, Wt):  # a BLAS wrapper that copied: take its result
+            Wt[...] = out.T
 
     @property
     def size(self) -> int:
@@ -309,9 +322,7 @@ class _Lockstep:
             st.b -= eta_t * (G1.sum(axis=0) / st.dtype.type(n))  # eq (22)'s bias gradient
         # W <- (1 - 2 eta lam) W - (eta / n) X^T G: eq (20)'s gradient step, columns scaled per model
         G1 *= (eta_col / n).astype(st.dtype)
-        np.matmul(Xb.T, G1, out=st.dW)
-        st.Wt *= (1.0 - 2.0 * eta_col * st.lam_col).astype(st.dtype)
-        st.Wt -= st.dW
+        st.step_weights(Xb, G1, (1.0 - 2.0 * eta_col * st.lam_col).astype(st.dtype))
 
     def evaluate(self, X: NDArray, y: NDArray) -> list[Metrics]:
         """Loss, cost and accuracy of every member in test mode (running BN statistics), as
