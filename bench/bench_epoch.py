@@ -4,10 +4,12 @@ Networks: the assignment's 3-layer [50, 50] and 9-layer [50, 30, 20, 20, 10, 10,
 with and without batch norm. Data: 45,000 x 3072 float32 standard-normal rows (the training
 split's shape; the values do not change the time) and labels 0..9, n_batch = 100.
 
-* ``step``: one :func:`fastnet.train.train_step` (forward, running BN averages, backward, SGD)
-  on a fixed mini-batch.
-* ``epoch``: 450 steps over a fresh permutation, each gathering its rows (``X[idx]``) as
-  ``fit`` does; no evaluation. One round is a whole epoch, so few rounds are timed.
+* ``step``: one step as ``fit`` takes it (:class:`fastnet.train.Stepper`: the backend's fused
+  step where it has one -- Numba's -- else :func:`fastnet.train.train_step`: forward, running
+  BN averages, backward, SGD) on a fixed mini-batch.
+* ``epoch``: 450 steps over a fresh permutation, each gathering its rows as ``fit`` does
+  (the next batch gathered while a step runs, where the fused step does that); no
+  evaluation. One round is a whole epoch, so few rounds are timed.
 
 With ``--benchmark-disable`` (a smoke test) the data shrinks to 1,000 rows, so the smoke run
 neither allocates 550 MB nor takes seconds per backend.
@@ -18,7 +20,7 @@ import numpy as np
 import pytest
 
 from fastnet.network import init_network
-from fastnet.train import train_step
+from fastnet.train import Stepper
 
 N_TRAIN, D, K, BATCH = 45_000, 3072, 10, 100
 LAM, ETA = 0.005, 0.01  # fixed eta: the cyclic schedule costs nothing measurable
@@ -47,9 +49,10 @@ def _network(hidden, bn: bool):
 def test_train_step(benchmark, measure, ops, data, arch, bn):
     benchmark.group = f"step {arch} {'bn' if bn else 'no-bn'} n=100"
     X, y = data
-    net = _network(NETWORKS[arch], bn)
-    Xb, yb = np.ascontiguousarray(X[:BATCH]), y[:BATCH]
-    measure(train_step, net, Xb, yb, LAM, ETA, ops)
+    stepper = Stepper(_network(NETWORKS[arch], bn), X, y, LAM, ops)
+    idx = np.arange(BATCH)
+    measure(stepper, idx, ETA)
+    stepper.close()
 
 
 @pytest.mark.parametrize("bn", [True, False], ids=["bn", "no-bn"])
@@ -57,15 +60,16 @@ def test_train_step(benchmark, measure, ops, data, arch, bn):
 def test_epoch(benchmark, measure, ops, data, arch, bn):
     benchmark.group = f"epoch {arch} {'bn' if bn else 'no-bn'} 45000x3072"
     X, y = data
-    net = _network(NETWORKS[arch], bn)
+    stepper = Stepper(_network(NETWORKS[arch], bn), X, y, LAM, ops)
     rng = np.random.default_rng(2)
     n = X.shape[0]
+    steps = n // BATCH
 
     def epoch():
         perm = rng.permutation(n)
-        for j in range(n // BATCH):
-            idx = perm[j * BATCH : (j + 1) * BATCH]
-            train_step(net, X[idx], y[idx], LAM, ETA, ops)
+        for j in range(steps):
+            stepper(perm[j * BATCH : (j + 1) * BATCH], ETA, j, perm[(j + 1) * BATCH : (j + 2) * BATCH] if j + 1 < steps else None)
 
     # Warm-up: one step compiles / loads caches; the timed rounds are whole epochs.
-    measure(epoch, warmup=lambda: train_step(net, X[:BATCH], y[:BATCH], LAM, ETA, ops), rounds=3)
+    measure(epoch, warmup=lambda: stepper(np.arange(BATCH), ETA), rounds=3)
+    stepper.close()
