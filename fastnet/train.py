@@ -321,12 +321,24 @@ def train_step(net: Network, X: NDArray, y: NDArray, lam: float, eta: float, ops
     return loss
 
 
+def blas_thread_count() -> int:
+    """The most threads any loaded BLAS will use now (1 if that cannot be told)."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        return max([p.get("num_threads") or 1 for p in threadpool_info() if p.get("user_api") == "blas"] or [1])
+    except Exception:  # threadpoolctl missing or failing on an unusual BLAS
+        return 1
+
+
 class Stepper:
     """How :func:`fit` takes a step: ``stepper(idx, eta, t)`` trains on rows ``idx`` of (X, y).
 
     The compiled whole step of :mod:`fastnet.engine` when the backend has one and the
     configuration qualifies (``self.fused``), else :func:`train_step` op by op; the two compute
-    the same step. ``augment(Xb, t)``, if given, transforms each gathered batch.
+    the same step; with the fused step and a core that BLAS leaves free, the next batch
+    (``next_idx``) is gathered in a second thread while a step runs (``self.prefetch``).
+    ``augment(Xb, t)``, if given, transforms each gathered batch.
     ``self.Xb`` is the last batch trained on. Call :meth:`close` when training stops (it gives
     the network ordinary C-contiguous arrays back). Benchmarks use it to time what fit runs.
     """
@@ -337,6 +349,9 @@ class Stepper:
         self.fused = fused_step_for(net, ops, optimizer=optimizer.name if optimizer is not None else "sgd")
         if self.fused is not None:
             self.fused.check_labels(y)  # once here; each step then trusts the gathered labels
+        # Gather the next batch in a second thread only when BLAS leaves a core free for it:
+        # beside BLAS threads on every core it slows the step down (scripts/bench_peers.py).
+        self.prefetch = self.fused is not None and blas_thread_count() < (os.cpu_count() or 1)
         self.Xb = None
 
     def __call__(self, idx: NDArray, eta: float, t: int = 0, next_idx: NDArray | None = None) -> float:
@@ -345,7 +360,7 @@ class Stepper:
         fused, X, y = self.fused, self.X, self.y
         if fused is not None and self.augment is None:
             self.Xb, yb = fused.gather(X, y, idx)  # into the step's own buffers
-            if next_idx is not None and len(next_idx) == len(idx):
+            if self.prefetch and next_idx is not None and len(next_idx) == len(idx):
                 fused.prefetch(X, y, next_idx)
             return fused.step(self.Xb, yb, self.lam, eta, checked=False)
         self.Xb = X[idx] if self.augment is None else self.augment(X[idx], t)
