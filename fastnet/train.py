@@ -35,6 +35,7 @@ from .engine import fused_step_for
 from .network import DEFAULT_ALPHA, DEFAULT_EPS, INITS, PLACEMENTS, Network, backward, check_architecture, evaluate, forward_train, init_network, update_running_stats
 from .optim import OPTIMIZERS, check_adam, check_cyclic, check_schedule, learning_rate, make_optimizer, sgd_step
 from .progress import Progress
+from .threads import idle_cores
 
 
 @dataclass
@@ -349,9 +350,9 @@ class Stepper:
         self.fused = fused_step_for(net, ops, optimizer=optimizer.name if optimizer is not None else "sgd")
         if self.fused is not None:
             self.fused.check_labels(y)  # once here; each step then trusts the gathered labels
-        # Gather the next batch in a second thread only when BLAS leaves a core free for it:
-        # beside BLAS threads on every core it slows the step down (scripts/bench_peers.py).
-        self.prefetch = self.fused is not None and blas_thread_count() < (os.cpu_count() or 1)
+        # Gather the next batch in a second thread only when BLAS leaves an idle core for it:
+        # beside BLAS threads (or other processes) on every core it slows the step down.
+        self.prefetch = self.fused is not None and blas_thread_count() < idle_cores()
         self.Xb = None
 
     def __call__(self, idx: NDArray, eta: float, t: int = 0, next_idx: NDArray | None = None) -> float:
