@@ -154,6 +154,28 @@ class Outcome:
     wall_seconds: float = 0.0
 
 
+def _accumulating_gemm(dtype):
+    """SciPy's BLAS ``gemm`` (C <- alpha A B + beta C, which NumPy cannot do in place), or None
+    when using it could make things slower.
+
+    SciPy may load a BLAS library of its own besides NumPy's. Two OpenBLAS thread pools of
+    more than one thread in one process fight over the cores (each pool's threads spin while
+    waiting for work): measured on 2 cores, a lock-step epoch took 5-10 times longer. So the
+    gemm is used only when every BLAS pool of the process runs one thread (sweep workers pin
+    them) or both are one library.
+    """
+    try:
+        from scipy.linalg import blas
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover - both are dependencies
+        return None
+    gemm = blas.get_blas_funcs("gemm", dtype=dtype)
+    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    if len({p.get("filepath") for p in pools}) > 1 and any((p.get("num_threads") or 1) > 1 for p in pools):
+        return None
+    return gemm
+
+
 class _Stack:
     """The first layers of the models in training, stacked column-wise (block p: the model at
     position p of ``members``), and the buffers one step needs."""
@@ -171,15 +193,19 @@ class _Stack:
         self.Xb = np.empty((batch, d), self.dtype)  # the gathered mini-batch
         self.S1 = np.empty((batch, width), self.dtype)  # first-layer scores of every model
         self.dX1 = np.empty((batch, width), self.dtype)  # dJ/dx^(1) of every model
-        from scipy.linalg import blas
-
-        self.gemm = blas.get_blas_funcs("gemm", dtype=self.dtype)  # C <- alpha A B + beta C, in place
+        self.gemm = _accumulating_gemm(self.dtype)
+        self.dW = np.empty((d, width), self.dtype) if self.gemm is None else None  # X^T G, scaled per column
 
     def step_weights(self, Xb: NDArray, G_scaled: NDArray, decay: NDArray) -> None:
-        """Wt <- decay * Wt - Xb^T G_scaled (decay per column), the product accumulated into Wt
-        in place by BLAS (beta = 1), so that X^T G never exists as an array of its own."""
+        """Wt <- decay * Wt - Xb^T G_scaled (decay per column). With :func:`_accumulating_gemm`
+        BLAS accumulates the product into Wt in place (beta = 1), so that X^T G never exists as
+        an array of its own (two passes over Wt fewer)."""
         Wt = self.Wt
         Wt *= decay
+        if self.gemm is None:
+            np.matmul(Xb.T, G_scaled, out=self.dW)
+            Wt -= self.dW
+            return
         # In Fortran order Wt is Wt.T (M m1, d): Wt.T <- Wt.T - G_scaled^T Xb; G_scaled.T and
         # Xb.T are Fortran-contiguous views, so nothing is copied.
         out = self.gemm(-1.0, G_scaled.T, Xb.T, beta=1.0, c=Wt.T, trans_b=1, overwrite_c=1)

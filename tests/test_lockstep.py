@@ -93,6 +93,23 @@ def test_each_model_equals_its_standalone_fit(fake_cifar_dir, dtype, bn):
         assert outcome.wall_seconds > 0 and outcome.history.train_seconds > 0 and outcome.history.eval_seconds > 0
 
 
+@pytest.mark.parametrize("update", ["blas-accumulate", "numpy"])
+def test_both_first_layer_updates_equal_standalone_fit(fake_cifar_dir, monkeypatch, update):
+    # which one runs depends on the process's BLAS pools (fastnet.lockstep._accumulating_gemm): force each
+    from scipy.linalg import blas
+
+    import fastnet.lockstep as lk
+
+    monkeypatch.setattr(lk, "_accumulating_gemm", (lambda dtype: blas.get_blas_funcs("gemm", dtype=dtype)) if update == "blas-accumulate" else (lambda dtype: None))
+    data = data_for(fake_cifar_dir, "float64")
+    cfgs = configs()[:2]
+    nets, outcomes = lockstep(cfgs, data)
+    for cfg, net, outcome in zip(cfgs, nets, outcomes):
+        ref_net, ref_history = standalone(cfg, data)
+        assert_same_arrays(net, ref_net, TOL["float64"]["rtol"])
+        assert_same_history(outcome.history, ref_history, TOL["float64"])
+
+
 def test_the_models_differ_as_their_lambdas_say(fake_cifar_dir):
     # guards the test above against comparing a model with itself: the lambdas matter
     data = data_for(fake_cifar_dir, "float64")
