@@ -117,6 +117,8 @@ def test_evaluate_and_predict_read_the_test_set_in_chunks(fake_cifar_dir: Path) 
     for chunk in (7, 128, 10_000):
         assert evaluate(net, ds.X_test, ds.y_test, 0.01, OPS, chunk=chunk) == evaluate(net, full, ds.y_test, 0.01, OPS, chunk=chunk)
         np.testing.assert_array_equal(predict(net, ds.X_test, OPS, chunk=chunk), predict(net, full, OPS, chunk=chunk))
+    rows = np.array([3, 1, 250, 299])
+    assert evaluate(net, ds.X_test, ds.y_test, 0.01, OPS, chunk=3, rows=rows) == evaluate(net, full[rows], ds.y_test[rows], 0.01, OPS, chunk=3)
 
 
 def test_load_batch_still_returns_a_writable_copy(fake_cifar_dir: Path) -> None:

@@ -71,3 +71,17 @@ def test_l2_penalty_is_float64_sum_of_squares_in_any_layout():
     net.layers[0].W = np.asfortranarray(net.layers[0].W)
     assert l2_penalty(net, 0.3) == pytest.approx(expected, rel=1e-14)
     assert l2_penalty(net, 0.0) == 0.0
+
+
+@pytest.mark.parametrize("chunk", [7, 64, EVAL_CHUNK])
+def test_rows_give_the_figures_of_the_gathered_subset(chunk):
+    net, X, y = trained(n=900, dtype=np.float32)
+    for rows in (np.sort(np.random.default_rng(4).permutation(900)[:250]), np.array([899, 0, 5, 5]), np.arange(900, dtype=np.uint32)):
+        assert evaluate(net, X, y, 0.01, OPS, chunk=chunk, rows=rows) == evaluate(net, X[rows], y[rows], 0.01, OPS, chunk=chunk)
+
+
+@pytest.mark.parametrize("rows", [np.array([0, 900]), np.array([-1]), np.array([0.0, 1.0]), np.zeros((2, 2), int)])
+def test_bad_rows_are_refused(rows):
+    net, X, y = trained(n=900)
+    with pytest.raises(IndexError, match="0..899"):
+        evaluate(net, X, y, 0.01, OPS, rows=rows)
