@@ -350,22 +350,38 @@ class Stepper:
         self.fused = fused_step_for(net, ops, optimizer=optimizer.name if optimizer is not None else "sgd")
         if self.fused is not None:
             self.fused.check_labels(y)  # once here; each step then trusts the gathered labels
-        # Gather the next batch in a second thread only when BLAS leaves an idle core for it:
-        # beside BLAS threads (or other processes) on every core it slows the step down.
-        self.prefetch = self.fused is not None and blas_thread_count() < idle_cores()
+        # How the fused step uses the cores it is given (the BLAS thread count): with two or
+        # more, itself -- BLAS on one thread, the first layer's two products split in halves over
+        # two threads -- which beats BLAS's own threads on these skinny products
+        # (scripts/bench_peers.py); with one, it gathers the next batch in a second thread if
+        # a core is idle (beside busy cores a second thread only slows the step down).
+        threads = blas_thread_count() if self.fused is not None else 1
+        self.two_cores = threads >= 2 and net.sizes[1] >= 2
+        self.prefetch = self.fused is not None and self.augment is None and (self.two_cores or threads < idle_cores())
+        self._limits = None
+        if self.two_cores:
+            from threadpoolctl import threadpool_limits
+
+            self._limits = threadpool_limits(1, user_api="blas")  # undone by close()
         self.Xb = None
 
     def __call__(self, idx: NDArray, eta: float, t: int = 0, next_idx: NDArray | None = None) -> float:
         """One step on rows ``idx``; ``next_idx``: the rows of the step after, which the fused
         step starts gathering in a second thread while this one runs."""
         fused, X, y = self.fused, self.X, self.y
+        ahead = (X, y, next_idx) if self.prefetch and next_idx is not None and len(next_idx) == len(idx) else None
         if fused is not None and self.augment is None:
             self.Xb, yb = fused.gather(X, y, idx)  # into the step's own buffers
-            if self.prefetch and next_idx is not None and len(next_idx) == len(idx):
-                fused.prefetch(X, y, next_idx)
+            if self.two_cores:
+                return fused.step_two_cores(self.Xb, yb, self.lam, eta, ahead)
+            if ahead is not None:
+                fused.prefetch(*ahead)
             return fused.step(self.Xb, yb, self.lam, eta, checked=False)
         self.Xb = X[idx] if self.augment is None else self.augment(X[idx], t)
         if fused is not None:
+            if self.two_cores:
+                Xb = np.ascontiguousarray(self.Xb, dtype=fused.dtype)
+                return fused.step_two_cores(Xb, np.ascontiguousarray(y[idx], dtype=np.intp), self.lam, eta)
             return fused.step(self.Xb, y[idx], self.lam, eta)
         # SGD is stateless: train_step's default; an optimiser with state gets itself and t
         step_kw = {} if self.optimizer is None else {"optimizer": self.optimizer, "t": t}
@@ -374,6 +390,9 @@ class Stepper:
     def close(self) -> None:
         if self.fused is not None:
             self.fused.detach()
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+            self._limits = None
 
 
 def first_nonfinite(net: Network) -> str | None:

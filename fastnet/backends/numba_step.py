@@ -117,19 +117,21 @@ def _cblas_gemm(typingctx, fn, ilp64, ta, tb, m, n, k, alpha, a, lda, b, ldb, be
     return sig, codegen
 
 
-@_njit
+@_njit(nogil=True)
 def gemm(blas, A, trans_a, B, trans_b, C, alpha, beta):
-    """C = alpha op(A) op(B) + beta C on C-contiguous arrays (op = transpose if trans_*)."""
+    """C = alpha op(A) op(B) + beta C (op = transpose if trans_*), row-major: each array
+    C-contiguous or a block of columns of one (rows of unit-stride elements)."""
     m, n = C.shape
     k = A.shape[0] if trans_a else A.shape[1]
     ta = _TRANS if trans_a else _NO_TRANS
     tb = _TRANS if trans_b else _NO_TRANS
+    lda, ldb, ldc = A.strides[0] // A.itemsize, B.strides[0] // B.itemsize, C.strides[0] // C.itemsize
     if C.itemsize == 4:
-        _cblas_gemm(blas[0], blas[2], ta, tb, m, n, k, np.float32(alpha), A.ctypes.data, A.shape[1],
-                    B.ctypes.data, B.shape[1], np.float32(beta), C.ctypes.data, n)
+        _cblas_gemm(blas[0], blas[2], ta, tb, m, n, k, np.float32(alpha), A.ctypes.data, lda,
+                    B.ctypes.data, ldb, np.float32(beta), C.ctypes.data, ldc)
     else:
-        _cblas_gemm(blas[1], blas[2], ta, tb, m, n, k, np.float64(alpha), A.ctypes.data, A.shape[1],
-                    B.ctypes.data, B.shape[1], np.float64(beta), C.ctypes.data, n)
+        _cblas_gemm(blas[1], blas[2], ta, tb, m, n, k, np.float64(alpha), A.ctypes.data, lda,
+                    B.ctypes.data, ldb, np.float64(beta), C.ctypes.data, ldc)
 
 
 BLAS = find_cblas()
@@ -160,16 +162,32 @@ def sgd_step(blas, Xb, yb, W1t, Ws, bs, gammas, betas, mu_avs, v_avs,
              bn, first, eta, keep, step, eps, alpha):
     """One SGD step on the mini-batch (Xb, yb), in place; returns the mean cross-entropy.
 
-    ``blas`` is :data:`BLAS`; ``eta`` is the learning rate, ``keep`` = 1 - 2 eta lambda and ``step`` = eta / n, all three
-    in the arrays' dtype (the caller casts them, so float32 networks update in float32).
+    ``blas`` is :data:`BLAS`; ``eta`` is the learning rate, ``keep`` = 1 - 2 eta lambda and
+    ``step`` = eta / n, all three in the arrays' dtype (the caller casts them, so float32
+    networks update in float32).
 
     A non-finite loss is returned before anything is updated (as ``train.train_step`` does),
     so the network stays as it was when it produced it.
     """
-    n = Xb.shape[0]
-    k = len(Ss)  # layers
-    # ---- forward: (12)-(17) with batch norm, (1)-(2) without; layer 1 from Xb
     gemm(blas, Xb, False, W1t, False, Ss[0], 1.0, 0.0)  # (12): X W1^T, W1^T stored
+    mean_loss = step_core(blas, yb, Ws, bs, gammas, betas, mu_avs, v_avs, Ss, Xs, S_hats, mus, vs, Gs, dXs,
+                          dgammas, dbetas, P, loss, bn, first, eta, keep, step, eps, alpha)
+    if np.isfinite(mean_loss):
+        gemm(blas, Xb, True, Gs[0], False, W1t, -step, keep)  # the first layer: no input gradient
+    return mean_loss
+
+
+@_njit(nogil=True)
+def step_core(blas, yb, Ws, bs, gammas, betas, mu_avs, v_avs, Ss, Xs, S_hats, mus, vs, Gs, dXs,
+              dgammas, dbetas, P, loss, bn, first, eta, keep, step, eps, alpha):
+    """The step between the first layer's two products: from its scores ``Ss[0]`` to the
+    gradient of those scores ``Gs[0]``, updating every other parameter (and the first layer's
+    bias, if it has one); returns the mean cross-entropy (nothing updated if not finite).
+    :func:`sgd_step` is this between the first layer's forward product and its update;
+    ``engine.FusedStep`` in two-core mode runs those two products in halves, one per core."""
+    n = yb.shape[0]
+    k = len(Ss)  # layers
+    # ---- forward: (12)-(17) with batch norm, (1)-(2) without
     for l in range(k - 1):
         if bn:
             _bn_relu_forward_train_kernel(Ss[l], gammas[l], betas[l], eps, Xs[l], S_hats[l], mus[l], vs[l])
@@ -199,13 +217,8 @@ def sgd_step(blas, Xb, yb, W1t, Ws, bs, gammas, betas, mu_avs, v_avs,
         W = Ws[l - 1]
         gemm(blas, G, False, W, False, dXs[l - 1], 1.0, 0.0)  # (23)/(29), before W changes
         gemm(blas, G, True, Xs[l - 1], False, W, -step, keep)  # W = keep W - step G^T X: (22)/(28) + update
-        if l == k - 1 or not bn:  # bias: db = (1/n) G^T 1
-            b = bs[l]
-            for j in range(b.shape[0]):
-                s = 0.0
-                for i in range(n):
-                    s += G[i, j]
-                b[j] -= eta * (s / n)
+        if l == k - 1 or not bn:
+            _bias_step(bs[l], G, eta)
         if bn:  # (24)-(27), (30)-(37) fused with the ReLU mask
             _bn_relu_backward_kernel(dXs[l - 1], Xs[l - 1], S_hats[l - 1], gammas[l - 1], vs[l - 1], eps,
                                      Gs[l - 1], dgammas[l - 1], dbetas[l - 1])
@@ -216,12 +229,16 @@ def sgd_step(blas, Xb, yb, W1t, Ws, bs, gammas, betas, mu_avs, v_avs,
         else:
             _relu_backward_kernel(dXs[l - 1], Xs[l - 1], Gs[l - 1])  # (24)/(30)
     if not bn:
-        b = bs[0]
-        G = Gs[0]
-        for j in range(b.shape[0]):
-            s = 0.0
-            for i in range(n):
-                s += G[i, j]
-            b[j] -= eta * (s / n)
-    gemm(blas, Xb, True, Gs[0], False, W1t, -step, keep)  # the first layer: no input gradient
+        _bias_step(bs[0], Gs[0], eta)
     return mean_loss
+
+
+@_njit
+def _bias_step(b, G, eta):
+    """b -= eta * db with db = (1/n) G^T 1, eqs (22)/(28); the column sums in float64."""
+    n = G.shape[0]
+    for j in range(b.shape[0]):
+        s = 0.0
+        for i in range(n):
+            s += G[i, j]
+        b[j] -= eta * (s / n)
