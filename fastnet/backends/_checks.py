@@ -125,3 +125,41 @@ def adam_scalars(op: str, eta, beta1, beta2, eps, t) -> tuple[float, float, floa
     if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 1:
         raise OpInputError(f"{op}: t is {t!r}, expected a whole number >= 1 (the step, counted from 1)")
     return eta, beta1, beta2, eps, int(t)
+
+
+# ------------------------------------------------------------- the arguments of whole ops
+# What every backend's batch-norm, ReLU and softmax ops check, in one place (the reference
+# and the compiled backends call these, so they refuse the same inputs with the same words).
+
+
+def bn_forward_args(op: str, S, gamma, beta, eps, mu=None, v=None, *, train: bool):
+    """S (n, m); gamma, beta -- and, for eval ops, the running mu, v -- (m,) of S's dtype;
+    eps > 0; train ops need n >= 2 rows to estimate a variance. Returns them checked:
+    (S, gamma, beta, eps) or (S, gamma, beta, mu, v, eps)."""
+    S = matrix(op, "S", S)
+    m, why = S.shape[1], " to match S.shape[1]"
+    gamma = vector(op, "gamma", gamma, m, S.dtype, why)
+    beta = vector(op, "beta", beta, m, S.dtype, why)
+    if not train:
+        mu = vector(op, "mu", mu, m, S.dtype, why)
+        v = vector(op, "v", v, m, S.dtype, why)
+    eps = scalar(op, "eps", eps, positive=True)
+    if train:
+        if S.shape[0] < 2:
+            raise OpInputError(f"{op}: S has {S.shape[0]} row, expected at least 2 to estimate a variance")
+        return S, gamma, beta, eps
+    return S, gamma, beta, mu, v, eps
+
+
+def bn_backward_args(op: str, G, S_hat, gamma, v, eps, X=None):
+    """G (n, m); X (the layer output, for the ReLU mask; ops without the mask pass None) and
+    S_hat (n, m); gamma, v (m,); eps > 0. Returns (G, X, S_hat, gamma, v, eps) checked."""
+    G = matrix(op, "G", G)
+    m = G.shape[1]
+    if X is not None:
+        X = matrix(op, "X", X, G.dtype, G.shape, " to match G")
+    S_hat = matrix(op, "S_hat", S_hat, G.dtype, G.shape, " to match G")
+    gamma = vector(op, "gamma", gamma, m, G.dtype, " to match G.shape[1]")
+    v = vector(op, "v", v, m, G.dtype, " to match G.shape[1]")
+    eps = scalar(op, "eps", eps, positive=True)
+    return G, X, S_hat, gamma, v, eps

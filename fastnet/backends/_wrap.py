@@ -82,14 +82,8 @@ def make_ops(kernel) -> SimpleNamespace:
         -----
         One kernel: mean pass, variance pass over S - mu, then S_hat and X in one sweep.
         """
-        op = "bn_relu_forward_train"
-        S = chk.matrix(op, "S", S)
+        S, gamma, beta, eps = chk.bn_forward_args("bn_relu_forward_train", S, gamma, beta, eps, train=True)
         m = S.shape[1]
-        gamma = chk.vector(op, "gamma", gamma, m, S.dtype, " to match S.shape[1]")
-        beta = chk.vector(op, "beta", beta, m, S.dtype, " to match S.shape[1]")
-        eps = chk.scalar(op, "eps", eps, positive=True)
-        if S.shape[0] < 2:
-            raise chk.OpInputError(f"{op}: S has {S.shape[0]} row, expected at least 2 to estimate a variance")
         X = np.empty_like(S)
         S_hat = np.empty_like(S)
         mu = np.empty(m, S.dtype)
@@ -111,14 +105,7 @@ def make_ops(kernel) -> SimpleNamespace:
         -------
         X : (n, m) array of S.dtype.
         """
-        op = "bn_relu_forward_eval"
-        S = chk.matrix(op, "S", S)
-        m = S.shape[1]
-        gamma = chk.vector(op, "gamma", gamma, m, S.dtype, " to match S.shape[1]")
-        beta = chk.vector(op, "beta", beta, m, S.dtype, " to match S.shape[1]")
-        mu = chk.vector(op, "mu", mu, m, S.dtype, " to match S.shape[1]")
-        v = chk.vector(op, "v", v, m, S.dtype, " to match S.shape[1]")
-        eps = chk.scalar(op, "eps", eps, positive=True)
+        S, gamma, beta, mu, v, eps = chk.bn_forward_args("bn_relu_forward_eval", S, gamma, beta, eps, mu, v, train=False)
         X = np.empty_like(S)
         kernel("bn_relu_forward_eval", S.dtype)(S, gamma, beta, mu, v, eps, X)
         return X
@@ -142,14 +129,8 @@ def make_ops(kernel) -> SimpleNamespace:
         Computes ``G = sigma1 * gamma * (Gm - dbeta - S_hat * dgamma)`` with ``Gm = G * (X > 0)``,
         algebraically equal to eqs (31)-(37); the derivation is beside the Numba kernel.
         """
-        op = "bn_relu_backward"
-        G = chk.matrix(op, "G", G)
+        G, X, S_hat, gamma, v, eps = chk.bn_backward_args("bn_relu_backward", G, S_hat, gamma, v, eps, X)
         n, m = G.shape
-        X = chk.matrix(op, "X", X, G.dtype, G.shape, " to match G")
-        S_hat = chk.matrix(op, "S_hat", S_hat, G.dtype, G.shape, " to match G")
-        gamma = chk.vector(op, "gamma", gamma, m, G.dtype, " to match G.shape[1]")
-        v = chk.vector(op, "v", v, m, G.dtype, " to match G.shape[1]")
-        eps = chk.scalar(op, "eps", eps, positive=True)
         G_out = np.empty_like(G)
         dgamma = np.empty(m, G.dtype)
         dbeta = np.empty(m, G.dtype)
@@ -229,14 +210,8 @@ def make_ops(kernel) -> SimpleNamespace:
         -------
         BNTrain(X, S_hat, mu, v), arrays of S.dtype; X = gamma * S_hat + beta.
         """
-        op = "bn_forward_train"
-        S = chk.matrix(op, "S", S)
+        S, gamma, beta, eps = chk.bn_forward_args("bn_forward_train", S, gamma, beta, eps, train=True)
         m = S.shape[1]
-        gamma = chk.vector(op, "gamma", gamma, m, S.dtype, " to match S.shape[1]")
-        beta = chk.vector(op, "beta", beta, m, S.dtype, " to match S.shape[1]")
-        eps = chk.scalar(op, "eps", eps, positive=True)
-        if S.shape[0] < 2:
-            raise chk.OpInputError(f"{op}: S has {S.shape[0]} row, expected at least 2 to estimate a variance")
         X = np.empty_like(S)
         S_hat = np.empty_like(S)
         mu = np.empty(m, S.dtype)
@@ -258,14 +233,7 @@ def make_ops(kernel) -> SimpleNamespace:
         -------
         X : (n, m) array of S.dtype.
         """
-        op = "bn_forward_eval"
-        S = chk.matrix(op, "S", S)
-        m = S.shape[1]
-        gamma = chk.vector(op, "gamma", gamma, m, S.dtype, " to match S.shape[1]")
-        beta = chk.vector(op, "beta", beta, m, S.dtype, " to match S.shape[1]")
-        mu = chk.vector(op, "mu", mu, m, S.dtype, " to match S.shape[1]")
-        v = chk.vector(op, "v", v, m, S.dtype, " to match S.shape[1]")
-        eps = chk.scalar(op, "eps", eps, positive=True)
+        S, gamma, beta, mu, v, eps = chk.bn_forward_args("bn_forward_eval", S, gamma, beta, eps, mu, v, train=False)
         X = np.empty_like(S)
         kernel("bn_forward_eval", S.dtype)(S, gamma, beta, mu, v, eps, X)
         return X
@@ -283,13 +251,8 @@ def make_ops(kernel) -> SimpleNamespace:
         -------
         BNGrad(G, dgamma, dbeta), arrays of G.dtype; G = dJ/d(BN input) per sample (no 1/n).
         """
-        op = "bn_backward"
-        G = chk.matrix(op, "G", G)
+        G, _, S_hat, gamma, v, eps = chk.bn_backward_args("bn_backward", G, S_hat, gamma, v, eps)
         n, m = G.shape
-        S_hat = chk.matrix(op, "S_hat", S_hat, G.dtype, G.shape, " to match G")
-        gamma = chk.vector(op, "gamma", gamma, m, G.dtype, " to match G.shape[1]")
-        v = chk.vector(op, "v", v, m, G.dtype, " to match G.shape[1]")
-        eps = chk.scalar(op, "eps", eps, positive=True)
         G_out = np.empty_like(G)
         dgamma = np.empty(m, G.dtype)
         dbeta = np.empty(m, G.dtype)

@@ -159,14 +159,7 @@ def bn_relu_forward_train(S: NDArray, gamma: NDArray, beta: NDArray, eps: float)
     BNTrain(X, S_hat, mu, v), arrays of S.dtype. The variance is the biased one (divide by n),
     as eq (14) and the back-propagation equations assume.
     """
-    op = "bn_relu_forward_train"
-    S = chk.matrix(op, "S", S)
-    m = S.shape[1]
-    gamma = chk.vector(op, "gamma", gamma, m, S.dtype, " to match S.shape[1]")
-    beta = chk.vector(op, "beta", beta, m, S.dtype, " to match S.shape[1]")
-    eps = chk.scalar(op, "eps", eps, positive=True)
-    if S.shape[0] < 2:
-        raise chk.OpInputError(f"{op}: S has {S.shape[0]} row, expected at least 2 to estimate a variance")
+    S, gamma, beta, eps = chk.bn_forward_args("bn_relu_forward_train", S, gamma, beta, eps, train=True)
     mu = S.mean(axis=0)  # (13)
     v = ((S - mu) ** 2).mean(axis=0)  # (14): biased, two passes
     S_hat = (S - mu) / np.sqrt(v + S.dtype.type(eps))  # (15) with (11)
@@ -179,14 +172,7 @@ def bn_relu_forward_eval(S: NDArray, gamma: NDArray, beta: NDArray, mu: NDArray,
 
     mu, v : (m,) the estimates mu_av, v_av of eqs (38)-(39); they are only read.
     """
-    op = "bn_relu_forward_eval"
-    S = chk.matrix(op, "S", S)
-    m = S.shape[1]
-    gamma = chk.vector(op, "gamma", gamma, m, S.dtype, " to match S.shape[1]")
-    beta = chk.vector(op, "beta", beta, m, S.dtype, " to match S.shape[1]")
-    mu = chk.vector(op, "mu", mu, m, S.dtype, " to match S.shape[1]")
-    v = chk.vector(op, "v", v, m, S.dtype, " to match S.shape[1]")
-    eps = chk.scalar(op, "eps", eps, positive=True)
+    S, gamma, beta, mu, v, eps = chk.bn_forward_args("bn_relu_forward_eval", S, gamma, beta, eps, mu, v, train=False)
     S_hat = (S - mu) / np.sqrt(v + S.dtype.type(eps))  # (6), (11)
     return np.maximum(gamma * S_hat + beta, 0)  # (7), (8)
 
@@ -210,14 +196,8 @@ def bn_relu_backward(G: NDArray, X: NDArray, S_hat: NDArray, gamma: NDArray, v: 
     eq (35); by eq (15), S_hat = D / sqrt(v + eps), so D is recovered as S_hat * sqrt(v + eps)
     rather than keeping S and mu alive until the backward pass.
     """
-    op = "bn_relu_backward"
-    G = chk.matrix(op, "G", G)
+    G, X, S_hat, gamma, v, eps = chk.bn_backward_args("bn_relu_backward", G, S_hat, gamma, v, eps, X)
     n, m = G.shape
-    X = chk.matrix(op, "X", X, G.dtype, G.shape, " to match G")
-    S_hat = chk.matrix(op, "S_hat", S_hat, G.dtype, G.shape, " to match G")
-    gamma = chk.vector(op, "gamma", gamma, m, G.dtype, " to match G.shape[1]")
-    v = chk.vector(op, "v", v, m, G.dtype, " to match G.shape[1]")
-    eps = chk.scalar(op, "eps", eps, positive=True)
     one = G.dtype.type(1)
     G = G * (X > 0)  # (24)/(30)
     dgamma = (G * S_hat).sum(axis=0) / n  # (25)
@@ -255,14 +235,7 @@ def bn_forward_train(S: NDArray, gamma: NDArray, beta: NDArray, eps: float) -> B
     BNTrain(X, S_hat, mu, v), arrays of S.dtype, with X = gamma * S_hat + beta (eq 16; may be
     negative). The variance is the biased one, as eq (14).
     """
-    op = "bn_forward_train"
-    S = chk.matrix(op, "S", S)
-    m = S.shape[1]
-    gamma = chk.vector(op, "gamma", gamma, m, S.dtype, " to match S.shape[1]")
-    beta = chk.vector(op, "beta", beta, m, S.dtype, " to match S.shape[1]")
-    eps = chk.scalar(op, "eps", eps, positive=True)
-    if S.shape[0] < 2:
-        raise chk.OpInputError(f"{op}: S has {S.shape[0]} row, expected at least 2 to estimate a variance")
+    S, gamma, beta, eps = chk.bn_forward_args("bn_forward_train", S, gamma, beta, eps, train=True)
     mu = S.mean(axis=0)  # (13)
     v = ((S - mu) ** 2).mean(axis=0)  # (14): biased, two passes
     S_hat = (S - mu) / np.sqrt(v + S.dtype.type(eps))  # (15) with (11)
@@ -274,14 +247,7 @@ def bn_forward_eval(S: NDArray, gamma: NDArray, beta: NDArray, mu: NDArray, v: N
 
     mu, v : (m,) population estimates (eqs 38-39, PreciseBN or adaptive BN); only read.
     """
-    op = "bn_forward_eval"
-    S = chk.matrix(op, "S", S)
-    m = S.shape[1]
-    gamma = chk.vector(op, "gamma", gamma, m, S.dtype, " to match S.shape[1]")
-    beta = chk.vector(op, "beta", beta, m, S.dtype, " to match S.shape[1]")
-    mu = chk.vector(op, "mu", mu, m, S.dtype, " to match S.shape[1]")
-    v = chk.vector(op, "v", v, m, S.dtype, " to match S.shape[1]")
-    eps = chk.scalar(op, "eps", eps, positive=True)
+    S, gamma, beta, mu, v, eps = chk.bn_forward_args("bn_forward_eval", S, gamma, beta, eps, mu, v, train=False)
     S_hat = (S - mu) / np.sqrt(v + S.dtype.type(eps))  # (6), (11)
     return gamma * S_hat + beta  # (7)
 
@@ -298,13 +264,8 @@ def bn_backward(G: NDArray, S_hat: NDArray, gamma: NDArray, v: NDArray, eps: flo
     -------
     BNGrad(G, dgamma, dbeta): G = dJ/d(BN input) per sample (no 1/n, like the G that came in).
     """
-    op = "bn_backward"
-    G = chk.matrix(op, "G", G)
+    G, _, S_hat, gamma, v, eps = chk.bn_backward_args("bn_backward", G, S_hat, gamma, v, eps)
     n, m = G.shape
-    S_hat = chk.matrix(op, "S_hat", S_hat, G.dtype, G.shape, " to match G")
-    gamma = chk.vector(op, "gamma", gamma, m, G.dtype, " to match G.shape[1]")
-    v = chk.vector(op, "v", v, m, G.dtype, " to match G.shape[1]")
-    eps = chk.scalar(op, "eps", eps, positive=True)
     one = G.dtype.type(1)
     dgamma = (G * S_hat).sum(axis=0) / n  # (25)
     dbeta = G.sum(axis=0) / n  # (25)
