@@ -85,3 +85,12 @@ def test_bad_rows_are_refused(rows):
     net, X, y = trained(n=900)
     with pytest.raises(IndexError, match="0..899"):
         evaluate(net, X, y, 0.01, OPS, rows=rows)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 64])
+def test_threads_give_the_same_bits(threads):
+    net, X, y = trained(n=1000, dtype=np.float32)
+    rows = np.sort(np.random.default_rng(5).permutation(1000)[:333])
+    for chunk in (37, 1000):
+        assert evaluate(net, X, y, 0.01, OPS, chunk=chunk, threads=threads) == evaluate(net, X, y, 0.01, OPS, chunk=chunk)
+        assert evaluate(net, X, y, 0.01, OPS, chunk=chunk, rows=rows, threads=threads) == evaluate(net, X[rows], y[rows], 0.01, OPS, chunk=chunk)
