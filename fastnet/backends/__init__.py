@@ -42,36 +42,22 @@ OPS: tuple[str, ...] = (
 
 NAMES: tuple[str, ...] = ("numpy", "numba", "cython")
 
-AUTO_ORDER: tuple[str, ...] = ("cython", "numba", "numpy")
+AUTO_ORDER: tuple[str, ...] = ("numba", "cython", "numpy")
 """The order ``auto`` tries: the first available backend is used.
 
-Rule: the backend with the fastest training *step* comes first; when two are within a few
+Rule: the backend with the fastest training *epoch* comes first; when two are within a few
 per cent of each other there, the one that starts faster wins; the NumPy reference is last.
 
-Measured with ``pytest bench --benchmark-only`` (bench/bench_ops.py, bench/bench_epoch.py;
-BLAS on one thread; ratios of minimum times to the reference, one run; AMD EPYC, 2 cores,
-numba 0.68.1, gcc -O3 baseline x86-64; 2026-11-25):
-
-=====================================  =========  ==========  ==========
-float32                                reference  numba       cython
-=====================================  =========  ==========  ==========
-BN layer forward+backward (100, 50)    70.4 us    5.6x        4.3x
-step, 3-layer [50, 50], BN             1267 us    1.18x       1.17x
-step, 9-layer, BN                      1792 us    1.36x       1.34x
-epoch (450 steps), 3-layer, BN         0.650 s    1.13x       1.12x
-epoch (450 steps), 9-layer, BN         0.931 s    1.40x       1.30x
-start-up: import + first call of      0 s        1.1 s warm  0.03 s
-every op, float32 and float64                    6 s cold
-=====================================  =========  ==========  ==========
-
-Numba's kernels are faster op by op (it compiles for this CPU's AVX2; the extension is built
-for baseline x86-64), but a step is dominated by the BLAS products of the 3072-wide first
-layer (~0.85 of ~1.1 ms), so the two backends' steps are within 1-3 %: ~25 us a step for
-the 9-layer network, 0.2 s over the assignment's 9,000 steps. Numba pays more than that at
-every start (importing Numba 0.3 s, loading its cached kernels 0.7 s; the whole process
-takes ~1.3 s longer than with the extension) and 4-6 s of compilation the first time after
-an install or upgrade (a fresh NUMBA_CACHE_DIR); the extension pays nothing. Hence cython,
-then numba (it needs no compiler at install time), then the reference.
+Numba comes first because it has the fused whole step (:mod:`fastnet.engine`,
+:mod:`fastnet.backends.numba_step`): one compiled call per step instead of ~5 op calls per
+layer, the weight update folded into the weight-gradient product, the next batch gathered
+while a step runs. Op by op the two compiled backends are within a few per cent of each
+other (a step is mostly the BLAS products of the 3072-wide first layer); with the fused step
+Numba's epoch is 1.3-1.7x faster than the extension's (measured in the README's tables,
+``pytest bench --benchmark-only`` and ``scripts/bench_peers.py``). That outweighs Numba's
+start-up -- ~1 s to import it and load the cached step, ~7 s to compile it the first time
+after an install -- for any run longer than a few epochs. The extension (0.03 s to start)
+comes next: it needs a compiler at install time but no JIT; then the reference.
 """
 
 _MODULES = {
