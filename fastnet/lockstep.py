@@ -387,7 +387,7 @@ def _divergence(t: int, eta: float, where: str) -> DivergenceError:
 
 
 def fit_lockstep(nets: list[Network], data, cfgs: list[TrainConfig], ops, histories: list[History] | None = None, progress: bool = False, *,
-                 checkpoints=None, stop: StopRequest | None = None) -> list[Outcome]:
+                 checkpoints=None, stop: StopRequest | None = None, on_leave=None) -> list[Outcome]:
     """Train ``nets[m]`` as ``cfgs[m]`` says, all in lock-step, in place (module docstring).
 
     ``nets`` are fresh networks of their configurations (:func:`fastnet.train.new_network`);
@@ -395,6 +395,8 @@ def fit_lockstep(nets: list[Network], data, cfgs: list[TrainConfig], ops, histor
     is called with model m's :class:`Position` when and where :func:`fastnet.train.fit` calls
     its ``checkpoint`` (the Network then holds its current parameters). ``stop``: as for fit;
     every model still training is checkpointed before :class:`Interrupted` is raised.
+    ``on_leave(m, error)``, if given, is called as soon as model m diverges (its Network then
+    holds the parameters that produced the non-finite values), while the others go on.
 
     Returns one :class:`Outcome` per model, in order. A DivergenceError is an outcome, not
     raised; at return every Network holds ordinary C-contiguous arrays.
@@ -447,6 +449,9 @@ def fit_lockstep(nets: list[Network], data, cfgs: list[TrainConfig], ops, histor
         for i, where in found.items():
             outcomes[i].error = _divergence(t, etas[i], where)
         group.leave(list(found))
+        if on_leave is not None:
+            for i in found:
+                on_leave(i, outcomes[i].error)
 
     def record(epoch: float) -> None:
         charge("train")
@@ -579,11 +584,17 @@ def run_group_to_folders(cfgs: list[TrainConfig], out_dirs, *, data, overwrite: 
 
             return checkpoint
 
+        stopped: dict[int, BaseException] = {}
+
+        def leave(i: int, error: DivergenceError) -> None:  # status.json at once, as a standalone run would write it
+            stopped[i] = record_stop(outs[i], error, histories[i], saved[i])
+
         try:
-            outcomes = fit_lockstep(nets, data, cfgs, backend.ops, histories, progress, checkpoints=[checkpointer(i) for i in range(M)], stop=stop)
+            outcomes = fit_lockstep(nets, data, cfgs, backend.ops, histories, progress, checkpoints=[checkpointer(i) for i in range(M)], stop=stop,
+                                    on_leave=leave)
         except BaseException as exc:
             for i in range(M):
-                if (outs[i] / "status.json").exists():
+                if i in stopped:
                     continue
                 mine = exc
                 if isinstance(exc, OSError):
@@ -598,7 +609,7 @@ def run_group_to_folders(cfgs: list[TrainConfig], out_dirs, *, data, overwrite: 
         results: list = []
         for i, (out, cfg, outcome) in enumerate(zip(outs, cfgs, outcomes)):
             if outcome.error is not None:
-                results.append(record_stop(out, outcome.error, histories[i], saved[i]))
+                results.append(stopped[i])
                 continue
             try:
                 test, last = write_outputs(out, cfg, data, backend, nets[i], histories[i], plots)

@@ -157,8 +157,12 @@ def test_a_diverging_model_leaves_the_group_as_fit_would_stop(fake_cifar_dir):
     cfgs += [replace(cfgs[0], lam=0.001, eta_min=1e-5, eta_max=1e-3), replace(cfgs[0], lam=0.01, eta_min=1e-5, eta_max=1e-3)]
     with pytest.raises(DivergenceError) as alone:
         standalone(cfgs[0], data)
-    nets, outcomes = lockstep(cfgs, data)
+    outcomes_so_far = [History() for _ in cfgs]  # the histories fit_lockstep fills, to look at from the callback
+    left = []
+    nets, outcomes = lockstep(cfgs, data, histories=outcomes_so_far, on_leave=lambda i, err: left.append((i, err, len(outcomes_so_far[1].step_loss))))
     assert isinstance(outcomes[0].error, DivergenceError) and str(outcomes[0].error) == str(alone.value)
+    assert [(i, err) for i, err, _ in left] == [(0, outcomes[0].error)]
+    assert left[0][2] == outcomes[0].history.steps < outcomes[1].history.steps  # told at once, while the others went on
     assert outcomes[0].history.steps < 40 and not math.isfinite(outcomes[0].history.step_loss[-1])
     for cfg, net, outcome in zip(cfgs[1:], nets[1:], outcomes[1:]):
         ref_net, ref_history = standalone(cfg, data)
@@ -240,3 +244,16 @@ def test_a_partly_finished_group_redoes_its_unfinished_runs_together(fake_cifar_
         m = json.loads((tmp_path / n / "metrics.json").read_text())
         assert m["lockstep"]["group"] == 2
         assert math.isclose(m["val_loss"], first[n]["val_loss"], rel_tol=1e-10) and m["val_accuracy"] == first[n]["val_accuracy"]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow is the point
+def test_a_diverging_run_of_a_group_is_a_result_in_its_folder(fake_cifar_dir, tmp_path):
+    wild = TrainConfig(**{**BASE, "bn": False, "lam": 0.0, "eta_min": 10.0, "eta_max": 1e4, "init": "normal", "sigma": 50.0}).validate()
+    runs = [("wild", wild), ("calm", replace(wild, lam=0.001, eta_min=1e-5, eta_max=1e-3)), ("calmer", replace(wild, lam=0.01, eta_min=1e-5, eta_max=1e-3))]
+    result = run_sweep(runs, tmp_path, data_dir=fake_cifar_dir, workers=1, plots=False, echo=lambda s: None)
+    assert {r["name"]: r["status"] for r in result.rows} == {"wild": "diverged", "calm": "finished", "calmer": "finished"}
+    assert "lockstep=3" in (tmp_path / "sweep.log").read_text()
+    status = json.loads((tmp_path / "wild" / "status.json").read_text())
+    assert status["status"] == "diverged" and "training diverged at step" in status["message"] and "last good checkpoint (step 0)" in status["message"]
+    assert not (tmp_path / "wild" / "metrics.json").exists() and (tmp_path / "wild" / "history.csv").exists()
+    assert all((tmp_path / n / "metrics.json").exists() and not (tmp_path / n / "status.json").exists() for n in ("calm", "calmer"))
