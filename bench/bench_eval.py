@@ -25,6 +25,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from fastnet.train import TrainConfig, fit, new_network
 
@@ -90,7 +91,11 @@ def test_epoch_and_its_evaluation(benchmark, measure, backend_name, ops, data, a
         assert len(history.evals) == 1 and history.steps == per_epoch
         times.append((history.train_seconds, history.eval_seconds))
 
-    # Warm-up: a 10-step fit compiles (Numba) or loads caches; the timed rounds are whole epochs.
-    measure(epoch, warmup=lambda: fit(new_network(warm, D, K), small, warm, ops, progress=False), rounds=3)
+    # Warm-up: a 10-step fit compiles (Numba) or loads caches, and loads every BLAS the run uses
+    # (the fused step brings SciPy's OpenBLAS, which the session's thread limit, set before it
+    # was loaded, would miss); then the limit again, over all of them. Timed rounds: whole epochs.
+    fit(new_network(warm, D, K), small, warm, ops, progress=False)
+    with threadpool_limits(int(os.environ.get("FASTNET_BENCH_BLAS_THREADS", "1")), user_api="blas"):
+        measure(epoch, warmup=lambda: None, rounds=3)
     if benchmark.stats is not None:
         _cells.setdefault((arch, subset), {})[backend_name] = (min(t for t, _ in times), min(e for _, e in times))
