@@ -160,7 +160,8 @@ def _accumulating_gemm(dtype):
 
     SciPy may load a BLAS library of its own besides NumPy's. Two OpenBLAS thread pools of
     more than one thread in one process fight over the cores (each pool's threads spin while
-    waiting for work): measured on 2 cores, a lock-step epoch took 5-10 times longer. So the
+    waiting for work): measured on 2 cores, lock-step epochs took 2-10 times longer than on one
+    thread (scripts/bench_sweep.py, mode "lockstep", before this check). So the
     gemm is used only when every BLAS pool of the process runs one thread (sweep workers pin
     them) or both are one library.
     """
