@@ -55,7 +55,7 @@ from .errors import ConfigError, DivergenceError
 from .network import EVAL_CHUNK, Cache, Layer, LayerCache, Metrics, Network, l2_penalty, update_running_stats
 from .optim import check_schedule
 from .progress import Progress
-from .train import History, Interrupted, Position, StopRequest, TrainConfig, first_nonfinite, locate_nonfinite, schedule_fn
+from .train import History, Interrupted, Position, StopRequest, TrainConfig, divergence, first_nonfinite, locate_nonfinite, schedule_fn
 
 #: The settings models of one group may differ in: scalars of the update step only.
 FREE_FIELDS = ("lam", "eta_min", "eta_max")
@@ -154,27 +154,22 @@ class Outcome:
     wall_seconds: float = 0.0
 
 
-def _accumulating_gemm(dtype):
-    """SciPy's BLAS ``gemm`` (C <- alpha A B + beta C, which NumPy cannot do in place), or None
-    when using it could make things slower.
+def _accumulating_gemm():
+    """``acc(Xb, G, Wt)``: Wt <- Wt - Xb^T G in place through NumPy's own BLAS (the fused
+    step's :func:`fastnet.backends.numba_step.gemm`, beta = 1), or None without it.
 
-    SciPy may load a BLAS library of its own besides NumPy's. Two OpenBLAS thread pools of
-    more than one thread in one process fight over the cores (each pool's threads spin while
-    waiting for work): measured on 2 cores, lock-step epochs took 2-10 times longer than on one
-    thread (scripts/bench_sweep.py, mode "lockstep", before this check). So the
-    gemm is used only when every BLAS pool of the process runs one thread (sweep workers pin
-    them) or both are one library.
+    NumPy cannot accumulate a product in place; SciPy's ``gemm`` can, but may load a BLAS
+    library of its own, and two OpenBLAS thread pools in one process fight over the cores
+    (measured on 2 cores: lock-step epochs 2-10 times longer). NumPy's library by address
+    has neither problem.
     """
-    try:
-        from scipy.linalg import blas
-        from threadpoolctl import threadpool_info
-    except ImportError:  # pragma: no cover - both are dependencies
+    from .backends import load
+
+    backend = load("numba")
+    fused = backend.ops.fused_step if backend.available else None
+    if fused is None:
         return None
-    gemm = blas.get_blas_funcs("gemm", dtype=dtype)
-    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
-    if len({p.get("filepath") for p in pools}) > 1 and any((p.get("num_threads") or 1) > 1 for p in pools):
-        return None
-    return gemm
+    return lambda Xb, G, Wt: fused.gemm(fused.BLAS, Xb, True, G, False, Wt, -1.0, 1.0)
 
 
 class _Stack:
@@ -194,7 +189,7 @@ class _Stack:
         self.Xb = np.empty((batch, d), self.dtype)  # the gathered mini-batch
         self.S1 = np.empty((batch, width), self.dtype)  # first-layer scores of every model
         self.dX1 = np.empty((batch, width), self.dtype)  # dJ/dx^(1) of every model
-        self.gemm = _accumulating_gemm(self.dtype)
+        self.gemm = _accumulating_gemm()
         self.dW = np.empty((d, width), self.dtype) if self.gemm is None else None  # X^T G, scaled per column
 
     def step_weights(self, Xb: NDArray, G_scaled: NDArray, decay: NDArray) -> None:
@@ -207,11 +202,7 @@ class _Stack:
             np.matmul(Xb.T, G_scaled, out=self.dW)
             Wt -= self.dW
             return
-        # In Fortran order Wt is Wt.T (M m1, d): Wt.T <- Wt.T - G_scaled^T Xb; G_scaled.T and
-        # Xb.T are Fortran-contiguous views, so nothing is copied.
-        out = self.gemm(-1.0, G_scaled.T, Xb.T, beta=1.0, c=Wt.T, trans_b=1, overwrite_c=1)
-        if not np.shares_memory(out, Wt):  # a BLAS wrapper that copied: take its result
-            Wt[...] = out.T
+        self.gemm(np.ascontiguousarray(Xb), np.ascontiguousarray(G_scaled), Wt)
 
     @property
     def size(self) -> int:
@@ -382,11 +373,6 @@ class _Lockstep:
         return out
 
 
-def _divergence(t: int, eta: float, where: str) -> DivergenceError:
-    # The sentence fit raises (fastnet.train.fit's diverged()).
-    return DivergenceError(f"training diverged at step {t} (learning rate {eta:.3g}): {where} is not finite; lower --eta-max or raise --lam")
-
-
 def fit_lockstep(nets: list[Network], data, cfgs: list[TrainConfig], ops, histories: list[History] | None = None, progress: bool = False, *,
                  checkpoints=None, stop: StopRequest | None = None, on_leave=None) -> list[Outcome]:
     """Train ``nets[m]`` as ``cfgs[m]`` says, all in lock-step, in place (module docstring).
@@ -448,7 +434,7 @@ def fit_lockstep(nets: list[Network], data, cfgs: list[TrainConfig], ops, histor
     def diverge(found: dict[int, str]) -> None:
         charge("train")
         for i, where in found.items():
-            outcomes[i].error = _divergence(t, etas[i], where)
+            outcomes[i].error = divergence(t, etas[i], where)
         group.leave(list(found))
         if on_leave is not None:
             for i in found:

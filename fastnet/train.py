@@ -322,6 +322,11 @@ def train_step(net: Network, X: NDArray, y: NDArray, lam: float, eta: float, ops
     return loss
 
 
+def divergence(t: int, eta: float, where: str) -> DivergenceError:
+    """The error a run stops with when ``where`` (an array, a layer's output) is not finite at step t."""
+    return DivergenceError(f"training diverged at step {t} (learning rate {eta:.3g}): {where} is not finite; lower --eta-max or raise --lam")
+
+
 def blas_thread_count() -> int:
     """The most threads any loaded BLAS will use now (1 if that cannot be told)."""
     try:
@@ -512,7 +517,7 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
         start_time = time.perf_counter()
 
     def diverged(where: str) -> DivergenceError:
-        return DivergenceError(f"training diverged at step {t} (learning rate {eta:.3g}): {where} is not finite; lower --eta-max or raise --lam")
+        return divergence(t, eta, where)
 
     def save(epoch: int, j: int, rng_state: dict) -> None:
         nonlocal start_time
