@@ -68,9 +68,9 @@ class FusedStep:
         sizes = net.sizes
         hidden = sizes[1:-1]
         dt = self.dtype
-        from numba.typed import List
-
-        self._List = List
+        # Tuples of arrays, not numba.typed.List: a homogeneous tuple is indexed by a runtime
+        # index as cheaply, and needs no list methods compiled (not cached) at every start.
+        List = tuple
         self.Ws = List([layer.W for layer in layers[1:]])
         # biases of every layer; batch-norm hidden layers have none: zeros the kernel ignores
         self.bs = List([layer.b if layer.b is not None else np.zeros(layer.W.shape[0], dt) for layer in layers])
@@ -82,7 +82,7 @@ class FusedStep:
             self.v_avs = List([layer.v_av if not fresh else np.zeros(m, dt) for layer, m in zip(layers, hidden)])
             self.first = fresh  # the first batch initialises the running averages (eqs 38-39)
         else:
-            self.gammas = self.betas = self.mu_avs = self.v_avs = List([np.zeros(1, dt)])
+            self.gammas = self.betas = self.mu_avs = self.v_avs = (np.zeros(1, dt),)
             self.first = False
         self.widths = hidden
         self.n = None
@@ -91,7 +91,7 @@ class FusedStep:
 
     def _buffers(self, n: int) -> None:
         """The per-step arrays for a batch of n rows."""
-        dt, List, sizes = self.dtype, self._List, self.net.sizes
+        dt, List, sizes = self.dtype, tuple, self.net.sizes
         outs = sizes[1:]
         self.n = n
         self.Ss = List([np.empty((n, m), dt) for m in outs])
@@ -99,7 +99,7 @@ class FusedStep:
         self.Xs = List([np.empty((n, m), dt) for m in self.widths])
         self.dXs = List([np.empty((n, m), dt) for m in self.widths])
         per_hidden = self.widths if self.bn else [1]
-        self.S_hats = List([np.empty((n, m), dt) for m in self.widths]) if self.bn else List([np.empty((1, 1), dt)])
+        self.S_hats = List([np.empty((n, m), dt) for m in self.widths]) if self.bn else (np.empty((1, 1), dt),)
         self.mus = List([np.empty(m, dt) for m in per_hidden])
         self.vs = List([np.empty(m, dt) for m in per_hidden])
         self.dgammas = List([np.empty(m, dt) for m in per_hidden])
