@@ -328,13 +328,18 @@ def divergence(t: int, eta: float, where: str) -> DivergenceError:
 
 
 def blas_thread_count() -> int:
-    """The most threads any loaded BLAS will use now (1 if that cannot be told)."""
+    """The threads NumPy's BLAS will use now (1 if that cannot be told).
+
+    NumPy's library is the one fastnet's products run on; SciPy may load a second one later
+    (after a thread limit was set), whose count says nothing about the run."""
     try:
         from threadpoolctl import threadpool_info
 
-        return max([p.get("num_threads") or 1 for p in threadpool_info() if p.get("user_api") == "blas"] or [1])
+        pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
     except Exception:  # threadpoolctl missing or failing on an unusual BLAS
         return 1
+    own = [p for p in pools if "numpy" in (p.get("filepath") or "")] or pools
+    return min([p.get("num_threads") or 1 for p in own] or [1])
 
 
 class Stepper:
@@ -474,7 +479,6 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
     # Training metrics on a fixed random subset when asked (evaluating all 45,000 images every
     # epoch costs a third of an epoch's training for a wide network); sorted: order is irrelevant.
     train_eval = np.sort(np.random.default_rng([cfg.seed, 7]).permutation(n)[: cfg.eval_train_images]) if 0 < cfg.eval_train_images < n else None
-    X_ev, y_ev = (X, y) if train_eval is None else (X[train_eval], y[train_eval])
     per_epoch = n // cfg.batch
     epochs = math.ceil(total / per_epoch)
     rng = np.random.default_rng([cfg.seed, 2])
@@ -503,8 +507,11 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
         else:
             ctx = contextlib.nullcontext()
         with ctx:
-            tr = evaluate(net, X_ev, y_ev, cfg.lam, ops)
-            va = evaluate(net, data.X_val, data.y_val, cfg.lam, ops) if len(data.y_val) else None
+            # The training subset is gathered a chunk at a time, never copied whole; the two-core
+            # step holds BLAS to one thread, so evaluation then takes both cores itself.
+            threads = 2 if stepper.two_cores else 1
+            tr = evaluate(net, X, y, cfg.lam, ops, rows=train_eval, threads=threads)
+            va = evaluate(net, data.X_val, data.y_val, cfg.lam, ops, threads=threads) if len(data.y_val) else None
         history.eval_seconds += time.perf_counter() - t0
         row = {"epoch": round(epoch, 4), "step": t, "eta": lr(max(t - 1, 0)),
                "train_loss": tr.loss, "train_cost": tr.cost, "train_accuracy": tr.accuracy,
