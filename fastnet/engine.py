@@ -104,10 +104,6 @@ class FusedStep:
         self.vs = List([np.empty(m, dt) for m in per_hidden])
         self.dgammas = List([np.empty(m, dt) for m in per_hidden])
         self.dbetas = List([np.empty(m, dt) for m in per_hidden])
-        h = self.h = sizes[1] // 2  # two-core mode: first-layer columns [0, h) here, [h, m_1) in the helper
-        self.S0_halves = (self.Ss[0][:, :h], self.Ss[0][:, h:])
-        self.G0_halves = (self.Gs[0][:, :h], self.Gs[0][:, h:])
-        self.W1t_halves = (self.W1t[:, :h], self.W1t[:, h:])
         self.P = np.empty((n, sizes[-1]), dt)
         self.loss = np.empty(n, dt)
         self._Xbs = [np.empty((n, sizes[0]), dt) for _ in range(2)]
@@ -200,39 +196,6 @@ class FusedStep:
         )
         if np.isfinite(loss):
             self._installed_stats()
-        return float(loss)
-
-    def step_two_cores(self, Xb: NDArray, yb: NDArray, lam: float, eta: float, then_gather=None) -> float:
-        """:meth:`step` on two cores, BLAS on one thread each: the first layer's forward
-        product and its update (the two products that are most of a step) each in two halves
-        of the columns of W1^T, one half in a helper thread. ``then_gather`` = (X, y, idx):
-        the helper then gathers that batch (:meth:`prefetch`) while this thread goes on. The
-        same arithmetic as :meth:`step` (each half is the same product on fewer columns);
-        returns when the network is fully updated. (Xb, yb) must be a batch :meth:`gather`
-        returned, or be checked by the caller."""
-        n = Xb.shape[0]
-        if self.n != n:
-            self._buffers(n)
-        k, blas = self.kernel, self.kernel.BLAS
-        if self._pool is None:
-            self._start_pool()
-        (S0a, S0b), (G0a, G0b), (W1a, W1b) = self.S0_halves, self.G0_halves, self.W1t_halves
-        helper = self._pool.submit(k.gemm, blas, Xb, False, W1b, False, S0b, 1.0, 0.0)
-        k.gemm(blas, Xb, False, W1a, False, S0a, 1.0, 0.0)  # (12), columns [0, h)
-        helper.result()
-        dt = self.dtype.type
-        eta_, keep, step = dt(eta), dt(1 - 2 * eta * lam), dt(eta / n)
-        loss = k.step_core(blas, yb, self.Ws, self.bs, self.gammas, self.betas, self.mu_avs, self.v_avs,
-                           self.Ss, self.Xs, self.S_hats, self.mus, self.vs, self.Gs, self.dXs, self.dgammas, self.dbetas,
-                           self.P, self.loss, self.bn, self.first, eta_, keep, step, self.net.eps, self.net.alpha)
-        if not np.isfinite(loss):
-            return float(loss)
-        helper = self._pool.submit(k.gemm, blas, Xb, True, G0b, False, W1b, -step, keep)
-        if then_gather is not None:
-            self.prefetch(*then_gather)  # queued behind the helper's half of the update
-        k.gemm(blas, Xb, True, G0a, False, W1a, -step, keep)  # the update, columns [0, h)
-        helper.result()
-        self._installed_stats()
         return float(loss)
 
     def _start_pool(self) -> None:

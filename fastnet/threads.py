@@ -4,8 +4,7 @@ The products of a training step are skinny (100 x 3072 x 50): two BLAS threads m
 faster on an idle 2-core machine, but when another process holds one of the cores, OpenBLAS's
 threads wait on each other and an epoch becomes 5-15x *slower* (measured on this 2-core
 machine, scripts/bench_peers.py). So by default a run takes the cores that are idle when it
-starts -- the core count minus the 1-minute load average, rounded, at least 1 -- and
-``--threads N`` says exactly.
+starts (:func:`idle_cores`), and ``--threads N`` says exactly.
 """
 from __future__ import annotations
 
@@ -13,13 +12,23 @@ import os
 
 
 def idle_cores() -> int:
-    """Cores not busy at the moment, by the 1-minute load average (all of them if unknown)."""
+    """Cores not busy with other processes now, at least 1.
+
+    Others = the smaller of the 1-minute load average (rounded) and the runnable threads at
+    this instant less this one (/proc/loadavg): a process running all along counts in both;
+    this process's own share of the load average, or a moment's blip, in only one."""
     cores = os.cpu_count() or 1
     try:
-        load = os.getloadavg()[0]
+        load = round(os.getloadavg()[0])
     except (AttributeError, OSError):  # not on this platform
         return cores
-    return max(1, min(cores, cores - round(load)))
+    try:
+        with open("/proc/loadavg") as f:
+            runnable = int(f.read().split()[3].split("/")[0])
+        load = min(load, max(0, runnable - 1))
+    except (OSError, ValueError, IndexError):
+        pass
+    return max(1, min(cores, cores - load))
 
 
 def blas_threads(threads: int | None):

@@ -360,19 +360,10 @@ class Stepper:
         self.fused = fused_step_for(net, ops, optimizer=optimizer.name if optimizer is not None else "sgd")
         if self.fused is not None:
             self.fused.check_labels(y)  # once here; each step then trusts the gathered labels
-        # How the fused step uses the cores it is given (the BLAS thread count): with two or
-        # more, itself -- BLAS on one thread, the first layer's two products split in halves over
-        # two threads -- which beats BLAS's own threads on these skinny products
-        # (scripts/bench_peers.py); with one, it gathers the next batch in a second thread if
-        # a core is idle (beside busy cores a second thread only slows the step down).
-        threads = blas_thread_count() if self.fused is not None else 1
-        self.two_cores = threads >= 2 and net.sizes[1] >= 2
-        self.prefetch = self.fused is not None and self.augment is None and (self.two_cores or threads < idle_cores())
-        self._limits = None
-        if self.two_cores:
-            from threadpoolctl import threadpool_limits
-
-            self._limits = threadpool_limits(1, user_api="blas")  # undone by close()
+        # With BLAS on one thread and a core idle, the fused step gathers the next batch in a
+        # second thread while a step runs (beside BLAS threads or other processes on every core
+        # that thread only slows the step down; scripts/bench_peers.py).
+        self.prefetch = self.fused is not None and self.augment is None and blas_thread_count() < idle_cores()
         self.Xb = None
 
     def __call__(self, idx: NDArray, eta: float, t: int = 0, next_idx: NDArray | None = None) -> float:
@@ -382,16 +373,11 @@ class Stepper:
         ahead = (X, y, next_idx) if self.prefetch and next_idx is not None and len(next_idx) == len(idx) else None
         if fused is not None and self.augment is None:
             self.Xb, yb = fused.gather(X, y, idx)  # into the step's own buffers
-            if self.two_cores:
-                return fused.step_two_cores(self.Xb, yb, self.lam, eta, ahead)
             if ahead is not None:
                 fused.prefetch(*ahead)
             return fused.step(self.Xb, yb, self.lam, eta, checked=False)
         self.Xb = X[idx] if self.augment is None else self.augment(X[idx], t)
         if fused is not None:
-            if self.two_cores:
-                Xb = np.ascontiguousarray(self.Xb, dtype=fused.dtype)
-                return fused.step_two_cores(Xb, np.ascontiguousarray(y[idx], dtype=np.intp), self.lam, eta)
             return fused.step(self.Xb, y[idx], self.lam, eta)
         # SGD is stateless: train_step's default; an optimiser with state gets itself and t
         step_kw = {} if self.optimizer is None else {"optimizer": self.optimizer, "t": t}
@@ -400,9 +386,6 @@ class Stepper:
     def close(self) -> None:
         if self.fused is not None:
             self.fused.detach()
-        if self._limits is not None:
-            self._limits.restore_original_limits()
-            self._limits = None
 
 
 def first_nonfinite(net: Network) -> str | None:
@@ -507,9 +490,9 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
         else:
             ctx = contextlib.nullcontext()
         with ctx:
-            # The training subset is gathered a chunk at a time, never copied whole; the two-core
-            # step holds BLAS to one thread, so evaluation then takes both cores itself.
-            threads = 2 if stepper.two_cores else 1
+            # The training subset is gathered a chunk at a time, never copied whole; with BLAS on
+            # one thread and a core idle (as when prefetching), evaluation takes both cores itself.
+            threads = 2 if stepper.prefetch else 1
             tr = evaluate(net, X, y, cfg.lam, ops, rows=train_eval, threads=threads)
             va = evaluate(net, data.X_val, data.y_val, cfg.lam, ops, threads=threads) if len(data.y_val) else None
         history.eval_seconds += time.perf_counter() - t0
