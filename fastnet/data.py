@@ -598,16 +598,33 @@ class NormalisedImages:
     dtype : float32 or float64
     """
 
-    __slots__ = ("pixels", "mean", "std", "dtype")
+    __slots__ = ("pixels", "mean", "std", "dtype", "inv_std")
     ndim = 2
 
     def __init__(self, pixels: NDArray[np.uint8], mean: NDArray[np.float64],
                  std: NDArray[np.float64], dtype: DTypeLike) -> None:
         self.pixels, self.mean, self.std, self.dtype = pixels, mean, std, np.dtype(dtype)
+        self.inv_std = 1.0 / std   # as _normalise_into multiplies by it
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.pixels.shape
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (the uint8 pixels), not those of the normalised array."""
+        return self.pixels.nbytes
+
+    def take(self, rows: NDArray[np.integer], out: NDArray[np.floating]) -> NDArray[np.floating]:
+        """The normalised rows ``rows`` (integers in range) written into ``out`` (C-contiguous,
+        (len(rows), d), of :attr:`dtype`): a mini-batch gathered into a reused buffer."""
+        rows = np.asarray(rows)
+        kernel = _compiled_normaliser()
+        if kernel is not None and self.pixels.flags.c_contiguous:
+            kernel(self.pixels, rows.astype(np.intp, copy=False), self.mean, self.inv_std, out)
+        else:
+            _normalise_into([self.pixels[rows]], self.mean, self.std, [out])
+        return out
 
     def __len__(self) -> int:
         return len(self.pixels)
@@ -619,6 +636,9 @@ class NormalisedImages:
                 return np.asarray(self)[index]
             rows = self[head]   # rows first, then the columns of what they give
             return rows[index[1:]] if rows.ndim == 1 else rows[(slice(None), *index[1:])]
+        if isinstance(index, slice):   # a chunk of rows, the common case: no uint8 copy
+            rows = np.arange(len(self.pixels))[index]
+            return self.take(rows, np.empty((len(rows), self.pixels.shape[1]), self.dtype))
         U = self.pixels[index]
         if U.ndim == 1:
             return _normalise(U[None], self.mean, self.std, self.dtype)[0]
@@ -641,11 +661,11 @@ class Dataset:
 
     Attributes
     ----------
-    X_train, X_val : ndarray, shape (n, 3072)
+    X_train, X_test : NormalisedImages or ndarray, shape (n, 3072)
+        Normalised images of the requested float dtype; :func:`load_cifar10` keeps them as
+        uint8 and normalises the rows that are read (:class:`NormalisedImages`).
+    X_val : ndarray, shape (n, 3072)
         Normalised images, C-contiguous, of the requested float dtype.
-    X_test : NormalisedImages or ndarray, shape (n, 3072)
-        The test images, normalised alike; :func:`load_cifar10` keeps them as uint8 and
-        normalises the rows that are read (:class:`NormalisedImages`).
     y_train, y_val, y_test : ndarray of int64, shape (n,)
         Labels in 0..9.
     mean, std : ndarray of float64, shape (3072,)
@@ -768,8 +788,29 @@ def _normalise(U: NDArray[np.uint8], mean: NDArray[np.float64], std: NDArray[np.
                dtype: np.dtype[Any]) -> NDArray[np.floating]:
     """``(U - mean) / std`` as a new C-contiguous array of ``dtype`` (see _normalise_into)."""
     out = np.empty(U.shape, dtype)
-    _normalise_into([U], mean, std, [out])
+    kernel = _compiled_normaliser()
+    if kernel is not None and U.ndim == 2 and U.flags.c_contiguous:
+        kernel(U, np.arange(len(U)), mean, 1.0 / std, out)
+    else:
+        _normalise_into([U], mean, std, [out])
     return out
+
+
+_NORMALISER: list = []
+
+
+def _compiled_normaliser():
+    """Numba's ``normalise_rows`` (the same arithmetic as _normalise_into, ~10x faster), or None
+    without Numba or under NUMBA_DISABLE_JIT (where it would run as Python)."""
+    if not _NORMALISER:
+        try:
+            from numba.core import config
+
+            from .backends.numba_step import normalise_rows
+            _NORMALISER.append(None if config.DISABLE_JIT else normalise_rows)
+        except Exception:  # Numba missing or broken: NumPy does it
+            _NORMALISER.append(None)
+    return _NORMALISER[0]
 
 
 def _check_args(split: str, n_val: int, dtype: DTypeLike) -> np.dtype[Any]:
@@ -849,11 +890,22 @@ def load_cifar10(data_dir: str | os.PathLike[str] | None = None, *, split: str =
     U_test, y_test = _read_batch(folder / TEST_BATCH)
     _trim_heap()   # the files and the checks' copies of the pixels
     mean, std = _stats(images, cut)   # type: ignore[arg-type]  # no None before the fill
-    X_train = np.empty((cut, N_FEATURES), dt)
+    # The training images stay uint8 (138 MB instead of 553 in float32), normalised as rows
+    # are read (NormalisedImages); the validation set, read whole every epoch, is normalised now.
+    U_train = np.empty((cut, N_FEATURES), np.uint8)
+    row, rest = 0, []
+    for i in range(len(images)):
+        U, images[i] = images[i], None
+        take = min(len(U), cut - row)
+        U_train[row:row + take] = U[:take]
+        row += take
+        if take < len(U):
+            rest.append(U[take:])
+        del U
     X_val = np.empty((total - cut, N_FEATURES), dt)
-    _normalise_into(images, mean, std, [X_train, X_val], release=True)
+    _normalise_into(rest, mean, std, [X_val], release=True)
     return Dataset(
-        X_train=X_train, y_train=y[:cut], X_val=X_val, y_val=y[cut:],
+        X_train=NormalisedImages(U_train, mean, std, dt), y_train=y[:cut], X_val=X_val, y_val=y[cut:],
         X_test=NormalisedImages(U_test, mean, std, dt), y_test=y_test,
         mean=mean, std=std, label_names=load_label_names(folder),
         source=str(folder), split=split)

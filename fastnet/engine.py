@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from .data import NormalisedImages
 from .network import Network
 
 _EMPTY = ()
@@ -123,8 +124,19 @@ class FusedStep:
         if self.n != len(idx):
             self._buffers(len(idx))
         Xb, yb = self._spare()
-        self.kernel.gather_rows(X, y, idx, Xb, yb)
+        self._gather_kernel(X)(*self._gather_args(X, y, idx, Xb, yb))
         return Xb, yb
+
+    def _gather_kernel(self, X):
+        return self.kernel.gather_normalised_rows if isinstance(X, NormalisedImages) else self.kernel.gather_rows
+
+    @staticmethod
+    def _gather_args(X, y, idx, Xb, yb) -> tuple:
+        """The arguments of :meth:`_gather_kernel`'s kernel: rows of a float array, or uint8
+        images normalised as they are gathered (the training set of ``load_cifar10``)."""
+        if isinstance(X, NormalisedImages):
+            return X.pixels, X.mean, X.inv_std, y, idx, Xb, yb
+        return X, y, idx, Xb, yb
 
     def prefetch(self, X: NDArray, y: NDArray, idx: NDArray) -> None:
         """Start gathering the mini-batch ``idx`` in a second thread; the next :meth:`gather`
@@ -140,15 +152,20 @@ class FusedStep:
         if self._pool is None:
             self._start_pool()
         Xb, yb = self._spare()
-        self._pending = (self._pool.submit(self.kernel.gather_rows, X, y, idx, Xb, yb), idx, Xb, yb)
+        self._pending = (self._pool.submit(self._gather_kernel(X), *self._gather_args(X, y, idx, Xb, yb)), idx, Xb, yb)
 
     def _check_rows(self, X: NDArray, y: NDArray, idx: NDArray) -> None:
         """The compiled gather reads X[idx[i]] unchecked: refuse what would read out of bounds
         (cheap: the batch's indices, and X's dtype and layout). The labels are checked once,
         by :meth:`check_labels`."""
         d = self.net.sizes[0]
-        if not (isinstance(X, np.ndarray) and X.dtype == self.dtype and X.ndim == 2 and X.shape[1] == d and X.flags.c_contiguous):
-            raise ValueError(f"the fused step gathers from a C-contiguous (N, {d}) {self.dtype} array, got {getattr(X, 'shape', X)!r}")
+        if isinstance(X, NormalisedImages):
+            U = X.pixels
+            ok = X.dtype == self.dtype and U.ndim == 2 and U.shape[1] == d and U.flags.c_contiguous and U.dtype == np.uint8
+        else:
+            ok = isinstance(X, np.ndarray) and X.dtype == self.dtype and X.ndim == 2 and X.shape[1] == d and X.flags.c_contiguous
+        if not ok:
+            raise ValueError(f"the fused step gathers from a C-contiguous (N, {d}) {self.dtype} array or NormalisedImages, got {getattr(X, 'shape', X)!r}")
         if not (isinstance(y, np.ndarray) and y.shape == (X.shape[0],) and y.dtype.kind in "iu"):
             raise ValueError(f"the fused step needs {X.shape[0]} integer labels, one per row of X")
         if not (isinstance(idx, np.ndarray) and idx.ndim == 1 and idx.dtype.kind in "iu" and len(idx) >= 2):

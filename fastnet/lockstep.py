@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from .data import NormalisedImages
 from .errors import ConfigError, DivergenceError
 from .network import EVAL_CHUNK, Cache, Layer, LayerCache, Metrics, Network, l2_penalty, update_running_stats
 from .optim import check_schedule
@@ -252,6 +253,8 @@ class _Lockstep:
     def gather(self, X: NDArray, idx: NDArray) -> NDArray:
         # mode="clip" (the indices are valid): with the default "raise" numpy gathers into a
         # temporary array first and copies it, which is what this buffer is to avoid
+        if isinstance(X, NormalisedImages):  # uint8 images normalised as they are gathered
+            return X.take(idx, self.stack.Xb)
         return np.take(X, idx, axis=0, out=self.stack.Xb, mode="clip")
 
     def forward(self, Xb: NDArray, yb: NDArray) -> list[float]:

@@ -208,13 +208,13 @@ def test_bad_configuration_is_refused_before_looking_for_data(tmp_path: Path) ->
 def test_normalised_by_training_statistics(fake_cifar_dir: Path, dtype: type) -> None:
     ds = load_cifar10(fake_cifar_dir, n_val=300, dtype=dtype)
     tol = 1e-10 if dtype == np.float64 else 1e-5
-    for X in (ds.X_train, ds.X_val, ds.X_test[:]):   # the test set is normalised when read
+    for X in (ds.X_train[:], ds.X_val, ds.X_test[:]):   # training and test sets are normalised when read
         assert X.dtype == dtype and X.flags.c_contiguous and X.shape[1] == 3072
     for y in (ds.y_train, ds.y_val, ds.y_test):
         assert y.dtype == np.int64 and y.min() >= 0 and y.max() <= 9
     assert ds.mean.dtype == ds.std.dtype == np.float64 and ds.mean.shape == (3072,)
-    np.testing.assert_allclose(ds.X_train.mean(axis=0, dtype=np.float64), 0, atol=tol)
-    np.testing.assert_allclose(ds.X_train.std(axis=0, dtype=np.float64), 1, atol=tol)
+    np.testing.assert_allclose(ds.X_train[:].mean(axis=0, dtype=np.float64), 0, atol=tol)
+    np.testing.assert_allclose(ds.X_train[:].std(axis=0, dtype=np.float64), 1, atol=tol)
     raw_test = load_batch(fake_cifar_dir / FOLDER / "test_batch")[0]
     np.testing.assert_allclose(ds.X_test * ds.std + ds.mean, raw_test, atol=1e-3)
     assert abs(ds.X_val.mean()) > 1e-4   # validation is not re-centred on its own mean

@@ -80,8 +80,9 @@ def test_lean_loader_matches_eager_normalisation(uneven_cifar_dir: Path, split: 
     ref = eager_reference(uneven_cifar_dir / FOLDER, split, n_val, dtype)
     for name, expected in ref.items():
         assert_same_bits(getattr(ds, name), expected, name)
-    assert ds.X_train.flags.c_contiguous and ds.X_val.flags.c_contiguous
-    assert ds.X_train.flags.owndata and ds.X_val.flags.owndata   # no view keeps the other alive
+    assert isinstance(ds.X_train, NormalisedImages) and ds.X_train.pixels.dtype == np.uint8   # a quarter of float32
+    assert ds.X_train.pixels.flags.c_contiguous and ds.X_val.flags.c_contiguous
+    assert ds.X_train.pixels.flags.owndata and ds.X_val.flags.owndata   # no view keeps the batches alive
 
 
 def test_lean_loader_matches_on_the_fake_data_set(fake_cifar_dir: Path) -> None:
@@ -124,3 +125,19 @@ def test_evaluate_and_predict_read_the_test_set_in_chunks(fake_cifar_dir: Path) 
 def test_load_batch_still_returns_a_writable_copy(fake_cifar_dir: Path) -> None:
     X, _ = load_batch(fake_cifar_dir / FOLDER / "data_batch_1")
     assert X.flags.c_contiguous and X.flags.writeable and X.flags.owndata
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_and_numpy_normalisation_agree_bit_for_bit(uneven_cifar_dir: Path, dtype, monkeypatch) -> None:
+    """NormalisedImages reads rows through Numba's normalise_rows when it can; NumPy's
+    _normalise_into is the definition. Every way of reading rows gives the same bits both ways."""
+    import fastnet.data as fd
+
+    ds = load_cifar10(uneven_cifar_dir, n_val=300, dtype=dtype, progress=False)
+    T = ds.X_train
+    rows = np.array([0, 5, len(T) - 1, 5, 17])
+    fast = [T[:], T[3:40], T[rows], T.take(rows, np.empty((5, 3072), dtype))]
+    monkeypatch.setattr(fd, "_NORMALISER", [None])   # no compiled kernel: NumPy only
+    slow = [T[:], T[3:40], T[rows], T.take(rows, np.empty((5, 3072), dtype))]
+    for a, b in zip(fast, slow):
+        assert_same_bits(a, b, "rows")
