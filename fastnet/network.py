@@ -375,11 +375,14 @@ class Metrics(NamedTuple):
 
 
 def l2_penalty(net: Network, lam: float) -> float:
-    """lam * sum_l ||W_l||^2, the regularisation term of eq (20), in float64."""
+    """lam * sum_l ||W_l||^2, the regularisation term of eq (20), in float64.
+
+    Summed by NumPy's pairwise sum, not ``np.dot``: BLAS splits a long dot product over its
+    threads, so its last bits would depend on the thread count of the run."""
     total = 0.0
     for layer in net.layers:
         w = np.ravel(layer.W).astype(np.float64)  # row-major order whatever W's layout
-        total += float(np.dot(w, w))
+        total += float(np.square(w).sum())
     return lam * total
 
 

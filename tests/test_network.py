@@ -115,3 +115,18 @@ def test_model_files_that_do_not_fit_are_refused(tmp_path):
         load_network(tmp_path / "pickled.npz")
     with pytest.raises(ModelFileError, match="does not exist"):
         load_network(tmp_path / "missing.npz")
+
+
+def test_the_l2_term_does_not_depend_on_the_blas_thread_count():
+    """Runs resumed with another thread count must write the same cost (a BLAS dot product
+    split over threads rounds differently)."""
+    from threadpoolctl import threadpool_limits
+
+    from fastnet.network import init_network, l2_penalty
+
+    net = init_network(3072, [50, 50], 10, rng=np.random.default_rng(0))
+    values = set()
+    for threads in (1, 2, 4):
+        with threadpool_limits(threads, user_api="blas"):
+            values.add(l2_penalty(net, 0.005))
+    assert len(values) == 1
