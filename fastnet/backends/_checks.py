@@ -163,3 +163,13 @@ def bn_backward_args(op: str, G, S_hat, gamma, v, eps, X=None):
     v = vector(op, "v", v, m, G.dtype, " to match G.shape[1]")
     eps = scalar(op, "eps", eps, positive=True)
     return G, X, S_hat, gamma, v, eps
+
+
+def adam_args(op: str, theta, grad, m, v, eta, beta1, beta2, eps, t):
+    """Adam's arrays (theta, m, v writeable targets of one shape and dtype, grad like theta, no
+    two sharing memory) and scalars, checked; returns them in that order."""
+    theta = inplace_target(op, "theta", theta)
+    grad = like(op, "grad", grad, "theta", theta)
+    m = inplace_like(op, "m", m, "theta", theta, grad=grad)
+    v = inplace_like(op, "v", v, "theta", theta, grad=grad, m=m)
+    return (theta, grad, m, v, *adam_scalars(op, eta, beta1, beta2, eps, t))

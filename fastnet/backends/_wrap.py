@@ -25,6 +25,14 @@ KERNEL_OPS = ("bias_relu_forward", "relu_backward", "bn_relu_forward_train", "bn
 def make_ops(kernel) -> SimpleNamespace:
     """The ops of :data:`KERNEL_OPS` over ``kernel(name, dtype)`` (module docstring)."""
 
+    def bn_train(name: str, S, gamma, beta, eps) -> BNTrain:
+        """A batch-norm forward op in training mode (with or without the ReLU: ``name``)."""
+        S, gamma, beta, eps = chk.bn_forward_args(name, S, gamma, beta, eps, train=True)
+        m = S.shape[1]
+        X, S_hat, mu, v = np.empty_like(S), np.empty_like(S), np.empty(m, S.dtype), np.empty(m, S.dtype)
+        kernel(name, S.dtype)(S, gamma, beta, eps, X, S_hat, mu, v)
+        return BNTrain(X, S_hat, mu, v)
+
     def bias_relu_forward(Z: NDArray, b: NDArray) -> NDArray:
         """Bias and ReLU of a layer without batch norm: ``X = max(0, Z + b)``, eqs (1)-(2).
 
@@ -82,14 +90,7 @@ def make_ops(kernel) -> SimpleNamespace:
         -----
         One kernel: mean pass, variance pass over S - mu, then S_hat and X in one sweep.
         """
-        S, gamma, beta, eps = chk.bn_forward_args("bn_relu_forward_train", S, gamma, beta, eps, train=True)
-        m = S.shape[1]
-        X = np.empty_like(S)
-        S_hat = np.empty_like(S)
-        mu = np.empty(m, S.dtype)
-        v = np.empty(m, S.dtype)
-        kernel("bn_relu_forward_train", S.dtype)(S, gamma, beta, eps, X, S_hat, mu, v)
-        return BNTrain(X, S_hat, mu, v)
+        return bn_train("bn_relu_forward_train", S, gamma, beta, eps)
 
 
     def bn_relu_forward_eval(S: NDArray, gamma: NDArray, beta: NDArray, mu: NDArray, v: NDArray, eps: float) -> NDArray:
@@ -210,14 +211,7 @@ def make_ops(kernel) -> SimpleNamespace:
         -------
         BNTrain(X, S_hat, mu, v), arrays of S.dtype; X = gamma * S_hat + beta.
         """
-        S, gamma, beta, eps = chk.bn_forward_args("bn_forward_train", S, gamma, beta, eps, train=True)
-        m = S.shape[1]
-        X = np.empty_like(S)
-        S_hat = np.empty_like(S)
-        mu = np.empty(m, S.dtype)
-        v = np.empty(m, S.dtype)
-        kernel("bn_forward_train", S.dtype)(S, gamma, beta, eps, X, S_hat, mu, v)
-        return BNTrain(X, S_hat, mu, v)
+        return bn_train("bn_forward_train", S, gamma, beta, eps)
 
 
     def bn_forward_eval(S: NDArray, gamma: NDArray, beta: NDArray, mu: NDArray, v: NDArray, eps: float) -> NDArray:
@@ -270,12 +264,7 @@ def make_ops(kernel) -> SimpleNamespace:
         grad : array of theta's shape and dtype (the full gradient of eq (20)).
         eta : learning rate. beta1, beta2 : in [0, 1). eps : positive. t : step, from 1.
         """
-        op = "adam_update_inplace"
-        theta = chk.inplace_target(op, "theta", theta)
-        grad = chk.like(op, "grad", grad, "theta", theta)
-        m = chk.inplace_like(op, "m", m, "theta", theta, grad=grad)
-        v = chk.inplace_like(op, "v", v, "theta", theta, grad=grad, m=m)
-        eta, beta1, beta2, eps, t = chk.adam_scalars(op, eta, beta1, beta2, eps, t)
+        theta, grad, m, v, eta, beta1, beta2, eps, t = chk.adam_args("adam_update_inplace", theta, grad, m, v, eta, beta1, beta2, eps, t)
         dt = theta.dtype.type
         kernel("adam_update", theta.dtype)(theta.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1), dt(beta1), dt(1 - beta1), dt(beta2),
                             dt(1 - beta2), dt(eta / (1 - beta1 ** t)), dt(1 / (1 - beta2 ** t)), dt(eps))

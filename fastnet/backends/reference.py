@@ -346,12 +346,7 @@ def adam_update_inplace(theta: NDArray, grad: NDArray, m: NDArray, v: NDArray, e
     eta : non-negative learning rate. beta1, beta2 : decays in [0, 1). eps : positive.
     t : the step number, counted from 1 (it sets the bias corrections).
     """
-    op = "adam_update_inplace"
-    theta = chk.inplace_target(op, "theta", theta)
-    grad = chk.like(op, "grad", grad, "theta", theta)
-    m = chk.inplace_like(op, "m", m, "theta", theta, grad=grad)
-    v = chk.inplace_like(op, "v", v, "theta", theta, grad=grad, m=m)
-    eta, beta1, beta2, eps, t = chk.adam_scalars(op, eta, beta1, beta2, eps, t)
+    theta, grad, m, v, eta, beta1, beta2, eps, t = chk.adam_args("adam_update_inplace", theta, grad, m, v, eta, beta1, beta2, eps, t)
     dt = theta.dtype.type
     m *= dt(beta1)
     m += dt(1 - beta1) * grad
