@@ -21,14 +21,13 @@ What the fused step changes, measured in ``scripts/bench_peers.py``:
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from numpy.typing import NDArray
 
 from .data import NormalisedImages
 from .network import Network
-
-_EMPTY = ()
-
 
 def fused_step_for(net: Network, ops, *, optimizer: str = "sgd") -> "FusedStep | None":
     """A :class:`FusedStep` for ``net`` when ``ops`` offers one and the network qualifies, else None.
@@ -71,16 +70,15 @@ class FusedStep:
         dt = self.dtype
         # Tuples of arrays, not numba.typed.List: a homogeneous tuple is indexed by a runtime
         # index as cheaply, and needs no list methods compiled (not cached) at every start.
-        List = tuple
-        self.Ws = List([layer.W for layer in layers[1:]])
+        self.Ws = tuple([layer.W for layer in layers[1:]])
         # biases of every layer; batch-norm hidden layers have none: zeros the kernel ignores
-        self.bs = List([layer.b if layer.b is not None else np.zeros(layer.W.shape[0], dt) for layer in layers])
+        self.bs = tuple([layer.b if layer.b is not None else np.zeros(layer.W.shape[0], dt) for layer in layers])
         if self.bn:
-            self.gammas = List([layer.gamma for layer in layers[:-1]])
-            self.betas = List([layer.beta for layer in layers[:-1]])
+            self.gammas = tuple([layer.gamma for layer in layers[:-1]])
+            self.betas = tuple([layer.beta for layer in layers[:-1]])
             fresh = layers[0].mu_av is None
-            self.mu_avs = List([layer.mu_av if not fresh else np.zeros(m, dt) for layer, m in zip(layers, hidden)])
-            self.v_avs = List([layer.v_av if not fresh else np.zeros(m, dt) for layer, m in zip(layers, hidden)])
+            self.mu_avs = tuple([layer.mu_av if not fresh else np.zeros(m, dt) for layer, m in zip(layers, hidden)])
+            self.v_avs = tuple([layer.v_av if not fresh else np.zeros(m, dt) for layer, m in zip(layers, hidden)])
             self.first = fresh  # the first batch initialises the running averages (eqs 38-39)
         else:
             self.gammas = self.betas = self.mu_avs = self.v_avs = (np.zeros(1, dt),)
@@ -92,19 +90,19 @@ class FusedStep:
 
     def _buffers(self, n: int) -> None:
         """The per-step arrays for a batch of n rows."""
-        dt, List, sizes = self.dtype, tuple, self.net.sizes
+        dt, sizes = self.dtype, self.net.sizes
         outs = sizes[1:]
         self.n = n
-        self.Ss = List([np.empty((n, m), dt) for m in outs])
-        self.Gs = List([np.empty((n, m), dt) for m in outs])
-        self.Xs = List([np.empty((n, m), dt) for m in self.widths])
-        self.dXs = List([np.empty((n, m), dt) for m in self.widths])
+        self.Ss = tuple([np.empty((n, m), dt) for m in outs])
+        self.Gs = tuple([np.empty((n, m), dt) for m in outs])
+        self.Xs = tuple([np.empty((n, m), dt) for m in self.widths])
+        self.dXs = tuple([np.empty((n, m), dt) for m in self.widths])
         per_hidden = self.widths if self.bn else [1]
-        self.S_hats = List([np.empty((n, m), dt) for m in self.widths]) if self.bn else (np.empty((1, 1), dt),)
-        self.mus = List([np.empty(m, dt) for m in per_hidden])
-        self.vs = List([np.empty(m, dt) for m in per_hidden])
-        self.dgammas = List([np.empty(m, dt) for m in per_hidden])
-        self.dbetas = List([np.empty(m, dt) for m in per_hidden])
+        self.S_hats = tuple([np.empty((n, m), dt) for m in self.widths]) if self.bn else (np.empty((1, 1), dt),)
+        self.mus = tuple([np.empty(m, dt) for m in per_hidden])
+        self.vs = tuple([np.empty(m, dt) for m in per_hidden])
+        self.dgammas = tuple([np.empty(m, dt) for m in per_hidden])
+        self.dbetas = tuple([np.empty(m, dt) for m in per_hidden])
         self.P = np.empty((n, sizes[-1]), dt)
         self.loss = np.empty(n, dt)
         self._Xbs = [np.empty((n, sizes[0]), dt) for _ in range(2)]
@@ -114,29 +112,18 @@ class FusedStep:
     def gather(self, X: NDArray, y: NDArray, idx: NDArray) -> tuple[NDArray, NDArray]:
         """The mini-batch X[idx], y[idx] in the step's own buffers (valid until the next
         gather but one: there are two, so a prefetch never writes the batch in use)."""
-        self._check_rows(X, y, idx)
         pending, self._pending = self._pending, None
         if pending is not None:
-            future, p_idx, Xb, yb = pending
+            future, (p_X, p_y, p_idx), Xb, yb = pending
             future.result()  # re-raises what the gather thread raised
-            if p_idx is idx or (len(p_idx) == len(idx) and np.array_equal(p_idx, idx)):
-                return Xb, yb
+            if p_X is X and p_y is y and (p_idx is idx or (len(p_idx) == len(idx) and np.array_equal(p_idx, idx))):
+                return Xb, yb  # checked by prefetch
+        self._check_rows(X, y, idx)
         if self.n != len(idx):
             self._buffers(len(idx))
         Xb, yb = self._spare()
-        self._gather_kernel(X)(*self._gather_args(X, y, idx, Xb, yb))
+        self._gather_call(X, y, idx, Xb, yb)()
         return Xb, yb
-
-    def _gather_kernel(self, X):
-        return self.kernel.gather_normalised_rows if isinstance(X, NormalisedImages) else self.kernel.gather_rows
-
-    @staticmethod
-    def _gather_args(X, y, idx, Xb, yb) -> tuple:
-        """The arguments of :meth:`_gather_kernel`'s kernel: rows of a float array, or uint8
-        images normalised as they are gathered (the training set of ``load_cifar10``)."""
-        if isinstance(X, NormalisedImages):
-            return X.pixels, X.mean, X.inv_std, y, idx, Xb, yb
-        return X, y, idx, Xb, yb
 
     def prefetch(self, X: NDArray, y: NDArray, idx: NDArray) -> None:
         """Start gathering the mini-batch ``idx`` in a second thread; the next :meth:`gather`
@@ -152,7 +139,15 @@ class FusedStep:
         if self._pool is None:
             self._start_pool()
         Xb, yb = self._spare()
-        self._pending = (self._pool.submit(self._gather_kernel(X), *self._gather_args(X, y, idx, Xb, yb)), idx, Xb, yb)
+        self._pending = (self._pool.submit(self._gather_call(X, y, idx, Xb, yb)), (X, y, idx), Xb, yb)
+
+    def _gather_call(self, X, y, idx, Xb, yb):
+        """The compiled gather of rows ``idx`` into (Xb, yb), ready to call: from a float array,
+        or from uint8 images normalised as they are gathered (``load_cifar10``'s training set)."""
+        k = self.kernel
+        if isinstance(X, NormalisedImages):
+            return partial(k.gather_normalised_rows, X.pixels, X.mean, X.inv_std, y, idx, Xb, yb)
+        return partial(k.gather_rows, X, y, idx, Xb, yb)
 
     def _check_rows(self, X: NDArray, y: NDArray, idx: NDArray) -> None:
         """The compiled gather reads X[idx[i]] unchecked: refuse what would read out of bounds

@@ -382,7 +382,6 @@ def summary_rows(root: Path) -> list[dict]:
 
 
 def summary_markdown(root: Path, rows: list[dict]) -> str:
-    from .runs import read_json
 
     lines = ["| experiment | what | test accuracy (ours) | assignment | status | run time |", "|---|---|---|---|---|---|"]
     for r in rows:

@@ -547,8 +547,6 @@ def describe(cfg) -> str:
 
 def evaluate_run(run_dir, data_dir=None, backend=None) -> dict:
     """Reload a run's model and measure it on the CIFAR-10 test batch."""
-    import numpy as np
-
     from .backends import resolve
     from .data import find_cifar10, load_batch
     from .model_io import load_network

@@ -36,3 +36,18 @@ def blas_threads(threads: int | None):
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(threads or idle_cores(), user_api="blas")
+
+
+def blas_thread_count() -> int:
+    """The threads NumPy's BLAS will use now (1 if that cannot be told).
+
+    NumPy's library is the one fastnet's products run on; SciPy may load a second one later
+    (after a thread limit was set), whose count says nothing about the run."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    except Exception:  # threadpoolctl missing or failing on an unusual BLAS
+        return 1
+    own = [p for p in pools if "numpy" in (p.get("filepath") or "")] or pools
+    return min([p.get("num_threads") or 1 for p in own] or [1])

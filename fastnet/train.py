@@ -35,7 +35,7 @@ from .engine import fused_step_for
 from .network import DEFAULT_ALPHA, DEFAULT_EPS, INITS, PLACEMENTS, Network, backward, check_architecture, evaluate, forward_train, init_network, update_running_stats
 from .optim import OPTIMIZERS, check_adam, check_cyclic, check_schedule, learning_rate, make_optimizer, sgd_step
 from .progress import Progress
-from .threads import idle_cores
+from .threads import blas_thread_count, idle_cores
 
 
 @dataclass
@@ -327,19 +327,14 @@ def divergence(t: int, eta: float, where: str) -> DivergenceError:
     return DivergenceError(f"training diverged at step {t} (learning rate {eta:.3g}): {where} is not finite; lower --eta-max or raise --lam")
 
 
-def blas_thread_count() -> int:
-    """The threads NumPy's BLAS will use now (1 if that cannot be told).
+def _augmenter(cfg: TrainConfig):
+    """``augment(Xb, t)``: the flips and translations of step t, from a generator seeded by (seed, t)."""
+    from .augment import augment_batch
 
-    NumPy's library is the one fastnet's products run on; SciPy may load a second one later
-    (after a thread limit was set), whose count says nothing about the run."""
-    try:
-        from threadpoolctl import threadpool_info
+    def augment(Xb: NDArray, t: int) -> NDArray:
+        return augment_batch(Xb, np.random.default_rng([cfg.seed, 3, t]), cfg.augment_shift)
 
-        pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
-    except Exception:  # threadpoolctl missing or failing on an unusual BLAS
-        return 1
-    own = [p for p in pools if "numpy" in (p.get("filepath") or "")] or pools
-    return min([p.get("num_threads") or 1 for p in own] or [1])
+    return augment
 
 
 class Stepper:
@@ -519,14 +514,7 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
             checkpoint(Position(t, epoch, j, rng_state))
             start_time = time.perf_counter()
 
-    augment = None
-    if cfg.augment:
-        from .augment import augment_batch
-
-        def augment(Xb: NDArray, t: int) -> NDArray:
-            return augment_batch(Xb, np.random.default_rng([cfg.seed, 3, t]), cfg.augment_shift)
-
-    stepper = Stepper(net, X, y, cfg.lam, ops, optimizer, augment)
+    stepper = Stepper(net, X, y, cfg.lam, ops, optimizer, _augmenter(cfg) if cfg.augment else None)
     stop.deferring = True
     try:
         if start is None:

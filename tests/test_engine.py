@@ -223,3 +223,15 @@ def test_batches_of_byte_images_are_gathered_normalised():
     with pytest.raises(ValueError, match="NormalisedImages"):
         fused.gather(NormalisedImages(U, mean, std, np.float64), y, a)  # not the network's dtype
     fused.detach()
+
+
+def test_a_prefetch_from_other_arrays_is_not_taken_for_these_rows():
+    X, y = _data(np.float32)
+    X2 = X + 1
+    net = init_network(D, [20], K, bn=True, rng=np.random.default_rng(1))
+    fused = fused_step_for(net, resolve("numba").ops)
+    rows = np.arange(10, 60)
+    fused.prefetch(X, y, rows)
+    Xb, _ = fused.gather(X2, y, rows)  # the same rows of another array: gathered anew
+    assert np.array_equal(Xb, X2[rows])
+    fused.detach()

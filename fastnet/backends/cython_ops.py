@@ -16,7 +16,7 @@ import importlib
 
 import numpy as np
 
-from ._wrap import make_ops
+from ._wrap import KERNEL_OPS, make_ops
 from .reference import BNGrad, BNTrain, LinGrad, Xent, linear_backward, linear_forward
 
 # ImportError when the extension was not built. import_module asks the import system, so
@@ -27,26 +27,7 @@ _ck = importlib.import_module("fastnet._ckernels")
 NAME = "cython"
 VERSION = getattr(_ck, "VERSION", "unknown")
 
-__all__ = [
-    "linear_forward",
-    "linear_backward",
-    "bias_relu_forward",
-    "relu_backward",
-    "bn_relu_forward_train",
-    "bn_relu_forward_eval",
-    "bn_relu_backward",
-    "softmax_xent",
-    "softmax_xent_backward",
-    "sgd_update_inplace",
-    "bn_forward_train",
-    "bn_forward_eval",
-    "bn_backward",
-    "adam_update_inplace",
-    "BNGrad",
-    "BNTrain",
-    "LinGrad",
-    "Xent",
-]
+__all__ = ["linear_forward", "linear_backward", *KERNEL_OPS, "BNGrad", "BNTrain", "LinGrad", "Xent"]
 
 _KERNELS = (
     "bias_relu_forward",

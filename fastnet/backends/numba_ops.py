@@ -23,33 +23,13 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from numpy.typing import NDArray
 
-from ._wrap import make_ops
+from ._wrap import KERNEL_OPS, make_ops
 from .reference import BNGrad, BNTrain, LinGrad, Xent, linear_backward, linear_forward
 
 NAME = "numba"
 
-__all__ = [
-    "linear_forward",
-    "linear_backward",
-    "bias_relu_forward",
-    "relu_backward",
-    "bn_relu_forward_train",
-    "bn_relu_forward_eval",
-    "bn_relu_backward",
-    "softmax_xent",
-    "softmax_xent_backward",
-    "sgd_update_inplace",
-    "bn_forward_train",
-    "bn_forward_eval",
-    "bn_backward",
-    "adam_update_inplace",
-    "BNGrad",
-    "BNTrain",
-    "LinGrad",
-    "Xent",
-]
+__all__ = ["linear_forward", "linear_backward", *KERNEL_OPS, "BNGrad", "BNTrain", "LinGrad", "Xent"]
 
 # LLVM fast-math flags: reassociate (vectorised reductions), contract (FMA), approximate
 # reciprocals and functions, ignore the sign of zero. Deliberately *not* "nnan"/"ninf": with

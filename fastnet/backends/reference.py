@@ -160,11 +160,17 @@ def bn_relu_forward_train(S: NDArray, gamma: NDArray, beta: NDArray, eps: float)
     as eq (14) and the back-propagation equations assume.
     """
     S, gamma, beta, eps = chk.bn_forward_args("bn_relu_forward_train", S, gamma, beta, eps, train=True)
+    mu, v, S_hat = _normalise_batch(S, eps)
+    X = np.maximum(gamma * S_hat + beta, 0)  # (16), (17)
+    return BNTrain(X, S_hat, mu, v)
+
+
+def _normalise_batch(S: NDArray, eps: float) -> tuple[NDArray, NDArray, NDArray]:
+    """Batch mean, biased variance and normalised scores, eqs (13)-(15) with (11)."""
     mu = S.mean(axis=0)  # (13)
     v = ((S - mu) ** 2).mean(axis=0)  # (14): biased, two passes
     S_hat = (S - mu) / np.sqrt(v + S.dtype.type(eps))  # (15) with (11)
-    X = np.maximum(gamma * S_hat + beta, 0)  # (16), (17)
-    return BNTrain(X, S_hat, mu, v)
+    return mu, v, S_hat
 
 
 def bn_relu_forward_eval(S: NDArray, gamma: NDArray, beta: NDArray, mu: NDArray, v: NDArray, eps: float) -> NDArray:
@@ -197,9 +203,13 @@ def bn_relu_backward(G: NDArray, X: NDArray, S_hat: NDArray, gamma: NDArray, v: 
     rather than keeping S and mu alive until the backward pass.
     """
     G, X, S_hat, gamma, v, eps = chk.bn_backward_args("bn_relu_backward", G, S_hat, gamma, v, eps, X)
-    n, m = G.shape
+    return _scale_shift_and_bn_backward(G * (X > 0), S_hat, gamma, v, eps)  # (24)/(30) first
+
+
+def _scale_shift_and_bn_backward(G: NDArray, S_hat: NDArray, gamma: NDArray, v: NDArray, eps: float) -> BNGrad:
+    """Eqs (25)-(27) and BatchNormBackPass (31)-(37), from the gradient of the BN output."""
+    n = G.shape[0]
     one = G.dtype.type(1)
-    G = G * (X > 0)  # (24)/(30)
     dgamma = (G * S_hat).sum(axis=0) / n  # (25)
     dbeta = G.sum(axis=0) / n  # (25)
     G = G * gamma  # (26)
@@ -236,9 +246,7 @@ def bn_forward_train(S: NDArray, gamma: NDArray, beta: NDArray, eps: float) -> B
     negative). The variance is the biased one, as eq (14).
     """
     S, gamma, beta, eps = chk.bn_forward_args("bn_forward_train", S, gamma, beta, eps, train=True)
-    mu = S.mean(axis=0)  # (13)
-    v = ((S - mu) ** 2).mean(axis=0)  # (14): biased, two passes
-    S_hat = (S - mu) / np.sqrt(v + S.dtype.type(eps))  # (15) with (11)
+    mu, v, S_hat = _normalise_batch(S, eps)
     return BNTrain(gamma * S_hat + beta, S_hat, mu, v)  # (16)
 
 
@@ -265,21 +273,7 @@ def bn_backward(G: NDArray, S_hat: NDArray, gamma: NDArray, v: NDArray, eps: flo
     BNGrad(G, dgamma, dbeta): G = dJ/d(BN input) per sample (no 1/n, like the G that came in).
     """
     G, _, S_hat, gamma, v, eps = chk.bn_backward_args("bn_backward", G, S_hat, gamma, v, eps)
-    n, m = G.shape
-    one = G.dtype.type(1)
-    dgamma = (G * S_hat).sum(axis=0) / n  # (25)
-    dbeta = G.sum(axis=0) / n  # (25)
-    G = G * gamma  # (26)
-    # BatchNormBackPass, eqs (31)-(37), as in bn_relu_backward
-    ve = v + G.dtype.type(eps)
-    sigma1 = ve ** G.dtype.type(-0.5)  # (31)
-    sigma2 = ve ** G.dtype.type(-1.5)  # (32)
-    G1 = G * sigma1  # (33)
-    G2 = G * sigma2  # (34)
-    D = S_hat * np.sqrt(ve)  # (35), via (15)
-    c = (G2 * D).sum(axis=0)  # (36)
-    G = G1 - (one / n) * G1.sum(axis=0) - (one / n) * D * c  # (37)
-    return BNGrad(G, dgamma, dbeta)
+    return _scale_shift_and_bn_backward(G, S_hat, gamma, v, eps)
 
 
 # ------------------------------------------------------------------ softmax cross-entropy
