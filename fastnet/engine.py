@@ -85,8 +85,13 @@ class FusedStep:
             self.first = False
         self.widths = hidden
         self.n = None
-        self._pending = None  # (future, idx, Xb, yb) of a prefetch
+        self._pending = None  # (future or None, (X, y, idx), Xb, yb) of a batch gathered ahead
         self._pool = None
+        self.cores = 1
+        self._limits = None
+        self._no_stats, self._no_rows = np.zeros(0), np.zeros(0, np.intp)
+        d = net.sizes[0]
+        self._source = (np.zeros((0, d), self.dtype), self._no_stats, self._no_stats, False, np.zeros(0, np.intp), self._no_rows)
 
     def _buffers(self, n: int) -> None:
         """The per-step arrays for a batch of n rows."""
@@ -108,6 +113,30 @@ class FusedStep:
         self._Xbs = [np.empty((n, sizes[0]), dt) for _ in range(2)]
         self._ybs = [np.empty(n, np.intp) for _ in range(2)]
         self._turn = 0
+        self._counter = np.zeros(1, np.int64)  # scratch of the two-core step
+        self._result = np.zeros(1, np.float64)
+
+    def use_cores(self, cores: int) -> None:
+        """Take each step on ``cores`` (1 or 2) cores: with 2, :meth:`step` runs the kernel's
+        ``sgd_step_parallel`` on two of Numba's threads, each calling BLAS on one thread (set
+        here for the process until :meth:`detach`), and gathers the batch given as ``ahead``
+        on whichever core is free. With 1, BLAS keeps its threads."""
+        if cores not in (1, 2):
+            raise ValueError(f"the fused step runs on 1 or 2 cores, not {cores!r}")
+        if cores == self.cores:
+            return
+        if cores == 2:
+            from threadpoolctl import threadpool_limits
+
+            self._limits = threadpool_limits(1, user_api="blas")
+        else:
+            self._release_limits()
+        self.cores = cores
+
+    def _release_limits(self) -> None:
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+            self._limits = None
 
     def gather(self, X: NDArray, y: NDArray, idx: NDArray) -> tuple[NDArray, NDArray]:
         """The mini-batch X[idx], y[idx] in the step's own buffers (valid until the next
@@ -115,7 +144,8 @@ class FusedStep:
         pending, self._pending = self._pending, None
         if pending is not None:
             future, (p_X, p_y, p_idx), Xb, yb = pending
-            future.result()  # re-raises what the gather thread raised
+            if future is not None:
+                future.result()  # re-raises what the gather thread raised
             if p_X is X and p_y is y and (p_idx is idx or (len(p_idx) == len(idx) and np.array_equal(p_idx, idx))):
                 return Xb, yb  # checked by prefetch
         self._check_rows(X, y, idx)
@@ -131,15 +161,20 @@ class FusedStep:
         release the GIL, so on a machine with a core to spare the gather of batch t + 1 costs
         nothing while step t runs."""
         self._check_rows(X, y, idx)
-        if self._pending is not None:
-            self._pending[0].result()
-            self._pending = None
+        self._settle()
         if self.n != len(idx):
             self._buffers(len(idx))
         if self._pool is None:
             self._start_pool()
         Xb, yb = self._spare()
         self._pending = (self._pool.submit(self._gather_call(X, y, idx, Xb, yb)), (X, y, idx), Xb, yb)
+
+    def _settle(self) -> None:
+        """Drop the batch gathered ahead, once its gather has finished."""
+        if self._pending is not None:
+            if self._pending[0] is not None:
+                self._pending[0].result()
+            self._pending = None
 
     def _gather_call(self, X, y, idx, Xb, yb):
         """The compiled gather of rows ``idx`` into (Xb, yb), ready to call: from a float array,
@@ -180,13 +215,17 @@ class FusedStep:
         self._turn ^= 1
         return self._Xbs[self._turn], self._ybs[self._turn]
 
-    def step(self, Xb: NDArray, yb: NDArray, lam: float, eta: float, *, checked: bool = True) -> float:
+    def step(self, Xb: NDArray, yb: NDArray, lam: float, eta: float, *, checked: bool = True,
+             ahead: tuple[NDArray, NDArray, NDArray] | None = None) -> float:
         """One SGD step on (Xb, yb) -- like ``train_step(net, Xb, yb, lam, eta, ops)``; returns
         the batch's mean cross-entropy, and leaves the network untouched if it is not finite.
 
         The compiled step trusts its arrays, so they are checked here (shape, dtype, labels in
         0..K-1), except for ``checked=False`` with the buffers :meth:`gather` filled from a
         data set whose labels were checked when it was loaded.
+
+        ``ahead = (X, y, idx)``: the next batch, which the next :meth:`gather` of those rows
+        then returns at once; gathered during the step on two cores, else after it.
         """
         if checked:
             d, K = self.net.sizes[0], self.net.sizes[-1]
@@ -200,15 +239,41 @@ class FusedStep:
         n = Xb.shape[0]
         if self.n != n:
             self._buffers(n)
+        if ahead is not None:
+            self._check_rows(*ahead)
+            if len(ahead[2]) != n:
+                raise ValueError(f"the batch gathered ahead must have the {n} rows of this one")
+            self._settle()
         dt = self.dtype.type
-        loss = self.kernel.sgd_step(
-            self.kernel.BLAS, Xb, yb, self.W1t, self.Ws, self.bs, self.gammas, self.betas, self.mu_avs, self.v_avs,
-            self.Ss, self.Xs, self.S_hats, self.mus, self.vs, self.Gs, self.dXs, self.dgammas, self.dbetas, self.P, self.loss,
-            self.bn, self.first, dt(eta), dt(1 - 2 * eta * lam), dt(eta / n), self.net.eps, self.net.alpha,
-        )
+        k = self.kernel
+        args = (Xb, yb, self.W1t, self.Ws, self.bs, self.gammas, self.betas, self.mu_avs, self.v_avs,
+                self.Ss, self.Xs, self.S_hats, self.mus, self.vs, self.Gs, self.dXs, self.dgammas, self.dbetas, self.P, self.loss,
+                self.bn, self.first, dt(eta), dt(1 - 2 * eta * lam), dt(eta / n), self.net.eps, self.net.alpha)
+        Xn, yn = self._spare() if ahead is not None else (None, None)
+        if self.cores == 2:
+            if ahead is not None:
+                self._source = self._gather_source(*ahead)
+                X, mean, inv_std, normalise, y, idx = self._source
+            else:  # nothing to gather: the last source's types with no rows (no new compilation)
+                X, mean, inv_std, normalise, y, _ = self._source
+                idx, Xn, yn = self._no_rows, self._Xbs[self._turn ^ 1], self._ybs[self._turn ^ 1]
+            loss = k.sgd_step_parallel(k.BLAS, 2, *args, X, mean, inv_std, normalise, y, idx, Xn, yn,
+                                       self._counter, self._result)
+        else:
+            loss = k.sgd_step(k.BLAS, *args)
+            if ahead is not None:
+                self._gather_call(*ahead, Xn, yn)()
+        if ahead is not None:
+            self._pending = (None, ahead, Xn, yn)
         if np.isfinite(loss):
             self._installed_stats()
         return float(loss)
+
+    def _gather_source(self, X, y, idx) -> tuple:
+        """The gather arguments of ``sgd_step_parallel``: X, mean, inv_std, normalise, y, idx."""
+        if isinstance(X, NormalisedImages):
+            return X.pixels, X.mean, X.inv_std, True, y, idx
+        return X, self._no_stats, self._no_stats, False, y, idx
 
     def _start_pool(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -226,8 +291,11 @@ class FusedStep:
         """Give the network an ordinary C-contiguous first layer again (after training); stop
         the gather thread."""
         if self._pending is not None:
-            self._pending[0].cancel() or self._pending[0].exception()
+            if self._pending[0] is not None:
+                self._pending[0].cancel() or self._pending[0].exception()
             self._pending = None
+        self._release_limits()
+        self.cores = 1
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

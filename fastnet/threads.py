@@ -51,3 +51,12 @@ def blas_thread_count() -> int:
         return 1
     own = [p for p in pools if "numpy" in (p.get("filepath") or "")] or pools
     return min([p.get("num_threads") or 1 for p in own] or [1])
+
+
+def numba_threads() -> int:
+    """The threads Numba's parallel loops may use now (1 without Numba)."""
+    try:
+        import numba
+    except ImportError:
+        return 1
+    return numba.get_num_threads()

@@ -35,7 +35,7 @@ from .engine import fused_step_for
 from .network import DEFAULT_ALPHA, DEFAULT_EPS, INITS, PLACEMENTS, Network, backward, check_architecture, evaluate, forward_train, init_network, update_running_stats
 from .optim import OPTIMIZERS, check_adam, check_cyclic, check_schedule, learning_rate, make_optimizer, sgd_step
 from .progress import Progress
-from .threads import blas_thread_count, idle_cores
+from .threads import blas_thread_count, idle_cores, numba_threads
 
 
 @dataclass
@@ -342,8 +342,11 @@ class Stepper:
 
     The compiled whole step of :mod:`fastnet.engine` when the backend has one and the
     configuration qualifies (``self.fused``), else :func:`train_step` op by op; the two compute
-    the same step; with the fused step and a core that BLAS leaves free, the next batch
-    (``next_idx``) is gathered in a second thread while a step runs (``self.prefetch``).
+    the same step. With the fused step and BLAS given two or more threads, each step runs on
+    two cores (``self.cores == 2``: the step's own split, BLAS on one thread in each; the next
+    batch, ``next_idx``, gathered during the step); with BLAS on one thread and a core it
+    leaves free, the next batch is gathered in a second thread while a step runs
+    (``self.prefetch``).
     ``augment(Xb, t)``, if given, transforms each gathered batch.
     ``self.Xb`` is the last batch trained on. Call :meth:`close` when training stops (it gives
     the network ordinary C-contiguous arrays back). Benchmarks use it to time what fit runs.
@@ -355,20 +358,35 @@ class Stepper:
         self.fused = fused_step_for(net, ops, optimizer=optimizer.name if optimizer is not None else "sgd")
         if self.fused is not None:
             self.fused.check_labels(y)  # once here; each step then trusts the gathered labels
-        # With BLAS on one thread and a core idle, the fused step gathers the next batch in a
-        # second thread while a step runs (beside BLAS threads or other processes on every core
-        # that thread only slows the step down; scripts/bench_peers.py).
-        self.prefetch = self.fused is not None and self.augment is None and blas_thread_count() < idle_cores()
+        # Two cores for the run (BLAS threads, set by --threads or the idle cores): the fused
+        # step splits itself over them, faster than OpenBLAS's two threads with the gather and
+        # the small layers between them (scripts/bench_peers.py). One: with a core idle, the
+        # next batch is gathered in a second thread (beside BLAS threads or other processes on
+        # every core that thread only slows the step down).
+        threads = blas_thread_count()
+        compiled = self.fused is not None and self.augment is None
+        self.cores = 2 if compiled and threads >= 2 and numba_threads() >= 2 else 1
+        self.prefetch = compiled and self.cores == 1 and threads < idle_cores()
+        if self.cores == 2:
+            self.fused.use_cores(2)
         self.Xb = None
+
+    @property
+    def spare_cores(self) -> int:
+        """Threads that work between steps (evaluation) can use, with BLAS on one thread each:
+        2 when the step runs on two cores or prefetches, else 1."""
+        return 2 if self.cores == 2 or self.prefetch else 1
 
     def __call__(self, idx: NDArray, eta: float, t: int = 0, next_idx: NDArray | None = None) -> float:
         """One step on rows ``idx``; ``next_idx``: the rows of the step after, which the fused
         step starts gathering in a second thread while this one runs."""
         fused, X, y = self.fused, self.X, self.y
-        ahead = (X, y, next_idx) if self.prefetch and next_idx is not None and len(next_idx) == len(idx) else None
+        ahead = (X, y, next_idx) if next_idx is not None and len(next_idx) == len(idx) else None
         if fused is not None and self.augment is None:
             self.Xb, yb = fused.gather(X, y, idx)  # into the step's own buffers
-            if ahead is not None:
+            if self.cores == 2:  # gathered during the step
+                return fused.step(self.Xb, yb, self.lam, eta, checked=False, ahead=ahead)
+            if ahead is not None and self.prefetch:
                 fused.prefetch(*ahead)
             return fused.step(self.Xb, yb, self.lam, eta, checked=False)
         self.Xb = X[idx] if self.augment is None else self.augment(X[idx], t)
@@ -486,8 +504,8 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
             ctx = contextlib.nullcontext()
         with ctx:
             # The training subset is gathered a chunk at a time, never copied whole; with BLAS on
-            # one thread and a core idle (as when prefetching), evaluation takes both cores itself.
-            threads = 2 if stepper.prefetch else 1
+            # one thread and a core to spare, evaluation takes both cores itself.
+            threads = stepper.spare_cores
             tr = evaluate(net, X, y, cfg.lam, ops, rows=train_eval, threads=threads)
             va = evaluate(net, data.X_val, data.y_val, cfg.lam, ops, threads=threads) if len(data.y_val) else None
         history.eval_seconds += time.perf_counter() - t0

@@ -12,10 +12,12 @@ import copy
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from fastnet.backends import load, resolve
 from fastnet.engine import FusedStep, fused_step_for
 from fastnet.network import init_network
+from fastnet.threads import blas_thread_count, numba_threads
 from fastnet.train import Stepper, TrainConfig, fit, train_step
 
 numba_backend = load("numba")
@@ -188,7 +190,9 @@ def test_stepping_with_the_next_batch_gathered_ahead_equals_the_op_by_op_step(bn
     ops = resolve("numba").ops
     a = init_network(D, NETS["9-layer"], K, bn=bn, dtype=np.float64, rng=np.random.default_rng(1))
     b = copy.deepcopy(a)
-    stepper = Stepper(b, X, y, 0.01, ops)
+    with threadpool_limits(1, user_api="blas"):  # one core for the step, so it may prefetch
+        stepper = Stepper(b, X, y, 0.01, ops)
+    assert stepper.cores == 1
     stepper.prefetch = True
     rng = np.random.default_rng(2)
     batches = [rng.permutation(N)[:50] for _ in range(26)]
@@ -235,3 +239,102 @@ def test_a_prefetch_from_other_arrays_is_not_taken_for_these_rows():
     Xb, _ = fused.gather(X2, y, rows)  # the same rows of another array: gathered anew
     assert np.array_equal(Xb, X2[rows])
     fused.detach()
+
+
+# ------------------------------------------------------------------ the step on two cores
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+@pytest.mark.parametrize("bn", [True, False])
+@pytest.mark.parametrize("hidden", NETS.values(), ids=NETS.keys())
+def test_the_two_core_step_equals_the_op_by_op_step(dtype, tol, bn, hidden):
+    """sgd_step_parallel (the first layer's products in halves, the next batch gathered beside
+    the small layers) against train_step; each batch it gathered ahead is exactly X[idx]."""
+    X, y = _data(dtype)
+    ops = resolve("numba").ops
+    a = init_network(D, hidden, K, bn=bn, dtype=dtype, rng=np.random.default_rng(1))
+    b = copy.deepcopy(a)
+    fused = fused_step_for(b, ops)
+    fused.use_cores(2)
+    rng = np.random.default_rng(2)
+    batches = [rng.permutation(N)[:50] for _ in range(26)]
+    Xb, yb = fused.gather(X, y, batches[0])
+    for t in range(25):
+        eta = 0.02 + 0.001 * t
+        la = train_step(a, X[batches[t]], y[batches[t]], 0.01, eta, ops)
+        ahead = (X, y, batches[t + 1]) if t < 24 else None  # the last step gathers nothing
+        lb = fused.step(Xb, yb, 0.01, eta, checked=False, ahead=ahead)
+        assert lb == pytest.approx(la, rel=10 * tol)
+        if ahead is not None:
+            Xb, yb = fused.gather(X, y, batches[t + 1])
+            assert np.array_equal(Xb, X[batches[t + 1]]) and np.array_equal(yb, y[batches[t + 1]])
+    fused.detach()
+    assert b.layers[0].W.flags.c_contiguous
+    assert _worst(a, b) <= tol
+
+
+def test_the_two_core_step_gathers_byte_images_exactly():
+    from fastnet.data import NormalisedImages
+
+    rng = np.random.default_rng(5)
+    U = rng.integers(0, 256, (N, D), dtype=np.uint8)
+    X = NormalisedImages(U, U.mean(axis=0), U.std(axis=0) + 1.0, np.float32)
+    y = rng.integers(0, K, N)
+    net = init_network(D, NETS["3-layer"], K, bn=True, rng=np.random.default_rng(1))
+    fused = fused_step_for(net, resolve("numba").ops)
+    fused.use_cores(2)
+    batches = [rng.permutation(N)[:37] for _ in range(4)]  # 37: blocks of 4 rows and a rest
+    Xb, yb = fused.gather(X, y, batches[0])
+    for now, after in zip(batches, batches[1:]):
+        assert Xb.tobytes() == X[now].tobytes()
+        fused.step(Xb, yb, 0.01, 0.05, checked=False, ahead=(X, y, after))
+        Xb, yb = fused.gather(X, y, after)
+        assert Xb.tobytes() == X[after].tobytes() and np.array_equal(yb, y[after])
+    fused.detach()
+
+
+def test_a_non_finite_loss_on_two_cores_leaves_the_network_as_it_was():
+    X, y = _data(np.float64)
+    net = init_network(D, NETS["3-layer"], K, bn=True, dtype=np.float64, rng=np.random.default_rng(1))
+    fused = fused_step_for(net, resolve("numba").ops)
+    fused.use_cores(2)
+    fused.step(X[:50], y[:50], 0.0, 0.1)
+    before = copy.deepcopy(_arrays(net))
+    bad = X[:50].copy()
+    bad[3, 4] = np.inf
+    assert not np.isfinite(fused.step(bad, y[:50], 0.0, 0.1, ahead=(X, y, np.arange(50, 100))))
+    assert all(np.array_equal(before[k], v) for k, v in _arrays(net).items())
+    Xn, _ = fused.gather(X, y, np.arange(50, 100))  # the next batch was still gathered
+    assert np.array_equal(Xn, X[50:100])
+    fused.detach()
+
+
+def test_two_cores_put_blas_on_one_thread_until_detached():
+    X, y = _data(np.float32)
+    net = init_network(D, [20], K, bn=True, rng=np.random.default_rng(1))
+    with threadpool_limits(2, user_api="blas"):
+        fused = fused_step_for(net, resolve("numba").ops)
+        fused.use_cores(2)
+        assert blas_thread_count() == 1  # each core's BLAS call runs on that core alone
+        fused.detach()
+        assert blas_thread_count() == 2 and fused.cores == 1
+    with pytest.raises(ValueError, match="1 or 2 cores"):
+        fused.use_cores(3)
+
+
+@pytest.mark.skipif(numba_threads() < 2, reason="Numba has a single thread here")
+def test_the_stepper_steps_on_two_cores_when_blas_has_two_threads():
+    X, y = _data(np.float32)
+    ops = resolve("numba").ops
+    net = init_network(D, [20], K, bn=True, rng=np.random.default_rng(1))
+    with threadpool_limits(2, user_api="blas"):
+        two = Stepper(net, X, y, 0.0, ops)
+        assert two.cores == 2 and not two.prefetch and two.spare_cores == 2
+        two.close()
+        augmented = Stepper(net, X, y, 0.0, ops, augment=lambda Xb, t: Xb)
+        assert augmented.cores == 1
+        augmented.close()
+    with threadpool_limits(1, user_api="blas"):
+        one = Stepper(net, X, y, 0.0, ops)
+        assert one.cores == 1
+        one.close()

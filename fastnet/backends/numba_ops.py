@@ -37,9 +37,10 @@ __all__ = ["linear_forward", "linear_backward", *KERNEL_OPS, "BNGrad", "BNTrain"
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
-def _njit(kernel=None, *, nogil: bool = False):
+def _njit(kernel=None, *, nogil: bool = False, parallel: bool = False):
     """``@njit(cache=True, fastmath=FASTMATH, error_model="numpy")``, uncached if need be;
-    ``@_njit(nogil=True)`` also releases the GIL while the kernel runs.
+    ``@_njit(nogil=True)`` also releases the GIL while the kernel runs; ``parallel=True``
+    runs its ``prange`` loops on Numba's threads.
 
     ``error_model="numpy"``: a float division by zero gives inf/NaN as in NumPy (and the
     reference) instead of raising ZeroDivisionError, so no division carries a branch that
@@ -50,11 +51,12 @@ def _njit(kernel=None, *, nogil: bool = False):
     compiles on every start is slower to start but still correct, so that is what we do.
     """
     if kernel is None:
-        return lambda k: _njit(k, nogil=nogil)
+        return lambda k: _njit(k, nogil=nogil, parallel=parallel)
+    options = dict(nogil=nogil, parallel=parallel, fastmath=FASTMATH, error_model="numpy")
     try:
-        return njit(cache=True, nogil=nogil, fastmath=FASTMATH, error_model="numpy")(kernel)
+        return njit(cache=True, **options)(kernel)
     except RuntimeError:  # "cannot cache function ...: no locator available"
-        return njit(cache=False, nogil=nogil, fastmath=FASTMATH, error_model="numpy")(kernel)
+        return njit(cache=False, **options)(kernel)
 
 
 # ------------------------------------------------------------------------------- kernels

@@ -31,7 +31,7 @@ import ctypes
 import numpy as np
 from numpy.typing import NDArray
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .numba_ops import (
@@ -267,3 +267,80 @@ def gather_normalised_rows(U, mean, inv_std, y, idx, Xb, yb):
     normalise_rows(U, idx, mean, inv_std, Xb)
     for i in range(idx.shape[0]):
         yb[i] = y[idx[i]]
+
+
+# ------------------------------------------------------------------- the step on two cores
+# With two cores, OpenBLAS's own threads make the step's two big products ~1.5x faster, but
+# the gather of the next batch (~130 us for 100 uint8 rows) and the small layers stay serial
+# between them. sgd_step_parallel splits the step over Numba's threads (BLAS on one thread
+# in each) instead: the first layer's two products in halves, one per core, and the small
+# layers on one core while the other gathers the next batch -- in blocks that either core
+# takes once it is free, so the two finish together whatever the network
+# (scripts/bench_peers.py: 3-layer BN epoch 0.54 -> ... us per step, README).
+
+_GATHER_BLOCK = 4  # rows a thread claims at a time
+
+
+@intrinsic
+def _fetch_add(typingctx, counter, amount):
+    """counter[0] += amount, atomically (counter: a C-contiguous int64 array); returns the
+    value before."""
+    sig = types.int64(counter, types.int64)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.atomic_rmw("add", ary.data, args[1], "seq_cst")
+
+    return sig, codegen
+
+
+@_njit(nogil=True)
+def _gather_share(X, mean, inv_std, normalise, y, idx, Xb, yb, counter):
+    """Gather the batch ``idx`` into (Xb, yb) -- like gather_normalised_rows if ``normalise``,
+    else gather_rows -- a block of rows at a time, claiming each from ``counter`` (start 0):
+    every thread that calls it takes a share, until no row is left."""
+    n = idx.shape[0]
+    while True:
+        i0 = _fetch_add(counter, _GATHER_BLOCK)
+        if i0 >= n:
+            return
+        i1 = min(i0 + _GATHER_BLOCK, n)
+        if normalise:
+            normalise_rows(X, idx[i0:i1], mean, inv_std, Xb[i0:i1])
+        else:
+            for i in range(i0, i1):
+                Xb[i, :] = X[idx[i], :]
+        for i in range(i0, i1):
+            yb[i] = y[idx[i]]
+
+
+@_njit(nogil=True, parallel=True)
+def sgd_step_parallel(blas, parts, Xb, yb, W1t, Ws, bs, gammas, betas, mu_avs, v_avs,
+                      Ss, Xs, S_hats, mus, vs, Gs, dXs, dgammas, dbetas, P, loss,
+                      bn, first, eta, keep, step, eps, alpha,
+                      X, mean, inv_std, normalise, y, next_idx, Xn, yn, counter, result):
+    """:func:`sgd_step` on ``parts`` threads, gathering the next batch ``next_idx`` of X (as
+    :func:`_gather_share`; none if empty) into (Xn, yn) meanwhile. BLAS must run on one
+    thread: each thread calls it. ``counter`` (int64) and ``result`` (float64) are 1-element
+    scratch arrays. Returns the mean cross-entropy; a non-finite one updates nothing.
+
+    The products are cut where no sum is: the forward one by rows of the batch, the update
+    by rows of W1t, so each entry is one BLAS dot product as in :func:`sgd_step`.
+    """
+    n, d = Xb.shape
+    S0 = Ss[0]
+    for p in prange(parts):  # (12): X W1^T by blocks of the batch's rows
+        gemm(blas, Xb[n * p // parts:n * (p + 1) // parts], False, W1t, False,
+             S0[n * p // parts:n * (p + 1) // parts], 1.0, 0.0)
+    counter[0] = 0
+    for p in prange(parts):  # the small layers on one core; the next batch on all the others
+        if p == 0:
+            result[0] = step_core(blas, yb, Ws, bs, gammas, betas, mu_avs, v_avs, Ss, Xs, S_hats, mus, vs, Gs, dXs,
+                                  dgammas, dbetas, P, loss, bn, first, eta, keep, step, eps, alpha)
+        _gather_share(X, mean, inv_std, normalise, y, next_idx, Xn, yn, counter)
+    if np.isfinite(result[0]):
+        G0 = Gs[0]
+        for p in prange(parts):  # the update of W1t by blocks of its rows: no input gradient
+            c0, c1 = d * p // parts, d * (p + 1) // parts
+            gemm(blas, Xb[:, c0:c1], True, G0, False, W1t[c0:c1], -step, keep)
+    return result[0]
