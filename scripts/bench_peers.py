@@ -243,6 +243,12 @@ def bytes_images(X):
     return _BYTES[id(X)]
 
 
+# Seconds of rest before each timed epoch: the threads of the implementation timed before it
+# spin for a while after their last task before they sleep (OpenBLAS's ~0.1 s, OpenMP's up to
+# 0.2 s), and would take a core from whichever implementation runs next.
+SETTLE = 0.3
+
+
 def measure_cell(spec, threads, X, y, n_batches, args, jax_workers) -> dict[str, peers.Timing]:
     """Every implementation on one (network, threads) cell, round-robin."""
     plan = peers.make_plan(spec, X.shape[0], n_batches, seed=args.seed)
@@ -269,6 +275,7 @@ def measure_cell(spec, threads, X, y, n_batches, args, jax_workers) -> dict[str,
     for rep in range(args.repeats):
         k = rep % len(runners)
         for r in runners[k:] + runners[:k]:
+            time.sleep(SETTLE)
             wall, cpu = r.run()
             timings[r.name].wall.append(wall)
             timings[r.name].cpu.append(cpu)
