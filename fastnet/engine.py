@@ -17,7 +17,11 @@ What the fused step changes, measured in ``scripts/bench_peers.py``:
   transposed view while the step is attached and an ordinary array again after
   :meth:`FusedStep.detach`;
 * the weight gradient never exists as a separate array pass: W = (1 - 2 eta lam) W - (eta/n) G^T X;
-* the mini-batch is gathered into a reused buffer; nothing is allocated per step.
+* the mini-batch is gathered into a reused buffer; nothing is allocated per step;
+* on two cores (:meth:`FusedStep.use_cores`) the step splits itself: the first layer's two
+  products in halves, one per core, BLAS on one thread in each, and the small layers on one
+  core while the other gathers the next batch -- instead of OpenBLAS's two threads, which
+  leave the gather and the small layers serial between the products.
 """
 from __future__ import annotations
 
