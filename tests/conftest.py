@@ -9,6 +9,7 @@ those bytes for one batch.
 from __future__ import annotations
 
 import os
+import signal
 import struct
 from pathlib import Path
 
@@ -16,6 +17,19 @@ import numpy as np
 import pytest
 
 FOLDER = "cifar-10-batches-py"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sigint_not_ignored():
+    """The interruption tests send SIGINT to this process, and fastnet leaves a SIGINT its
+    parent ignored ignored (``nohup``, a job started in the background by a non-interactive
+    shell, as some CI runners do): give the session Python's own handler for it."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if previous is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, previous)
 NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 

@@ -366,3 +366,22 @@ def test_a_damaged_status_file_does_not_block_the_resume(fake_cifar_dir, tmp_pat
     (out / "status.json").write_text("[")
     assert train_main(["--resume", str(out), "-q", "--no-plots"]) == 0
     assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] == 30
+
+
+def test_a_sigint_the_parent_ignored_stays_ignored():
+    """nohup, or a job a non-interactive shell starts in the background: SIGINT arrives
+    ignored, and the run must not start stopping on it (SIGTERM is still handled)."""
+    from fastnet.runs import stop_on_signals
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stop_on_signals() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_IGN, signal.SIG_DFL)
+            stop.deferring = True
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+            assert stop.signum is None
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
