@@ -379,7 +379,7 @@ class Stepper:
 
     def __call__(self, idx: NDArray, eta: float, t: int = 0, next_idx: NDArray | None = None) -> float:
         """One step on rows ``idx``; ``next_idx``: the rows of the step after, which the fused
-        step starts gathering in a second thread while this one runs."""
+        step gathers while this one runs (on its second core, or in a second thread)."""
         fused, X, y = self.fused, self.X, self.y
         ahead = (X, y, next_idx) if next_idx is not None and len(next_idx) == len(idx) else None
         if fused is not None and self.augment is None:
