@@ -342,7 +342,7 @@ class Stepper:
 
     The compiled whole step of :mod:`fastnet.engine` when the backend has one and the
     configuration qualifies (``self.fused``), else :func:`train_step` op by op; the two compute
-    the same step. With the fused step and BLAS given two or more threads, each step runs on
+    the same step. With the fused step and BLAS given two threads, each step runs on
     two cores (``self.cores == 2``: the step's own split, BLAS on one thread in each; the next
     batch, ``next_idx``, gathered during the step); with BLAS on one thread and a core it
     leaves free, the next batch is gathered in a second thread while a step runs
@@ -360,12 +360,13 @@ class Stepper:
             self.fused.check_labels(y)  # once here; each step then trusts the gathered labels
         # Two cores for the run (BLAS threads, set by --threads or the idle cores): the fused
         # step splits itself over them, faster than OpenBLAS's two threads with the gather and
-        # the small layers between them (scripts/bench_peers.py). One: with a core idle, the
-        # next batch is gathered in a second thread (beside BLAS threads or other processes on
-        # every core that thread only slows the step down).
+        # the small layers between them (scripts/bench_peers.py; measured on two cores only,
+        # so more threads keep OpenBLAS's own). One: with a core idle, the next batch is
+        # gathered in a second thread (beside BLAS threads or other processes on every core
+        # that thread only slows the step down).
         threads = blas_thread_count()
         compiled = self.fused is not None and self.augment is None
-        self.cores = 2 if compiled and threads >= 2 and numba_threads() >= 2 else 1
+        self.cores = 2 if compiled and threads == 2 and numba_threads() >= 2 else 1
         self.prefetch = compiled and self.cores == 1 and threads < idle_cores()
         if self.cores == 2:
             self.fused.use_cores(2)
