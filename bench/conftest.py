@@ -29,6 +29,7 @@ from collections import defaultdict
 import pytest
 
 from fastnet import backends
+from machine import cpu_model
 
 BACKENDS = ("numpy", "numba", "cython")
 BLAS_THREADS = int(os.environ.get("FASTNET_BENCH_BLAS_THREADS", "1"))
@@ -97,21 +98,13 @@ def measure(benchmark, backend_name):
     return run
 
 
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def pytest_terminal_summary(terminalreporter):
     if not _results:
         return
     tr = terminalreporter
     tr.section("fastnet: speed-up over the NumPy reference (ratio of minimum times, this run)")
     blas = f"BLAS threads {BLAS_THREADS}" if _blas_limited else "BLAS threads not limited (no threadpoolctl)"
-    tr.write_line(f"machine: {_cpu()}, {os.cpu_count()} CPUs, python {platform.python_version()}, {blas}; "
+    tr.write_line(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, python {platform.python_version()}, {blas}; "
                   f"{', '.join(backends.load(b).describe() for b in BACKENDS)}")
     tr.write_line(f"{'group':52s} " + " ".join(f"{b:>16s}" for b in BACKENDS))
     for group in sorted(_results):

@@ -93,9 +93,9 @@ class FusedStep:
         self._pool = None
         self.cores = 1
         self._limits = None
-        self._no_stats, self._no_rows = np.zeros(0), np.zeros(0, np.intp)
-        d = net.sizes[0]
-        self._source = (np.zeros((0, d), self.dtype), self._no_stats, self._no_stats, False, np.zeros(0, np.intp), self._no_rows)
+        self._no_rows = np.zeros(0, np.intp)
+        # what the two-core step last gathered from (its types, reused when nothing is ahead)
+        self._source = (*self._source_of(np.zeros((0, net.sizes[0]), self.dtype)), self._no_rows)
 
     def _buffers(self, n: int) -> None:
         """The per-step arrays for a batch of n rows."""
@@ -180,13 +180,24 @@ class FusedStep:
                 self._pending[0].result()
             self._pending = None
 
-    def _gather_call(self, X, y, idx, Xb, yb):
-        """The compiled gather of rows ``idx`` into (Xb, yb), ready to call: from a float array,
-        or from uint8 images normalised as they are gathered (``load_cifar10``'s training set)."""
-        k = self.kernel
+    _NO_STATS = np.zeros(0)
+
+    @classmethod
+    def _source_of(cls, X) -> tuple:
+        """What the compiled gathers read of X: (array, mean, inv_std, normalise) -- uint8
+        images normalised as they are gathered (``load_cifar10``'s training set), or a float
+        array as it is."""
         if isinstance(X, NormalisedImages):
-            return partial(k.gather_normalised_rows, X.pixels, X.mean, X.inv_std, y, idx, Xb, yb)
-        return partial(k.gather_rows, X, y, idx, Xb, yb)
+            return X.pixels, X.mean, X.inv_std, True
+        return X, cls._NO_STATS, cls._NO_STATS, False
+
+    def _gather_call(self, X, y, idx, Xb, yb):
+        """The compiled gather of rows ``idx`` into (Xb, yb), ready to call."""
+        k = self.kernel
+        A, mean, inv_std, normalise = self._source_of(X)
+        if normalise:
+            return partial(k.gather_normalised_rows, A, mean, inv_std, y, idx, Xb, yb)
+        return partial(k.gather_rows, A, y, idx, Xb, yb)
 
     def _check_rows(self, X: NDArray, y: NDArray, idx: NDArray) -> None:
         """The compiled gather reads X[idx[i]] unchecked: refuse what would read out of bounds
@@ -253,16 +264,15 @@ class FusedStep:
         args = (Xb, yb, self.W1t, self.Ws, self.bs, self.gammas, self.betas, self.mu_avs, self.v_avs,
                 self.Ss, self.Xs, self.S_hats, self.mus, self.vs, self.Gs, self.dXs, self.dgammas, self.dbetas, self.P, self.loss,
                 self.bn, self.first, dt(eta), dt(1 - 2 * eta * lam), dt(eta / n), self.net.eps, self.net.alpha)
-        Xn, yn = self._spare() if ahead is not None else (None, None)
+        # the buffers the next batch goes to (when none is ahead, the spare pair: nothing written)
+        Xn, yn = self._spare() if ahead is not None else (self._Xbs[self._turn ^ 1], self._ybs[self._turn ^ 1])
         if self.cores == 2:
             if ahead is not None:
-                self._source = self._gather_source(*ahead)
-                X, mean, inv_std, normalise, y, idx = self._source
-            else:  # nothing to gather: the last source's types with no rows (no new compilation)
-                X, mean, inv_std, normalise, y, _ = self._source
-                idx, Xn, yn = self._no_rows, self._Xbs[self._turn ^ 1], self._ybs[self._turn ^ 1]
-            loss = k.sgd_step_parallel(k.BLAS, 2, *args, X, mean, inv_std, normalise, y, idx, Xn, yn,
-                                       self._counter, self._result)
+                X, y, idx = ahead
+                self._source = (*self._source_of(X), y)
+            else:  # nothing to gather: no rows, of the last source's types (no new compilation)
+                idx = self._no_rows
+            loss = k.sgd_step_parallel(k.BLAS, 2, *args, *self._source, idx, Xn, yn, self._counter, self._result)
         else:
             loss = k.sgd_step(k.BLAS, *args)
             if ahead is not None:
@@ -272,12 +282,6 @@ class FusedStep:
         if np.isfinite(loss):
             self._installed_stats()
         return float(loss)
-
-    def _gather_source(self, X, y, idx) -> tuple:
-        """The gather arguments of ``sgd_step_parallel``: X, mean, inv_std, normalise, y, idx."""
-        if isinstance(X, NormalisedImages):
-            return X.pixels, X.mean, X.inv_std, True, y, idx
-        return X, self._no_stats, self._no_stats, False, y, idx
 
     def _start_pool(self) -> None:
         from concurrent.futures import ThreadPoolExecutor

@@ -52,6 +52,7 @@ import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 import peers  # noqa: E402
+from machine import cpu_model, loadavg  # noqa: E402
 
 FASTNET = ("numpy", "numba", "cython", "auto")
 NETS = {"3": peers.THREE, "9": peers.NINE}
@@ -59,24 +60,6 @@ JAX_FLAGS_1 = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1
 
 
 # --------------------------------------------------------------------------- environment
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "?"
 
 
 def versions() -> dict[str, str]:
@@ -561,7 +544,7 @@ def main(argv=None) -> int:
 
     started = datetime.datetime.now().astimezone()
     meta = {"date": started.isoformat(timespec="seconds"), "cpu": cpu_model(), "cpus": os.cpu_count(),
-            "load_at_start": load(), "versions": versions(), "n_batches": n_batches, "repeats": args.repeats,
+            "load_at_start": loadavg(), "versions": versions(), "n_batches": n_batches, "repeats": args.repeats,
             "stat": "min" if args.min else "median", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
     print(f"fastnet peers benchmark, {meta['date']}")
     print(f"cpu: {meta['cpu']} ({meta['cpus']} CPUs); load average at start: {meta['load_at_start']}")
@@ -595,13 +578,13 @@ def main(argv=None) -> int:
                         floors = {k: v for k, v in seconds.items() if k.startswith("floor[")}
                         best_floor = min(floors, key=floors.get)
                         rows.append({"label": spec.label, "threads": t, "seconds": seconds,
-                                     "floor": floors[best_floor], "floor_layout": best_floor, "load": load()})
+                                     "floor": floors[best_floor], "floor_layout": best_floor, "load": loadavg()})
                         for k, v in timings.items():
                             results.append({"network": spec.label, "hidden": list(spec.hidden), "bn": bn, "threads": t,
                                             "impl": k, "wall": v.wall, "cpu": v.cpu, "median": v.median,
                                             "min": v.best, "cpu_per_wall": v.cpu_per_wall})
                         print(f"  measured {spec.label}, {t} thread(s) in {time.perf_counter() - t0:.0f} s "
-                              f"(fastest floor: {best_floor}; load {load()})", file=sys.stderr, flush=True)
+                              f"(fastest floor: {best_floor}; load {loadavg()})", file=sys.stderr, flush=True)
     finally:
         for w in jax_workers.values():
             w.close()
@@ -632,7 +615,7 @@ def main(argv=None) -> int:
             print()
             print(text)
             extra["evidence"][t] = d
-    meta["load_at_end"] = load()
+    meta["load_at_end"] = loadavg()
     print(f"\nload average at end: {meta['load_at_end']}; {args.repeats} repeat(s), {meta['stat']}")
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "table": rows, "results": results, **extra}, indent=1))

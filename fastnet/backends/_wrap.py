@@ -33,6 +33,13 @@ def make_ops(kernel) -> SimpleNamespace:
         kernel(name, S.dtype)(S, gamma, beta, eps, X, S_hat, mu, v)
         return BNTrain(X, S_hat, mu, v)
 
+    def bn_eval(name: str, S, gamma, beta, mu, v, eps) -> NDArray:
+        """A batch-norm forward op in test mode (with or without the ReLU: ``name``)."""
+        S, gamma, beta, mu, v, eps = chk.bn_forward_args(name, S, gamma, beta, eps, mu, v, train=False)
+        X = np.empty_like(S)
+        kernel(name, S.dtype)(S, gamma, beta, mu, v, eps, X)
+        return X
+
     def bias_relu_forward(Z: NDArray, b: NDArray) -> NDArray:
         """Bias and ReLU of a layer without batch norm: ``X = max(0, Z + b)``, eqs (1)-(2).
 
@@ -106,10 +113,7 @@ def make_ops(kernel) -> SimpleNamespace:
         -------
         X : (n, m) array of S.dtype.
         """
-        S, gamma, beta, mu, v, eps = chk.bn_forward_args("bn_relu_forward_eval", S, gamma, beta, eps, mu, v, train=False)
-        X = np.empty_like(S)
-        kernel("bn_relu_forward_eval", S.dtype)(S, gamma, beta, mu, v, eps, X)
-        return X
+        return bn_eval("bn_relu_forward_eval", S, gamma, beta, mu, v, eps)
 
 
     def bn_relu_backward(G: NDArray, X: NDArray, S_hat: NDArray, gamma: NDArray, v: NDArray, eps: float) -> BNGrad:
@@ -227,10 +231,7 @@ def make_ops(kernel) -> SimpleNamespace:
         -------
         X : (n, m) array of S.dtype.
         """
-        S, gamma, beta, mu, v, eps = chk.bn_forward_args("bn_forward_eval", S, gamma, beta, eps, mu, v, train=False)
-        X = np.empty_like(S)
-        kernel("bn_forward_eval", S.dtype)(S, gamma, beta, mu, v, eps, X)
-        return X
+        return bn_eval("bn_forward_eval", S, gamma, beta, mu, v, eps)
 
 
     def bn_backward(G: NDArray, S_hat: NDArray, gamma: NDArray, v: NDArray, eps: float) -> BNGrad:

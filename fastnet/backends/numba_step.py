@@ -297,7 +297,7 @@ def _fetch_add(typingctx, counter, amount):
 
 @_njit(nogil=True)
 def _gather_share(X, mean, inv_std, normalise, y, idx, Xb, yb, counter):
-    """Gather the batch ``idx`` into (Xb, yb) -- like gather_normalised_rows if ``normalise``,
+    """Gather the batch ``idx`` into (Xb, yb) -- by gather_normalised_rows if ``normalise``,
     else gather_rows -- a block of rows at a time, claiming each from ``counter`` (start 0):
     every thread that calls it takes a share, until no row is left."""
     n = idx.shape[0]
@@ -307,12 +307,9 @@ def _gather_share(X, mean, inv_std, normalise, y, idx, Xb, yb, counter):
             return
         i1 = min(i0 + _GATHER_BLOCK, n)
         if normalise:
-            normalise_rows(X, idx[i0:i1], mean, inv_std, Xb[i0:i1])
+            gather_normalised_rows(X, mean, inv_std, y, idx[i0:i1], Xb[i0:i1], yb[i0:i1])
         else:
-            for i in range(i0, i1):
-                Xb[i, :] = X[idx[i], :]
-        for i in range(i0, i1):
-            yb[i] = y[idx[i]]
+            gather_rows(X, y, idx[i0:i1], Xb[i0:i1], yb[i0:i1])
 
 
 @_njit(nogil=True, parallel=True)
