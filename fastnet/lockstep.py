@@ -11,7 +11,9 @@ range). :func:`fit_lockstep` trains such a group as one loop over the mini-batch
   (d, n) @ (n, M m_1) product; its batch norm (gamma, beta, running averages), or bias, is
   stacked the same way and goes through the backend's ops once for all M models (batch norm
   works column by column, so the stacked op computes each model's columns exactly as alone);
-* layers 2..k of each model through the backend's ops, as :mod:`fastnet.network` calls them;
+* layers 2..k of each model as a network of their own, fed the model's block of the first
+  layer's output: :func:`fastnet.network.forward_train`, ``backward`` (which also gives the
+  gradient of that block) and :func:`fastnet.optim.sgd_step`, as a standalone step runs them;
 * the first layer's update of eq (20)'s gradient step with the per-model scalars as
   per-column factors: W <- (1 - 2 eta_m lam_m) W - (eta_m / n) G^T X.
 
@@ -46,15 +48,15 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .data import NormalisedImages
 from .errors import ConfigError, DivergenceError
-from .network import EVAL_CHUNK, Cache, Layer, LayerCache, Metrics, Network, l2_penalty, update_running_stats
-from .optim import check_schedule
+from .network import EVAL_CHUNK, Layer, Metrics, Network, backward, forward_eval, forward_train, l2_penalty, update_running_stats
+from .optim import check_schedule, sgd_step
 from .progress import Progress
 from .train import History, Interrupted, Position, StopRequest, TrainConfig, divergence, first_nonfinite, locate_nonfinite, schedule_fn
 
@@ -232,7 +234,8 @@ class _Lockstep:
         self.nets, self.cfgs, self.ops, self.batch = nets, cfgs, ops, batch
         self.bn, self.eps, self.alpha = nets[0].bn, nets[0].eps, nets[0].alpha
         self.members = list(range(len(nets)))
-        self.params = [{name: a for name, a in net.params().items() if name not in ("W1", "b1", "gamma1", "beta1")} for net in nets]
+        # layers 2..k of each model as a network fed by the stack (the very Layer objects of nets)
+        self.uppers = [replace(net, layers=net.layers[1:]) for net in nets]
         self.stack = _Stack([net.layers[0] for net in nets], [c.lam for c in cfgs], self.bn, batch, nets[0].dtype)
         self.forward_state = None
 
@@ -268,24 +271,8 @@ class _Lockstep:
         else:
             first = None
             X1 = ops.bias_relu_forward(S1, st.b)  # (1)-(2)
-        models, losses = [], []
-        for p, i in enumerate(self.members):
-            net = self.nets[i]
-            X = np.ascontiguousarray(X1[:, st.cols(p)])
-            caches = [LayerCache(X)]  # layer 1's statistics live in the stack (mu None: skipped below)
-            for layer in net.layers[1:-1]:
-                S = ops.linear_forward(X, layer.W)
-                if self.bn:
-                    out = ops.bn_relu_forward_train(S, layer.gamma, layer.beta, self.eps)
-                    lc = LayerCache(out.X, out.S_hat, out.mu, out.v)
-                else:
-                    lc = LayerCache(ops.bias_relu_forward(S, layer.b))
-                caches.append(lc)
-                X = lc.X
-            last = net.layers[-1]
-            P, loss = ops.softmax_xent(ops.linear_forward(X, last.W, last.b), yb)  # (18), (19)
-            models.append((caches, P))
-            losses.append(float(loss.mean(dtype=np.float64)))
+        models = [forward_train(self.uppers[i], np.ascontiguousarray(X1[:, st.cols(p)]), yb, ops) for p, i in enumerate(self.members)]  # (12)-(19), layers 2..k
+        losses = [float(cache.loss.mean(dtype=np.float64)) for cache in models]
         self.forward_state = (X1, first, models)
         return losses
 
@@ -305,31 +292,12 @@ class _Lockstep:
                 st.mu_av += (1 - a) * first.mu  # (38)
                 st.v_av *= a
                 st.v_av += (1 - a) * first.v  # (39)
-        for p, i in enumerate(self.members):
-            net, (caches, P), lam, eta = self.nets[i], models[p], self.cfgs[i].lam, etas[p]
+        for p, i in enumerate(self.members):  # layers 2..k of each model, and the gradient of its block of X1
+            upper, cache = self.uppers[i], models[p]
             if self.bn:
-                update_running_stats(net, Cache(X0=Xb, hidden=caches))
-            G = ops.softmax_xent_backward(P, yb)  # (21)
-            grads = {}
-            for l in range(net.k, 1, -1):
-                layer = net.layers[l - 1]
-                g = ops.linear_backward(G, caches[l - 2].X, layer.W, lam)  # (22)/(28), (23)/(29)
-                grads[f"W{l}"] = g.dW
-                if layer.b is not None:
-                    grads[f"b{l}"] = g.db
-                if l == 2:
-                    st.dX1[:, st.cols(p)] = g.dX
-                    break
-                below, lower = caches[l - 2], net.layers[l - 2]
-                if self.bn:
-                    bg = ops.bn_relu_backward(g.dX, below.X, below.S_hat, lower.gamma, below.v, self.eps)  # (24)-(27), (30)-(37)
-                    grads[f"gamma{l - 1}"], grads[f"beta{l - 1}"] = bg.dgamma, bg.dbeta
-                    G = bg.G
-                else:
-                    G = ops.relu_backward(g.dX, below.X)  # (24)/(30)
-            params = self.params[i]
-            for name, grad in grads.items():
-                ops.sgd_update_inplace(params[name], grad, eta)
+                update_running_stats(upper, cache)
+            grads = backward(upper, cache, yb, self.cfgs[i].lam, ops, dX0_out=st.dX1[:, st.cols(p)])  # (21)-(37)
+            sgd_step(upper.params(), grads, etas[p], ops)
         # The first layer of every model: per-column learning rates and weight decay.
         eta_col = np.repeat(np.asarray(etas, np.float64), st.m1)
         eta_t = eta_col.astype(st.dtype)
@@ -360,13 +328,7 @@ class _Lockstep:
             else:
                 X1 = ops.bias_relu_forward(S1, st.b)
             for p, i in enumerate(self.members):
-                net = self.nets[i]
-                Xl = np.ascontiguousarray(X1[:, st.cols(p)])
-                for layer in net.layers[1:-1]:
-                    S = ops.linear_forward(Xl, layer.W)
-                    Xl = ops.bn_relu_forward_eval(S, layer.gamma, layer.beta, layer.mu_av, layer.v_av, self.eps) if self.bn else ops.bias_relu_forward(S, layer.b)
-                last = net.layers[-1]
-                S = ops.linear_forward(Xl, last.W, last.b)  # (9)
+                S = forward_eval(self.uppers[i], np.ascontiguousarray(X1[:, st.cols(p)]), ops)  # (5)-(9) of layers 2..k
                 total_loss[p] += float(ops.softmax_xent(S, yc).loss.sum(dtype=np.float64))
                 correct[p] += int((S.argmax(axis=1) == yc).sum())
         out = []

@@ -323,10 +323,13 @@ def update_running_stats(net: Network, cache: Cache) -> None:
 # ------------------------------------------------------------------------------- backward
 
 
-def backward(net: Network, cache: Cache, y: NDArray, lam: float, ops) -> dict[str, NDArray]:
+def backward(net: Network, cache: Cache, y: NDArray, lam: float, ops, *, dX0_out: NDArray | None = None) -> dict[str, NDArray]:
     """Gradients of the mini-batch cost J (eq 20) for every parameter: eqs (21)-(37).
 
-    Returns a dict with the names of :meth:`Network.params`.
+    Returns a dict with the names of :meth:`Network.params`. ``dX0_out``, if given, receives
+    the gradient of the input batch as the ops pass gradients down, ``G W_1`` (eq 23: of the
+    per-sample losses, i.e. n dJ/dx^(0)); only a network fed by another's outputs needs it
+    (:mod:`fastnet.lockstep` trains layers 2..k so).
 
     Skip connections: where layer e's scores received x^(s) (eq 40), dJ/ds^(e) is also a
     gradient of x^(s); it is kept in ``pending[s]`` and added to what layer s + 1's linear map
@@ -340,13 +343,15 @@ def backward(net: Network, cache: Cache, y: NDArray, lam: float, ops) -> dict[st
     pending: dict[int, NDArray] = {}
     for l in range(net.k, 0, -1):
         layer = net.layers[l - 1]
-        g = ops.linear_backward(G, inputs[l - 1], layer.W, lam, need_dX=l > 1)  # (22)/(28), (23)/(29)
+        g = ops.linear_backward(G, inputs[l - 1], layer.W, lam, need_dX=l > 1 or dX0_out is not None)  # (22)/(28), (23)/(29)
         grads[f"W{l}"] = g.dW
         if layer.b is not None:
             grads[f"b{l}"] = g.db
         if l in skips:
             pending[skips[l]] = G  # dJ/dx^(start) gets dJ/ds^(l) too: s^(l) = ... + x^(start)
         if l == 1:
+            if dX0_out is not None:
+                dX0_out[...] = g.dX
             break
         dX = g.dX
         if l - 1 in pending:

@@ -50,3 +50,34 @@ def test_gradcheck_refuses_float32():
     net = init_network(4, [3], 3, bn=False, dtype=np.float32, rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="float64"):
         gc.check_gradients(net, np.zeros((4, 4), np.float32), np.zeros(4, int), 0.0, OPS)
+
+
+@pytest.mark.parametrize("bn", [False, True], ids=["no BN", "BN"])
+def test_input_gradient_matches_finite_differences(bn):
+    """backward(..., dX0_out=) gives n dJ/dx^(0) (the ops' gradients are of the per-sample
+    losses; lock-step needs it of layers 2..k fed by the first layer), by centred differences
+    over every input entry (h and bound as above; entries whose perturbation flips a ReLU
+    skipped); the parameter gradients are unchanged by it."""
+    from fastnet.network import backward, batch_cost, forward_train
+
+    rng = np.random.default_rng(3)
+    net = init_network(10, [12, 9], 10, bn=bn, dtype=np.float64, rng=rng)
+    X, y, lam = rng.standard_normal((16, 10)), rng.integers(0, 10, 16), 0.1
+    dX0 = np.full_like(X, np.nan)
+    grads = backward(net, forward_train(net, X, y, OPS), y, lam, OPS, dX0_out=dX0)
+    plain = backward(net, forward_train(net, X, y, OPS), y, lam, OPS)
+    assert grads.keys() == plain.keys() and all(np.array_equal(grads[k], plain[k]) for k in plain)
+    masks = gc._masks(net, X, y, OPS)
+    numeric, checked = np.zeros_like(X), np.zeros(X.shape, bool)
+    for i in np.ndindex(X.shape):
+        old = X[i]
+        X[i] = old + gc.H
+        j_plus, m_plus = batch_cost(net, X, y, lam, OPS), gc._masks(net, X, y, OPS)
+        X[i] = old - gc.H
+        j_minus, m_minus = batch_cost(net, X, y, lam, OPS), gc._masks(net, X, y, OPS)
+        X[i] = old
+        numeric[i] = (j_plus - j_minus) / (2 * gc.H)
+        checked[i] = all((a == b).all() and (a == c).all() for a, b, c in zip(masks, m_plus, m_minus))
+    assert checked.sum() > 0.9 * X.size
+    error = np.abs(dX0 / len(y) - numeric)[checked].max() / np.abs(numeric).max()
+    assert error <= 1e-6, f"dJ/dx0 relative error {error:.2e}"
