@@ -1,5 +1,6 @@
 """A lambda sweep of 8 models (the lambda-search preset's 3-layer [50, 50] BN network), one epoch
-each with its evaluation: one after another vs in lock-step vs in lock-step on 2 workers.
+each with its evaluation: one after another vs in lock-step vs in lock-step on 2 workers, and
+the sweep's matrix-multiply floor (its products alone, on 2 workers).
 
 The modes are bench/sweep_modes.py's; each round trains all 8 models from fresh networks.
 Data: 45,000 x 3072 float32 standard-normal rows (the training split's shape; the values do
@@ -29,12 +30,12 @@ def sweep(request):
     return cfgs, data, spec
 
 
-@pytest.mark.parametrize("mode", ["sequential", "lockstep", "lockstep-2w", "sequential-2w"])
+@pytest.mark.parametrize("mode", ["sequential", "lockstep", "lockstep-2w", "sequential-2w", "floor-2w"])
 def test_sweep(benchmark, sweep, mode):
     cfgs, data, spec = sweep
     benchmark.group = f"sweep of {len(cfgs)} x 3-layer BN, 1 epoch each, {data.X_train.shape[0]} images"
     benchmark.extra_info["model_epochs"] = len(cfgs)
     if mode.endswith("-2w"):  # workers start and load outside the timer; one round each
-        benchmark.pedantic(lambda w: w.run(), setup=lambda: ((sm.Workers(cfgs, spec, lockstep=mode.startswith("lockstep")),), {}), rounds=1, iterations=1)
+        benchmark.pedantic(lambda w: w.run(), setup=lambda: ((sm.Workers(cfgs, spec, sm.mode_kind(mode)),), {}), rounds=1, iterations=1)
     else:
         benchmark.pedantic(sm.time_mode, args=(mode, cfgs, data, spec), rounds=1, iterations=1)

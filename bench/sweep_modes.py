@@ -13,7 +13,11 @@ training and validation images as ``fit`` does. Modes:
 * ``lockstep-2w`` -- two spawned worker processes, BLAS pinned to one thread each
   (:func:`fastnet.sweep.pin_threads`), each training half of the models in lock-step;
 * ``sequential-2w`` -- the same two workers, each training its half one after another (a
-  sweep without lock-step).
+  sweep without lock-step);
+* ``floor-2w`` -- the same two workers running only the matrix products of their half in
+  lock-step form (:class:`FloorProducts`): the time no schedule of this sweep built on this
+  BLAS can beat, so ``sequential`` / ``floor-2w`` is the most any way of training it could gain
+  over one after another.
 
 Workers load the data and warm up (:func:`warm_up`) before the clock starts (they report ready
 and wait for a go), and the caller warms up its own process, so every mode is timed on
@@ -28,7 +32,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-MODES = ("sequential", "lockstep", "lockstep-2w", "sequential-1t", "lockstep-1t", "sequential-2w")
+MODES = ("sequential", "lockstep", "lockstep-2w", "sequential-1t", "lockstep-1t", "sequential-2w", "floor-2w")
 N_TRAIN, N_VAL, D, K = 45_000, 5_000, 3072, 10
 
 
@@ -83,6 +87,68 @@ def train_lockstep(cfgs, data) -> None:
         raise failed[0]
 
 
+class FloorProducts:
+    """Only the matrix products that training and evaluating ``cfgs`` (one architecture) cannot
+    avoid, in their widest form, into arrays made here once -- the sweep's matrix-multiply
+    floor, as bench/peers.py's FloorImpl is one model's. :meth:`run` does, for the sweep's
+    steps:
+
+    * each training step: the first layers of all M models as one (n, d) @ (d, M m_1) forward
+      product and one (d, n) @ (n, M m_1) weight gradient (no input gradient); per model, the
+      other layers' forward, weight-gradient and input-gradient products;
+    * after every epoch (as fit evaluates): every training and validation row through the same
+      forward products, in fit's chunks of EVAL_CHUNK rows.
+
+    The first layer's input is a contiguous block of rows, in shuffled order, of a float32
+    standard-normal array the size of the data (no gather, no normalisation: they are not
+    products); the other operands hold fixed values (a product's speed does not depend on
+    them). No batch norm, loss or update.
+    """
+
+    def __init__(self, cfgs, data):
+        from fastnet.network import EVAL_CHUNK
+
+        cfg = cfgs[0]
+        M, n, d = len(cfgs), cfg.batch, data.X_train.shape[1]
+        sizes = [d, *cfg.hidden, K]
+        n_train = data.X_train.shape[0]
+        self.n, self.chunk, self.per_epoch = n, EVAL_CHUNK, n_train // n
+        self.steps = 2 * cfg.resolved_n_s(n_train) * cfg.cycles
+        self.rng = np.random.default_rng(0)
+        f32 = np.float32
+        self.X = self.rng.standard_normal((n_train + len(data.y_val), d), dtype=f32)  # training rows, then validation rows
+        self.Wt = self.rng.standard_normal((d, M * sizes[1]), dtype=f32)
+        self.S1, self.G1, self.dW1 = np.empty((n, self.Wt.shape[1]), f32), np.ones((n, self.Wt.shape[1]), f32), np.empty_like(self.Wt)
+        self.S1e = np.empty((EVAL_CHUNK, self.Wt.shape[1]), f32)
+        # per model and layer 2..k: W (out, in); in training its input X, score gradient G and
+        # the products' outputs S, dW, dX; in evaluation its input and output chunk
+        self.small = [(self.rng.standard_normal((m_out, m_in), dtype=f32), np.ones((n, m_in), f32), np.ones((n, m_out), f32),
+                       np.empty((n, m_out), f32), np.empty((m_out, m_in), f32), np.empty((n, m_in), f32),
+                       np.ones((EVAL_CHUNK, m_in), f32), np.empty((EVAL_CHUNK, m_out), f32))
+                      for _ in range(M) for m_in, m_out in zip(sizes[1:-1], sizes[2:])]
+
+    def run(self) -> None:
+        mm, n, X, Wt = np.matmul, self.n, self.X, self.Wt
+        for t in range(self.steps):
+            if t % self.per_epoch == 0:
+                blocks = self.rng.permutation(self.per_epoch)
+            j = blocks[t % self.per_epoch]
+            Xb = X[j * n : (j + 1) * n]
+            mm(Xb, Wt, out=self.S1)
+            for W, Xl, G, S, dW, dX, _, _ in self.small:
+                mm(Xl, W.T, out=S)
+                mm(G.T, Xl, out=dW)
+                mm(G, W, out=dX)
+            mm(Xb.T, self.G1, out=self.dW1)
+            if (t + 1) % self.per_epoch == 0 or t + 1 == self.steps:
+                for start in range(0, X.shape[0], self.chunk):
+                    Xc = X[start : start + self.chunk]
+                    rows = len(Xc)
+                    mm(Xc, Wt, out=self.S1e[:rows])
+                    for W, _, _, _, _, _, Xe, Se in self.small:
+                        mm(Xe[:rows], W.T, out=Se[:rows])
+
+
 def warm_up(cfgs, data) -> None:
     """A few steps of both ways of training on a slice of the data: Numba compiles or loads
     its cached kernels, BLAS and the allocator warm up, outside any timing."""
@@ -93,7 +159,10 @@ def warm_up(cfgs, data) -> None:
     train_lockstep(short, small)
 
 
-def _worker(conn, data_spec: dict, cfg_dicts: list, lockstep: bool) -> None:
+TRAIN = {"sequential": train_sequential, "lockstep": train_lockstep}
+
+
+def _worker(conn, data_spec: dict, cfg_dicts: list, kind: str) -> None:
     from fastnet.sweep import pin_threads
 
     pin_threads()
@@ -102,12 +171,16 @@ def _worker(conn, data_spec: dict, cfg_dicts: list, lockstep: bool) -> None:
 
     cfgs = [TrainConfig.from_dict(d) for d in cfg_dicts]
     data = load(data_spec)
-    resolve(cfgs[0].backend)
-    warm_up(cfgs, data)
+    if kind == "floor":
+        run = FloorProducts(cfgs, data).run
+    else:
+        resolve(cfgs[0].backend)
+        warm_up(cfgs, data)
+        run = lambda: TRAIN[kind](cfgs, data)  # noqa: E731
     conn.send("ready")
     conn.recv()
     t0 = time.perf_counter()
-    (train_lockstep if lockstep else train_sequential)(cfgs, data)
+    run()
     conn.send(time.perf_counter() - t0)
     conn.close()
 
@@ -116,7 +189,7 @@ class Workers:
     """Two (or ``n``) spawned, pinned processes that each train a share of the models once
     they are told to go; :meth:`run` returns the wall time from go to the last one done."""
 
-    def __init__(self, cfgs, data_spec: dict, lockstep: bool, n: int = 2):
+    def __init__(self, cfgs, data_spec: dict, kind: str, n: int = 2):
         ctx = multiprocessing.get_context("spawn")
         shares = [cfgs[i::n] for i in range(n)]
         self.conns, self.procs = [], []
@@ -124,7 +197,7 @@ class Workers:
             if not share:
                 continue
             mine, theirs = ctx.Pipe()
-            p = ctx.Process(target=_worker, args=(theirs, data_spec, [c.to_dict() for c in share], lockstep), daemon=True)
+            p = ctx.Process(target=_worker, args=(theirs, data_spec, [c.to_dict() for c in share], kind), daemon=True)
             p.start()
             self.conns.append(mine)
             self.procs.append(p)
@@ -147,12 +220,17 @@ class Workers:
 def time_mode(mode: str, cfgs, data, data_spec: dict) -> float:
     """Wall seconds of training ``cfgs`` in ``mode`` (workers' start-up and data loading excluded)."""
     if mode.endswith("-2w"):
-        return Workers(cfgs, data_spec, lockstep=mode.startswith("lockstep")).run()
+        return Workers(cfgs, data_spec, mode_kind(mode)).run()
     import contextlib
 
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1) if mode.endswith("-1t") else contextlib.nullcontext():
         t0 = time.perf_counter()
-        (train_lockstep if mode.startswith("lockstep") else train_sequential)(cfgs, data)
+        TRAIN[mode_kind(mode)](cfgs, data)
         return time.perf_counter() - t0
+
+
+def mode_kind(mode: str) -> str:
+    """What a mode runs: "sequential", "lockstep" or "floor" (the mode's name before its "-")."""
+    return mode.split("-")[0]
