@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Throughput of a lambda sweep of 8 models: one after another, in lock-step, in lock-step on 2 workers.
+"""Throughput of a lambda sweep of 8 models: one after another, in lock-step, in lock-step on 2 workers, and its floor.
 
     python scripts/bench_sweep.py                # real CIFAR-10 if found, else synthetic; 3 repeats
     python scripts/bench_sweep.py --quick        # 9,000 images, 1 repeat: a smoke test
@@ -18,7 +18,9 @@ to repeat, so load from other processes hits them alike; each mode's median wall
 its throughput in model-epochs per second, and the ratios to ``sequential`` are of this one run
 (also of the fastest repeats: other processes only ever add time). ``sequential-1t`` and
 ``lockstep-1t`` are the in-process modes with BLAS on one thread, to separate what the thread
-setting does from what lock-step does.
+setting does from what lock-step does; ``floor-2w`` runs only the sweep's matrix products on
+the two workers (sweep_modes.FloorProducts), so ``sequential`` / ``floor-2w`` is the most any
+way of training the sweep could gain over one after another.
 """
 from __future__ import annotations
 
