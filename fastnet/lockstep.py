@@ -313,15 +313,17 @@ class _Lockstep:
         G1 *= (eta_col / n).astype(st.dtype)
         st.step_weights(Xb, G1, (1.0 - 2.0 * eta_col * st.lam_col).astype(st.dtype))
 
-    def evaluate(self, X: NDArray, y: NDArray) -> list[Metrics]:
+    def evaluate(self, X: NDArray, y: NDArray, rows: NDArray | None = None) -> list[Metrics]:
         """Loss, cost and accuracy of every member in test mode (running BN statistics), as
-        :func:`fastnet.network.evaluate` measures them; the first layer of all at once."""
+        :func:`fastnet.network.evaluate` measures them (``rows``: only these rows of X and y,
+        read a chunk at a time, as fit reads its training subset); the first layer of all at once."""
         ops, st = self.ops, self.stack
-        n = X.shape[0]
+        n = X.shape[0] if rows is None else len(rows)
         total_loss = [0.0] * len(self.members)
         correct = [0] * len(self.members)
         for start in range(0, n, EVAL_CHUNK):
-            Xc, yc = X[start : start + EVAL_CHUNK], y[start : start + EVAL_CHUNK]
+            chunk = slice(start, start + EVAL_CHUNK) if rows is None else rows[start : start + EVAL_CHUNK]
+            Xc, yc = X[chunk], y[chunk]
             S1 = Xc @ st.Wt  # (5) for every model
             if self.bn:
                 X1 = ops.bn_relu_forward_eval(S1, st.gamma, st.beta, st.mu_av, st.v_av, self.eps)  # (6)-(8)
@@ -371,7 +373,6 @@ def fit_lockstep(nets: list[Network], data, cfgs: list[TrainConfig], ops, histor
     check_schedule(cfg0.schedule, cfg0.decay_rate, cfg0.decay_steps, cfg0.warmup, total)
     lrs = [schedule_fn(cfg, n_s, total) for cfg in cfgs]
     train_eval = np.sort(np.random.default_rng([cfg0.seed, 7]).permutation(n)[: cfg0.eval_train_images]) if 0 < cfg0.eval_train_images < n else None
-    X_ev, y_ev = (X, y) if train_eval is None else (X[train_eval], y[train_eval])
     per_epoch = n // cfg0.batch
     epochs = math.ceil(total / per_epoch)
     rng = np.random.default_rng([cfg0.seed, 2])
@@ -408,7 +409,7 @@ def fit_lockstep(nets: list[Network], data, cfgs: list[TrainConfig], ops, histor
     def record(epoch: float) -> None:
         charge("train")
         group.sync()
-        tr = group.evaluate(X_ev, y_ev)
+        tr = group.evaluate(X, y, train_eval)  # the subset read a chunk at a time, never copied whole
         va = group.evaluate(data.X_val, data.y_val) if len(data.y_val) else [None] * len(tr)
         for p, i in enumerate(group.members):
             row = {"epoch": round(epoch, 4), "step": t, "eta": lrs[i](max(t - 1, 0)),
