@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastnet.network import init_network
-from fastnet.train import Stepper
+from fastnet.model.network import init_network
+from fastnet.training.stepper import Stepper
 
 N_TRAIN, D, K, BATCH = 45_000, 3072, 10, 100
 LAM, ETA = 0.005, 0.01  # fixed eta: the cyclic schedule costs nothing measurable

@@ -27,7 +27,8 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from fastnet.train import TrainConfig, fit, new_network
+from fastnet.training.config import TrainConfig, new_network
+from fastnet.training.loop import fit
 
 N_TRAIN, N_VAL, D, K, BATCH = 45_000, 5_000, 3072, 10, 100
 NETWORKS = {

@@ -15,7 +15,6 @@ prints their throughput ratios.
 from __future__ import annotations
 
 import pytest
-
 import sweep_modes as sm
 
 

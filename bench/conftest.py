@@ -27,9 +27,9 @@ import platform
 from collections import defaultdict
 
 import pytest
+from machine import cpu_model
 
 from fastnet import backends
-from machine import cpu_model
 
 BACKENDS = ("numpy", "numba", "cython")
 BLAS_THREADS = int(os.environ.get("FASTNET_BENCH_BLAS_THREADS", "1"))

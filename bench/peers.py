@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from fastnet.network import init_network
-from fastnet.optim import cyclic_lr
+from fastnet.model.network import init_network
+from fastnet.model.optim import cyclic_lr
 
 THREE = (50, 50)
 NINE = (50, 30, 20, 20, 10, 10, 10, 10)
@@ -178,12 +178,12 @@ class FastnetImpl(Impl):
         self.net = copy.deepcopy(init)
 
     def step(self, Xb, yb, eta):
-        from fastnet.train import train_step
+        from fastnet.training.stepper import train_step
 
         train_step(self.net, Xb, yb, self.spec.lam, eta, self.ops)
 
     def epoch(self, X, y, plan):
-        from fastnet.train import Stepper
+        from fastnet.training.stepper import Stepper
 
         # What fit runs for each step (the fused step where the backend has one).
         stepper = Stepper(self.net, X, y, self.spec.lam, self.ops)

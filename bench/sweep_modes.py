@@ -39,7 +39,7 @@ N_TRAIN, N_VAL, D, K = 45_000, 5_000, 3072, 10
 def sweep_configs(models: int, epochs: int, n_train: int, backend: str = "auto") -> list:
     """The lambda-search configurations of the first ``models`` coarse lambdas (cycled if more),
     shortened to ``epochs`` epochs of ``n_train`` images."""
-    from fastnet.experiments import coarse_lambdas, search_config
+    from fastnet.experiments.assignment import coarse_lambdas, search_config
 
     lams = coarse_lambdas()
     n_s = max(1, epochs * n_train // 200)  # one cycle = 2 n_s steps of 100 images
@@ -58,7 +58,7 @@ def synthetic_data(n_train: int = N_TRAIN, n_val: int = N_VAL, seed: int = 0):
 def load(data_spec: dict):
     """The data a spec names: ``{"kind": "real", "dir": ...}`` or ``{"kind": "synthetic", "n_train": ...}``."""
     if data_spec["kind"] == "real":
-        from fastnet.data import load_cifar10
+        from fastnet.data.cifar10 import load_cifar10
 
         data = load_cifar10(data_spec.get("dir"), split="a3", n_val=N_VAL, dtype=np.float32, progress=False)
         n = data_spec.get("n_train")
@@ -70,7 +70,8 @@ def load(data_spec: dict):
 
 def train_sequential(cfgs, data) -> None:
     from fastnet.backends import resolve
-    from fastnet.train import fit, new_network
+    from fastnet.training.config import new_network
+    from fastnet.training.loop import fit
 
     for cfg in cfgs:
         fit(new_network(cfg, data.X_train.shape[1], K), data, cfg, resolve(cfg.backend).ops, progress=False)
@@ -78,8 +79,8 @@ def train_sequential(cfgs, data) -> None:
 
 def train_lockstep(cfgs, data) -> None:
     from fastnet.backends import resolve
-    from fastnet.lockstep import fit_lockstep
-    from fastnet.train import new_network
+    from fastnet.training.config import new_network
+    from fastnet.training.lockstep import fit_lockstep
 
     outcomes = fit_lockstep([new_network(cfg, data.X_train.shape[1], K) for cfg in cfgs], data, cfgs, resolve(cfgs[0].backend).ops)
     failed = [o.error for o in outcomes if o.error is not None]
@@ -106,7 +107,7 @@ class FloorProducts:
     """
 
     def __init__(self, cfgs, data):
-        from fastnet.network import EVAL_CHUNK
+        from fastnet.model.network import EVAL_CHUNK
 
         cfg = cfgs[0]
         M, n, d = len(cfgs), cfg.batch, data.X_train.shape[1]
@@ -163,11 +164,11 @@ TRAIN = {"sequential": train_sequential, "lockstep": train_lockstep}
 
 
 def _worker(conn, data_spec: dict, cfg_dicts: list, kind: str) -> None:
-    from fastnet.sweep import pin_threads
+    from fastnet.experiments.sweep import pin_threads
 
     pin_threads()
     from fastnet.backends import resolve
-    from fastnet.train import TrainConfig
+    from fastnet.training.config import TrainConfig
 
     cfgs = [TrainConfig.from_dict(d) for d in cfg_dicts]
     data = load(data_spec)

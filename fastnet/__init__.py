@@ -6,6 +6,6 @@ matplotlib are loaded only when first needed.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from fastnet.util.version import VERSION as __version__
 
 __all__ = ["__version__"]

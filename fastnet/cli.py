@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import FastnetError
+from fastnet.errors import FastnetError
 
 EXIT_USER_ERROR = 2
 
@@ -105,8 +105,8 @@ CONFIG_FLAGS = ("hidden", "bn", "init", "sigma", "lam", "eta_min", "eta_max", "n
 
 def config_from_args(args):
     """A validated TrainConfig from a --config file (if any) overlaid with explicit flags."""
-    from .runs import read_json
-    from .train import TrainConfig
+    from fastnet.training.config import TrainConfig
+    from fastnet.util.files import read_json
 
     values: dict = {}
     if args.config:
@@ -132,14 +132,14 @@ def config_from_args(args):
 
 
 def cmd_train(args) -> int:
-    from .threads import blas_threads
+    from fastnet.util.threads import blas_threads
 
     with blas_threads(getattr(args, "threads", None)):
         return _train(args)
 
 
 def _train(args) -> int:
-    from .runs import resume_run, run_to_folder
+    from fastnet.runs.train import resume_run, run_to_folder
 
     if getattr(args, "resume", None):
         given = [f"--{n.replace('_', '-')}" for n in (*CONFIG_FLAGS, "config", "out") if getattr(args, n, None) is not None] + ["--overwrite"] * bool(args.overwrite)
@@ -162,10 +162,10 @@ def default_run_dir() -> str:
 
 
 def cmd_evaluate(args) -> int:
-    from .runs import evaluate_run
+    from fastnet.runs.evaluate import evaluate_run
 
     if args.adaptive_bn:
-        from .bn_stats import evaluate_adaptive
+        from fastnet.runs.evaluate import evaluate_adaptive
 
         r = evaluate_adaptive(args.run_dir, data_dir=args.data_dir, backend=args.backend, images=args.adaptive_images,
                               copies=args.copies if args.augment else 0, seed=args.seed)
@@ -183,8 +183,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_gradcheck(args) -> int:
-    from . import gradcheck as gc
-    from .backends import resolve
+    from fastnet.backends import resolve
+    from fastnet.model import gradcheck as gc
 
     backend = resolve(args.backend)
     print(f"backend: {backend.name}; float64; centred differences, h = {gc.H:g}; d = 10, batch 16")
@@ -204,8 +204,8 @@ def cmd_info(args) -> int:
 
     import numpy
 
-    from . import __version__
-    from .backends import AUTO_ORDER, info, resolve
+    from fastnet.backends import AUTO_ORDER, info, resolve
+    from fastnet.util.version import VERSION as __version__
 
     print(f"fastnet {__version__}, Python {platform.python_version()}, numpy {numpy.__version__}, {os.cpu_count()} CPUs")
     for b in info():
@@ -219,7 +219,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .data import OFFICIAL_MD5, OFFICIAL_URL, find_cifar10
+    from fastnet.data.fetch import OFFICIAL_MD5, OFFICIAL_URL, find_cifar10
 
     folder = find_cifar10(args.data_dir, download=True, url=args.url or OFFICIAL_URL, md5=OFFICIAL_MD5 if not args.url else args.md5, progress=not args.quiet)
     print(folder)
@@ -227,7 +227,7 @@ def cmd_download(args) -> int:
 
 
 def cmd_experiment(args) -> int:
-    from .experiments import run_experiment
+    from fastnet.experiments.assignment import run_experiment
 
     result = run_experiment(args.name, args.out, data_dir=args.data_dir, workers=args.workers, scheduler=args.scheduler,
                             quick=args.quick, backend=args.backend or os.environ.get("FASTNET_BACKEND") or "auto",
@@ -239,8 +239,8 @@ def cmd_experiment(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .runs import read_json
-    from .sweep import runs_from_spec, run_sweep
+    from fastnet.experiments.sweep import run_sweep, runs_from_spec
+    from fastnet.util.files import read_json
 
     runs = runs_from_spec(read_json(args.spec))
     if args.backend:
@@ -254,8 +254,10 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import build_report
+    from fastnet.experiments.assignment import ensure_gradcheck
+    from fastnet.report.pdf import build_report
 
+    ensure_gradcheck(args.experiment_dir)  # item (i) computed here when missing: the report only reads
     pdf = build_report(args.experiment_dir, out=args.out)
     print(pdf)
     return 0

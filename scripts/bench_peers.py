@@ -49,10 +49,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
-from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
-
 import peers  # noqa: E402
 from machine import cpu_model, loadavg  # noqa: E402
+from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 FASTNET = ("numpy", "numba", "cython", "auto")
 NETS = {"3": peers.THREE, "9": peers.NINE}
@@ -215,7 +214,7 @@ _BYTES: dict = {}
 def bytes_images(X):
     """X quantised to uint8 pixels, as fastnet.data.NormalisedImages normalising them back
     (values near X's; the speed depends only on the shapes). Made once per X."""
-    from fastnet.data import NormalisedImages
+    from fastnet.data.images import NormalisedImages
 
     if id(X) not in _BYTES:
         U = np.clip(np.rint(X * 40.0 + 128.0), 0, 255).astype(np.uint8)

@@ -41,7 +41,7 @@ from machine import cpu_model, loadavg  # noqa: E402
 
 
 def find_real(data_dir) -> str | None:
-    from fastnet.data import find_cifar10
+    from fastnet.data.fetch import find_cifar10
     from fastnet.errors import FastnetError
 
     try:

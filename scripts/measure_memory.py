@@ -117,7 +117,11 @@ def trace(out: str, train_args: list[str]) -> None:
     rss0 = _status("VmRSS")
     import numpy  # noqa: F401
 
-    from fastnet import backends, cli, data, network, report, runs, train  # noqa: F401
+    from fastnet import backends, cli
+    from fastnet.data import cifar10 as data
+    from fastnet.model import network
+    from fastnet.report import pdf as report
+    from fastnet.training import loop as train  # noqa: F401
 
     backend = next((train_args[i + 1] for i, a in enumerate(train_args[:-1]) if a == "--backend"), "auto")
     backends.resolve(backend).ops

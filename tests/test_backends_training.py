@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_ops_equivalence import COMPILED, compiled_module
 
 from fastnet.backends import load
-from fastnet.network import backward, forward_train, init_network
-from fastnet.train import train_step
-
-from test_ops_equivalence import COMPILED, compiled_module
+from fastnet.model.network import backward, forward_train, init_network
+from fastnet.training.stepper import train_step
 
 D, K, N = 3072, 10, 100
 NETWORKS = {"3-layer": (50, 50), "9-layer": (50, 30, 20, 20, 10, 10, 10, 10)}
@@ -110,9 +109,10 @@ def test_short_real_training_gives_the_same_accuracy_on_every_backend(real_cifar
     """
     from types import SimpleNamespace
 
-    from fastnet.data import load_cifar10
-    from fastnet.network import evaluate
-    from fastnet.train import TrainConfig, fit, new_network
+    from fastnet.data.cifar10 import load_cifar10
+    from fastnet.model.network import evaluate
+    from fastnet.training.config import TrainConfig, new_network
+    from fastnet.training.loop import fit
 
     data = load_cifar10(real_cifar_dir, dtype=np.float64, progress=False)
     train = SimpleNamespace(X_train=data.X_train[:10_000], y_train=data.y_train[:10_000],

@@ -27,10 +27,10 @@ from typing import Callable
 import numpy as np
 import pytest
 
-import fastnet.train as train_mod
+import fastnet.training.stepper as train_mod
 from fastnet.cli import main, train_main
-from fastnet.model_io import save_network
-from fastnet.network import init_network
+from fastnet.model.files import save_network
+from fastnet.model.network import init_network
 
 FOLDER = "cifar-10-batches-py"
 SMALL = ["--n-val", "300", "--hidden", "16", "--n-s", "30", "--cycles", "1", "--batch", "50", "-q", "--backend", "numpy", "--no-plots"]

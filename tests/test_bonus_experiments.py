@@ -7,8 +7,8 @@ import shlex
 
 import pytest
 
-from fastnet import bonus
 from fastnet.cli import build_parser, config_from_args, main
+from fastnet.experiments import bonus
 
 
 def test_every_preset_is_valid_and_names_its_runs():
@@ -51,8 +51,9 @@ def test_quick_bonus_experiment_and_report(fake_cifar_dir, tmp_path, capsys):
     g = json.loads((folder / "gradcheck_bonus.json").read_text())
     assert g["worst_rel_error"] < 1e-6
     assert main(["report", str(out)]) == 0
-    from fastnet import report
     from test_report import pdf_pages
+
+    from fastnet.report import pdf as report
 
     assert pdf_pages(out / "report.pdf") == report.REPORT_PAGES + 5  # the bonus section's pages
 

@@ -8,9 +8,9 @@ measured ~1e-9). The check can fail: a backward pass that forgets the skip's gra
 import numpy as np
 import pytest
 
-from fastnet import gradcheck as gc
 from fastnet.backends import resolve
-from fastnet.network import init_network, layer_kinds
+from fastnet.model import gradcheck as gc
+from fastnet.model.network import init_network, layer_kinds
 
 OPS = resolve("numpy").ops
 
@@ -58,7 +58,7 @@ def test_kinds_of_the_checked_networks():
 
 def test_forgetting_the_skip_gradient_is_caught(monkeypatch):
     """A backward pass that does not add dJ/ds^(l+1) at the start of the skip fails the check."""
-    import fastnet.gradcheck as mod
+    import fastnet.model.gradcheck as mod
 
     real_backward = mod.backward
 

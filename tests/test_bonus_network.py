@@ -9,9 +9,14 @@ import pytest
 
 from fastnet.backends import resolve
 from fastnet.errors import ConfigError
-from fastnet.model_io import ModelFileError, load_network, save_network
-from fastnet.network import forward_eval, forward_train, init_network, update_running_stats
-from fastnet.train import TrainConfig
+from fastnet.model.files import ModelFileError, load_network, save_network
+from fastnet.model.network import (
+    forward_eval,
+    forward_train,
+    init_network,
+    update_running_stats,
+)
+from fastnet.training.config import TrainConfig
 
 OPS = resolve("numpy").ops
 

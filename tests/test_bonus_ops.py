@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_ops_equivalence import (
+    COMPILED,
+    assert_matches_reference,
+    compiled_module,
+    copy_args,
+    make_inputs,
+    outputs,
+)
 
 from fastnet.backends import reference as ref
-from fastnet.backends._checks import OpInputError
-from test_ops_equivalence import COMPILED, assert_matches_reference, compiled_module, make_inputs, outputs, copy_args
+from fastnet.backends.checks import OpInputError
 
 MODULES = ("reference",) + COMPILED
 

@@ -11,18 +11,28 @@ import signal
 import numpy as np
 import pytest
 
-import fastnet.train as train_mod
-from fastnet.augment import augment_batch
+import fastnet.training.loop as loop_mod
+import fastnet.training.stepper as train_mod
 from fastnet.backends import resolve
-from fastnet.bn_stats import adaptive_stats, precise_stats, using_stats
-from fastnet.checkpoint import load_checkpoint, save_checkpoint
 from fastnet.cli import main
-from fastnet.data import load_cifar10
+from fastnet.data.augment import augment_batch
+from fastnet.data.cifar10 import load_cifar10
 from fastnet.errors import ConfigError
-from fastnet.network import evaluate, forward_train, hidden_forward_train, init_network
-from fastnet.optim import learning_rate
-from fastnet.runs import resume_run, run_to_folder
-from fastnet.train import History, Interrupted, StopRequest, TrainConfig, fit, new_network, new_optimizer
+from fastnet.model.bn_stats import precise_stats, using_stats
+from fastnet.model.network import (
+    evaluate,
+    forward_train,
+    hidden_forward_train,
+    init_network,
+    update_running_stats,
+)
+from fastnet.model.optim import learning_rate
+from fastnet.runs.evaluate import adaptive_stats
+from fastnet.runs.train import resume_run, run_to_folder
+from fastnet.training.checkpoint import load_checkpoint, save_checkpoint
+from fastnet.training.config import TrainConfig, new_network, new_optimizer
+from fastnet.training.loop import fit
+from fastnet.training.state import History, Interrupted, StopRequest
 
 OPS = resolve("numpy").ops
 
@@ -152,7 +162,7 @@ def test_precise_stats_of_deeper_layers_aggregate_the_training_mode_batches():
 def test_using_stats_restores_the_running_averages():
     net = init_network(30, [12], 5, dtype=np.float64, rng=np.random.default_rng(0))
     X = np.random.default_rng(2).standard_normal((40, 30))
-    train_mod.update_running_stats(net, forward_train(net, X, np.zeros(40, int), OPS))
+    update_running_stats(net, forward_train(net, X, np.zeros(40, int), OPS))
     mu = net.layers[0].mu_av
     with using_stats(net, precise_stats(net, X + 1, 20, OPS)):
         assert not np.array_equal(net.layers[0].mu_av, mu)
@@ -176,7 +186,7 @@ def test_precise_training_is_the_ema_training_measured_with_precise_statistics(f
     for r in hist["ema"].evals:
         assert rows[r["step"]]["val_accuracy_ema"] == r["val_accuracy"]
     # finish_bn_stats: EMA figures for the record, then the final PreciseBN statistics installed
-    out = train_mod.finish_bn_stats(nets["precise"], fake, pre_cfg, OPS)
+    out = loop_mod.finish_bn_stats(nets["precise"], fake, pre_cfg, OPS)
     assert out["val_accuracy_ema"] == hist["ema"].evals[-1]["val_accuracy"] and "test_accuracy_ema" in out
     assert evaluate(nets["precise"], fake.X_val, fake.y_val, 0, OPS).accuracy == rows[60]["val_accuracy"]
 

@@ -1,6 +1,6 @@
 """Bad input at the op boundary, per compiled backend and op: refused alike, or converted.
 
-Every backend validates through ``fastnet.backends._checks``, so a bad argument gives the same
+Every backend validates through ``fastnet.backends.checks``, so a bad argument gives the same
 ``OpInputError`` (a ValueError) with the same sentence, naming the op and the argument, from
 the reference, the Numba and the Cython backend; nothing bad reaches a compiled loop (where an
 out-of-range label would be an out-of-bounds write, not an exception). What can be converted
@@ -12,11 +12,18 @@ import inspect
 
 import numpy as np
 import pytest
+from test_ops_equivalence import (
+    COMPILED,
+    INPLACE_ARGS,
+    assert_matches_reference,
+    compiled_module,
+    copy_args,
+    make_inputs,
+)
 
 from fastnet.backends import OPS
 from fastnet.backends import reference as ref
-from fastnet.backends._checks import OpInputError
-from test_ops_equivalence import COMPILED, INPLACE_ARGS, assert_matches_reference, compiled_module, copy_args, make_inputs
+from fastnet.backends.checks import OpInputError
 
 
 @pytest.fixture(params=COMPILED)

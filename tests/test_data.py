@@ -24,9 +24,16 @@ import numpy as np
 import pytest
 from conftest import py2_batch_pickle, write_fake_cifar
 
-from fastnet.data import (ARCHIVE, FOLDER, Dataset, default_data_dir, download_cifar10,
-                          extract_cifar10, find_cifar10, load_batch, load_cifar10,
-                          load_label_names)
+from fastnet.data.batches import load_batch, load_label_names
+from fastnet.data.cifar10 import Dataset, load_cifar10
+from fastnet.data.fetch import (
+    ARCHIVE,
+    FOLDER,
+    default_data_dir,
+    download_cifar10,
+    extract_cifar10,
+    find_cifar10,
+)
 from fastnet.errors import ConfigError, DataError
 
 N = 300   # rows per batch in fake_cifar_dir

@@ -16,7 +16,7 @@ from conftest import py2_batch_pickle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastnet.data import load_batch
+from fastnet.data.batches import load_batch
 from fastnet.errors import DataError
 
 _rng = np.random.default_rng(0)

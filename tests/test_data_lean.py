@@ -15,9 +15,12 @@ import pytest
 from conftest import FOLDER, fake_batch, py2_batch_pickle
 
 from fastnet.backends import load
-from fastnet.data import TEST_BATCH, TRAIN_BATCHES, NormalisedImages, load_batch, load_cifar10
-from fastnet.network import evaluate, init_network, predict
-from fastnet.train import train_step
+from fastnet.data.batches import load_batch
+from fastnet.data.cifar10 import load_cifar10
+from fastnet.data.fetch import TEST_BATCH, TRAIN_BATCHES
+from fastnet.data.images import NormalisedImages
+from fastnet.model.network import evaluate, init_network, predict
+from fastnet.training.stepper import train_step
 
 OPS = load("numpy").ops
 
@@ -130,8 +133,8 @@ def test_load_batch_still_returns_a_writable_copy(fake_cifar_dir: Path) -> None:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_compiled_and_numpy_normalisation_agree_bit_for_bit(uneven_cifar_dir: Path, dtype, monkeypatch) -> None:
     """NormalisedImages reads rows through Numba's normalise_rows when it can; NumPy's
-    _normalise_into is the definition. Every way of reading rows gives the same bits both ways."""
-    import fastnet.data as fd
+    normalise_into is the definition. Every way of reading rows gives the same bits both ways."""
+    import fastnet.data.images as fd
 
     ds = load_cifar10(uneven_cifar_dir, n_val=300, dtype=dtype, progress=False)
     T = ds.X_train

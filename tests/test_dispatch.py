@@ -23,6 +23,7 @@ import pytest
 
 import fastnet
 from fastnet import backends
+from fastnet.backends import dispatch
 from fastnet.backends import AUTO_ORDER, NAMES, OPS, FastnetBackendNotice, load, resolve
 from fastnet.backends import reference as ref
 from fastnet.errors import BackendError
@@ -33,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def fresh_registry(monkeypatch):
     """Empty load cache and notice memory, a clean environment; restored afterwards."""
-    monkeypatch.setattr(backends, "_cache", {})
-    monkeypatch.setattr(backends, "_noticed", set())
+    monkeypatch.setattr(dispatch, "_cache", {})
+    monkeypatch.setattr(dispatch, "_noticed", set())
     monkeypatch.delenv("FASTNET_BACKEND", raising=False)
     monkeypatch.delenv("FASTNET_REQUIRE_CYTHON", raising=False)
 
@@ -66,7 +67,7 @@ def test_auto_takes_the_first_available_of_auto_order():
 
 @pytest.mark.parametrize("order", [("numpy", "numba", "cython"), ("numba", "cython", "numpy"), ("cython", "numba", "numpy")])
 def test_auto_follows_the_order(monkeypatch, order):
-    monkeypatch.setattr(backends, "AUTO_ORDER", order)
+    monkeypatch.setattr(dispatch, "AUTO_ORDER", order)
     assert resolve("auto").name == first_available(order)
 
 
@@ -246,8 +247,8 @@ def mock_ops(monkeypatch):
 
 @pytest.mark.parametrize("bn", [True, False], ids=["bn", "no-bn"])
 def test_a_training_step_routes_every_op_through_the_backend(mock_ops, bn):
-    from fastnet.network import evaluate, init_network
-    from fastnet.train import train_step
+    from fastnet.model.network import evaluate, init_network
+    from fastnet.training.stepper import train_step
 
     hidden = (6, 5, 4)  # k = 4 layers
     net = init_network(8, hidden, 3, bn=bn, dtype=np.float64, rng=np.random.default_rng(0))
@@ -279,10 +280,9 @@ def test_a_training_step_routes_every_op_through_the_backend(mock_ops, bn):
 def test_training_step_with_the_mock_covers_every_op(mock_ops):
     """Across a BN, a plain and a BN-after-ReLU network (the last with Adam), train and
     evaluate use all of OPS."""
-    from fastnet.network import evaluate, init_network
-    from fastnet.train import train_step
-
-    from fastnet.optim import Adam
+    from fastnet.model.network import evaluate, init_network
+    from fastnet.model.optim import Adam
+    from fastnet.training.stepper import train_step
 
     rng = np.random.default_rng(2)
     X, y = rng.standard_normal((10, 5)), rng.integers(0, 3, 10)
@@ -338,7 +338,7 @@ _RUN_EVERY_OP = """
     nb.bn_forward_eval(S, g, b, fwd2.mu, fwd2.v, 1e-8)
     nb.bn_backward(G, fwd2.S_hat, g, fwd2.v, 1e-8)
     nb.adam_update_inplace(S, G, np.zeros_like(S), np.zeros_like(S), 1e-3, 0.9, 0.999, 1e-8, 1)
-    kernels = {name: obj for name, obj in vars(nb).items() if name.startswith("_") and name.endswith("_kernel")}
+    kernels = {name: obj for name, obj in vars(nb).items() if name.endswith("_kernel") and hasattr(obj, "stats")}
     print(json.dumps({name: [sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values()),
                              len(k.signatures)] for name, k in kernels.items()}))
 """

@@ -15,10 +15,12 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from fastnet.backends import load, resolve
-from fastnet.engine import FusedStep, fused_step_for
-from fastnet.network import init_network
-from fastnet.threads import blas_thread_count, numba_threads
-from fastnet.train import Stepper, TrainConfig, fit, train_step
+from fastnet.model.network import init_network
+from fastnet.training.config import TrainConfig
+from fastnet.training.fused import FusedStep, fused_step_for
+from fastnet.training.loop import fit
+from fastnet.training.stepper import Stepper, train_step
+from fastnet.util.threads import blas_thread_count, numba_threads
 
 numba_backend = load("numba")
 pytestmark = pytest.mark.skipif(not numba_backend.available, reason=f"numba unavailable: {numba_backend.reason}")
@@ -209,7 +211,7 @@ def test_stepping_with_the_next_batch_gathered_ahead_equals_the_op_by_op_step(bn
 def test_batches_of_byte_images_are_gathered_normalised():
     """The training set of load_cifar10 is uint8 normalised when read (NormalisedImages): the
     fused step's gather, with and without the second thread, gives exactly X[idx]."""
-    from fastnet.data import NormalisedImages
+    from fastnet.data.images import NormalisedImages
 
     rng = np.random.default_rng(5)
     U = rng.integers(0, 256, (N, D), dtype=np.uint8)
@@ -274,7 +276,7 @@ def test_the_two_core_step_equals_the_op_by_op_step(dtype, tol, bn, hidden):
 
 
 def test_the_two_core_step_gathers_byte_images_exactly():
-    from fastnet.data import NormalisedImages
+    from fastnet.data.images import NormalisedImages
 
     rng = np.random.default_rng(5)
     U = rng.integers(0, 256, (N, D), dtype=np.uint8)

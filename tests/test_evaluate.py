@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 from fastnet.backends import load
-from fastnet.network import EVAL_CHUNK, evaluate, forward_eval, init_network, l2_penalty, predict
-from fastnet.train import train_step
+from fastnet.model.network import (
+    EVAL_CHUNK,
+    evaluate,
+    forward_eval,
+    init_network,
+    l2_penalty,
+    predict,
+)
+from fastnet.training.stepper import train_step
 
 OPS = load("numpy").ops
 

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from fastnet import experiments as ex
 from fastnet.cli import main
 from fastnet.errors import FastnetError
+from fastnet.experiments import assignment as ex
 
 EXERCISE_SETTING = dict(batch=100, eta_min=1e-5, eta_max=1e-1, lam=0.005, cycles=2, n_s=2250, split="a3", n_val=5000)
 

@@ -12,7 +12,7 @@ import pytest
 
 from fastnet.cli import train_main
 from fastnet.errors import FastnetError
-from fastnet.runs import LOCK, RunLock, _pid_alive
+from fastnet.runs.lock import LOCK, RunLock, _pid_alive
 
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 SMALL = ["--n-val", "300", "--hidden", "16", "--n-s", "12", "--cycles", "1", "--batch", "50", "-q", "--backend", "numpy", "--no-plots"]

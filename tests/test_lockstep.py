@@ -21,12 +21,20 @@ import numpy as np
 import pytest
 
 from fastnet.backends import resolve
-from fastnet.checkpoint import load_checkpoint, save_checkpoint
-from fastnet.data import load_cifar10
+from fastnet.data.cifar10 import load_cifar10
 from fastnet.errors import ConfigError, DivergenceError
-from fastnet.lockstep import check_group, fit_lockstep, group_key, lockstep_blocker, plan_units
-from fastnet.sweep import run_sweep
-from fastnet.train import History, Interrupted, StopRequest, TrainConfig, fit, new_network
+from fastnet.experiments.sweep import run_sweep
+from fastnet.training.checkpoint import load_checkpoint, save_checkpoint
+from fastnet.training.config import TrainConfig, new_network
+from fastnet.training.lockstep import (
+    check_group,
+    fit_lockstep,
+    group_key,
+    lockstep_blocker,
+    plan_units,
+)
+from fastnet.training.loop import fit
+from fastnet.training.state import History, Interrupted, StopRequest
 
 BASE = dict(hidden=(16, 12), n_s=20, cycles=1, batch=50, n_val=300, backend="numpy")
 SCALARS = [dict(lam=0.001, eta_max=0.1), dict(lam=0.02, eta_max=0.05), dict(lam=0.0, eta_min=1e-3, eta_max=0.1)]
@@ -96,7 +104,7 @@ def test_each_model_equals_its_standalone_fit(fake_cifar_dir, dtype, bn):
 @pytest.mark.parametrize("update", ["blas-accumulate", "numpy"])
 def test_both_first_layer_updates_equal_standalone_fit(fake_cifar_dir, monkeypatch, update):
     # BLAS accumulating in place when Numba's gemm by address is there, else two NumPy passes: force each
-    import fastnet.lockstep as lk
+    import fastnet.training.lockstep as lk
 
     if update == "numpy":
         monkeypatch.setattr(lk, "_accumulating_gemm", lambda: None)

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastnet.checkpoint import CheckpointError, load_checkpoint
-from fastnet.model_io import ModelFileError, load_network, save_network
-from fastnet.network import init_network
+from fastnet.model.files import ModelFileError, load_network, save_network
+from fastnet.model.network import init_network
+from fastnet.training.checkpoint import CheckpointError, load_checkpoint
 
 WORK = Path(tempfile.mkdtemp(prefix="fastnet-model-fuzz-"))
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -161,8 +161,9 @@ def test_checkpoint_loader_byte_flips(data, fake_checkpoint):
 
 @pytest.fixture(scope="module")
 def fake_checkpoint():
-    from fastnet.checkpoint import save_checkpoint
-    from fastnet.train import History, Position, TrainConfig
+    from fastnet.training.checkpoint import save_checkpoint
+    from fastnet.training.config import TrainConfig
+    from fastnet.training.state import History, Position
 
     net = init_network(12, [6], 4, bn=True, rng=np.random.default_rng(0))
     net.layers[0].mu_av, net.layers[0].v_av = np.zeros(6, np.float32), np.ones(6, np.float32)

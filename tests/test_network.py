@@ -3,8 +3,14 @@ import pytest
 
 from fastnet.backends import resolve
 from fastnet.errors import ConfigError
-from fastnet.model_io import ModelFileError, load_network, save_network
-from fastnet.network import evaluate, forward_eval, forward_train, init_network, update_running_stats
+from fastnet.model.files import ModelFileError, load_network, save_network
+from fastnet.model.network import (
+    evaluate,
+    forward_eval,
+    forward_train,
+    init_network,
+    update_running_stats,
+)
 
 OPS = resolve("numpy").ops
 
@@ -122,7 +128,7 @@ def test_the_l2_term_does_not_depend_on_the_blas_thread_count():
     split over threads rounds differently)."""
     from threadpoolctl import threadpool_limits
 
-    from fastnet.network import init_network, l2_penalty
+    from fastnet.model.network import init_network, l2_penalty
 
     net = init_network(3072, [50, 50], 10, rng=np.random.default_rng(0))
     values = set()

@@ -80,7 +80,7 @@ def compiled_module(name: str):
         if name == "cython" and os.environ.get("FASTNET_REQUIRE_CYTHON", "") == "1":
             pytest.fail(f"FASTNET_REQUIRE_CYTHON=1 but the cython backend is unavailable: {backend.reason}")
         pytest.skip(f"{name} backend unavailable: {backend.reason}")
-    return importlib.import_module(backends._MODULES[name])
+    return importlib.import_module(backends.dispatch.MODULES[name])
 
 
 @pytest.fixture(params=COMPILED)

@@ -1,7 +1,7 @@
 import pytest
 
 from fastnet.errors import ConfigError
-from fastnet.optim import check_cyclic, cyclic_lr
+from fastnet.model.optim import check_cyclic, cyclic_lr
 
 
 def test_cyclic_lr_is_triangular():

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import peers  # noqa: E402
 
 from fastnet.backends import load  # noqa: E402
-from fastnet.train import train_step  # noqa: E402
+from fastnet.training.stepper import train_step  # noqa: E402
 
 D, N_TRAIN = 300, 1000
 RTOL = ATOL = 2e-4

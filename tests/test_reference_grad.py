@@ -8,9 +8,9 @@ error relative to each array's largest gradient entry is the issue's; measured e
 import numpy as np
 import pytest
 
-from fastnet import gradcheck as gc
 from fastnet.backends import resolve
-from fastnet.network import init_network
+from fastnet.model import gradcheck as gc
+from fastnet.model.network import init_network
 
 OPS = resolve("numpy").ops
 
@@ -32,7 +32,7 @@ def test_gradients_match_finite_differences(case):
 
 def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
     """The check can fail: a backward pass that drops the L2 term is caught."""
-    import fastnet.gradcheck as mod
+    import fastnet.model.gradcheck as mod
 
     real_backward = mod.backward
 
@@ -58,7 +58,7 @@ def test_input_gradient_matches_finite_differences(bn):
     losses; lock-step needs it of layers 2..k fed by the first layer), by centred differences
     over every input entry (h and bound as above; entries whose perturbation flips a ReLU
     skipped); the parameter gradients are unchanged by it."""
-    from fastnet.network import backward, batch_cost, forward_train
+    from fastnet.model.network import backward, batch_cost, forward_train
 
     rng = np.random.default_rng(3)
     net = init_network(10, [12, 9], 10, bn=bn, dtype=np.float64, rng=rng)

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from fastnet import experiments as ex
-from fastnet import report
 from fastnet.cli import main
-from fastnet.errors import FastnetError
+from fastnet.experiments import assignment as ex
+from fastnet.report import figures, readings, summary
+from fastnet.report import pdf as report
+from fastnet.runs.record import RunInfo
+from fastnet.util.plotting import pyplot
 
 
 def pdf_pages(path: Path) -> int:
@@ -47,9 +49,10 @@ def test_report_of_every_experiment(quick_dir, capsys):
 
 def test_missing_experiments_are_reported_missing(fake_cifar_dir, tmp_path):
     ex.run_experiment("ex3-3layer-bn", tmp_path, data_dir=fake_cifar_dir, workers=1, quick=True, backend="numpy", plots=False, echo=lambda s: None)
-    pdf = report.build_report(tmp_path)
+    assert main(["report", str(tmp_path)]) == 0
+    pdf = tmp_path / "report.pdf"
     assert pdf_pages(pdf) == report.REPORT_PAGES
-    rows = {r["experiment"]: r for r in report.summary_rows(tmp_path)}
+    rows = {r["experiment"]: r for r in summary.summary_rows(tmp_path)}
     assert rows["ex3-3layer-bn"]["state"] == "finished (quick)"
     assert all(rows[n]["state"] == "missing" for n in ex.EXPERIMENTS if n != "ex3-3layer-bn")
     assert (tmp_path / "gradcheck" / "gradcheck.json").is_file()  # computed at report time
@@ -63,7 +66,7 @@ def test_report_of_no_folder_is_one_error(tmp_path, capsys):
 def test_gradient_page_quotes_the_recorded_errors(quick_dir):
     g = json.loads((quick_dir / "gradcheck" / "gradcheck.json").read_text())
     g["rows"][5]["rel_error"] = 3.21e-7   # a number no real check produced: it must be what the page shows
-    plt = report._pyplot()
+    plt = pyplot()
     fig = report._page_gradcheck(plt, g)
     text = " ".join(t.get_text() for t in fig.texts)
     plt.close(fig)
@@ -75,32 +78,32 @@ def test_gradient_page_quotes_the_recorded_errors(quick_dir):
     assert "ABOVE 1e-6" in text and "bug free" not in text
 
 
-def fake_run(sigma: float, bn: bool, acc: float) -> report.RunInfo:
-    return report.RunInfo(f"s{sigma}-{bn}", Path("."), {"sigma": sigma, "bn": bn}, {"test_accuracy": acc})
+def fake_run(sigma: float, bn: bool, acc: float) -> RunInfo:
+    return RunInfo(f"s{sigma}-{bn}", Path("."), {"sigma": sigma, "bn": bn}, {"test_accuracy": acc})
 
 
 def test_the_init_comment_is_made_from_the_numbers():
     runs = {r.name: r for r in [fake_run(0.1, True, 0.52), fake_run(0.1, False, 0.50), fake_run(1e-3, True, 0.51),
                                 fake_run(1e-3, False, 0.10), fake_run(1e-4, True, 0.50), fake_run(1e-4, False, 0.10)]}
-    text = report.init_comment(report.init_groups(runs))
+    text = summary.init_comment(readings.init_groups(runs))
     assert "sigma = 0.0001: with BN 50.00 %, without BN 10.00 %." in text
     assert "With BN the test accuracy varies by 2.0 percentage points" in text
     assert "Without BN, sigma = 0.001, 0.0001 stayed at chance level" in text
     assert "less sensitive" in text
     flipped = {r.name: r for r in [fake_run(0.1, True, 0.10), fake_run(0.1, False, 0.50), fake_run(1e-3, True, 0.50), fake_run(1e-3, False, 0.49)]}
-    assert "did not reduce the sensitivity" in report.init_comment(report.init_groups(flipped))
+    assert "did not reduce the sensitivity" in summary.init_comment(readings.init_groups(flipped))
 
 
 def test_figures_have_labelled_axes(quick_dir):
-    plt = report._pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots()
-    runs = report.load_experiment(quick_dir / "lambda-search")
-    report.plot_lambda_search(report.search_points(runs), ax, json.loads((quick_dir / "lambda-search" / "lambda_search.json").read_text()))
+    runs = readings.load_experiment(quick_dir / "lambda-search")
+    figures.plot_lambda_search(readings.search_points(runs), ax, json.loads((quick_dir / "lambda-search" / "lambda_search.json").read_text()))
     assert ax.get_xscale() == "log" and "lambda" in ax.get_xlabel() and "validation accuracy" in ax.get_ylabel()
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any("coarse" in s for s in labels) and any("fine" in s for s in labels) and any("best" in s for s in labels)
     plt.close(fig)
     fig, (a1, a2) = plt.subplots(1, 2)
-    report.plot_bn_overlay(report._pair(quick_dir, "ex2-3layer", "ex3-3layer-bn"), a1, a2)
+    figures.plot_bn_overlay(readings.bn_pair(quick_dir, "ex2-3layer", "ex3-3layer-bn"), a1, a2)
     assert a1.get_xlabel() == "update step" and "loss" in a1.get_ylabel() and len(a1.lines) == 4
     plt.close(fig)

@@ -27,13 +27,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import fastnet.train as train_mod
+import fastnet.training.stepper as train_mod
 from fastnet.backends import resolve
-from fastnet.checkpoint import load_checkpoint, save_checkpoint
 from fastnet.cli import train_main
-from fastnet.data import load_cifar10
+from fastnet.data.cifar10 import load_cifar10
 from fastnet.errors import DivergenceError
-from fastnet.train import History, Interrupted, StopRequest, TrainConfig, fit, new_network
+from fastnet.training.checkpoint import load_checkpoint, save_checkpoint
+from fastnet.training.config import TrainConfig, new_network
+from fastnet.training.loop import fit
+from fastnet.training.state import History, Interrupted, StopRequest
 
 OPS = resolve("numpy").ops
 
@@ -371,7 +373,7 @@ def test_a_damaged_status_file_does_not_block_the_resume(fake_cifar_dir, tmp_pat
 def test_a_sigint_the_parent_ignored_stays_ignored():
     """nohup, or a job a non-interactive shell starts in the background: SIGINT arrives
     ignored, and the run must not start stopping on it (SIGTERM is still handled)."""
-    from fastnet.runs import stop_on_signals
+    from fastnet.training.signals import stop_on_signals
 
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

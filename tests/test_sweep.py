@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from fastnet.errors import FastnetError
-from fastnet.sweep import RESULT_FIELDS, run_sweep, runs_from_spec
-from fastnet.train import TrainConfig
+from fastnet.experiments.sweep import RESULT_FIELDS, run_sweep, runs_from_spec
+from fastnet.training.config import TrainConfig
 
 SMALL = dict(hidden=(16,), bn=True, n_s=10, cycles=1, batch=50, n_val=300, backend="numpy")
 

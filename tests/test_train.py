@@ -2,10 +2,12 @@ import numpy as np
 import pytest
 
 from fastnet.backends import resolve
-from fastnet.data import load_cifar10
+from fastnet.data.cifar10 import load_cifar10
 from fastnet.errors import ConfigError, DivergenceError
-from fastnet.network import evaluate
-from fastnet.train import History, TrainConfig, fit, new_network
+from fastnet.model.network import evaluate
+from fastnet.training.config import TrainConfig, new_network
+from fastnet.training.loop import fit
+from fastnet.training.state import History
 
 OPS = resolve("numpy").ops
 

@@ -1,7 +1,7 @@
 """The checked ops of the compiled backends, written once over their kernels.
 
 Numba (``numba_ops``) and Cython (``cython_ops``) compile the same loops; what surrounds a
-kernel call -- checking the inputs with the shared ``_checks`` helpers exactly as the
+kernel call -- checking the inputs with the shared ``checks`` helpers exactly as the
 reference does (so every backend fails alike), allocating the outputs, casting the scalars to
 the arrays' dtype -- is the same for both and lives here. ``make_ops(kernel)`` builds the
 ops over ``kernel(name, dtype)``, which returns the backend's compiled kernel of that name
@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _checks as chk
-from .reference import BNGrad, BNTrain, Xent
+from fastnet.backends import checks as chk
+from fastnet.backends.reference import BNGrad, BNTrain, Xent
 
 #: The ops :func:`make_ops` builds (the rest of ``OPS``, the matrix products, are the
 #: reference's: BLAS through NumPy).

@@ -16,8 +16,15 @@ import importlib
 
 import numpy as np
 
-from ._wrap import KERNEL_OPS, make_ops
-from .reference import BNGrad, BNTrain, LinGrad, Xent, linear_backward, linear_forward
+from fastnet.backends._wrap import KERNEL_OPS, make_ops
+from fastnet.backends.reference import (
+    BNGrad,
+    BNTrain,
+    LinGrad,
+    Xent,
+    linear_backward,
+    linear_forward,
+)
 
 # ImportError when the extension was not built. import_module asks the import system, so
 # ``sys.modules`` decides (a test or a fallback can hide the extension); ``from fastnet import

@@ -24,8 +24,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._wrap import KERNEL_OPS, make_ops
-from .reference import BNGrad, BNTrain, LinGrad, Xent, linear_backward, linear_forward
+from fastnet.backends._wrap import KERNEL_OPS, make_ops
+from fastnet.backends.reference import (
+    BNGrad,
+    BNTrain,
+    LinGrad,
+    Xent,
+    linear_backward,
+    linear_forward,
+)
 
 NAME = "numba"
 
@@ -37,9 +44,9 @@ __all__ = ["linear_forward", "linear_backward", *KERNEL_OPS, "BNGrad", "BNTrain"
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
-def _njit(kernel=None, *, nogil: bool = False, parallel: bool = False):
+def fast_kernel(kernel=None, *, nogil: bool = False, parallel: bool = False):
     """``@njit(cache=True, fastmath=FASTMATH, error_model="numpy")``, uncached if need be;
-    ``@_njit(nogil=True)`` also releases the GIL while the kernel runs; ``parallel=True``
+    ``@fast_kernel(nogil=True)`` also releases the GIL while the kernel runs; ``parallel=True``
     runs its ``prange`` loops on Numba's threads.
 
     ``error_model="numpy"``: a float division by zero gives inf/NaN as in NumPy (and the
@@ -51,7 +58,7 @@ def _njit(kernel=None, *, nogil: bool = False, parallel: bool = False):
     compiles on every start is slower to start but still correct, so that is what we do.
     """
     if kernel is None:
-        return lambda k: _njit(k, nogil=nogil, parallel=parallel)
+        return lambda k: fast_kernel(k, nogil=nogil, parallel=parallel)
     options = dict(nogil=nogil, parallel=parallel, fastmath=FASTMATH, error_model="numpy")
     try:
         return njit(cache=True, **options)(kernel)
@@ -62,8 +69,8 @@ def _njit(kernel=None, *, nogil: bool = False, parallel: bool = False):
 # ------------------------------------------------------------------------------- kernels
 
 
-@_njit
-def _bias_relu_forward_kernel(Z, b, X):
+@fast_kernel
+def bias_relu_forward_kernel(Z, b, X):
     n, m = Z.shape
     for i in range(n):
         for j in range(m):
@@ -71,8 +78,8 @@ def _bias_relu_forward_kernel(Z, b, X):
             X[i, j] = 0 if s < 0 else s  # (2); written so that NaN passes through
 
 
-@_njit
-def _relu_backward_kernel(G, X, G_out):
+@fast_kernel
+def relu_backward_kernel(G, X, G_out):
     n, m = G.shape
     for i in range(n):
         for j in range(m):
@@ -80,8 +87,8 @@ def _relu_backward_kernel(G, X, G_out):
             G_out[i, j] = G[i, j] * (X[i, j] > 0)
 
 
-@_njit
-def _bn_relu_forward_train_kernel(S, gamma, beta, eps, X, S_hat, mu, v):
+@fast_kernel
+def bn_relu_forward_train_kernel(S, gamma, beta, eps, X, S_hat, mu, v):
     # Column sums in float64; the element-wise work in the array dtype, as the reference does
     # it (float32 lanes are twice as many per vector, and every result is rounded to it anyway).
     n, m = S.shape
@@ -110,8 +117,8 @@ def _bn_relu_forward_train_kernel(S, gamma, beta, eps, X, S_hat, mu, v):
             X[i, j] = 0 if x < 0 else x  # (17); NaN passes through
 
 
-@_njit
-def _bn_relu_forward_eval_kernel(S, gamma, beta, mu, v, eps, X):
+@fast_kernel
+def bn_relu_forward_eval_kernel(S, gamma, beta, mu, v, eps, X):
     n, m = S.shape
     scale = np.empty(m, dtype=S.dtype)
     for j in range(m):
@@ -123,8 +130,8 @@ def _bn_relu_forward_eval_kernel(S, gamma, beta, mu, v, eps, X):
             X[i, j] = 0 if x < 0 else x  # (8); NaN passes through
 
 
-@_njit
-def _bn_relu_backward_kernel(G, X, S_hat, gamma, v, eps, G_out, dgamma, dbeta):
+@fast_kernel
+def bn_relu_backward_kernel(G, X, S_hat, gamma, v, eps, G_out, dgamma, dbeta):
     # Derivation of the fused form from eqs (31)-(37). Let Gm = G * Ind(X > 0) (24)/(30) and
     # Gg = gamma * Gm (26). With ve = v + eps, sigma1 = ve^-1/2 (31), sigma2 = ve^-3/2 (32),
     # and D = S - mu = S_hat * ve^1/2 by (15):
@@ -156,8 +163,8 @@ def _bn_relu_backward_kernel(G, X, S_hat, gamma, v, eps, G_out, dgamma, dbeta):
             G_out[i, j] = scale[j] * (g - dbeta[j] - S_hat[i, j] * dgamma[j])  # (37)
 
 
-@_njit
-def _softmax_xent_kernel(S, y, P, loss):
+@fast_kernel
+def softmax_xent_kernel(S, y, P, loss):
     n, K = S.shape
     e = np.empty(K, dtype=np.float64)
     for i in range(n):
@@ -178,8 +185,8 @@ def _softmax_xent_kernel(S, y, P, loss):
         loss[i] = np.log(total) - (S[i, y[i]] - mx)
 
 
-@_njit
-def _softmax_xent_backward_kernel(P, y, G):
+@fast_kernel
+def softmax_xent_backward_kernel(P, y, G):
     n, K = P.shape
     for i in range(n):
         for j in range(K):
@@ -187,16 +194,16 @@ def _softmax_xent_backward_kernel(P, y, G):
         G[i, y[i]] -= 1  # (21): G = -(Y - P), Y one-hot
 
 
-@_njit
-def _sgd_update_kernel(theta, grad, eta):
+@fast_kernel
+def sgd_update_kernel(theta, grad, eta):
     # eta arrives in theta's dtype, so float32 parameters are updated in float32 as in NumPy.
     for k in range(theta.shape[0]):
         theta[k] -= eta * grad[k]
 
 
-@_njit
-def _bn_forward_train_kernel(S, gamma, beta, eps, X, S_hat, mu, v):
-    # _bn_relu_forward_train_kernel without the ReLU (batch norm after the ReLU).
+@fast_kernel
+def bn_forward_train_kernel(S, gamma, beta, eps, X, S_hat, mu, v):
+    # bn_relu_forward_train_kernel without the ReLU (batch norm after the ReLU).
     n, m = S.shape
     mean = np.zeros(m, dtype=np.float64)
     for i in range(n):  # (13), summed in float64
@@ -220,8 +227,8 @@ def _bn_forward_train_kernel(S, gamma, beta, eps, X, S_hat, mu, v):
             X[i, j] = gamma[j] * s_hat + beta[j]  # (16)
 
 
-@_njit
-def _bn_forward_eval_kernel(S, gamma, beta, mu, v, eps, X):
+@fast_kernel
+def bn_forward_eval_kernel(S, gamma, beta, mu, v, eps, X):
     n, m = S.shape
     scale = np.empty(m, dtype=S.dtype)
     for j in range(m):
@@ -231,9 +238,9 @@ def _bn_forward_eval_kernel(S, gamma, beta, mu, v, eps, X):
             X[i, j] = (S[i, j] - mu[j]) * scale[j] + beta[j]  # (6), (7); (S - mu) first
 
 
-@_njit
-def _bn_backward_kernel(G, S_hat, gamma, v, eps, G_out, dgamma, dbeta):
-    # The fused form of _bn_relu_backward_kernel with Gm = G (no ReLU mask):
+@fast_kernel
+def bn_backward_kernel(G, S_hat, gamma, v, eps, G_out, dgamma, dbeta):
+    # The fused form of bn_relu_backward_kernel with Gm = G (no ReLU mask):
     #   G_out = gamma * sigma1 * (G - dbeta - S_hat * dgamma), equal to eqs (31)-(37).
     n, m = G.shape
     sum_g = np.zeros(m, dtype=np.float64)
@@ -253,8 +260,8 @@ def _bn_backward_kernel(G, S_hat, gamma, v, eps, G_out, dgamma, dbeta):
             G_out[i, j] = scale[j] * (G[i, j] - dbeta[j] - S_hat[i, j] * dgamma[j])  # (37)
 
 
-@_njit
-def _adam_update_kernel(theta, grad, m, v, beta1, omb1, beta2, omb2, step, c2, eps):
+@fast_kernel
+def adam_update_kernel(theta, grad, m, v, beta1, omb1, beta2, omb2, step, c2, eps):
     # All scalars arrive in theta's dtype (omb = 1 - beta, rounded once as the reference does);
     # one pass over the four arrays instead of the reference's ten.
     for k in range(theta.shape[0]):
@@ -272,7 +279,7 @@ def _adam_update_kernel(theta, grad, m, v, beta1, omb1, beta2, omb2, step, c2, e
 # ------------------------------------------------------------------------------- the ops
 # Checks, output allocation and scalar casts are shared with the Cython backend (_wrap.py).
 
-_KERNELS = {name: globals()[f"_{name}_kernel"] for name in (
+_KERNELS = {name: globals()[f"{name}_kernel"] for name in (
     "bias_relu_forward", "relu_backward", "bn_relu_forward_train", "bn_relu_forward_eval", "bn_relu_backward",
     "softmax_xent", "softmax_xent_backward", "sgd_update", "bn_forward_train", "bn_forward_eval", "bn_backward",
     "adam_update")}

@@ -29,21 +29,21 @@ from __future__ import annotations
 import ctypes
 
 import numpy as np
-from numpy.typing import NDArray
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
+from numpy.typing import NDArray
 
-from .numba_ops import (
-    _bias_relu_forward_kernel,
-    _bn_relu_backward_kernel,
-    _bn_relu_forward_train_kernel,
-    _njit,
-    _relu_backward_kernel,
-    _softmax_xent_backward_kernel,
-    _softmax_xent_kernel,
+from fastnet.backends.numba_ops import (
+    bias_relu_forward_kernel,
+    bn_relu_backward_kernel,
+    bn_relu_forward_train_kernel,
+    fast_kernel,
+    relu_backward_kernel,
+    softmax_xent_backward_kernel,
+    softmax_xent_kernel,
 )
-
+from fastnet.data.normalise import normalise_rows
 
 # ---------------------------------------------------------------------- NumPy's own BLAS
 #
@@ -117,7 +117,7 @@ def _cblas_gemm(typingctx, fn, ilp64, ta, tb, m, n, k, alpha, a, lda, b, ldb, be
     return sig, codegen
 
 
-@_njit(nogil=True)
+@fast_kernel(nogil=True)
 def gemm(blas, A, trans_a, B, trans_b, C, alpha, beta):
     """C = alpha op(A) op(B) + beta C (op = transpose if trans_*), row-major: each array
     C-contiguous or a block of columns of one (rows of unit-stride elements)."""
@@ -137,7 +137,7 @@ def gemm(blas, A, trans_a, B, trans_b, C, alpha, beta):
 BLAS = find_cblas()
 
 
-@_njit(nogil=True)  # runs in a second thread while a step runs (engine.FusedStep.prefetch)
+@fast_kernel(nogil=True)  # runs in a second thread while a step runs (engine.FusedStep.prefetch)
 def gather_rows(X, y, idx, Xb, yb):
     """Xb[i] = X[idx[i]], yb[i] = y[idx[i]]: the mini-batch, into reused buffers."""
     for i in range(idx.shape[0]):
@@ -146,7 +146,7 @@ def gather_rows(X, y, idx, Xb, yb):
         yb[i] = y[r]
 
 
-@_njit
+@fast_kernel
 def _ema(av, x, alpha, first):
     """Running average of eqs (38)-(39), av = alpha av + (1 - alpha) x; the first batch sets it."""
     if first:
@@ -156,7 +156,7 @@ def _ema(av, x, alpha, first):
             av[j] = alpha * av[j] + (1 - alpha) * x[j]
 
 
-@_njit(nogil=True)
+@fast_kernel(nogil=True)
 def sgd_step(blas, Xb, yb, W1t, Ws, bs, gammas, betas, mu_avs, v_avs,
              Ss, Xs, S_hats, mus, vs, Gs, dXs, dgammas, dbetas, P, loss,
              bn, first, eta, keep, step, eps, alpha):
@@ -177,7 +177,7 @@ def sgd_step(blas, Xb, yb, W1t, Ws, bs, gammas, betas, mu_avs, v_avs,
     return mean_loss
 
 
-@_njit(nogil=True)
+@fast_kernel(nogil=True)
 def step_core(blas, yb, Ws, bs, gammas, betas, mu_avs, v_avs, Ss, Xs, S_hats, mus, vs, Gs, dXs,
               dgammas, dbetas, P, loss, bn, first, eta, keep, step, eps, alpha):
     """The step between the first layer's two products: from its scores ``Ss[0]`` to the
@@ -190,16 +190,16 @@ def step_core(blas, yb, Ws, bs, gammas, betas, mu_avs, v_avs, Ss, Xs, S_hats, mu
     # ---- forward: (12)-(17) with batch norm, (1)-(2) without
     for l in range(k - 1):
         if bn:
-            _bn_relu_forward_train_kernel(Ss[l], gammas[l], betas[l], eps, Xs[l], S_hats[l], mus[l], vs[l])
+            bn_relu_forward_train_kernel(Ss[l], gammas[l], betas[l], eps, Xs[l], S_hats[l], mus[l], vs[l])
         else:
-            _bias_relu_forward_kernel(Ss[l], bs[l], Xs[l])
+            bias_relu_forward_kernel(Ss[l], bs[l], Xs[l])
         gemm(blas, Xs[l], False, Ws[l], True, Ss[l + 1], 1.0, 0.0)  # X W^T
     out = Ss[k - 1]
     b = bs[k - 1]
     for i in range(n):  # (18): the output layer's bias
         for j in range(out.shape[1]):
             out[i, j] += b[j]
-    _softmax_xent_kernel(out, yb, P, loss)  # (19) and the cross-entropy
+    softmax_xent_kernel(out, yb, P, loss)  # (19) and the cross-entropy
     total = 0.0
     for i in range(n):
         total += loss[i]
@@ -211,7 +211,7 @@ def step_core(blas, yb, Ws, bs, gammas, betas, mu_avs, v_avs, Ss, Xs, S_hats, mu
             _ema(mu_avs[l], mus[l], alpha, first)
             _ema(v_avs[l], vs[l], alpha, first)
     # ---- backward and update, top down: (21)-(37)
-    _softmax_xent_backward_kernel(P, yb, Gs[k - 1])  # (21)
+    softmax_xent_backward_kernel(P, yb, Gs[k - 1])  # (21)
     for l in range(k - 1, 0, -1):  # layer l + 1 (1-based) over hidden layer l
         G = Gs[l]
         W = Ws[l - 1]
@@ -220,20 +220,20 @@ def step_core(blas, yb, Ws, bs, gammas, betas, mu_avs, v_avs, Ss, Xs, S_hats, mu
         if l == k - 1 or not bn:
             _bias_step(bs[l], G, eta)
         if bn:  # (24)-(27), (30)-(37) fused with the ReLU mask
-            _bn_relu_backward_kernel(dXs[l - 1], Xs[l - 1], S_hats[l - 1], gammas[l - 1], vs[l - 1], eps,
+            bn_relu_backward_kernel(dXs[l - 1], Xs[l - 1], S_hats[l - 1], gammas[l - 1], vs[l - 1], eps,
                                      Gs[l - 1], dgammas[l - 1], dbetas[l - 1])
             g, bt, dg, db = gammas[l - 1], betas[l - 1], dgammas[l - 1], dbetas[l - 1]
             for j in range(g.shape[0]):
                 g[j] -= eta * dg[j]
                 bt[j] -= eta * db[j]
         else:
-            _relu_backward_kernel(dXs[l - 1], Xs[l - 1], Gs[l - 1])  # (24)/(30)
+            relu_backward_kernel(dXs[l - 1], Xs[l - 1], Gs[l - 1])  # (24)/(30)
     if not bn:
         _bias_step(bs[0], Gs[0], eta)
     return mean_loss
 
 
-@_njit
+@fast_kernel
 def _bias_step(b, G, eta):
     """b -= eta * db with db = (1/n) G^T 1, eqs (22)/(28); the column sums in float64."""
     n = G.shape[0]
@@ -242,23 +242,6 @@ def _bias_step(b, G, eta):
         for i in range(n):
             s += G[i, j]
         b[j] -= eta * (s / n)
-
-
-# ------------------------------------------------------- images kept as bytes (data.py)
-# The training set is held as uint8 pixels and normalised as rows are read
-# (fastnet.data.NormalisedImages): a quarter of the memory, and a gather that reads 0.3 MB
-# per batch of 100 instead of 1.2 MB. These kernels compute exactly what
-# data._normalise_into does -- (float64(u) - mean) * (1 / std), rounded once to the output
-# dtype -- and are compiled without fast-math so that no step of it is reassociated: the
-# rows are bit for bit those of an eager normalisation (tests/test_data_lean.py).
-
-@njit(cache=True, nogil=True)
-def normalise_rows(U, rows, mean, inv_std, out):
-    """out[i] = (U[rows[i]] - mean) * inv_std, in float64, stored in out's dtype."""
-    for i in range(rows.shape[0]):
-        r = rows[i]
-        for j in range(U.shape[1]):
-            out[i, j] = (np.float64(U[r, j]) - mean[j]) * inv_std[j]
 
 
 @njit(cache=True, nogil=True)
@@ -295,7 +278,7 @@ def _fetch_add(typingctx, counter, amount):
     return sig, codegen
 
 
-@_njit(nogil=True)
+@fast_kernel(nogil=True)
 def _gather_share(X, mean, inv_std, normalise, y, idx, Xb, yb, counter):
     """Gather the batch ``idx`` into (Xb, yb) -- by gather_normalised_rows if ``normalise``,
     else gather_rows -- a block of rows at a time, claiming each from ``counter`` (start 0):
@@ -312,7 +295,7 @@ def _gather_share(X, mean, inv_std, normalise, y, idx, Xb, yb, counter):
             gather_rows(X, y, idx[i0:i1], Xb[i0:i1], yb[i0:i1])
 
 
-@_njit(nogil=True, parallel=True)
+@fast_kernel(nogil=True, parallel=True)
 def sgd_step_parallel(blas, parts, Xb, yb, W1t, Ws, bs, gammas, betas, mu_avs, v_avs,
                       Ss, Xs, S_hats, mus, vs, Gs, dXs, dgammas, dbetas, P, loss,
                       bn, first, eta, keep, step, eps, alpha,

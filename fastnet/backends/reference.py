@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _checks as chk
+from fastnet.backends import checks as chk
 
 NAME = "numpy"
 

@@ -46,19 +46,30 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .data import NormalisedImages
-from .errors import ConfigError, DivergenceError
-from .network import EVAL_CHUNK, Layer, Metrics, Network, backward, forward_eval, forward_train, l2_penalty, update_running_stats
-from .optim import check_schedule, sgd_step
-from .progress import Progress
-from .train import History, Interrupted, Position, StopRequest, TrainConfig, divergence, first_nonfinite, locate_nonfinite, schedule_fn
+from fastnet.data.images import NormalisedImages
+from fastnet.errors import ConfigError, DivergenceError
+from fastnet.model.network import (
+    EVAL_CHUNK,
+    Layer,
+    Metrics,
+    Network,
+    backward,
+    forward_eval,
+    forward_train,
+    l2_penalty,
+    update_running_stats,
+)
+from fastnet.model.optim import check_schedule, sgd_step
+from fastnet.training.config import TrainConfig, schedule_fn
+from fastnet.training.state import History, Interrupted, Position, StopRequest
+from fastnet.training.stepper import divergence, first_nonfinite, locate_nonfinite
+from fastnet.util.progress import Progress
 
 #: The settings models of one group may differ in: scalars of the update step only.
 FREE_FIELDS = ("lam", "eta_min", "eta_max")
@@ -166,13 +177,13 @@ def _accumulating_gemm():
     (measured on 2 cores: lock-step epochs 2-10 times longer). NumPy's library by address
     has neither problem.
     """
-    from .backends import load
-
-    backend = load("numba")
-    fused = backend.ops.fused_step if backend.available else None
-    if fused is None:
+    try:
+        from fastnet.backends import numba_step
+    except ImportError:  # no Numba: NumPy's product and a subtraction
         return None
-    return lambda Xb, G, Wt: fused.gemm(fused.BLAS, Xb, True, G, False, Wt, -1.0, 1.0)
+    if numba_step.BLAS is None:
+        return None
+    return lambda Xb, G, Wt: numba_step.gemm(numba_step.BLAS, Xb, True, G, False, Wt, -1.0, 1.0)
 
 
 class _Stack:
@@ -482,99 +493,3 @@ def fit_lockstep(nets: list[Network], data, cfgs: list[TrainConfig], ops, histor
         group.sync()
         charge(None)
     return outcomes
-
-
-# ----------------------------------------------------------------------------- run folders
-
-
-def run_group_to_folders(cfgs: list[TrainConfig], out_dirs, *, data, overwrite: bool = False, progress: bool = False, plots: bool = True) -> list:
-    """Train ``cfgs`` in lock-step on ``data`` (a loaded Dataset) and write run folder
-    ``out_dirs[m]`` of each as :func:`fastnet.runs.run_to_folder` would.
-
-    Returns, per model, its metrics (a finished run; ``metrics["lockstep"]`` =
-    ``{"group": M, "index": m, ...}``) or the exception that ended it (a DivergenceError, or
-    the FastnetError of a folder that could not be written); either way its folder is written
-    as a standalone run's (status.json for a stopped one). Every folder is locked while the
-    group trains. SIGINT/SIGTERM checkpoint every model and raise
-    :class:`fastnet.train.Interrupted`; any other error marks every unfinished run failed and
-    is raised.
-    """
-    from contextlib import ExitStack
-
-    from .backends import resolve
-    from .checkpoint import data_fingerprint, save_checkpoint
-    from .runs import CHECKPOINT, RunLock, _guard_writes, _write_error, begin_folder, make_run_dir, record_stop, run_metrics, stop_on_signals, write_config, write_json, write_outputs
-    from .train import new_network
-
-    cfgs = [cfg.validate() for cfg in cfgs]
-    check_group(cfgs)
-    M = len(cfgs)
-    outs = [make_run_dir(d) for d in out_dirs]
-    if len({o.resolve() for o in outs}) != M:
-        raise ConfigError("every run of a lock-step group needs a folder of its own")
-    with ExitStack() as locks:
-        for out in outs:
-            locks.enter_context(RunLock(out))
-        stop = locks.enter_context(stop_on_signals())
-        for out in outs:
-            begin_folder(out, overwrite)
-        backend = resolve(cfgs[0].backend)
-        if progress:
-            print(f"fastnet: backend {backend.name} ({backend.version}), {cfgs[0].dtype}, {M} runs in lock-step", file=sys.stderr)
-        for out, cfg in zip(outs, cfgs):
-            write_config(out, cfg, data, backend)
-        nets = [new_network(cfg, data.X_train.shape[1], len(data.label_names)) for cfg in cfgs]
-        histories = [History() for _ in cfgs]
-        fingerprint = data_fingerprint(data)
-        saved: list[int | None] = [None] * M
-
-        def checkpointer(i: int):
-            config = cfgs[i].to_dict()
-
-            def checkpoint(position: Position) -> None:
-                save_checkpoint(outs[i] / CHECKPOINT, nets[i], histories[i], position, config, data=fingerprint, optimizer="sgd", optimizer_state={})
-                saved[i] = position.t
-
-            return checkpoint
-
-        stopped: dict[int, BaseException] = {}
-
-        def leave(i: int, error: DivergenceError) -> None:  # status.json at once, as a standalone run would write it
-            stopped[i] = record_stop(outs[i], error, histories[i], saved[i])
-
-        try:
-            outcomes = fit_lockstep(nets, data, cfgs, backend.ops, histories, progress, checkpoints=[checkpointer(i) for i in range(M)], stop=stop,
-                                    on_leave=leave)
-        except BaseException as exc:
-            for i in range(M):
-                if i in stopped:
-                    continue
-                mine = exc
-                if isinstance(exc, OSError):
-                    mine = _write_error(outs[i], exc, saved[i])
-                elif isinstance(exc, Interrupted):
-                    mine = Interrupted(exc.signum, exc.step)
-                record_stop(outs[i], mine, histories[i], saved[i])
-            if isinstance(exc, Interrupted):
-                exc.message = (f"fastnet: interrupted at step {exc.step}; the {M} runs trained in lock-step were checkpointed: "
-                               f"run the sweep again, or resume each with fastnet-train --resume RUN_DIR")
-            raise
-        results: list = []
-        for i, (out, cfg, outcome) in enumerate(zip(outs, cfgs, outcomes)):
-            if outcome.error is not None:
-                results.append(stopped[i])
-                continue
-            try:
-                test, last = write_outputs(out, cfg, data, backend, nets[i], histories[i], plots)
-                lockstep = {"group": M, "index": i, "group_wall_seconds": sum(o.wall_seconds for o in outcomes),
-                            "time_shares": "the group's time divided evenly over the models training during it"}
-                metrics = run_metrics(cfg, data, backend, histories[i], test, last, outcome.wall_seconds, None, {"lockstep": lockstep})
-                _guard_writes(out, lambda: write_json(out / "metrics.json", metrics), saved[i])
-            except OSError as exc:
-                results.append(record_stop(out, _write_error(out, exc, saved[i]), histories[i], saved[i]))
-                continue
-            except Exception as exc:  # e.g. _guard_writes' FastnetError
-                results.append(record_stop(out, exc, histories[i], saved[i]))
-                continue
-            results.append(metrics)
-        return results

@@ -27,16 +27,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import FastnetError
-from .model_io import network_from_arrays, network_meta, parse_meta, read_npz
-from .network import Network
-from .train import History, Position
+from fastnet.errors import FastnetError
+from fastnet.model.files import network_from_arrays, network_meta, parse_meta, read_npz
+from fastnet.model.network import Network
+from fastnet.training.state import History, Position
+from fastnet.util.files import atomic_savez
 
 FORMAT = "fastnet-checkpoint-1"
 NAME = "checkpoint.npz"
@@ -70,39 +70,6 @@ def data_fingerprint(data) -> dict:
     for a in (data.y_train, data.y_val, data.mean, data.std):
         h.update(np.ascontiguousarray(a).tobytes())
     return {"n_train": int(len(data.y_train)), "n_val": int(len(data.y_val)), "sha256": h.hexdigest()}
-
-
-def atomic_savez(path, arrays: dict) -> None:
-    """``np.savez`` to ``path.tmp``, fsync, rename over ``path``, fsync the folder.
-
-    On any failure (a full disk) the ``.tmp`` file is removed and ``path`` is untouched.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder) -> None:
-    """Make a rename in ``folder`` durable (best effort: not every file system allows it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(path, net: Network, history: History, position: Position, config: dict, *,

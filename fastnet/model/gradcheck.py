@@ -29,7 +29,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .network import Network, backward, batch_cost, forward_train, init_network
+from fastnet.model.network import (
+    Network,
+    backward,
+    batch_cost,
+    forward_train,
+    init_network,
+)
 
 H = 1e-5
 FLOOR = 1e-8

@@ -18,8 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, FastnetError
-from .network import HAS_BIAS, HAS_BN, PLACEMENTS, Layer, Network, check_architecture, layer_kinds
+from fastnet.errors import ConfigError, FastnetError
+from fastnet.model.network import (
+    HAS_BIAS,
+    HAS_BN,
+    PLACEMENTS,
+    Layer,
+    Network,
+    check_architecture,
+    layer_kinds,
+)
 
 FORMAT = "fastnet-model-1"
 

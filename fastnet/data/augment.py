@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import ConfigError
+from fastnet.errors import ConfigError
 
 IMAGE_SHAPE = (3, 32, 32)
 MAX_SHIFT = 8

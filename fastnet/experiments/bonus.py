@@ -41,8 +41,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import FastnetError
-from .train import TrainConfig
+from fastnet.errors import FastnetError
+from fastnet.training.config import TrainConfig
 
 FOLDER = "bonus"
 H3, H9, H7 = (50, 50), (50, 30, 20, 20, 10, 10, 10, 10), (50,) * 6
@@ -155,7 +155,7 @@ def run_bonus(name: str, out="experiments", *, data_dir=None, workers: int | Non
     """Train the runs of bonus experiment ``name`` into ``OUT/bonus/`` (finished ones are kept),
     then the adaptive-BN evaluations it needs, then ``bonus.json`` / ``bonus.md`` of every
     finished bonus run there. Returns the bonus.json record (with ``failed`` runs listed)."""
-    from .sweep import run_sweep
+    from fastnet.experiments.sweep import run_sweep
 
     runs = preset(name, quick, backend)
     folder = Path(out) / FOLDER
@@ -173,7 +173,7 @@ def run_bonus(name: str, out="experiments", *, data_dir=None, workers: int | Non
 
 
 def _metrics(folder: Path, run: str) -> dict | None:
-    from .runs import read_json
+    from fastnet.util.files import read_json
 
     path = folder / run / "metrics.json"
     try:
@@ -184,8 +184,8 @@ def _metrics(folder: Path, run: str) -> dict | None:
 
 def write_summary(folder: Path, quick: bool = False) -> dict:
     """``bonus.json`` and ``bonus.md``: one row per bonus run (finished or not) in the folder."""
-    from .runs import _atomic_write, write_json
-    from .sweep import markdown_table
+    from fastnet.experiments.sweep import markdown_table
+    from fastnet.util.files import atomic_write, write_json
 
     rows = []
     for run, (group, desc, _) in RUNS.items():
@@ -205,16 +205,16 @@ def write_summary(folder: Path, quick: bool = False) -> dict:
         })
     record = {"quick": quick, "rows": rows, "seed_stats": seed_stats(rows), "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(folder / "bonus.json", record)
-    _atomic_write(folder / "bonus.md", markdown_table(rows, ("run", "variant", "test_accuracy", "val_accuracy", "test_accuracy_ema", "wall_seconds", "command")))
+    atomic_write(folder / "bonus.md", markdown_table(rows, ("run", "variant", "test_accuracy", "val_accuracy", "test_accuracy_ema", "wall_seconds", "command")))
     return record
 
 
 def gradcheck_bonus(folder: Path, backend: str = "numpy", echo=_echo) -> dict:
     """The gradient checks of the bonus architectures (fastnet.gradcheck.BONUS_CASES) in
     float64, written to ``gradcheck_bonus.json`` (a few seconds)."""
-    from . import gradcheck as gc
-    from .backends import resolve
-    from .runs import write_json
+    from fastnet.backends import resolve
+    from fastnet.model import gradcheck as gc
+    from fastnet.util.files import write_json
 
     b = resolve(backend)
     t0 = time.perf_counter()
@@ -273,10 +273,11 @@ def adaptive_evaluations(folder: Path, data_dir=None, echo=_echo, seed: int = 0)
     (:data:`DIM`) and with pixel noise (:data:`NOISE`). Written to ``adaptive_bn.json``."""
     import numpy as np
 
-    from .bn_stats import adaptive_stats, load_run_for_test, using_stats
-    from .model_io import load_network
-    from .network import evaluate
-    from .runs import write_json
+    from fastnet.model.bn_stats import using_stats
+    from fastnet.model.files import load_network
+    from fastnet.model.network import evaluate
+    from fastnet.runs.evaluate import adaptive_stats, load_run_for_test
+    from fastnet.util.files import write_json
 
     rows = []
     for run in ADAPTIVE_RUNS:

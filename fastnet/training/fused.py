@@ -30,8 +30,9 @@ from functools import partial
 import numpy as np
 from numpy.typing import NDArray
 
-from .data import NormalisedImages
-from .network import Network
+from fastnet.data.images import NormalisedImages
+from fastnet.model.network import Network
+
 
 def fused_step_for(net: Network, ops, *, optimizer: str = "sgd") -> "FusedStep | None":
     """A :class:`FusedStep` for ``net`` when ``ops`` offers one and the network qualifies, else None.

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import ConfigError
+from fastnet.errors import ConfigError
 
 INITS = ("he", "xavier", "normal")
 PLACEMENTS = ("before", "after")  # batch norm before the ReLU (the assignment) or after it

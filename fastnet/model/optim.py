@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from .errors import ConfigError
+from fastnet.errors import ConfigError
 
 SCHEDULES = ("cyclic", "step", "exponential", "cosine")
 OPTIMIZERS = ("sgd", "adam")

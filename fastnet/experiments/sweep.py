@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DivergenceError, FastnetError
+from fastnet.errors import DivergenceError, FastnetError
 
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
@@ -85,7 +85,7 @@ def load_data(data_dir, split: str, n_val: int, dtype: str):
     if key not in _DATA_CACHE:
         import numpy as np
 
-        from .data import load_cifar10
+        from fastnet.data.cifar10 import load_cifar10
 
         _DATA_CACHE[key] = load_cifar10(data_dir, split=split, n_val=n_val, dtype=np.dtype(dtype), progress=False)
     return _DATA_CACHE[key]
@@ -108,8 +108,8 @@ def execute_run(name: str, cfg_dict: dict, run_dir: str, data_dir=None, plots: b
     """
     if pin:
         pin_threads()
-    from .runs import run_to_folder
-    from .train import TrainConfig
+    from fastnet.runs.train import run_to_folder
+    from fastnet.training.config import TrainConfig
 
     cfg = TrainConfig.from_dict(cfg_dict)
     _log(log_path, "started", name)
@@ -132,8 +132,8 @@ def execute_group(names: list[str], cfg_dicts: list[dict], run_dirs: list[str], 
     run: returns one :func:`execute_run`-style dict per run. Top-level for pickling."""
     if pin:
         pin_threads()
-    from .lockstep import run_group_to_folders
-    from .train import TrainConfig
+    from fastnet.runs.group import run_group_to_folders
+    from fastnet.training.config import TrainConfig
 
     cfgs = [TrainConfig.from_dict(d) for d in cfg_dicts]
     for name in names:
@@ -200,7 +200,7 @@ def is_finished(run_dir) -> bool:
 
 
 def _check_same_config(run_dir: Path, cfg) -> None:
-    from .runs import read_json
+    from fastnet.util.files import read_json
 
     recorded = read_json(run_dir / "config.json").get("train", {}) if (run_dir / "config.json").exists() else {}
     if _comparable(recorded) != _comparable(cfg.to_dict()):
@@ -242,11 +242,11 @@ def markdown_table(rows: list[dict], fields) -> str:
 
 def write_results(out_dir, rows: list[dict], stem: str = "results") -> None:
     """``OUT/results.csv`` (every field) and ``OUT/results.md`` (the main ones)."""
-    from .runs import _atomic_write, write_csv
+    from fastnet.util.files import atomic_write, write_csv
 
     out_dir = Path(out_dir)
     write_csv(out_dir / f"{stem}.csv", rows, RESULT_FIELDS)
-    _atomic_write(out_dir / f"{stem}.md", markdown_table(rows, MARKDOWN_FIELDS))
+    atomic_write(out_dir / f"{stem}.md", markdown_table(rows, MARKDOWN_FIELDS))
 
 
 def _estimated_cost(cfg) -> float:
@@ -303,7 +303,7 @@ def run_sweep(runs, out_dir, *, data_dir=None, workers: int | None = None, sched
         Rows in the order of ``runs``. Runs that failed are rows with status ``"failed"``
         and a message; a sweep never stops at one bad run.
     """
-    from .train import TrainConfig
+    from fastnet.training.config import TrainConfig
 
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     out_dir = Path(out_dir)
@@ -328,7 +328,7 @@ def run_sweep(runs, out_dir, *, data_dir=None, workers: int | None = None, sched
         cfg = configs[name]
         if is_finished(run_dir):
             _check_same_config(run_dir, cfg)
-            from .runs import read_json
+            from fastnet.util.files import read_json
 
             rows[name] = result_row(name, cfg, "finished", read_json(run_dir / "metrics.json"), executed=False)
             result.skipped.append(name)
@@ -355,7 +355,7 @@ def run_sweep(runs, out_dir, *, data_dir=None, workers: int | None = None, sched
 
     write_results(out_dir, [rows[n] for n in names])
     if pending:
-        from .lockstep import MAX_GROUP, plan_units
+        from fastnet.training.lockstep import MAX_GROUP, plan_units
 
         args = {n: (n, configs[n].to_dict(), str(out_dir / n), None if data_dir is None else str(data_dir), plots, str(log_path)) for n in pending}
         n_workers = pool._max_workers if pool is not None and not scheduler else (workers or default_workers())
@@ -470,7 +470,7 @@ def runs_from_spec(spec: dict) -> list[tuple[str, object]]:
     """
     import itertools
 
-    from .train import TrainConfig
+    from fastnet.training.config import TrainConfig
 
     if not isinstance(spec, dict) or not ({"runs", "grid"} & set(spec)):
         raise FastnetError("a sweep file is a JSON object with \"runs\" (a list) and/or \"grid\" (an object of lists), and optionally \"base\"")

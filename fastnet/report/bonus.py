@@ -12,13 +12,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .report import _Page, _dur, _pct, _xy, load_run
+from fastnet.report.figures import curve_xy
+from fastnet.report.page import Page
+from fastnet.report.summary import duration, pct
+from fastnet.runs.record import load_run
 
 COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
 
 
 def _read(path: Path) -> dict | None:
-    from .runs import read_json
+    from fastnet.util.files import read_json
 
     try:
         return read_json(path) if path.is_file() else None
@@ -52,7 +55,7 @@ def _seed_line(stats: list[dict], run: str, base: str) -> str:
     se = math.sqrt(a["std_test_accuracy"] ** 2 / a["seeds"] + b["std_test_accuracy"] ** 2 / b["seeds"])
     d = a["mean_test_accuracy"] - b["mean_test_accuracy"]
     verdict = "within noise" if abs(d) < 2 * se else ("better" if d > 0 else "worse")
-    return (f" Over {min(a['seeds'], b['seeds'])} seeds: {_pct(a['mean_test_accuracy'])} vs {_pct(b['mean_test_accuracy'])}, "
+    return (f" Over {min(a['seeds'], b['seeds'])} seeds: {pct(a['mean_test_accuracy'])} vs {pct(b['mean_test_accuracy'])}, "
             f"{100 * d:+.2f} +- {100 * se:.2f} pp ({verdict}).")
 
 
@@ -79,46 +82,46 @@ def findings(rows: dict, stats: list[dict] | None = None) -> list[str]:
             st = next((x for x in stats if x["run"] == run and "mean_precise_minus_ema" in x), None)
             extra = (f" Over {st['seeds']} seeds the test difference is {100 * st['mean_precise_minus_ema']:+.2f} +- "
                      f"{100 * st['std_precise_minus_ema']:.2f} pp (std).") if st else ""
-            out.append(f"PreciseBN, {depth}-layer: test {_pct(r['test_accuracy'])} vs {_pct(r['test_accuracy_ema'])} with the EMA "
+            out.append(f"PreciseBN, {depth}-layer: test {pct(r['test_accuracy'])} vs {pct(r['test_accuracy_ema'])} with the EMA "
                        f"({d:+.2f} pp), validation {dv:+.2f} pp -- the same trained weights, only the statistics differ.{extra}")
     if have("7layer-BN"):
         parts = [f"{r} {_delta(rows, r, '7layer-BN')}" for r in ("7layer-BN-sgd-cosine", "7layer-BN-adam-cosine", "7layer-BN-adam-cyclic",
                                                                "7layer-BN-wide", "7layer-BN-skip", "7layer-BN-wide-skip-adam") if have(r)]
         if parts:
-            out.append(f"7-layer network ({_pct(_acc(rows, '7layer-BN'))} with BN, SGD, cyclic): " + "; ".join(parts) + "."
+            out.append(f"7-layer network ({pct(_acc(rows, '7layer-BN'))} with BN, SGD, cyclic): " + "; ".join(parts) + "."
                        + _seed_line(stats, "7layer-BN-adam-cosine", "7layer-BN").replace(" Over", " Adam cosine over")
                        + _seed_line(stats, "7layer-BN-skip", "7layer-BN").replace(" Over", " Skips over"))
     if have("7layer-noBN", "7layer-noBN-skip"):
-        out.append(f"Without BN the 7-layer network reaches {_pct(_acc(rows, '7layer-noBN'))}; skip connections: "
-                   f"{_pct(_acc(rows, '7layer-noBN-skip'))} ({_delta(rows, '7layer-noBN-skip', '7layer-noBN')})."
+        out.append(f"Without BN the 7-layer network reaches {pct(_acc(rows, '7layer-noBN'))}; skip connections: "
+                   f"{pct(_acc(rows, '7layer-noBN-skip'))} ({_delta(rows, '7layer-noBN-skip', '7layer-noBN')})."
                    + _seed_line(stats, "7layer-noBN-skip", "7layer-noBN"))
     if have("3layer-BN", "3layer-BN-augment"):
         out.append(f"Augmentation: {_delta(rows, '3layer-BN-augment', '3layer-BN')} for [50, 50]"
                    + (f", {_delta(rows, '3layer-wide-BN-augment', '3layer-wide-BN')} for [512, 256]" if have("3layer-wide-BN", "3layer-wide-BN-augment") else "") + ".")
     if have("best"):
         r = rows["best"]
-        out.append(f"Best network: {_pct(r['test_accuracy'])} test accuracy in {_dur(r['train_seconds'])} of training "
-                   f"({_dur(r['wall_seconds'])} wall, evaluations included): {r['command']}")
+        out.append(f"Best network: {pct(r['test_accuracy'])} test accuracy in {duration(r['train_seconds'])} of training "
+                   f"({duration(r['wall_seconds'])} wall, evaluations included): {r['command']}")
     if have("best-precise"):
         r = rows["best-precise"]
         out.append(f"Best network with PreciseBN statistics (the same training bit for bit; its exponential averages come from "
-                   f"augmented batches, PreciseBN's from clean training images): {_pct(r['test_accuracy'])} test, "
-                   f"{_pct(r['val_accuracy'])} validation, vs {_pct(r['test_accuracy_ema'])} / {_pct(r['val_accuracy_ema'])} with the "
-                   f"EMA; {_dur(r['train_seconds'])} of training, {_dur(r['wall_seconds'])} wall: {r['command']}")
+                   f"augmented batches, PreciseBN's from clean training images): {pct(r['test_accuracy'])} test, "
+                   f"{pct(r['val_accuracy'])} validation, vs {pct(r['test_accuracy_ema'])} / {pct(r['val_accuracy_ema'])} with the "
+                   f"EMA; {duration(r['train_seconds'])} of training, {duration(r['wall_seconds'])} wall: {r['command']}")
     return out
 
 
 def page_table(plt, folder: Path):
     rows = _rows(folder)
-    p = _Page(plt, "Bonus (Exercise 4): every variant")
+    p = Page(plt, "Bonus (Exercise 4): every variant")
     rec = _read(folder / "bonus.json") or {}
     p.text("Each run is one fastnet-train command (listed in bonus.md); unless stated, the assignment's Exercise 3 setting: batch 100, "
            "He init, lambda 0.005, cyclic eta 1e-5..1e-1, n_s 2250, 2 cycles (9,000 steps), seed 0, float32. Wall time includes the "
            "per-epoch evaluations on the 45,000 training and 5,000 validation images." + (" QUICK SETTINGS (smoke test)." if rec.get("quick") else ""))
     lines = [f"{'run':<26} {'variant':<44} {'test':>7} {'val':>7} {'wall':>7}"]
     for r in (r for r in rows.values() if r.get("group") != "seeds"):
-        test = _pct(r["test_accuracy"]) if r["status"] == "finished" else r["status"]
-        lines.append(f"{r['run']:<26} {r['variant'][:44]:<44} {test:>7} {_pct(r['val_accuracy']):>7} {_dur(r['wall_seconds']):>7}")
+        test = pct(r["test_accuracy"]) if r["status"] == "finished" else r["status"]
+        lines.append(f"{r['run']:<26} {r['variant'][:44]:<44} {test:>7} {pct(r['val_accuracy']):>7} {duration(r['wall_seconds']):>7}")
     p.text("\n".join(lines), size=7.6, family="monospace")
     stats = rec.get("seed_stats") or []
     if stats:
@@ -126,8 +129,8 @@ def page_table(plt, folder: Path):
         lines = [f"{'run':<24} {'seeds':>5} {'mean':>7} {'std':>6} {'min':>7} {'max':>7}   PreciseBN - EMA"]
         for r in stats:
             extra = f"{100 * r['mean_precise_minus_ema']:+.2f} +- {100 * r['std_precise_minus_ema']:.2f} pp" if "mean_precise_minus_ema" in r else ""
-            lines.append(f"{r['run']:<24} {r['seeds']:>5} {_pct(r['mean_test_accuracy']):>7} {100 * r['std_test_accuracy']:>6.2f} "
-                         f"{_pct(r['min_test_accuracy']):>7} {_pct(r['max_test_accuracy']):>7}   {extra}")
+            lines.append(f"{r['run']:<24} {r['seeds']:>5} {pct(r['mean_test_accuracy']):>7} {100 * r['std_test_accuracy']:>6.2f} "
+                         f"{pct(r['min_test_accuracy']):>7} {pct(r['max_test_accuracy']):>7}   {extra}")
         p.text("\n".join(lines), size=7.6, family="monospace")
     p.text("What the numbers say", size=11, weight="bold")
     for s in findings(rows, stats):
@@ -137,7 +140,7 @@ def page_table(plt, folder: Path):
 
 def page_gradcheck(plt, folder: Path):
     g = _read(folder / "gradcheck_bonus.json")
-    p = _Page(plt, "Bonus: gradient checks of the new architectures")
+    p = Page(plt, "Bonus: gradient checks of the new architectures")
     if not g:
         p.text("gradcheck_bonus.json is missing: run `fastnet experiment bonus` (or bonus-bn-after / bonus-skip).")
         return p.fig
@@ -164,7 +167,7 @@ def _curves(ax, folder: Path, runs: list[tuple[str, str]], key: str = "val_accur
         info = load_run(folder / run)
         if not info.history:
             continue
-        ax.plot(*_xy(info.history, key), color=COLORS[i % len(COLORS)], marker=".", ms=3, label=label)
+        ax.plot(*curve_xy(info.history, key), color=COLORS[i % len(COLORS)], marker=".", ms=3, label=label)
     ax.set_xlabel("update step")
     ax.set_ylabel(key.replace("_", " "))
     ax.grid(alpha=0.3)
@@ -177,7 +180,7 @@ def _curves(ax, folder: Path, runs: list[tuple[str, str]], key: str = "val_accur
 
 def page_bn(plt, folder: Path):
     rows = _rows(folder)
-    p = _Page(plt, "Bonus 4.1: batch norm after the ReLU, PreciseBN, adaptive BN")
+    p = Page(plt, "Bonus 4.1: batch norm after the ReLU, PreciseBN, adaptive BN")
     p.text("(a) BN after the ReLU keeps a bias in each hidden layer (BN no longer follows the linear map, so it does not cancel). "
            "(b) PreciseBN: before every evaluation and after training, the population statistics are recomputed with the model fixed "
            "over 10,000 training images in training-mode batches of 100, mean = mean of batch means, variance = mean of batch variances + "
@@ -200,7 +203,7 @@ def page_bn(plt, folder: Path):
         for r in ad["rows"]:
             by.setdefault((r["run"], r["statistics"]), {})[r["test_set"]] = r["test_accuracy"]
         for (run, stats), v in by.items():
-            lines.append(f"{run:<10} {stats[:36]:<36}" + "".join(f" {_pct(v.get(s, math.nan)):>14}" for s in shifts))
+            lines.append(f"{run:<10} {stats[:36]:<36}" + "".join(f" {pct(v.get(s, math.nan)):>14}" for s in shifts))
         p.text("\n".join(lines), size=7.4, family="monospace")
         p.text("Dimming is an affine change of every input pixel, so each first-layer score changes affinely and batch norm with "
                "statistics re-estimated on the dimmed images undoes it exactly: without augmented copies the adaptive figures equal "
@@ -213,7 +216,7 @@ def page_bn(plt, folder: Path):
 
 def page_deep(plt, folder: Path):
     rows = _rows(folder)
-    p = _Page(plt, "Bonus 4.2: a deeper network -- Adam, decay, width, skips")
+    p = Page(plt, "Bonus 4.2: a deeper network -- Adam, decay, width, skips")
     p.text("7 layers (6 hidden of 50 units, BN) trained as the assignment's networks, then: learning-rate decay (cosine from eta_max to "
            "eta_min over the run, SGD); Adam (beta1 0.9, beta2 0.999, eps 1e-8; eta 1e-5..1e-3, cosine or cyclic -- Adam is allowed with "
            "the cyclic schedule when eta_max <= 0.01); 256 units per layer; skip connections of eq (40) from x^(1) to s^(3) and x^(3) to "
@@ -236,7 +239,7 @@ def page_deep(plt, folder: Path):
     short = {"7layer-BN": "BN, SGD cyclic", "7layer-noBN": "no BN", "7layer-noBN-skip": "no BN, skips"}
     ax.set_yticks(range(len(names)), [short.get(n, n.replace("7layer-BN-", "")) for n in names], fontsize=7.5)
     for i, a in enumerate(accs):
-        ax.text((0 if math.isnan(a) else 100 * a) + 0.3, i, _pct(a), va="center", fontsize=7.5)
+        ax.text((0 if math.isnan(a) else 100 * a) + 0.3, i, pct(a), va="center", fontsize=7.5)
     ax.set_xlabel("test accuracy (%)")
     finite = [100 * a for a in accs if not math.isnan(a)]
     if finite:
@@ -246,7 +249,7 @@ def page_deep(plt, folder: Path):
 
 def page_augment(plt, folder: Path):
     rows = _rows(folder)
-    p = _Page(plt, "Bonus: augmentation and the best network")
+    p = Page(plt, "Bonus: augmentation and the best network")
     p.text("Augmentation, on the fly per mini-batch: each training image is flipped horizontally with probability 1/2 and translated by "
            "up to 3 pixels in x and y (2 for the best network; zero padding, i.e. the mean pixel), drawn from a generator seeded by the run's "
            "seed and the update step (reproducible and resumable). It acts on the normalised rows viewed as 3x32x32 images, vectorised per "
@@ -261,7 +264,7 @@ def page_augment(plt, folder: Path):
         info = load_run(folder / run)
         for key, ls in (("train_accuracy", "-"), ("val_accuracy", "--")):
             if info.history:
-                ax.plot(*_xy(info.history, key), ls=ls, marker=".", ms=3, label=key.replace("_", " "))
+                ax.plot(*curve_xy(info.history, key), ls=ls, marker=".", ms=3, label=key.replace("_", " "))
         ax.set_title(title, fontsize=9.5)
         ax.set_xlabel("update step")
         ax.grid(alpha=0.3)

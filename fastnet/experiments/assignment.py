@@ -47,59 +47,32 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FastnetError
-from .sweep import default_workers
-from .train import TrainConfig
-
-HIDDEN_2 = (50,)
-HIDDEN_3 = (50, 50)
-HIDDEN_9 = (50, 30, 20, 20, 10, 10, 10, 10)
-N_TRAIN_A3 = 45_000
-BATCH = 100
-N_S_DEFAULT = 5 * N_TRAIN_A3 // BATCH   # 2250, the assignment's n_s
-N_S_SHORT = 2 * N_TRAIN_A3 // BATCH     # 900, "if training is slow on your machine"
-
-#: The Exercise 2 / 3 setting ("the given default parameter setting").
-DEFAULT_SETTING = dict(batch=BATCH, eta_min=1e-5, eta_max=1e-1, lam=0.005, cycles=2, n_s=N_S_DEFAULT, init="he", split="a3", n_val=5000)
+from fastnet.errors import FastnetError
+from fastnet.experiments.catalogue import (
+    BATCH,
+    COARSE_N,
+    DEFAULT_SETTING,
+    EXPERIMENTS,
+    FINE_N,
+    HIDDEN_2,
+    HIDDEN_3,
+    HIDDEN_9,
+    INIT_SIGMAS,
+    N_S_DEFAULT,
+    N_S_SHORT,
+    QUICK,
+    QUICK_COARSE_N,
+    QUICK_FINE_N,
+    SEARCH_CYCLES,
+    SEARCH_N_S,
+    SEARCH_SEED,
+    TITLES,
+)
+from fastnet.experiments.sweep import default_workers
+from fastnet.training.config import TrainConfig
 
 #: lambda search: coarse grid and fine draw.
 COARSE_LOG10 = (-5.0, -1.0)
-COARSE_N = 8
-FINE_N = 8
-SEARCH_SEED = 2424
-SEARCH_CYCLES = 2
-SEARCH_N_S = N_S_SHORT
-
-INIT_SIGMAS = (1e-1, 1e-3, 1e-4)
-
-QUICK = dict(n_s=4, n_val=300)
-QUICK_COARSE_N = 3
-QUICK_FINE_N = 2
-
-EXPERIMENTS = ("a2-default", "ex2-3layer", "ex2-9layer", "ex3-3layer-bn", "ex3-9layer-bn", "lambda-search", "final-3cycles", "init-sensitivity")
-
-TITLES = {
-    "a2-default": "Assignment 2 default: 2-layer [50], no BN",
-    "ex2-3layer": "Exercise 2: 3-layer [50, 50], no BN",
-    "ex2-9layer": "Exercise 2: 9-layer [50, 30, 20, 20, 10, 10, 10, 10], no BN",
-    "ex3-3layer-bn": "Exercise 3: 3-layer [50, 50], BN",
-    "ex3-9layer-bn": "Exercise 3: 9-layer [50, 30, 20, 20, 10, 10, 10, 10], BN",
-    "lambda-search": "Exercise 3: coarse-to-fine lambda search, 3-layer BN",
-    "final-3cycles": "Exercise 3: best lambda, 3 cycles, 3-layer BN",
-    "init-sensitivity": "Exercise 3: sensitivity to initialisation, BN vs no BN",
-}
-
-#: What the assignment text quotes for each experiment (for the summary table).
-QUOTED = {
-    "a2-default": "replicate Assignment 2's default result",
-    "ex2-3layer": "~52 %",
-    "ex2-9layer": "drops by quite a bit",
-    "ex3-3layer-bn": "~53.5 %",
-    "ex3-9layer-bn": "\"not bad\": close to the 3-layer BN net",
-    "lambda-search": "(validation accuracy per lambda)",
-    "final-3cycles": "(not quoted)",
-    "init-sensitivity": "BN should be far less sensitive to sigma",
-}
 
 
 def _quick(cfg: TrainConfig, quick: bool) -> TrainConfig:
@@ -181,7 +154,7 @@ def _echo(line: str) -> None:
 
 
 def _write_experiment_json(exp_dir: Path, name: str, runs, sweeps, quick: bool, full_n_s: bool, extra: dict | None = None, ran_before=()) -> dict:
-    from .runs import write_json
+    from fastnet.util.files import write_json
 
     executed = list(ran_before) + [n for s in sweeps for n in s.executed]
     rows = sweeps[-1].rows  # the last sweep lists every run of the experiment
@@ -206,8 +179,8 @@ def best_lambda_from(rows: list[dict]) -> dict | None:
 
 
 def _run_lambda_search(exp_dir: Path, kw: dict, quick: bool, backend: str) -> tuple[list, list, dict]:
-    from .runs import _atomic_write, write_csv
-    from .sweep import RESULT_FIELDS, markdown_table
+    from fastnet.experiments.sweep import RESULT_FIELDS, markdown_table
+    from fastnet.util.files import atomic_write, write_csv
 
     coarse = preset("lambda-search", quick=quick, backend=backend)
     s1 = _sweep(coarse, exp_dir, kw)
@@ -230,17 +203,17 @@ def _run_lambda_search(exp_dir: Path, kw: dict, quick: bool, backend: str) -> tu
         "best": {"lam": best["lam"], "val_accuracy": best["val_accuracy"], "test_accuracy": best["test_accuracy"], "run": best["name"]},
         "best_coarse": {"lam": best_coarse["lam"], "val_accuracy": best_coarse["val_accuracy"], "run": best_coarse["name"]},
     }
-    from .runs import write_json
+    from fastnet.util.files import write_json
 
     write_json(exp_dir / "lambda_search.json", search)
     ordered = sorted(rows, key=lambda r: (r["stage"] != "coarse", r["lam"]))
     write_csv(exp_dir / "lambda_search.csv", ordered, ("stage", *RESULT_FIELDS))
-    _atomic_write(exp_dir / "lambda_search.md", markdown_table(ordered, ("stage", "lam", "val_accuracy", "test_accuracy", "train_accuracy", "status")))
+    atomic_write(exp_dir / "lambda_search.md", markdown_table(ordered, ("stage", "lam", "val_accuracy", "test_accuracy", "train_accuracy", "status")))
     return coarse + fine, [s1, s2], search
 
 
 def _sweep(runs, exp_dir: Path, kw: dict):
-    from .sweep import run_sweep
+    from fastnet.experiments.sweep import run_sweep
 
     return run_sweep(runs, exp_dir, **kw)
 
@@ -259,7 +232,7 @@ def run_experiment(name: str, out="experiments", *, data_dir=None, workers: int 
     """
     out = Path(out)
     if name.startswith("bonus"):  # Exercise 4: fastnet/bonus.py, all runs in OUT/bonus/
-        from .bonus import run_bonus
+        from fastnet.experiments.bonus import run_bonus
 
         return run_bonus(name, out, data_dir=data_dir, workers=workers, scheduler=scheduler, quick=quick, backend=backend, plots=plots, echo=echo, pool=pool,
                          lockstep=lockstep)
@@ -271,7 +244,7 @@ def run_experiment(name: str, out="experiments", *, data_dir=None, workers: int 
     if name not in EXPERIMENTS:
         raise FastnetError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}, gradcheck or all")
     if pool is None and scheduler is None and (workers or default_workers()) > 1:
-        from .sweep import worker_pool
+        from fastnet.experiments.sweep import worker_pool
 
         with worker_pool(workers) as pool:  # one pool for every stage: each worker loads the data once
             return run_experiment(name, out, data_dir=data_dir, workers=workers, quick=quick, backend=backend, full_n_s=full_n_s,
@@ -289,7 +262,7 @@ def run_experiment(name: str, out="experiments", *, data_dir=None, workers: int 
         if not search_file.exists():
             echo("final-3cycles: no lambda search yet in this folder; running lambda-search first")
             run_experiment("lambda-search", out, quick=quick, backend=backend, **kw)
-        from .runs import read_json
+        from fastnet.util.files import read_json
 
         search = read_json(search_file)
         if bool(search.get("quick")) != quick:
@@ -312,8 +285,8 @@ def _run_all(out: Path, *, data_dir, workers, scheduler, quick, backend, full_n_
     of worker processes serves all three, so each loads the data once."""
     import contextlib
 
-    from .runs import write_json
-    from .sweep import run_sweep, worker_pool, write_results
+    from fastnet.experiments.sweep import run_sweep, worker_pool, write_results
+    from fastnet.util.files import write_json
 
     t0 = time.perf_counter()
     records: dict = {"gradcheck": run_gradcheck(out, echo=echo)}
@@ -336,7 +309,7 @@ def _run_all(out: Path, *, data_dir, workers, scheduler, quick, backend, full_n_
             "executed": sum(len(records[exp]["executed"]) for exp in EXPERIMENTS), "runs": len(rows)}
     previous = []
     if (out / "all.json").is_file():
-        from .runs import read_json
+        from fastnet.util.files import read_json
 
         try:
             previous = read_json(out / "all.json").get("invocations", [])
@@ -349,9 +322,9 @@ def _run_all(out: Path, *, data_dir, workers, scheduler, quick, backend, full_n_
 def run_gradcheck(out, backend: str = "numpy", echo=_echo) -> dict:
     """Item (i): every standard gradient check (fastnet.gradcheck.STANDARD_CASES) in float64,
     written to ``OUT/gradcheck/gradcheck.json``."""
-    from . import gradcheck as gc
-    from .backends import resolve
-    from .runs import write_json
+    from fastnet.backends import resolve
+    from fastnet.model import gradcheck as gc
+    from fastnet.util.files import write_json
 
     b = resolve(backend)
     t0 = time.perf_counter()
@@ -370,3 +343,11 @@ def run_gradcheck(out, backend: str = "numpy", echo=_echo) -> dict:
     write_json(folder / "gradcheck.json", record)
     echo(f"gradcheck: {len(rows)} parameter arrays in {len(gc.STANDARD_CASES)} networks, worst relative error {record['worst_rel_error']:.2e} -> {folder / 'gradcheck.json'}")
     return record
+
+
+def ensure_gradcheck(out) -> None:
+    """Write item (i)'s record into the experiment folder ``out`` if it is not there yet (the
+    report reads it and computes nothing)."""
+    folder = Path(out)
+    if folder.is_dir() and not (folder / "gradcheck" / "gradcheck.json").is_file():
+        run_gradcheck(folder, echo=lambda line: None)

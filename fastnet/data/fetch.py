@@ -1,0 +1,274 @@
+"""TODO docstring for data.fetch."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zlib
+from http.client import HTTPException
+from pathlib import Path, PurePosixPath
+
+from fastnet.errors import DataError
+
+OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
+FOLDER = "cifar-10-batches-py"
+ARCHIVE = "cifar-10-python.tar.gz"
+
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCH = "test_batch"
+REQUIRED = (*TRAIN_BATCHES, TEST_BATCH)
+MAX_ARCHIVE_BYTES = 2 << 30    # the official archive unpacks to 178 MB
+TIMEOUT = 60.0                 # seconds without data before a download gives up
+_CHUNK = 1 << 20
+
+
+def default_data_dir() -> Path:
+    """Return where fastnet keeps CIFAR-10 unless told otherwise.
+
+    Returns
+    -------
+    Path
+        ``$FASTNET_DATA`` if set, else ``$XDG_CACHE_HOME/fastnet``, else ``~/.cache/fastnet``.
+    """
+    if os.environ.get("FASTNET_DATA"):
+        return Path(os.environ["FASTNET_DATA"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "fastnet"
+    return Path.home() / ".cache" / "fastnet"
+
+
+def _missing(folder: Path) -> list[str]:
+    """Names of the batch files that ``folder`` lacks (all of them if it is no folder)."""
+    return [name for name in REQUIRED if not (folder / name).is_file()]
+
+
+def find_cifar10(data_dir: str | os.PathLike[str] | None = None, *, download: bool = False,
+                 url: str = OFFICIAL_URL, md5: str | None = OFFICIAL_MD5,
+                 progress: bool = True) -> Path:
+    """Locate the ``cifar-10-batches-py`` folder, extracting or downloading it if asked.
+
+    Parameters
+    ----------
+    data_dir : path or None
+        The ``cifar-10-batches-py`` folder itself, a folder that contains it, or a folder that
+        contains ``cifar-10-python.tar.gz`` (extracted beside the archive on first use), or
+        that archive itself. None means :func:`default_data_dir`.
+    download : bool
+        If nothing is found, download the archive from ``url`` into ``data_dir`` and extract it.
+    url, md5, progress
+        Passed to :func:`download_cifar10`.
+
+    Returns
+    -------
+    Path
+        The folder holding ``data_batch_1`` ... ``data_batch_5`` and ``test_batch``.
+
+    Raises
+    ------
+    DataError
+        If the data is not found (the message lists every place looked in), or an archive or
+        download is bad.
+    """
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    if root.is_file() and root.name.endswith((".tar.gz", ".tgz")):
+        return extract_cifar10(root, root.parent)
+    if root.is_dir() and not _missing(root):
+        return root
+    folder, archive = root / FOLDER, root / ARCHIVE
+    if folder.exists() or archive.is_file():
+        return extract_cifar10(archive, root)   # returns a complete folder or says what is wrong
+    if download:
+        return extract_cifar10(download_cifar10(root, url, md5, progress), root)
+    if len(missing := _missing(root)) < len(REQUIRED):
+        raise DataError(f"{root} holds only some CIFAR-10 batch files (missing "
+                        f"{', '.join(missing)}); get the whole data set with `fastnet download`")
+    raise DataError(
+        f"CIFAR-10 not found: looked for the batch files in {root}, in {folder} and for the "
+        f"archive {archive}; run `fastnet download` (or pass --download), or point --data-dir "
+        f"or FASTNET_DATA at a folder that holds {FOLDER} or {ARCHIVE}")
+
+
+def _progress_line(name: str, done: int, total: int | None) -> str:
+    """The text of the download progress line: percentage when the size is known, else MB."""
+    if total:
+        percent = 100 * done // total
+        return f"\rdownloading {name}: {percent:3d}% ({done / 1e6:.1f} of {total / 1e6:.1f} MB)"
+    return f"\rdownloading {name}: {done / 1e6:.1f} MB"
+
+
+def _fetch(url: str, part: Path, progress: bool) -> str:
+    """Stream ``url`` into ``part``; return the md5 of what was written."""
+    digest = hashlib.md5()
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response, open(part, "wb") as out:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        done, shown = 0, 0.0
+        try:
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                if progress and time.monotonic() - shown > 0.2:
+                    sys.stderr.write(_progress_line(ARCHIVE, done, total))
+                    shown = time.monotonic()
+        finally:   # end the line even when the download fails, so errors start on their own
+            if progress:
+                sys.stderr.write(_progress_line(ARCHIVE, done, total) + "\n")
+        if total is not None and done != total:
+            raise DataError(f"download of {url} stopped after {done} of {total} bytes; "
+                            f"try again")
+    return digest.hexdigest()
+
+
+def download_cifar10(dest_dir: str | os.PathLike[str], url: str = OFFICIAL_URL,
+                     md5: str | None = OFFICIAL_MD5, progress: bool = True) -> Path:
+    """Download the CIFAR-10 archive into ``dest_dir`` and check its md5.
+
+    Parameters
+    ----------
+    dest_dir : path
+        Folder to write ``cifar-10-python.tar.gz`` into (created if needed).
+    url : str
+        Where to get it; any URL that :mod:`urllib.request` opens (``https``, ``http``,
+        ``file``).
+    md5 : str or None
+        Expected md5 hex digest; None skips the check.
+    progress : bool
+        Show a progress line on stderr.
+
+    Returns
+    -------
+    Path
+        The archive. It is written as ``<name>.part`` and renamed only once complete and
+        verified, so a file with the final name is always whole.
+
+    Raises
+    ------
+    DataError
+        If the download fails (the message names the URL and the reason) or the md5 differs.
+    """
+    dest = Path(dest_dir).expanduser()
+    final = dest / ARCHIVE
+    part = dest / (ARCHIVE + ".part")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        got = _fetch(url, part, progress)
+    except DataError:
+        part.unlink(missing_ok=True)
+        raise
+    except (OSError, ValueError, HTTPException) as exc:   # URLError and timeouts are OSErrors
+        part.unlink(missing_ok=True)
+        if isinstance(exc, urllib.error.HTTPError):
+            exc.close()   # it holds the open connection
+            reason: object = exc
+        else:
+            reason = getattr(exc, "reason", None) or exc
+        raise DataError(f"could not download {url} to {final}: {reason}; check the address, "
+                        f"the connection and that {dest} is writable, or download the archive "
+                        f"by hand and pass --data-dir") from None
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    if md5 is not None and got != md5.lower():
+        part.unlink(missing_ok=True)
+        raise DataError(f"{url} has md5 {got}, expected {md5}: the download is corrupt or is not "
+                        f"the CIFAR-10 archive; try again or check the URL")
+    os.replace(part, final)
+    return final
+
+
+def _member_path(member: tarfile.TarInfo, archive: Path) -> PurePosixPath:
+    """The relative path of a safe archive member; DataError for anything else."""
+    path = PurePosixPath(member.name)
+    if path.is_absolute() or ".." in path.parts or "\\" in member.name:
+        problem = "has an unsafe path"
+    elif not (path.parts and path.parts[0] == FOLDER):
+        problem = f"is outside {FOLDER}/"
+    elif not (member.isfile() or member.isdir()):
+        problem = "is a link or device, not a regular file"
+    else:
+        return path
+    raise DataError(f"refusing to extract {archive}: member {member.name!r} {problem}; "
+                    f"this is not the CIFAR-10 archive, delete it and download it again")
+
+
+def _extract_members(tar: tarfile.TarFile, archive: Path, into: Path) -> None:
+    """Write the regular files of ``tar`` below ``into``, checking every member first."""
+    total = 0
+    for member in tar:
+        path = into.joinpath(*_member_path(member, archive).parts)
+        if member.isdir():
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        total += member.size
+        if total > MAX_ARCHIVE_BYTES:
+            raise DataError(f"refusing to extract {archive}: it unpacks to more than "
+                            f"{MAX_ARCHIVE_BYTES >> 20} MB, far more than CIFAR-10")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        source = tar.extractfile(member)
+        assert source is not None   # regular files always have contents
+        with source, open(path, "wb") as out:
+            shutil.copyfileobj(source, out, _CHUNK)
+
+
+def extract_cifar10(archive: str | os.PathLike[str], dest_dir: str | os.PathLike[str]) -> Path:
+    """Safely extract the CIFAR-10 archive into ``dest_dir``, unless that was done already.
+
+    Parameters
+    ----------
+    archive : path
+        A ``.tar.gz`` whose members all lie below ``cifar-10-batches-py/``.
+    dest_dir : path
+        Folder to create ``cifar-10-batches-py`` in.
+
+    Returns
+    -------
+    Path
+        ``dest_dir/cifar-10-batches-py``.
+
+    Notes
+    -----
+    Absolute paths, ``..`` components, links, devices and members outside
+    ``cifar-10-batches-py/`` are refused; only regular files are written. Extraction goes to
+    a temporary folder inside ``dest_dir`` that is renamed into place when complete, so an
+    interrupted extraction never looks complete.
+
+    Raises
+    ------
+    DataError
+        If the archive is unsafe, truncated, corrupt or lacks batch files, or an existing
+        ``cifar-10-batches-py`` is incomplete.
+    """
+    archive, dest = Path(archive), Path(dest_dir)
+    target = dest / FOLDER
+    if target.exists():
+        if missing := _missing(target):
+            raise DataError(f"{target} is incomplete (missing {', '.join(missing)}); delete it "
+                            f"and run `fastnet download` or extract {ARCHIVE} again")
+        return target
+    tmp: Path | None = None
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".extracting-", dir=dest))
+        with tarfile.open(archive, "r:gz") as tar:
+            _extract_members(tar, archive, tmp)
+        if missing := _missing(tmp / FOLDER):
+            raise DataError(f"{archive} lacks {FOLDER}/{missing[0]}: it is not the CIFAR-10 "
+                            f"python archive; delete it and download it again")
+        os.rename(tmp / FOLDER, target)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        if not _missing(target):   # another process finished the same extraction first
+            return target
+        raise DataError(f"could not extract {archive} into {dest}: {exc}; if the archive is "
+                        f"truncated or corrupt, delete it and download it again") from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

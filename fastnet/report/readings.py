@@ -1,0 +1,80 @@
+"""TODO docstring for report.readings."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastnet.runs.record import RunInfo, load_run
+
+
+def first_run(runs: dict[str, RunInfo]) -> RunInfo | None:
+    return next(iter(runs.values()), None)
+
+
+def bn_pair(root: Path, no_bn: str, bn: str) -> dict[bool, RunInfo | None]:
+    return {False: first_run(load_experiment(root / no_bn)), True: first_run(load_experiment(root / bn))}
+
+
+def search_record(root: Path) -> dict | None:
+    from fastnet.util.files import read_json
+
+    p = root / "lambda-search" / "lambda_search.json"
+    try:
+        return read_json(p) if p.is_file() else None
+    except Exception:
+        return None
+
+
+def experiment_record(root: Path, name: str) -> dict:
+    from fastnet.util.files import read_json
+
+    p = root / name / "experiment.json"
+    try:
+        return read_json(p) if p.is_file() else {}
+    except Exception:
+        return {}
+
+
+def run_state(run: RunInfo | None) -> str:
+    if run is None:
+        return "missing"
+    return "finished" if run.finished else run.status
+
+
+def search_points(runs: dict[str, RunInfo]) -> list[dict]:
+    """(stage, lambda, validation accuracy, test accuracy, name) of every finished search run."""
+    pts = []
+    for name, run in runs.items():
+        if not run.finished or "lam" not in run.config:
+            continue
+        pts.append({"stage": name.split("-", 1)[0], "lam": float(run.config["lam"]), "val_accuracy": run.get("val_accuracy"),
+                    "test_accuracy": run.get("test_accuracy"), "name": name})
+    return sorted(pts, key=lambda p: p["lam"])
+
+
+def init_groups(runs: dict[str, RunInfo]) -> dict[float, dict[bool, RunInfo]]:
+    """init-sensitivity runs grouped by sigma, then by BN."""
+    groups: dict[float, dict[bool, RunInfo]] = {}
+    for run in runs.values():
+        if run.config.get("sigma") is None:
+            continue
+        groups.setdefault(float(run.config["sigma"]), {})[bool(run.config.get("bn"))] = run
+    return dict(sorted(groups.items(), reverse=True))
+
+
+def load_experiment(exp_dir) -> dict[str, RunInfo]:
+    """The run folders of one experiment, in the order experiment.json lists them (else by
+    name); ``{}`` when the folder does not exist."""
+    from fastnet.util.files import read_json
+
+    exp_dir = Path(exp_dir)
+    if not exp_dir.is_dir():
+        return {}
+    names = []
+    if (exp_dir / "experiment.json").is_file():
+        try:
+            names = [r["name"] for r in read_json(exp_dir / "experiment.json").get("runs", [])]
+        except Exception:
+            names = []
+    found = sorted(p.name for p in exp_dir.iterdir() if p.is_dir() and (p / "config.json").is_file())
+    names = [n for n in names if n in found] + [n for n in found if n not in names]
+    return {n: load_run(exp_dir / n) for n in names}

@@ -1,0 +1,119 @@
+"""TODO docstring for runs.evaluate."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fastnet.data.augment import augmented_copies
+from fastnet.errors import FastnetError
+from fastnet.model.bn_stats import Stats, precise_stats, using_stats
+from fastnet.model.network import Network
+from fastnet.util.files import read_json
+
+
+def evaluate_run(run_dir, data_dir=None, backend=None) -> dict:
+    """Reload a run's model and measure it on the CIFAR-10 test batch."""
+    from fastnet.backends import resolve
+    from fastnet.data.batches import load_batch
+    from fastnet.data.fetch import find_cifar10
+    from fastnet.model.files import load_network
+    from fastnet.model.network import evaluate
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.npz").exists():
+        raise FastnetError(f"{run_dir} is not a finished fastnet run (no model.npz)")
+    net, mean, std = load_network(run_dir / "model.npz")
+    config = read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else {}
+    if data_dir is None:
+        source = config.get("data", {}).get("source") if isinstance(config.get("data"), dict) else None
+        data_dir = source if isinstance(source, str) else None
+    X, y = load_batch(find_cifar10(data_dir) / "test_batch")
+    if mean is None:
+        raise FastnetError(f"{run_dir / 'model.npz'} holds no input normalisation; it was not written by fastnet-train")
+    if net.sizes[0] != X.shape[1] or net.sizes[-1] <= int(y.max()):
+        raise FastnetError(f"{run_dir / 'model.npz'} is a network for {net.sizes[0]} inputs and {net.sizes[-1]} classes, not for CIFAR-10's {X.shape[1]} and 10; it belongs to another task")
+    Xn = ((X - mean) / std).astype(net.dtype)
+    name = backend or config.get("backend")
+    try:
+        ops = resolve(name if isinstance(name, str) else None).ops
+    except ValueError as exc:
+        raise FastnetError(f"{run_dir / 'config.json'}: {exc}") from None
+    m = evaluate(net, Xn, y, 0.0, ops)
+    recorded = read_json(run_dir / "metrics.json").get("test_accuracy") if (run_dir / "metrics.json").exists() else None
+    recorded = recorded if isinstance(recorded, (int, float)) and not isinstance(recorded, bool) else None
+    return {"test_accuracy": m.accuracy, "n_test": int(len(y)), "recorded_test_accuracy": recorded}
+
+
+def adaptive_stats(net: Network, X: NDArray, batch: int, ops, *, images: int | None = None, copies: int = 0,
+                   shift: int = 3, seed: int = 0) -> tuple[Stats, int]:
+    """Adaptive BN: population statistics estimated on the (test) inputs X themselves.
+
+    images : use only this many rows of X, drawn at random (a small test set); None: all.
+    copies : add this many flipped and translated copies of those rows (``shift`` pixels at
+        most) to the pool, as the assignment suggests for small test sets.
+    The pool is shuffled before it is cut into batches of ``batch`` rows, so no batch holds
+    only copies of one image. Returns (stats, number of distinct images used).
+    """
+    rng = np.random.default_rng([seed, 5])
+    idx = rng.permutation(X.shape[0])[: images if images is not None else X.shape[0]]
+    pool = augmented_copies(X[idx], copies, rng, shift) if copies else X[idx]
+    pool = pool[rng.permutation(pool.shape[0])]
+    return precise_stats(net, pool, batch, ops), len(idx)
+
+
+def load_run_for_test(run_dir, data_dir=None, backend=None):
+    """A finished run's network, its normalised test set and ops: (net, X_test, y_test, ops, config)."""
+    from pathlib import Path
+
+    from fastnet.backends import resolve
+    from fastnet.data.batches import load_batch
+    from fastnet.data.fetch import find_cifar10
+    from fastnet.errors import FastnetError
+    from fastnet.model.files import load_network
+    from fastnet.util.files import read_json
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.npz").exists():
+        raise FastnetError(f"{run_dir} is not a finished fastnet run (no model.npz)")
+    net, mean, std = load_network(run_dir / "model.npz")
+    if mean is None:
+        raise FastnetError(f"{run_dir / 'model.npz'} holds no input normalisation; it was not written by fastnet-train")
+    config = read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else {}
+    if data_dir is None:
+        source = config.get("data", {}).get("source") if isinstance(config.get("data"), dict) else None
+        data_dir = source if isinstance(source, str) else None
+    X, y = load_batch(find_cifar10(data_dir) / "test_batch")
+    if net.sizes[0] != X.shape[1] or net.sizes[-1] <= int(y.max()):
+        raise FastnetError(f"{run_dir / 'model.npz'} is a network for {net.sizes[0]} inputs and {net.sizes[-1]} classes, not for CIFAR-10's")
+    Xn = np.ascontiguousarray(((X - mean) / std).astype(net.dtype))
+    name = backend or config.get("backend")
+    try:
+        ops = resolve(name if isinstance(name, str) else None).ops
+    except ValueError as exc:
+        raise FastnetError(f"{run_dir / 'config.json'}: {exc}") from None
+    return net, Xn, y, ops, config
+
+
+def evaluate_adaptive(run_dir, data_dir=None, backend=None, images: int | None = None, copies: int = 0, seed: int = 0) -> dict:
+    """``fastnet evaluate RUN_DIR --adaptive-bn``: test accuracy with the run's stored BN
+    statistics and with adaptive BN (statistics of the test images; the model file is not
+    changed). Batches of the run's own batch size."""
+    from fastnet.errors import FastnetError
+    from fastnet.model.network import evaluate
+
+    net, X, y, ops, config = load_run_for_test(run_dir, data_dir, backend)
+    if not net.bn:
+        raise FastnetError(f"{run_dir} is a network without batch norm; adaptive BN has nothing to re-estimate")
+    if images is not None and images > X.shape[0]:
+        raise FastnetError(f"--adaptive-images {images} is more than the {X.shape[0]} test images")
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    batch = train.get("batch", 100)
+    batch = batch if isinstance(batch, int) and batch >= 2 else 100
+    stored = evaluate(net, X, y, 0.0, ops)
+    stats, used = adaptive_stats(net, X, batch, ops, images=images, copies=copies, seed=seed)
+    with using_stats(net, stats):
+        adapted = evaluate(net, X, y, 0.0, ops)
+    return {"test_accuracy": stored.accuracy, "adaptive_test_accuracy": adapted.accuracy, "test_loss": stored.loss,
+            "adaptive_test_loss": adapted.loss, "n_test": int(len(y)), "stats_images": used, "copies": copies, "batch": batch}

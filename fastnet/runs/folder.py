@@ -1,0 +1,184 @@
+"""A run is a folder: configuration, history, metrics, model and figures, written atomically.
+
+Layout::
+
+    RUN_DIR/config.json    the TrainConfig and where the data came from
+    RUN_DIR/history.csv    one row per evaluation (epoch ends, and every --eval-every steps)
+    RUN_DIR/steps.csv      one row per update step: learning rate and batch loss
+    RUN_DIR/metrics.json   final figures: test/val/train accuracy, times, backend, dtype, ...
+    RUN_DIR/model.npz      parameters, running BN statistics, input normalisation (no pickles)
+    RUN_DIR/*.png          loss, cost and accuracy, train vs validation
+    RUN_DIR/checkpoint.npz the state to continue from (see fastnet.checkpoint): written when
+                           training starts, after every epoch and when SIGINT/SIGTERM stops it
+    RUN_DIR/status.json    why an unfinished run stopped: interrupted, diverged or failed
+    RUN_DIR/.lock          the pid of the process writing the folder, while it runs
+
+Every file is written to ``NAME.tmp`` and renamed into place, so an interrupted run never
+leaves a half-written file under a final name. ``metrics.json`` is written last: its presence
+marks a finished run.
+
+A stopped run continues with :func:`resume_run` (``fastnet-train --resume RUN_DIR``) and ends
+bitwise as it would have without the stop. Only one process writes a folder at a time: the
+second is refused while the first holds ``.lock`` (:class:`RunLock`).
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+from pathlib import Path
+
+from fastnet.errors import DivergenceError, FastnetError
+from fastnet.util.files import write_csv, write_json
+
+HISTORY_FIELDS = ("epoch", "step", "eta", "train_loss", "train_cost", "train_accuracy", "val_loss", "val_cost", "val_accuracy")
+
+
+def prepare_run_dir(path, overwrite: bool = False) -> Path:
+    """Create the run folder; refuse one that already holds a run unless ``overwrite``."""
+    path = make_run_dir(path)
+    check_fresh(path, overwrite)
+    return path
+
+
+def make_run_dir(path) -> Path:
+    """Create the folder (and its parents) and check that files can be written in it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FastnetError(f"--out {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise FastnetError(f"cannot write to the run folder {path} ({exc.strerror or exc}); choose another --out") from None
+    return path
+
+
+def check_fresh(path: Path, overwrite: bool) -> None:
+    """Refuse a folder that already holds a run (config.json) unless ``overwrite``."""
+    if (path / "config.json").exists() and not overwrite:
+        hint = "; it can be continued with fastnet-train --resume " + shlex.quote(str(path)) if not (path / "metrics.json").exists() and (path / CHECKPOINT).exists() else ""
+        raise FastnetError(f"{path} already holds a run; choose another --out or pass --overwrite{hint}")
+CHECKPOINT = "checkpoint.npz"
+
+
+def write_history(run_dir, history) -> None:
+    """history.csv and steps.csv from a train.History (columns beyond HISTORY_FIELDS, such as
+    PreciseBN runs' ``val_accuracy_ema``, are appended when the rows have them)."""
+    run_dir = Path(run_dir)
+    extra = [k for k in dict.fromkeys(k for row in history.evals for k in row) if k not in HISTORY_FIELDS]
+    write_csv(run_dir / "history.csv", history.evals, (*HISTORY_FIELDS, *extra))
+    steps = [{"step": i + 1, "eta": e, "batch_loss": l} for i, (e, l) in enumerate(zip(history.step_eta, history.step_loss))]
+    write_csv(run_dir / "steps.csv", steps, ("step", "eta", "batch_loss"))
+
+
+def environment() -> dict:
+    """Versions and threads, recorded with every run (a run is reproducible per backend and
+    thread count)."""
+    import platform
+
+    import numpy
+
+    from fastnet.util.version import VERSION as __version__
+
+    env = {"fastnet": __version__, "python": platform.python_version(), "numpy": numpy.__version__, "cpus": os.cpu_count()}
+    from threadpoolctl import threadpool_info
+
+    env["blas_threads"] = [{"api": p.get("internal_api"), "num_threads": p.get("num_threads")} for p in threadpool_info()]
+    return env
+
+
+def begin_folder(out: Path, overwrite: bool) -> None:
+    """In a locked folder: refuse an existing run unless ``overwrite``, then remove what marks
+    a run as finished or stopped (a new run starts)."""
+    check_fresh(out, overwrite)
+    for stale in ("metrics.json", "status.json", CHECKPOINT):
+        (out / stale).unlink(missing_ok=True)
+
+
+def write_config(out: Path, cfg, data, backend) -> None:
+    """``config.json``: the TrainConfig, where the data came from and the backend."""
+    n_train = data.X_train.shape[0]
+    guard_writes(out, lambda: write_json(out / "config.json", {"train": cfg.to_dict(), "n_s_resolved": cfg.resolved_n_s(n_train), "data": {"source": data.source, "split": data.split, "n_train": n_train, "n_val": len(data.y_val), "n_test": len(data.y_test)}, "backend": backend.name}), None)
+
+
+def write_error(out: Path, exc: OSError, last_checkpoint: int | None) -> FastnetError:
+    """One sentence for an OSError while writing the run folder (a full disk, a removed folder)."""
+    if last_checkpoint is not None:
+        what = f"the last checkpoint (step {last_checkpoint}) is kept: free some space and resume with: fastnet-train --resume {shlex.quote(str(out))}"
+    else:
+        what = "free some space or choose another --out"
+    return FastnetError(f"cannot write to the run folder {out} ({exc.strerror or exc}); {what}")
+
+
+def guard_writes(out: Path, work, last_checkpoint):
+    """Run ``work``; an OSError becomes the FastnetError of :func:`write_error`."""
+    try:
+        return work()
+    except OSError as exc:
+        raise write_error(out, exc, last_checkpoint) from None
+
+
+def write_outputs(out: Path, cfg, data, backend, net, history, plots: bool):
+    """After training: history.csv, steps.csv, model.npz, the test evaluation and the figures.
+    Returns (test Metrics, the last history row). OSError passes through."""
+    from fastnet.model.files import save_network
+    from fastnet.model.network import evaluate
+
+    write_history(out, history)
+    save_network(out / "model.npz", net, data.mean, data.std)
+    test = evaluate(net, data.X_test, data.y_test, cfg.lam, backend.ops)
+    if plots:
+        from fastnet.runs.figures import plot_run
+
+        plot_run(history.evals, out, title=describe(cfg))
+    return test, history.evals[-1]
+
+
+def record_stop(out: Path, exc: BaseException, history, saved_step: int | None) -> BaseException:
+    """A run stopped by ``exc`` (divergence, a signal, a failure): write what it measured and
+    ``status.json`` saying why, and return the exception to raise, its message saying how to
+    go on (resume from the last checkpoint, step ``saved_step``)."""
+    from fastnet.training.state import Interrupted
+
+    resume = f"fastnet-train --resume {shlex.quote(str(out))}"
+    if isinstance(exc, KeyboardInterrupt):
+        if not isinstance(exc, Interrupted):
+            exc = Interrupted(signal.SIGINT)
+        if exc.step is not None:
+            exc.message = f"fastnet: interrupted at step {exc.step}; resume with: {resume}"
+        elif saved_step is not None:
+            exc.message = f"fastnet: interrupted; resume with: {resume} (continues from the checkpoint at step {saved_step})"
+    elif isinstance(exc, DivergenceError) and saved_step is not None:
+        exc.args = (f"{exc}; the history and the last good checkpoint (step {saved_step}) are kept in {out}",)
+    reason = "diverged" if isinstance(exc, DivergenceError) else "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    try:
+        write_history(out, history)
+        write_json(out / "status.json", {"status": reason, "message": str(exc), "steps": history.steps, "checkpoint_step": saved_step})
+    except OSError:
+        pass  # the disk may be full: the checkpoint is what matters, and it is intact
+    return exc
+
+
+def run_metrics(cfg, data, backend, history, test, last: dict, wall: float, resumed_from: int | None, extra: dict | None = None) -> dict:
+    """The contents of ``metrics.json`` of a finished run."""
+    return {
+        "test_accuracy": test.accuracy, "test_loss": test.loss, "test_cost": test.cost,
+        "val_accuracy": last["val_accuracy"], "val_loss": last["val_loss"], "val_cost": last["val_cost"],
+        "train_accuracy": last["train_accuracy"], "train_loss": last["train_loss"], "train_cost": last["train_cost"],
+        "train_seconds": history.train_seconds, "eval_seconds": history.eval_seconds, "wall_seconds": wall,
+        "epochs": last["epoch"], "steps": history.steps, "n_s": cfg.resolved_n_s(data.X_train.shape[0]),
+        "backend": backend.name, "backend_version": backend.version, "dtype": cfg.dtype,
+        "environment": environment(), "status": "finished", "resumed_from_step": resumed_from,
+        **(extra or {}),
+    }
+
+
+def describe(cfg) -> str:
+    """A short title for a configuration, e.g. '3-layer [50, 50] BN lam=0.005' (bonus settings
+    appended where used, e.g. '... BN-after skip adam cosine aug preciseBN')."""
+    tags = [tag for tag, on in (("BN-after", cfg.bn_placement == "after"), ("skip", cfg.skip), (cfg.optimizer, cfg.optimizer != "sgd"),
+                                (cfg.schedule, cfg.schedule != "cyclic"), ("aug", cfg.augment), ("preciseBN", cfg.bn_stats == "precise")) if on]
+    return f"{len(cfg.hidden) + 1}-layer {list(cfg.hidden)} {'BN' if cfg.bn else 'no BN'} lam={cfg.lam:g}" + "".join(" " + t for t in tags)

@@ -1,0 +1,66 @@
+"""TODO docstring for runs.record."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# ------------------------------------------------------------------------ reading runs
+
+
+@dataclass
+class RunInfo:
+    """One run folder as the report sees it."""
+
+    name: str
+    path: Path
+    config: dict                      # the TrainConfig as a dict ({} if unreadable)
+    metrics: dict | None              # metrics.json, None unless finished
+    history: list[dict] = field(default_factory=list)
+    status: str = "unfinished"        # finished | diverged | interrupted | failed | unfinished
+    message: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.metrics is not None
+
+    def get(self, key: str, default=math.nan):
+        return (self.metrics or {}).get(key, default) if (self.metrics or {}).get(key) is not None else default
+
+
+def _dedup_steps(rows: list[dict]) -> list[dict]:
+    """One evaluation per update step (the last), in step order: an epoch end and an
+    --eval-every point can fall on the same step."""
+    by_step = {}
+    for r in rows:
+        by_step[r["step"]] = r
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def load_run(path) -> RunInfo:
+    from fastnet.util.files import read_history, read_json
+
+    path = Path(path)
+    config, metrics, history, status, message = {}, None, [], "unfinished", ""
+    try:
+        config = read_json(path / "config.json").get("train", {})
+    except Exception:
+        pass
+    if (path / "metrics.json").is_file():
+        try:
+            metrics = read_json(path / "metrics.json")
+            status = "finished"
+        except Exception:
+            metrics = None
+    if metrics is None and (path / "status.json").is_file():
+        try:
+            st = read_json(path / "status.json")
+            status, message = st.get("status", status), st.get("message", "")
+        except Exception:
+            pass
+    if (path / "history.csv").is_file():
+        try:
+            history = _dedup_steps(read_history(path / "history.csv"))
+        except Exception:
+            history = []
+    return RunInfo(path.name, path, config, metrics, history, status, message)

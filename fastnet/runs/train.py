@@ -1,0 +1,168 @@
+"""TODO docstring for runs.train."""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from fastnet.errors import ConfigError, FastnetError
+from fastnet.runs.folder import (
+    CHECKPOINT,
+    begin_folder,
+    guard_writes,
+    make_run_dir,
+    record_stop,
+    run_metrics,
+    write_config,
+    write_error,
+    write_outputs,
+)
+from fastnet.runs.lock import RunLock
+from fastnet.training.signals import stop_on_signals
+from fastnet.util.files import read_json, write_json
+
+
+def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, overwrite=False, progress=True, plots=True) -> dict:
+    """Train the network ``cfg`` describes and write the whole run folder; returns the metrics.
+
+    ``data`` (a loaded Dataset) is used as is when given, so that sweeps load it once.
+    The folder is locked while the run writes it (:class:`RunLock`). A checkpoint is written
+    when training starts and after every epoch; SIGINT or SIGTERM stops the run after the
+    step in flight, checkpoints it and raises :class:`fastnet.train.Interrupted` (exit status
+    130 / 143), whose message says how to resume. On divergence, interruption or failure the
+    folder keeps config, history, the last good checkpoint and ``status.json`` saying what
+    happened; ``metrics.json`` (written last) exists only for a finished run.
+    """
+    import numpy as np
+
+    from fastnet.backends import resolve
+    from fastnet.data.cifar10 import load_cifar10
+    from fastnet.training.config import new_network
+    from fastnet.training.state import History
+
+    cfg.validate()
+    out = make_run_dir(out_dir)
+    with RunLock(out), stop_on_signals() as stop:
+        begin_folder(out, overwrite)
+        backend = resolve(cfg.backend)
+        if progress:
+            print(f"fastnet: backend {backend.name} ({backend.version}), {cfg.dtype}", file=sys.stderr)
+        if data is None:
+            data = load_cifar10(data_dir, split=cfg.split, n_val=cfg.n_val, dtype=np.dtype(cfg.dtype), download=download, progress=progress)
+        write_config(out, cfg, data, backend)
+        net = new_network(cfg, data.X_train.shape[1], len(data.label_names))
+        return _train(out, cfg, data, backend, net, History(), None, stop, progress, plots)
+
+
+def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=True) -> dict:
+    """Continue a stopped run from its ``checkpoint.npz``; returns the metrics when it finishes.
+
+    Takes the configuration from ``config.json`` and the data from where it was loaded (or
+    ``data_dir``), checks that checkpoint, configuration and data belong together, and trains
+    the remaining steps on the backend the run started with. The finished folder equals that
+    of an uninterrupted run: the same parameters bit for bit (same backend and thread count),
+    the same history rows (timings aside). Refuses a folder that is not a run, a finished run,
+    a diverged one (it would diverge again), and one another process is writing.
+    """
+    import numpy as np
+
+    from fastnet.backends import resolve
+    from fastnet.data.cifar10 import load_cifar10
+    from fastnet.training.checkpoint import (
+        CheckpointError,
+        data_fingerprint,
+        load_checkpoint,
+    )
+    from fastnet.training.config import TrainConfig
+
+    out = Path(run_dir)
+    if out.exists() and not out.is_dir():
+        raise FastnetError(f"--resume {out}: this is a file, not a run folder")
+    if not out.is_dir():
+        raise FastnetError(f"--resume {out}: there is no such folder")
+    if not (out / "config.json").is_file():
+        raise FastnetError(f"--resume {out}: this is not a fastnet run folder (it has no config.json)")
+    with RunLock(out), stop_on_signals() as stop:
+        if (out / "metrics.json").exists():
+            raise FastnetError(f"{out} holds a finished run (it has metrics.json); there is nothing to resume")
+        try:
+            status = read_json(out / "status.json") if (out / "status.json").exists() else {}
+        except FastnetError:
+            status = {}  # only a note of why the run stopped: damaged, it must not block the resume
+        if status.get("status") == "diverged":
+            raise FastnetError(f"{out} diverged ({status.get('message', 'see status.json')}); resuming would diverge again the same way, so start a new run with a lower --eta-max")
+        config = read_json(out / "config.json")
+        try:
+            if not isinstance(config.get("train"), dict):
+                raise ConfigError("it has no \"train\" settings")
+            cfg = TrainConfig.from_dict(config["train"]).validate()
+            source = config.get("data", {}).get("source")
+            backend_name = config.get("backend") or cfg.backend
+            if not isinstance(source, (str, type(None))) or not isinstance(backend_name, str):
+                raise ConfigError("its data source or backend is not a string")
+        except (KeyError, TypeError, AttributeError, FastnetError) as exc:
+            raise FastnetError(f"{out / 'config.json'} is not a fastnet run configuration ({exc})") from None
+        if not (out / CHECKPOINT).exists():
+            raise FastnetError(f"{out} has no {CHECKPOINT}: the run stopped before training started; start it again with --out {shlex.quote(str(out))} --overwrite")
+        ckpt = load_checkpoint(out / CHECKPOINT)
+        if ckpt.config != cfg.to_dict():
+            raise CheckpointError(f"{out / CHECKPOINT} was written with another configuration than {out / 'config.json'}; resume is impossible, start the run again")
+        backend = resolve(backend_name)
+        data = load_cifar10(data_dir if data_dir is not None else source, split=cfg.split, n_val=cfg.n_val, dtype=np.dtype(cfg.dtype), download=download, progress=progress)
+        if ckpt.data and ckpt.data != data_fingerprint(data):
+            raise FastnetError(f"the data in {data.source} is not the data {out} was trained on (different images or split); pass --data-dir with the original data")
+        if (ckpt.net.sizes != [data.X_train.shape[1], *cfg.hidden, len(data.label_names)] or ckpt.net.dtype != np.dtype(cfg.dtype)
+                or ckpt.net.bn != cfg.bn or ckpt.net.bn_placement != cfg.bn_placement or ckpt.net.skip != cfg.skip):
+            raise CheckpointError(f"{out / CHECKPOINT} holds a network of sizes {ckpt.net.sizes} ({ckpt.net.dtype}), not the one config.json describes; resume is impossible")
+        if progress:
+            print(f"fastnet: resuming {out} at step {ckpt.position.t} on backend {backend.name} ({backend.version}), {cfg.dtype}", file=sys.stderr)
+        from fastnet.training.config import new_optimizer
+
+        optimizer = new_optimizer(cfg, ckpt.net)
+        try:
+            if ckpt.optimizer != optimizer.name:
+                raise ValueError(f"it was written by the {ckpt.optimizer!r} optimiser, not {optimizer.name!r}")
+            optimizer.load_state(ckpt.optimizer_state)
+        except ValueError as exc:
+            raise CheckpointError(f"{out / CHECKPOINT} does not hold this run's optimiser state ({exc}); resume is impossible, start the run again") from None
+        (out / "status.json").unlink(missing_ok=True)
+        return _train(out, cfg, data, backend, ckpt.net, ckpt.history, ckpt.position, stop, progress, plots, optimizer)
+
+
+def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: bool, plots: bool, optimizer=None) -> dict:
+    """fit with checkpoints into ``out``, then the outputs; status.json if it stops early.
+
+    ``optimizer``: the one loaded from the checkpoint when resuming (fresh otherwise); its
+    state (Adam's moments) goes into every checkpoint."""
+    import time
+
+    from fastnet.training.checkpoint import data_fingerprint, save_checkpoint
+    from fastnet.training.config import new_optimizer
+    from fastnet.training.loop import finish_bn_stats, fit
+
+    fingerprint = data_fingerprint(data)
+    config = cfg.to_dict()
+    saved = {"step": start.t if start is not None else None}
+    optimizer = optimizer if optimizer is not None else new_optimizer(cfg, net)
+
+    def checkpoint(position) -> None:
+        save_checkpoint(out / CHECKPOINT, net, history, position, config, data=fingerprint, optimizer=optimizer.name, optimizer_state=optimizer.state())
+        saved["step"] = position.t
+
+    wall = time.perf_counter()
+    try:
+        try:
+            fit(net, data, cfg, backend.ops, history, progress=progress, start=start, checkpoint=checkpoint, stop=stop, optimizer=optimizer)
+            bonus_metrics = finish_bn_stats(net, data, cfg, backend.ops)  # PreciseBN: EMA figures, then the final statistics
+            wall = time.perf_counter() - wall
+            test, last = write_outputs(out, cfg, data, backend, net, history, plots)
+        except OSError as exc:
+            raise write_error(out, exc, saved["step"]) from None
+    except BaseException as exc:
+        stopped = record_stop(out, exc, history, saved["step"])
+        if stopped is not sys.exc_info()[1]:
+            raise stopped from None
+        raise
+    metrics = run_metrics(cfg, data, backend, history, test, last, wall, start.t if start is not None else None, bonus_metrics)
+    guard_writes(out, lambda: write_json(out / "metrics.json", metrics), saved["step"])
+    return metrics

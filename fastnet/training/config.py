@@ -1,0 +1,230 @@
+"""TODO docstring for training.config."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from fastnet.errors import ConfigError
+from fastnet.model.network import (
+    DEFAULT_ALPHA,
+    DEFAULT_EPS,
+    INITS,
+    PLACEMENTS,
+    Network,
+    check_architecture,
+    init_network,
+)
+from fastnet.model.optim import (
+    OPTIMIZERS,
+    check_adam,
+    check_cyclic,
+    check_schedule,
+    learning_rate,
+    make_optimizer,
+)
+
+
+@dataclass
+class TrainConfig:
+    """Every hyper-parameter of a run. Defaults: the assignment's Exercise 3 setting."""
+
+    hidden: tuple[int, ...] = (50, 50)
+    bn: bool = True
+    init: str = "he"
+    sigma: float | None = None
+    lam: float = 0.005
+    eta_min: float = 1e-5
+    eta_max: float = 1e-1
+    n_s: int | None = None  # None: 5 * n_train / batch, i.e. 2250 for 45,000 images
+    cycles: int = 2
+    batch: int = 100
+    alpha: float = DEFAULT_ALPHA
+    eps: float = DEFAULT_EPS
+    seed: int = 0
+    dtype: str = "float32"
+    backend: str = "auto"
+    split: str = "a3"
+    n_val: int = 5000
+    eval_every: int = 0  # also evaluate every this many steps (0: only at the end of epochs)
+    # ---- bonus (Exercise 4); see the module docstring
+    bn_placement: str = "before"  # "after": batch norm after the ReLU
+    skip: bool = False  # skip connections, eqs (40)-(41)
+    optimizer: str = "sgd"  # or "adam"
+    beta1: float = 0.9
+    beta2: float = 0.999
+    adam_eps: float = 1e-8
+    schedule: str = "cyclic"  # cyclic | step | exponential | cosine
+    decay_rate: float = 0.1
+    decay_steps: int | None = None  # None: optim.default_decay_steps
+    warmup: int = 0
+    augment: bool = False  # random flips and translations of the training images
+    augment_shift: int = 3  # largest translation, pixels
+    bn_stats: str = "ema"  # or "precise": PreciseBN population statistics
+    precise_every: int = 0  # precise: also re-estimate and evaluate every this many steps
+    precise_images: int = 10_000  # precise: training images per estimate
+    eval_train_images: int = 0  # measure training loss/accuracy on this many training images (0: all)
+
+    def validate(self) -> "TrainConfig":
+        """Refuse impossible settings before any work is done; returns self.
+
+        Values may come from a JSON file, so their types are checked first: ``{"lam": "x"}``
+        gets a sentence, not a TypeError deep inside the training loop.
+        """
+        self._check_types()
+        if not self.hidden or any(int(m) < 1 for m in self.hidden):
+            raise ConfigError(f"hidden layer sizes must be positive integers, got {list(self.hidden)}")
+        if self.init not in INITS:
+            raise ConfigError(f"unknown initialisation {self.init!r}; choose one of {', '.join(INITS)}")
+        if self.init == "normal" and (self.sigma is None or not self.sigma > 0):
+            raise ConfigError("--init normal needs a positive --sigma")
+        if not (self.lam >= 0 and math.isfinite(self.lam)):
+            raise ConfigError(f"lambda must be a non-negative number, got {self.lam}")
+        check_cyclic(self.eta_min, self.eta_max, self.n_s if self.n_s is not None else 1, self.cycles)
+        if self.batch < 2 and self.bn:
+            raise ConfigError(f"batch norm needs mini-batches of at least 2 samples, got --batch {self.batch}")
+        if self.batch < 1:
+            raise ConfigError(f"batch size must be at least 1, got {self.batch}")
+        if not 0 <= self.alpha < 1:
+            raise ConfigError(f"alpha must be in [0, 1), got {self.alpha}")
+        if not self.eps > 0:
+            raise ConfigError(f"eps must be positive, got {self.eps}")
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.eval_every < 0:
+            raise ConfigError(f"eval_every must be non-negative, got {self.eval_every}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed}")
+        if self.backend not in BACKEND_NAMES:
+            raise ConfigError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
+        self._validate_bonus()
+        return self
+
+    def _validate_bonus(self) -> None:
+        """The bonus settings (Exercise 4): refused before any work, one sentence each."""
+        if self.bn_placement not in PLACEMENTS:
+            raise ConfigError(f"unknown batch-norm placement {self.bn_placement!r}; choose one of {', '.join(PLACEMENTS)}")
+        check_architecture([1, *self.hidden, 2], self.bn, self.bn_placement, self.skip)
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.optimizer == "adam":
+            check_adam(self.beta1, self.beta2, self.adam_eps, self.eta_min, self.eta_max)
+        total = 2 * self.n_s * self.cycles if self.n_s is not None else None
+        check_schedule(self.schedule, self.decay_rate, self.decay_steps, self.warmup, total)
+        if not 0 <= self.augment_shift <= 8:
+            raise ConfigError(f"augment_shift must be 0..8 pixels, got {self.augment_shift}")
+        if self.bn_stats not in BN_STATS:
+            raise ConfigError(f"unknown bn_stats {self.bn_stats!r}; choose one of {', '.join(BN_STATS)}")
+        if self.bn_stats == "precise" and not self.bn:
+            raise ConfigError("--bn-stats precise re-estimates batch-norm statistics; the network has no batch norm (--no-bn)")
+        if self.precise_every < 0:
+            raise ConfigError(f"precise_every must be non-negative, got {self.precise_every}")
+        if self.eval_train_images < 0:
+            raise ConfigError(f"eval_train_images must be non-negative (0: all), got {self.eval_train_images}")
+        if self.bn_stats == "precise" and self.precise_images < max(2, self.batch):
+            raise ConfigError(f"precise_images must be at least one batch ({self.batch}), got {self.precise_images}")
+
+    def _check_types(self) -> None:
+        """ConfigError naming the first field whose value has the wrong type or is not finite."""
+        def bad(name, want):
+            value = getattr(self, name)
+            return ConfigError(f"{name} must be {want}, got {json_repr(value)}")
+
+        hidden = self.hidden
+        if not isinstance(hidden, (tuple, list)) or not all(_is_int(m) for m in hidden):
+            raise bad("hidden", "a list of positive integers such as [50, 50]")
+        self.hidden = tuple(int(m) for m in hidden)
+        for f in fields(self):
+            name, value = f.name, getattr(self, f.name)
+            kind = _FIELD_KINDS.get(name)
+            if kind is None or (value is None and name in _OPTIONAL):
+                continue
+            if kind is bool and not isinstance(value, bool):
+                raise bad(name, "true or false")
+            if kind is int and not _is_int(value):
+                raise bad(name, "a whole number")
+            if kind is float:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise bad(name, "a number")
+                if not math.isfinite(value):
+                    raise bad(name, "a finite number")
+                setattr(self, name, float(value))
+            if kind is str and not isinstance(value, str):
+                raise bad(name, "a string")
+
+    def resolved_n_s(self, n_train: int) -> int:
+        return int(self.n_s) if self.n_s is not None else max(1, 5 * n_train // self.batch)
+
+    def to_dict(self) -> dict:
+        """The settings as a JSON-ready dict; bonus settings only where they differ from their
+        defaults (so the assignment's runs keep the configuration they always had)."""
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        for name, default in BONUS_DEFAULTS.items():
+            if d[name] == default and type(d[name]) is type(default):
+                del d[name]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+        return cls(**d)  # types are checked by validate()
+
+
+_FIELD_KINDS = {"bn": bool, "init": str, "sigma": float, "lam": float, "eta_min": float, "eta_max": float,
+                "n_s": int, "cycles": int, "batch": int, "alpha": float, "eps": float, "seed": int,
+                "dtype": str, "backend": str, "split": str, "n_val": int, "eval_every": int,
+                "bn_placement": str, "skip": bool, "optimizer": str, "beta1": float, "beta2": float, "adam_eps": float,
+                "schedule": str, "decay_rate": float, "decay_steps": int, "warmup": int, "augment": bool,
+                "augment_shift": int, "bn_stats": str, "precise_every": int, "precise_images": int, "eval_train_images": int}
+_OPTIONAL = ("sigma", "n_s", "decay_steps")
+BONUS_FIELDS = ("bn_placement", "skip", "optimizer", "beta1", "beta2", "adam_eps", "schedule", "decay_rate", "decay_steps",
+                "warmup", "augment", "augment_shift", "bn_stats", "precise_every", "precise_images", "eval_train_images")
+BONUS_DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.name in BONUS_FIELDS}
+BN_STATS = ("ema", "precise")
+BACKEND_NAMES = ("auto", "numpy", "numba", "cython")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def json_repr(value) -> str:
+    """A value as it would appear in a JSON file, cut short (a hostile file can hold anything)."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def new_network(cfg: TrainConfig, d: int, K: int) -> Network:
+    """The network a configuration describes, initialised from its seed."""
+    sizes = [d, *cfg.hidden, K]
+    n_params = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    need = 4 * n_params * np.dtype(cfg.dtype).itemsize  # parameters, gradients, float64 draws
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        have = None
+    if have and need > have:
+        raise ConfigError(f"a network with hidden layers {list(cfg.hidden)} has {n_params:,} weights and needs about {need / 2**30:.0f} GB, more than this machine's {have / 2**30:.0f} GB; choose smaller --hidden sizes")
+    rng = np.random.default_rng([cfg.seed, 1])  # its own stream: independent of the shuffling
+    return init_network(d, cfg.hidden, K, bn=cfg.bn, init=cfg.init, sigma=cfg.sigma, dtype=cfg.dtype, eps=cfg.eps, alpha=cfg.alpha, rng=rng,
+                        bn_placement=cfg.bn_placement, skip=cfg.skip)
+
+
+def new_optimizer(cfg: TrainConfig, net: Network):
+    """The optimiser a configuration describes, fresh (Adam's moments at zero)."""
+    return make_optimizer(cfg.optimizer, net.params(), cfg.beta1, cfg.beta2, cfg.adam_eps)
+
+
+def schedule_fn(cfg: TrainConfig, n_s: int, total: int):
+    """The learning rate as a function of the update step t (from 0), for this run."""
+    return lambda t: learning_rate(t, cfg.schedule, cfg.eta_min, cfg.eta_max, n_s, total, cfg.decay_rate, cfg.decay_steps, cfg.warmup)

@@ -1,0 +1,146 @@
+"""TODO docstring for training.stepper."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fastnet.errors import DivergenceError
+from fastnet.model.network import (
+    Network,
+    backward,
+    forward_train,
+    update_running_stats,
+)
+from fastnet.model.optim import (
+    sgd_step,
+)
+from fastnet.training.config import TrainConfig
+from fastnet.training.fused import fused_step_for
+from fastnet.util.threads import blas_thread_count, idle_cores, numba_threads
+
+
+def train_step(net: Network, X: NDArray, y: NDArray, lam: float, eta: float, ops, optimizer=None, t: int = 0) -> float:
+    """One update of mini-batch gradient descent; returns the batch's mean cross-entropy.
+
+    Forward with batch statistics, running averages (eqs 38-39), backward (eqs 21-37), step
+    (``optimizer``: an :mod:`fastnet.optim` optimiser, plain SGD if None; ``t``: the update
+    step, from 0, which Adam's bias correction needs).
+    A non-finite loss is returned without any update, so that the network stays as it was
+    when it produced that loss and :func:`locate_nonfinite` can say what went wrong.
+    """
+    cache = forward_train(net, X, y, ops)
+    loss = float(cache.loss.mean(dtype=np.float64))
+    if not math.isfinite(loss):
+        return loss
+    if net.bn:
+        update_running_stats(net, cache)
+    grads = backward(net, cache, y, lam, ops)
+    if optimizer is None:
+        sgd_step(net.params(), grads, eta, ops)
+    else:
+        optimizer.step(net.params(), grads, eta, t, ops)
+    return loss
+
+
+def divergence(t: int, eta: float, where: str) -> DivergenceError:
+    """The error a run stops with when ``where`` (an array, a layer's output) is not finite at step t."""
+    return DivergenceError(f"training diverged at step {t} (learning rate {eta:.3g}): {where} is not finite; lower --eta-max or raise --lam")
+
+
+def augmenter(cfg: TrainConfig):
+    """``augment(Xb, t)``: the flips and translations of step t, from a generator seeded by (seed, t)."""
+    from fastnet.data.augment import augment_batch
+
+    def augment(Xb: NDArray, t: int) -> NDArray:
+        return augment_batch(Xb, np.random.default_rng([cfg.seed, 3, t]), cfg.augment_shift)
+
+    return augment
+
+
+class Stepper:
+    """How :func:`fit` takes a step: ``stepper(idx, eta, t)`` trains on rows ``idx`` of (X, y).
+
+    The compiled whole step of :mod:`fastnet.engine` when the backend has one and the
+    configuration qualifies (``self.fused``), else :func:`train_step` op by op; the two compute
+    the same step. With the fused step and BLAS given two threads, each step runs on
+    two cores (``self.cores == 2``: the step's own split, BLAS on one thread in each; the next
+    batch, ``next_idx``, gathered during the step); with BLAS on one thread and a core it
+    leaves free, the next batch is gathered in a second thread while a step runs
+    (``self.prefetch``).
+    ``augment(Xb, t)``, if given, transforms each gathered batch.
+    ``self.Xb`` is the last batch trained on. Call :meth:`close` when training stops (it gives
+    the network ordinary C-contiguous arrays back). Benchmarks use it to time what fit runs.
+    """
+
+    def __init__(self, net: Network, X: NDArray, y: NDArray, lam: float, ops, optimizer=None, augment=None):
+        self.net, self.X, self.y, self.lam, self.ops, self.augment = net, X, y, lam, ops, augment
+        self.optimizer = optimizer if optimizer is not None and optimizer.name != "sgd" else None
+        self.fused = fused_step_for(net, ops, optimizer=optimizer.name if optimizer is not None else "sgd")
+        if self.fused is not None:
+            self.fused.check_labels(y)  # once here; each step then trusts the gathered labels
+        # Two cores for the run (BLAS threads, set by --threads or the idle cores): the fused
+        # step splits itself over them, faster than OpenBLAS's two threads with the gather and
+        # the small layers between them (scripts/bench_peers.py; measured on two cores only,
+        # so more threads keep OpenBLAS's own). One: with a core idle, the next batch is
+        # gathered in a second thread (beside BLAS threads or other processes on every core
+        # that thread only slows the step down).
+        threads = blas_thread_count()
+        compiled = self.fused is not None and self.augment is None
+        self.cores = 2 if compiled and threads == 2 and numba_threads() >= 2 else 1
+        self.prefetch = compiled and self.cores == 1 and threads < idle_cores()
+        if self.cores == 2:
+            self.fused.use_cores(2)
+        self.Xb = None
+
+    @property
+    def spare_cores(self) -> int:
+        """Threads that work between steps (evaluation) can use, with BLAS on one thread each:
+        2 when the step runs on two cores or prefetches, else 1."""
+        return 2 if self.cores == 2 or self.prefetch else 1
+
+    def __call__(self, idx: NDArray, eta: float, t: int = 0, next_idx: NDArray | None = None) -> float:
+        """One step on rows ``idx``; ``next_idx``: the rows of the step after, which the fused
+        step gathers while this one runs (on its second core, or in a second thread)."""
+        fused, X, y = self.fused, self.X, self.y
+        ahead = (X, y, next_idx) if next_idx is not None and len(next_idx) == len(idx) else None
+        if fused is not None and self.augment is None:
+            self.Xb, yb = fused.gather(X, y, idx)  # into the step's own buffers
+            if self.cores == 2:  # gathered during the step
+                return fused.step(self.Xb, yb, self.lam, eta, checked=False, ahead=ahead)
+            if ahead is not None and self.prefetch:
+                fused.prefetch(*ahead)
+            return fused.step(self.Xb, yb, self.lam, eta, checked=False)
+        self.Xb = X[idx] if self.augment is None else self.augment(X[idx], t)
+        if fused is not None:
+            return fused.step(self.Xb, y[idx], self.lam, eta)
+        # SGD is stateless: train_step's default; an optimiser with state gets itself and t
+        step_kw = {} if self.optimizer is None else {"optimizer": self.optimizer, "t": t}
+        return train_step(self.net, self.Xb, y[idx], self.lam, eta, self.ops, **step_kw)
+
+    def close(self) -> None:
+        if self.fused is not None:
+            self.fused.detach()
+
+
+def first_nonfinite(net: Network) -> str | None:
+    """The name of the first parameter or running statistic holding NaN or inf, if any."""
+    for name, a in {**net.params(), **net.running_stats()}.items():
+        if not np.isfinite(a).all():
+            return name
+    return None
+
+
+def locate_nonfinite(net: Network, X: NDArray, y: NDArray, ops) -> str:
+    """What made the loss of the batch (X, y) non-finite: the first parameter or statistic
+    holding NaN or inf, else the first layer whose output overflows (e.g. "the output of
+    layer 2 (W2)"). Only called once training has diverged: it runs one more forward pass."""
+    where = first_nonfinite(net)
+    if where:
+        return where
+    cache = forward_train(net, X, y, ops)
+    for l, lc in enumerate(cache.hidden, start=1):
+        if not np.isfinite(lc.X).all():
+            return f"the output of layer {l} (W{l})"
+    return f"the output of layer {net.k} (W{net.k})"

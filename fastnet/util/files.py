@@ -1,0 +1,105 @@
+"""TODO docstring for util.files."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from fastnet.errors import FastnetError
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path.tmp``, flush it to disk, rename it over ``path``.
+
+    On failure (a full disk) the ``.tmp`` file is removed and ``path`` is left as it was.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json(path, data: dict) -> None:
+    atomic_write(Path(path), json.dumps(_json_safe(data), indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path) -> dict:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FastnetError(f"{path} does not exist") from None
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: [[[[... nested too deeply
+        raise FastnetError(f"{path} is not readable JSON ({str(exc)[:200]})") from None
+    if not isinstance(data, dict):
+        raise FastnetError(f"{path} does not hold a JSON object")
+    return data
+
+
+def write_csv(path, rows: list[dict], fields) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
+    atomic_write(Path(path), buf.getvalue())
+
+
+def read_history(path) -> list[dict]:
+    """history.csv back as a list of dicts of floats (empty cells become NaN)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: float(v) if v != "" else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def atomic_savez(path, arrays: dict) -> None:
+    """``np.savez`` to ``path.tmp``, fsync, rename over ``path``, fsync the folder.
+
+    On any failure (a full disk) the ``.tmp`` file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every file system allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
