@@ -8,13 +8,17 @@ those bytes for one batch.
 """
 from __future__ import annotations
 
+import importlib
 import os
+import re
 import signal
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from fastnet import backends
 
 FOLDER = "cifar-10-batches-py"
 
@@ -133,3 +137,24 @@ def real_cifar_dir() -> Path:
             return root.parent
     pytest.skip(f"real CIFAR-10 not found in {', '.join(tried)}; build it with "
                 f"python ../shared/data/cifar10/build_cifar10.py ~/.cache/fastnet")
+
+
+# ------------------------------------------------------- helpers shared by test modules
+
+COMPILED = ("numba", "cython")
+
+
+def compiled_module(name: str):
+    """The backend's module itself (not the dispatcher's namespace, which would hide a
+    missing op behind the reference). Skips when unavailable, unless CI demands the extension."""
+    backend = backends.load(name)
+    if not backend.available:
+        if name == "cython" and os.environ.get("FASTNET_REQUIRE_CYTHON", "") == "1":
+            pytest.fail(f"FASTNET_REQUIRE_CYTHON=1 but the cython backend is unavailable: {backend.reason}")
+        pytest.skip(f"{name} backend unavailable: {backend.reason}")
+    return importlib.import_module(backends.dispatch.MODULES[name])
+
+
+def pdf_pages(path: Path) -> int:
+    """Page objects in a PDF written by matplotlib (uncompressed object dictionaries)."""
+    return len(re.findall(rb"/Type\s*/Page\b(?!s)", path.read_bytes()))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_ops_equivalence import COMPILED, compiled_module
+from conftest import COMPILED, compiled_module
 
 from fastnet.backends import load
 from fastnet.model.network import backward, forward_train, init_network

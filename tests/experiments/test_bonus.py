@@ -51,7 +51,7 @@ def test_quick_bonus_experiment_and_report(fake_cifar_dir, tmp_path, capsys):
     g = json.loads((folder / "gradcheck_bonus.json").read_text())
     assert g["worst_rel_error"] < 1e-6
     assert main(["report", str(out)]) == 0
-    from test_report import pdf_pages
+    from conftest import pdf_pages
 
     from fastnet.report import pdf as report
 

@@ -23,12 +23,19 @@ import pytest
 
 import fastnet
 from fastnet import backends
-from fastnet.backends import dispatch
-from fastnet.backends import AUTO_ORDER, NAMES, OPS, FastnetBackendNotice, load, resolve
+from fastnet.backends import (
+    AUTO_ORDER,
+    NAMES,
+    OPS,
+    FastnetBackendNotice,
+    dispatch,
+    load,
+    resolve,
+)
 from fastnet.backends import reference as ref
 from fastnet.errors import BackendError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

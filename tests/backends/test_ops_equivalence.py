@@ -12,19 +12,15 @@ and inputs never modified.
 """
 from __future__ import annotations
 
-import importlib
-import os
-
 import numpy as np
 import pytest
+from conftest import COMPILED, compiled_module
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastnet import backends
 from fastnet.backends import OPS
 from fastnet.backends import reference as ref
 
-COMPILED = ("numba", "cython")
 DTYPES = (np.float32, np.float64)
 EPS = 1e-8  # fastnet.network.DEFAULT_EPS: the eps the network actually passes
 
@@ -70,17 +66,6 @@ def tol(op: str, dtype) -> dict:
 
 
 # ---------------------------------------------------------------------------- backends
-
-
-def compiled_module(name: str):
-    """The backend's module itself (not the dispatcher's namespace, which would hide a
-    missing op behind the reference). Skips when unavailable, unless CI demands the extension."""
-    backend = backends.load(name)
-    if not backend.available:
-        if name == "cython" and os.environ.get("FASTNET_REQUIRE_CYTHON", "") == "1":
-            pytest.fail(f"FASTNET_REQUIRE_CYTHON=1 but the cython backend is unavailable: {backend.reason}")
-        pytest.skip(f"{name} backend unavailable: {backend.reason}")
-    return importlib.import_module(backends.dispatch.MODULES[name])
 
 
 @pytest.fixture(params=COMPILED)

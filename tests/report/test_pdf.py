@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
+from conftest import pdf_pages
 
 from fastnet.cli import main
 from fastnet.experiments import assignment as ex
@@ -13,11 +13,6 @@ from fastnet.report import figures, readings, summary
 from fastnet.report import pdf as report
 from fastnet.runs.record import RunInfo
 from fastnet.util.plotting import pyplot
-
-
-def pdf_pages(path: Path) -> int:
-    """Page objects in a PDF written by matplotlib (uncompressed object dictionaries)."""
-    return len(re.findall(rb"/Type\s*/Page\b(?!s)", path.read_bytes()))
 
 
 @pytest.fixture(scope="module")
