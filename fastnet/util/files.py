@@ -45,6 +45,7 @@ def write_json(path, data: dict) -> None:
 
 
 def read_json(path) -> dict:
+    """The JSON object in ``path``; a missing, unreadable or non-object file is one FastnetError."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -55,6 +56,18 @@ def read_json(path) -> dict:
     if not isinstance(data, dict):
         raise FastnetError(f"{path} does not hold a JSON object")
     return data
+
+
+def read_json_or_none(path) -> dict | None:
+    """The JSON object in ``path``, or None when the file is missing or is not one (for the
+    optional records a report or a sweep reads: a damaged one counts as absent)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return read_json(path)
+    except FastnetError:
+        return None
 
 
 def write_csv(path, rows: list[dict], fields) -> None:
