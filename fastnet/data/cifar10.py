@@ -1,17 +1,7 @@
-"""CIFAR-10: find, download, extract and load the "python version", split and normalise it.
-
-The data set is the official archive ``cifar-10-python.tar.gz`` or the folder
-``cifar-10-batches-py`` that it holds: ``data_batch_1`` ... ``data_batch_5``, ``test_batch``
-and ``batches.meta``, each a Python-2 pickle of a dict with ``data`` (uint8, (n, 3072), rows
-R...G...B of 32x32 images) and ``labels`` (n ints in 0..9).
-
-Pickles can run code when loaded, so batch files are never given to :func:`pickle.load`.
-:class:`_BatchUnpickler` admits only the few global names that a pickled numpy array uses,
-and maps them to inert stand-ins that record the array's shape, dtype and bytes; the array
-is built by :func:`numpy.frombuffer` only after those have been checked. Anything else in the
-file is refused with a :class:`~fastnet.errors.DataError`, as is every other kind of
-damage (truncation, garbage, wrong shape or dtype): no other exception escapes.
-"""
+"""CIFAR-10 loaded for training: the official "python version" (``data_batch_1`` ...
+``data_batch_5``, ``test_batch``, ``batches.meta``, found or fetched by :mod:`fastnet.data.fetch`)
+split into training, validation and test sets (the assignment's ``a3`` split or ``a2``) and
+normalised by the training set's per-feature mean and standard deviation, as a :class:`Dataset`."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,6 @@
-"""TODO docstring for data.fetch."""
+"""CIFAR-10 on disk: where to look (``--data-dir``, ``$FASTNET_DATA``, ``~/.cache/fastnet``),
+downloading the official archive with its md5 checked, and unpacking it safely (no path
+traversal, no links, a size limit)."""
 from __future__ import annotations
 
 import hashlib

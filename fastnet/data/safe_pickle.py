@@ -1,4 +1,11 @@
-"""TODO docstring for data.safe_pickle."""
+"""Unpickling the batch files without running code.
+
+Pickles can run code when loaded, so batch files are never given to :func:`pickle.load`.
+:class:`_BatchUnpickler` admits only the few global names that a pickled numpy array uses,
+and maps them to inert stand-ins that record the array's shape, dtype and bytes; the array
+is built by :func:`numpy.frombuffer` only after those have been checked. Anything else in the
+file is refused with a :class:`~fastnet.errors.DataError`, as is every other kind of
+damage (truncation, garbage, wrong shape or dtype): no other exception escapes."""
 from __future__ import annotations
 
 import io

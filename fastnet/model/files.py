@@ -28,6 +28,7 @@ from fastnet.model.network import (
     check_architecture,
     layer_kinds,
 )
+from fastnet.util.files import atomic_savez
 
 FORMAT = "fastnet-model-1"
 
@@ -44,22 +45,14 @@ def network_meta(net: Network) -> dict:
 
 
 def save_network(path, net: Network, norm_mean=None, norm_std=None) -> None:
-    """Write the network atomically: to ``path.tmp`` first, then renamed over ``path``."""
+    """Write the network to ``path`` (an .npz of plain arrays, no pickles), atomically and durably."""
     arrays = {"meta": np.array(json.dumps(network_meta(net)))}
     arrays.update(net.params())
     arrays.update(net.running_stats())
     if norm_mean is not None:
         arrays["norm_mean"] = np.asarray(norm_mean, np.float64)
         arrays["norm_std"] = np.asarray(norm_std, np.float64)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not leave a half-written model behind
-        raise
+    atomic_savez(path, arrays)  # a full disk leaves no half-written model behind
 
 
 # Everything np.load can raise on a damaged or hostile .npz: zip damage (BadZipFile,

@@ -16,21 +16,13 @@ from fastnet.report.figures import curve_xy
 from fastnet.report.page import Page
 from fastnet.report.summary import duration, pct
 from fastnet.runs.record import load_run
+from fastnet.util.files import read_json_or_none
 
 COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
 
 
-def _read(path: Path) -> dict | None:
-    from fastnet.util.files import read_json
-
-    try:
-        return read_json(path) if path.is_file() else None
-    except Exception:
-        return None
-
-
 def _rows(folder: Path) -> dict[str, dict]:
-    rec = _read(folder / "bonus.json") or {}
+    rec = read_json_or_none(folder / "bonus.json") or {}
     return {r["run"]: r for r in rec.get("rows", [])}
 
 
@@ -114,7 +106,7 @@ def findings(rows: dict, stats: list[dict] | None = None) -> list[str]:
 def page_table(plt, folder: Path):
     rows = _rows(folder)
     p = Page(plt, "Bonus (Exercise 4): every variant")
-    rec = _read(folder / "bonus.json") or {}
+    rec = read_json_or_none(folder / "bonus.json") or {}
     p.text("Each run is one fastnet-train command (listed in bonus.md); unless stated, the assignment's Exercise 3 setting: batch 100, "
            "He init, lambda 0.005, cyclic eta 1e-5..1e-1, n_s 2250, 2 cycles (9,000 steps), seed 0, float32. Wall time includes the "
            "per-epoch evaluations on the 45,000 training and 5,000 validation images." + (" QUICK SETTINGS (smoke test)." if rec.get("quick") else ""))
@@ -139,7 +131,7 @@ def page_table(plt, folder: Path):
 
 
 def page_gradcheck(plt, folder: Path):
-    g = _read(folder / "gradcheck_bonus.json")
+    g = read_json_or_none(folder / "gradcheck_bonus.json")
     p = Page(plt, "Bonus: gradient checks of the new architectures")
     if not g:
         p.text("gradcheck_bonus.json is missing: run `fastnet experiment bonus` (or bonus-bn-after / bonus-skip).")
@@ -186,14 +178,14 @@ def page_bn(plt, folder: Path):
            "over 10,000 training images in training-mode batches of 100, mean = mean of batch means, variance = mean of batch variances + "
            "variance of batch means (exact pooled variance); the exponential averages (alpha 0.9) go on untouched, so the PreciseBN run "
            "trains exactly as the baseline and records both. (c) Adaptive BN: the statistics estimated on the test images themselves.")
-    rec = _read(folder / "bonus.json") or {}
+    rec = read_json_or_none(folder / "bonus.json") or {}
     for s in findings(rows, rec.get("seed_stats"))[:3]:
         p.text("- " + s, size=8.8)
     a1, a2 = p.axes(0.24, ncols=2, wspace=0.1)
     for ax, depth in ((a1, 3), (a2, 9)):
         _curves(ax, folder, [(f"{depth}layer-BN", "BN before ReLU"), (f"{depth}layer-BN-after", "BN after ReLU"),
                              (f"{depth}layer-BN-precise", "PreciseBN statistics")], title=f"{depth}-layer: validation accuracy")
-    ad = _read(folder / "adaptive_bn.json")
+    ad = read_json_or_none(folder / "adaptive_bn.json")
     if ad:
         p.text("Adaptive BN (test accuracy on all 10,000 test images; statistics from the images named)", size=10, weight="bold")
         shifts = ad.get("shifts") or list(dict.fromkeys(r["test_set"] for r in ad["rows"]))
@@ -222,7 +214,7 @@ def page_deep(plt, folder: Path):
            "the cyclic schedule when eta_max <= 0.01); 256 units per layer; skip connections of eq (40) from x^(1) to s^(3) and x^(3) to "
            "s^(5), the middle layers without BN or bias, eq (41); and the three together. Lambda stays 0.005 throughout (an L2 penalty "
            "in the gradient, also for Adam).")
-    rec = _read(folder / "bonus.json") or {}
+    rec = read_json_or_none(folder / "bonus.json") or {}
     for s in findings(rows, rec.get("seed_stats"))[3:5]:
         p.text("- " + s, size=8.8)
     a1, a2 = p.axes(0.27, ncols=2, wspace=0.1)
@@ -256,7 +248,7 @@ def page_augment(plt, folder: Path):
            "batch (~0.5 ms per 100 images). At the assignment's 20 epochs it does not help (the networks are still underfitting the "
            "augmented data); with a wide network and a longer single cycle it does. The best network's settings were chosen by "
            "validation accuracy in a small search listed in the README.")
-    rec = _read(folder / "bonus.json") or {}
+    rec = read_json_or_none(folder / "bonus.json") or {}
     for s in (s for s in findings(rows, rec.get("seed_stats")) if s.startswith(("Augmentation", "Best"))):
         p.text("- " + s, size=8.8)
     a1, a2 = p.axes(0.27, ncols=2, wspace=0.1)

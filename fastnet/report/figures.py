@@ -1,4 +1,5 @@
-"""TODO docstring for report.figures."""
+"""The report's comparison figures: batch norm against none, the lambda search, the
+initialisation grid; drawn on axes given, or written as PNGs to ``EXPERIMENT_DIR/figures/``."""
 from __future__ import annotations
 
 import math

@@ -15,6 +15,8 @@ import math
 import time
 from pathlib import Path
 
+from fastnet.errors import FastnetError
+from fastnet.report.bonus import bonus_pages
 from fastnet.report.figures import (
     BN_STYLE,
     curve_xy,
@@ -43,12 +45,12 @@ from fastnet.report.summary import (
     summary_rows,
 )
 from fastnet.runs.record import RunInfo
+from fastnet.util.files import atomic_file, atomic_write, read_json
 from fastnet.util.plotting import pyplot
 
 # ------------------------------------------------------------------------------ the PDF
 
 def _page_summary(plt, root: Path, rows: list[dict]):
-    from fastnet.util.files import read_json
 
     p = Page(plt, "fastnet: DD2424 Assignment 3 report")
     any_run = next((r for name in ("ex3-3layer-bn", "ex2-3layer", "a2-default") for r in load_experiment(root / name).values()), None)
@@ -277,14 +279,12 @@ def build_report(exp_root, out=None) -> Path:
     plt = pyplot()
     from matplotlib.backends.backend_pdf import PdfPages
 
-    from fastnet.errors import FastnetError
 
     root = Path(exp_root)
     if not root.is_dir():
         raise FastnetError(f"{root} is not a folder; run `fastnet experiment all --out {root}` first")
     pdf_path = Path(out) if out else root / "report.pdf"
     rows = summary_rows(root)
-    from fastnet.util.files import atomic_write
 
     atomic_write(root / "summary.md", summary_markdown(root, rows))
     experiment_figures(root)
@@ -298,18 +298,12 @@ def build_report(exp_root, out=None) -> Path:
         lambda: _page_lambda(plt, root),
         lambda: _page_init(plt, root),
     ]
-    from fastnet.report.bonus import (
-        bonus_pages,  # Exercise 4: pages only when root/bonus exists
-    )
-
-    pages += bonus_pages(plt, root)
-    tmp = pdf_path.with_name(pdf_path.stem + ".tmp.pdf")
-    with PdfPages(tmp, metadata={"Title": "fastnet: DD2424 Assignment 3 report", "Creator": "fastnet report"}) as pdf:
+    pages += bonus_pages(plt, root)  # Exercise 4: pages only when root/bonus exists
+    with atomic_file(pdf_path, "wb") as f, PdfPages(f, metadata={"Title": "fastnet: DD2424 Assignment 3 report", "Creator": "fastnet report"}) as pdf:
         for make in pages:
             fig = make()
             pdf.savefig(fig)
             plt.close(fig)
-    tmp.replace(pdf_path)
     return pdf_path
 
 

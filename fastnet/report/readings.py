@@ -1,9 +1,12 @@
-"""TODO docstring for report.readings."""
+"""What the report reads from an experiment folder: its run folders (through
+:mod:`fastnet.runs.record`), the lambda search's and the experiments' own records, grouped as
+the pages need them."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from fastnet.runs.record import RunInfo, load_run
+from fastnet.util.files import read_json, read_json_or_none
 
 
 def first_run(runs: dict[str, RunInfo]) -> RunInfo | None:
@@ -15,17 +18,11 @@ def bn_pair(root: Path, no_bn: str, bn: str) -> dict[bool, RunInfo | None]:
 
 
 def search_record(root: Path) -> dict | None:
-    from fastnet.util.files import read_json
-
-    p = root / "lambda-search" / "lambda_search.json"
-    try:
-        return read_json(p) if p.is_file() else None
-    except Exception:
-        return None
+    """The lambda search's record (``lambda-search/lambda_search.json``), if readable."""
+    return read_json_or_none(root / "lambda-search" / "lambda_search.json")
 
 
 def experiment_record(root: Path, name: str) -> dict:
-    from fastnet.util.files import read_json
 
     p = root / name / "experiment.json"
     try:
@@ -64,7 +61,6 @@ def init_groups(runs: dict[str, RunInfo]) -> dict[float, dict[bool, RunInfo]]:
 def load_experiment(exp_dir) -> dict[str, RunInfo]:
     """The run folders of one experiment, in the order experiment.json lists them (else by
     name); ``{}`` when the folder does not exist."""
-    from fastnet.util.files import read_json
 
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():

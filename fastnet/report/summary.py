@@ -1,9 +1,11 @@
-"""TODO docstring for report.summary."""
+"""The report's numbers as text: one row per experiment (summary.md), the wall time of
+``experiment all``, and the sentences the pages quote."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+from fastnet.experiments.catalogue import EXPERIMENTS, QUOTED, TITLES
 from fastnet.report.readings import (
     experiment_record,
     first_run,
@@ -13,6 +15,7 @@ from fastnet.report.readings import (
     search_points,
 )
 from fastnet.runs.record import RunInfo
+from fastnet.util.files import read_json
 
 # ------------------------------------------------------------------------- the numbers
 
@@ -31,7 +34,6 @@ def duration(seconds) -> str:
 def gradcheck_record(root: Path) -> dict | None:
     """``gradcheck/gradcheck.json`` of the experiment folder, or None if it has none (the report
     computes nothing: ``fastnet report`` writes the record first when it is missing)."""
-    from fastnet.util.files import read_json
 
     p = root / "gradcheck" / "gradcheck.json"
     return read_json(p) if p.is_file() else None
@@ -40,7 +42,6 @@ def gradcheck_record(root: Path) -> dict | None:
 def summary_rows(root: Path) -> list[dict]:
     """One row per experiment: its test accuracy (or what stands for it), what the
     assignment quotes, status, and run time (sum of the runs' wall_seconds)."""
-    from fastnet.experiments.catalogue import EXPERIMENTS, QUOTED, TITLES
 
     rows = []
     for name in EXPERIMENTS:
@@ -90,7 +91,6 @@ def summary_markdown(root: Path, rows: list[dict]) -> str:
 def all_wall_time(root: Path) -> str:
     """One sentence on the wall time of ``fastnet experiment all`` from ``all.json``: the
     invocations that trained something (a resumed run takes several), or '' if none."""
-    from fastnet.util.files import read_json
 
     if not (root / "all.json").is_file():
         return ""

@@ -1,4 +1,5 @@
-"""TODO docstring for runs.evaluate."""
+"""A finished run measured again: its model on the test set (``fastnet evaluate``), and with
+adaptive BN, population statistics estimated on the test images themselves."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,42 +7,24 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from fastnet.backends import resolve
 from fastnet.data.augment import augmented_copies
+from fastnet.data.batches import load_batch
+from fastnet.data.fetch import find_cifar10
 from fastnet.errors import FastnetError
 from fastnet.model.bn_stats import Stats, precise_stats, using_stats
-from fastnet.model.network import Network
+from fastnet.model.files import load_network
+from fastnet.model.network import Network, evaluate
 from fastnet.util.files import read_json
 
 
 def evaluate_run(run_dir, data_dir=None, backend=None) -> dict:
-    """Reload a run's model and measure it on the CIFAR-10 test batch."""
-    from fastnet.backends import resolve
-    from fastnet.data.batches import load_batch
-    from fastnet.data.fetch import find_cifar10
-    from fastnet.model.files import load_network
-    from fastnet.model.network import evaluate
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "model.npz").exists():
-        raise FastnetError(f"{run_dir} is not a finished fastnet run (no model.npz)")
-    net, mean, std = load_network(run_dir / "model.npz")
-    config = read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else {}
-    if data_dir is None:
-        source = config.get("data", {}).get("source") if isinstance(config.get("data"), dict) else None
-        data_dir = source if isinstance(source, str) else None
-    X, y = load_batch(find_cifar10(data_dir) / "test_batch")
-    if mean is None:
-        raise FastnetError(f"{run_dir / 'model.npz'} holds no input normalisation; it was not written by fastnet-train")
-    if net.sizes[0] != X.shape[1] or net.sizes[-1] <= int(y.max()):
-        raise FastnetError(f"{run_dir / 'model.npz'} is a network for {net.sizes[0]} inputs and {net.sizes[-1]} classes, not for CIFAR-10's {X.shape[1]} and 10; it belongs to another task")
-    Xn = ((X - mean) / std).astype(net.dtype)
-    name = backend or config.get("backend")
-    try:
-        ops = resolve(name if isinstance(name, str) else None).ops
-    except ValueError as exc:
-        raise FastnetError(f"{run_dir / 'config.json'}: {exc}") from None
-    m = evaluate(net, Xn, y, 0.0, ops)
-    recorded = read_json(run_dir / "metrics.json").get("test_accuracy") if (run_dir / "metrics.json").exists() else None
+    """``fastnet evaluate RUN_DIR``: reload a run's model and measure it on the CIFAR-10 test
+    batch, beside the test accuracy the run recorded."""
+    net, X, y, ops, _ = load_run_for_test(run_dir, data_dir, backend)
+    m = evaluate(net, X, y, 0.0, ops)
+    metrics = Path(run_dir) / "metrics.json"
+    recorded = read_json(metrics).get("test_accuracy") if metrics.exists() else None
     recorded = recorded if isinstance(recorded, (int, float)) and not isinstance(recorded, bool) else None
     return {"test_accuracy": m.accuracy, "n_test": int(len(y)), "recorded_test_accuracy": recorded}
 
@@ -64,16 +47,10 @@ def adaptive_stats(net: Network, X: NDArray, batch: int, ops, *, images: int | N
 
 
 def load_run_for_test(run_dir, data_dir=None, backend=None):
-    """A finished run's network, its normalised test set and ops: (net, X_test, y_test, ops, config)."""
-    from pathlib import Path
+    """A finished run's network, its normalised test set and ops: (net, X_test, y_test, ops, config).
 
-    from fastnet.backends import resolve
-    from fastnet.data.batches import load_batch
-    from fastnet.data.fetch import find_cifar10
-    from fastnet.errors import FastnetError
-    from fastnet.model.files import load_network
-    from fastnet.util.files import read_json
-
+    The data come from ``data_dir``, else from where the run loaded them (config.json); the
+    backend is ``backend``, else the run's own."""
     run_dir = Path(run_dir)
     if not (run_dir / "model.npz").exists():
         raise FastnetError(f"{run_dir} is not a finished fastnet run (no model.npz)")
@@ -86,7 +63,7 @@ def load_run_for_test(run_dir, data_dir=None, backend=None):
         data_dir = source if isinstance(source, str) else None
     X, y = load_batch(find_cifar10(data_dir) / "test_batch")
     if net.sizes[0] != X.shape[1] or net.sizes[-1] <= int(y.max()):
-        raise FastnetError(f"{run_dir / 'model.npz'} is a network for {net.sizes[0]} inputs and {net.sizes[-1]} classes, not for CIFAR-10's")
+        raise FastnetError(f"{run_dir / 'model.npz'} is a network for {net.sizes[0]} inputs and {net.sizes[-1]} classes, not for CIFAR-10's {X.shape[1]} and 10; it belongs to another task")
     Xn = np.ascontiguousarray(((X - mean) / std).astype(net.dtype))
     name = backend or config.get("backend")
     try:
@@ -100,8 +77,6 @@ def evaluate_adaptive(run_dir, data_dir=None, backend=None, images: int | None =
     """``fastnet evaluate RUN_DIR --adaptive-bn``: test accuracy with the run's stored BN
     statistics and with adaptive BN (statistics of the test images; the model file is not
     changed). Batches of the run's own batch size."""
-    from fastnet.errors import FastnetError
-    from fastnet.model.network import evaluate
 
     net, X, y, ops, config = load_run_for_test(run_dir, data_dir, backend)
     if not net.bn:

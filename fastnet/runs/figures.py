@@ -1,4 +1,4 @@
-"""TODO docstring for runs.figures."""
+"""A run's own figures: loss.png, cost.png and accuracy.png, training against validation."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,9 +1,12 @@
-"""TODO docstring for runs.record."""
+"""A finished (or stopped) run folder read back as a :class:`RunInfo`: its configuration,
+metrics, history and status -- the one loader of run folders for the report and the sweeps."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fastnet.util.files import read_history, read_json
 
 # ------------------------------------------------------------------------ reading runs
 
@@ -38,7 +41,6 @@ def _dedup_steps(rows: list[dict]) -> list[dict]:
 
 
 def load_run(path) -> RunInfo:
-    from fastnet.util.files import read_history, read_json
 
     path = Path(path)
     config, metrics, history, status, message = {}, None, [], "unfinished", ""

@@ -1,4 +1,5 @@
-"""TODO docstring for util.files."""
+"""Files: the one atomic writer (fsync, rename, fsync of the folder) and the JSON / CSV
+formats of a run folder built on it, with their readers."""
 from __future__ import annotations
 
 import csv
@@ -6,28 +7,43 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from fastnet.errors import FastnetError
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path.tmp``, flush it to disk, rename it over ``path``.
+@contextmanager
+def atomic_file(path, mode: str = "w") -> Iterator[IO]:
+    """The one way fastnet writes a file: open ``path.tmp``; on a clean exit flush it to the
+    disk (fsync), rename it over ``path`` and make the rename durable (fsync of the folder).
 
-    On failure (a full disk) the ``.tmp`` file is removed and ``path`` is left as it was.
+    On any failure (a full disk, an interruption) the ``.tmp`` file is removed and ``path`` is
+    left as it was, so a reader never sees a half-written file under the final name.
     """
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
+    text = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with open(tmp, mode, **text) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def atomic_write(path, text: str) -> None:
+    """``text`` into ``path`` through :func:`atomic_file`."""
+    with atomic_file(path) as f:
+        f.write(text)
 
 
 def _json_safe(value):
@@ -86,22 +102,9 @@ def read_history(path) -> list[dict]:
 
 
 def atomic_savez(path, arrays: dict) -> None:
-    """``np.savez`` to ``path.tmp``, fsync, rename over ``path``, fsync the folder.
-
-    On any failure (a full disk) the ``.tmp`` file is removed and ``path`` is untouched.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    """``np.savez`` (uncompressed) into ``path`` through :func:`atomic_file`."""
+    with atomic_file(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def fsync_dir(folder) -> None:
