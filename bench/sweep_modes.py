@@ -11,7 +11,7 @@ training and validation images as ``fit`` does. Modes:
 * ``sequential-1t``, ``lockstep-1t`` -- the same with this process's BLAS limited to one
   thread while they run (threadpoolctl), to separate what the thread setting does;
 * ``lockstep-2w`` -- two spawned worker processes, BLAS pinned to one thread each
-  (:func:`fastnet.sweep.pin_threads`), each training half of the models in lock-step;
+  (:func:`fastnet.experiments.executor.pin_threads`), each training half of the models in lock-step;
 * ``sequential-2w`` -- the same two workers, each training its half one after another (a
   sweep without lock-step);
 * ``floor-2w`` -- the same two workers running only the matrix products of their half in
@@ -164,7 +164,7 @@ TRAIN = {"sequential": train_sequential, "lockstep": train_lockstep}
 
 
 def _worker(conn, data_spec: dict, cfg_dicts: list, kind: str) -> None:
-    from fastnet.experiments.sweep import pin_threads
+    from fastnet.experiments.executor import pin_threads
 
     pin_threads()
     from fastnet.backends import resolve

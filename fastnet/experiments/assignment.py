@@ -68,7 +68,7 @@ from fastnet.experiments.catalogue import (
     SEARCH_SEED,
     TITLES,
 )
-from fastnet.experiments.sweep import default_workers
+from fastnet.experiments.executor import default_workers
 from fastnet.training.config import TrainConfig
 
 #: lambda search: coarse grid and fine draw.
@@ -225,7 +225,7 @@ def run_experiment(name: str, out="experiments", *, data_dir=None, workers: int 
     (experiment.json plus ``rows``, the result row of every run; for ``"all"``:
     ``{name: record}``). Finished runs already there are kept (resumable).
 
-    ``pool`` (from :func:`fastnet.sweep.worker_pool`) is reused instead of starting processes;
+    ``pool`` (from :func:`fastnet.experiments.executor.worker_pool`) is reused instead of starting processes;
     ``ran_before`` names runs of this experiment trained by an earlier sweep of the same
     invocation (they are recorded as executed, not as found finished). ``lockstep``: train
     runs that differ only in lambda in lock-step groups (:func:`fastnet.sweep.run_sweep`).
@@ -244,7 +244,7 @@ def run_experiment(name: str, out="experiments", *, data_dir=None, workers: int 
     if name not in EXPERIMENTS:
         raise FastnetError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}, gradcheck or all")
     if pool is None and scheduler is None and (workers or default_workers()) > 1:
-        from fastnet.experiments.sweep import worker_pool
+        from fastnet.experiments.executor import worker_pool
 
         with worker_pool(workers) as pool:  # one pool for every stage: each worker loads the data once
             return run_experiment(name, out, data_dir=data_dir, workers=workers, quick=quick, backend=backend, full_n_s=full_n_s,
@@ -285,7 +285,8 @@ def _run_all(out: Path, *, data_dir, workers, scheduler, quick, backend, full_n_
     of worker processes serves all three, so each loads the data once."""
     import contextlib
 
-    from fastnet.experiments.sweep import run_sweep, worker_pool, write_results
+    from fastnet.experiments.executor import worker_pool
+    from fastnet.experiments.sweep import run_sweep, write_results
     from fastnet.util.files import write_json
 
     t0 = time.perf_counter()

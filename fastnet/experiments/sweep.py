@@ -1,20 +1,20 @@
 """Run many trainings: a list of ``(name, TrainConfig)`` becomes run folders ``OUT/name/``.
 
-Three ways to execute the same list, chosen by :func:`run_sweep`:
+:func:`run_sweep` skips the finished runs, plans the others into units of work (single runs
+and lock-step groups, below), and trains them
 
-* ``workers=1``: one after the other in this process;
-* ``workers=N > 1``: a :class:`concurrent.futures.ProcessPoolExecutor` of ``N`` processes
-  started with ``spawn``, each with its BLAS / OpenMP / Numba threads pinned to 1 (so that N
-  runs share N cores instead of fighting over them; see :func:`pin_threads`);
-* ``scheduler="tcp://host:port"``: the runs are submitted to an existing
-  ``dask.distributed`` cluster; each task writes its folder where this call asked, so the
-  cluster's workers must see that path (one machine, or a shared file system).
+* one after the other in this process (``workers=1``, or one unit only);
+* or in a :class:`fastnet.experiments.executor.SweepPool`: worker processes pinned to one
+  BLAS thread each (``workers=N > 1``, or a pool handed in and kept open between sweeps), or
+  a ``dask.distributed`` cluster (``scheduler="tcp://host:port"``). Both are a
+  :class:`concurrent.futures.Executor`; one function submits the units to either and collects
+  the results as they finish (:func:`fastnet.experiments.executor.run_tasks`).
 
 In every case a process loads each data set it needs once and keeps it (:func:`load_data`).
 
 **Lock-step groups** (``lockstep=True``, the default): pending runs that differ only in
 lambda or the learning-rate range, and are otherwise groupable (plain SGD, batch norm before
-the ReLU or none; :mod:`fastnet.lockstep`), are trained together as one task -- one shared
+the ReLU or none; :mod:`fastnet.training.lockstep`), are trained together as one task -- one shared
 gather of each mini-batch and one wide first-layer product for all of them -- split into at
 least one group per worker (so 8 lambdas on 2 workers are 2 groups of 4). Each run still gets
 its own folder, as if trained alone. ``lockstep=False`` (``--no-lockstep``) trains every run
@@ -30,11 +30,12 @@ The results of all runs, skipped or executed, are written after every completed 
 ``OUT/results.csv`` and ``OUT/results.md``; ``OUT/sweep.log`` records which runs each
 invocation started, finished, skipped or lost (one line each).
 
-This module imports nothing heavy at import time, so that a spawned worker can pin its
-threads before numpy is loaded.
+This module imports nothing heavy at import time: a spawned worker imports it for the task
+functions (:func:`execute_run`, :func:`execute_group`) after pinning its threads.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -44,8 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastnet.errors import DivergenceError, FastnetError
-
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+from fastnet.experiments.executor import SweepPool, dask_pool, default_workers, pin_threads, run_tasks, worker_pool
 
 RESULT_FIELDS = (
     "name", "status", "executed", "test_accuracy", "val_accuracy", "train_accuracy",
@@ -59,24 +59,6 @@ _DATA_CACHE: dict = {}
 
 
 # ------------------------------------------------------------------------- in a worker
-
-
-def pin_threads() -> None:
-    """Limit BLAS, OpenMP and Numba to one thread in this process.
-
-    The environment variables take effect for libraries loaded afterwards (a spawned worker
-    runs this before it imports numpy); ``threadpoolctl`` limits the pools already loaded.
-    """
-    for name in THREAD_ENV:
-        os.environ[name] = "1"
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)  # not as a context manager: stays in force
-    if "numba" in sys.modules:
-        try:
-            sys.modules["numba"].set_num_threads(1)
-        except Exception:  # pragma: no cover - numba without a threading layer
-            pass
 
 
 def load_data(data_dir, split: str, n_val: int, dtype: str):
@@ -127,7 +109,7 @@ def execute_run(name: str, cfg_dict: dict, run_dir: str, data_dir=None, plots: b
 
 
 def execute_group(names: list[str], cfg_dicts: list[dict], run_dirs: list[str], data_dir=None, plots: bool = True, log_path=None, pin: bool = False) -> list[dict]:
-    """Train the runs ``names`` together in lock-step (:func:`fastnet.lockstep.run_group_to_folders`),
+    """Train the runs ``names`` together in lock-step (:func:`fastnet.runs.group.run_group_to_folders`),
     each into its ``run_dirs`` entry (overwriting unfinished folders); never raises for a failed
     run: returns one :func:`execute_run`-style dict per run. Top-level for pickling."""
     if pin:
@@ -158,12 +140,13 @@ def execute_group(names: list[str], cfg_dicts: list[dict], run_dirs: list[str], 
     return results
 
 
-def _task(unit: list[str], args: dict) -> tuple:
-    """(function, arguments) that train ``unit``: one run alone, or a lock-step group."""
+def _task(unit: list[str], args: dict, pin: bool) -> tuple:
+    """(function, arguments) that train ``unit``: one run alone, or a lock-step group; ``pin``:
+    pin the process to one BLAS thread first (a worker's)."""
     if len(unit) == 1:
-        return execute_run, args[unit[0]]
+        return execute_run, (*args[unit[0]], pin)
     a = [args[n] for n in unit]
-    return execute_group, (list(unit), [x[1] for x in a], [x[2] for x in a], a[0][3], a[0][4], a[0][5])
+    return execute_group, (list(unit), [x[1] for x in a], [x[2] for x in a], a[0][3], a[0][4], a[0][5], pin)
 
 
 # ---------------------------------------------------------------------------- the sweep
@@ -257,15 +240,8 @@ def _estimated_cost(cfg) -> float:
     return 2 * n_s * cfg.cycles * sum(a * b for a, b in zip(sizes, sizes[1:]))
 
 
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def run_sweep(runs, out_dir, *, data_dir=None, workers: int | None = None, scheduler: str | None = None,
-              plots: bool = True, echo=None, connect_timeout: float = 20.0, pool=None, lockstep: bool = True,
+              plots: bool = True, echo=None, connect_timeout: float = 20.0, pool: SweepPool | None = None, lockstep: bool = True,
               max_group: int | None = None) -> SweepResult:
     """Train every ``(name, TrainConfig)`` of ``runs`` into ``out_dir/name`` unless finished.
 
@@ -288,9 +264,10 @@ def run_sweep(runs, out_dir, *, data_dir=None, workers: int | None = None, sched
         Called with one line of text per event (default: print to stderr).
     connect_timeout : float
         Seconds to wait for the dask scheduler to answer.
-    pool : concurrent.futures.Executor or None
-        A pool from :func:`worker_pool` to train in (kept open), so that successive sweeps
-        reuse its processes and the data they loaded. Overrides ``workers``.
+    pool : SweepPool or None
+        A pool from :func:`fastnet.experiments.executor.worker_pool` (or ``dask_pool``) to train
+        in, kept open, so that successive sweeps reuse its processes and the data they loaded.
+        Overrides ``workers``; ``scheduler`` overrides it.
     lockstep : bool
         Train groupable runs that differ only in lambda / learning-rate range together, in
         lock-step groups (module docstring); False trains every run on its own.
@@ -303,159 +280,119 @@ def run_sweep(runs, out_dir, *, data_dir=None, workers: int | None = None, sched
         Rows in the order of ``runs``. Runs that failed are rows with status ``"failed"``
         and a message; a sweep never stops at one bad run.
     """
-    from fastnet.training.config import TrainConfig
-
-    echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log_path = out_dir / "sweep.log"
+    tally = _Tally(out_dir, _validated(runs), echo or _to_stderr)
+    start = time.perf_counter()
+    pending = tally.skip_finished()
+    tally.write()
+    if pending:
+        args = {n: (n, tally.configs[n].to_dict(), str(out_dir / n), None if data_dir is None else str(data_dir), plots, str(tally.log_path))
+                for n in pending}
+        with contextlib.ExitStack() as stack:
+            if scheduler:
+                pool = stack.enter_context(dask_pool(scheduler, connect_timeout))
+            wanted = pool.workers if pool is not None else workers or default_workers()
+            units = _plan(pending, tally.configs, wanted, lockstep, max_group, tally.echo)
+            if pool is None and min(wanted, len(units)) > 1:  # no more processes than units
+                pool = stack.enter_context(worker_pool(min(wanted, len(units))))
+            if pool is None:
+                for unit in units:
+                    fn, a = _task(unit, args, pin=False)
+                    tally.unit_done(unit, fn(*a), None)
+            else:
+                tally.echo(f"sweep: {len(pending)} runs on {pool.where}")
+                run_tasks(pool, {tuple(unit): _task(unit, args, pin=True) for unit in units}, tally.unit_done)
+    return tally.finish(time.perf_counter() - start)
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _validated(runs) -> dict:
+    """``{name: validated TrainConfig}`` in the order of ``runs``; names must be unique."""
+    from fastnet.training.config import TrainConfig
+
     names = [name for name, _ in runs]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise FastnetError(f"run names must be unique; repeated: {', '.join(dup)}")
-    configs = {}
-    for name, cfg in runs:
-        if not isinstance(cfg, TrainConfig):
-            cfg = TrainConfig.from_dict(cfg)
-        configs[name] = cfg.validate()
+    return {name: (cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)).validate() for name, cfg in runs}
 
-    result = SweepResult(out_dir)
-    start = time.perf_counter()
-    rows: dict[str, dict] = {}
-    pending = []
-    for name in names:
-        run_dir = out_dir / name
-        cfg = configs[name]
-        if is_finished(run_dir):
-            _check_same_config(run_dir, cfg)
-            from fastnet.util.files import read_json
 
-            rows[name] = result_row(name, cfg, "finished", read_json(run_dir / "metrics.json"), executed=False)
-            result.skipped.append(name)
-            _log(log_path, "skipped", name, "finished before")
-        else:
-            pending.append(name)
-            rows[name] = result_row(name, cfg, "pending", None, executed=False)
-    if result.skipped:
-        echo(f"sweep: {len(result.skipped)} of {len(names)} runs already finished in {out_dir}; {len(pending)} to do")
-    pending.sort(key=lambda n: -_estimated_cost(configs[n]))  # longest first: less idle time at the end
+def _plan(pending: list[str], configs: dict, workers: int, lockstep: bool, max_group: int | None, echo) -> list[list[str]]:
+    """The units of work (:func:`fastnet.training.lockstep.plan_units`: lock-step groups and
+    single runs, at least one group per worker), the longest first."""
+    from fastnet.training.lockstep import MAX_GROUP, plan_units
 
-    def done(res: dict) -> None:
+    units = plan_units(pending, configs, workers, lockstep, max_group or MAX_GROUP)
+    units.sort(key=lambda u: -sum(_estimated_cost(configs[n]) for n in u))  # longest first (stable)
+    grouped = [u for u in units if len(u) > 1]
+    if grouped:
+        echo(f"sweep: {sum(map(len, grouped))} runs in {len(grouped)} lock-step group(s) of {', '.join(str(len(u)) for u in grouped)}")
+    return units
+
+
+class _Tally:
+    """A sweep's rows as it goes: one per run in the order asked, written to ``results.csv`` /
+    ``results.md`` after every change, and which runs were skipped and executed."""
+
+    def __init__(self, out_dir: Path, configs: dict, echo):
+        self.out_dir, self.configs, self.echo = out_dir, configs, echo
+        self.log_path = out_dir / "sweep.log"
+        self.result = SweepResult(out_dir)
+        self.rows: dict[str, dict] = {}
+        self.pending: list[str] = []
+
+    def skip_finished(self) -> list[str]:
+        """The runs to train, the longest first (less idle time at the end); finished ones are
+        rows from their metrics.json (refused if their configuration differs)."""
+        from fastnet.util.files import read_json
+
+        for name, cfg in self.configs.items():
+            run_dir = self.out_dir / name
+            if is_finished(run_dir):
+                _check_same_config(run_dir, cfg)
+                self.rows[name] = result_row(name, cfg, "finished", read_json(run_dir / "metrics.json"), executed=False)
+                self.result.skipped.append(name)
+                _log(self.log_path, "skipped", name, "finished before")
+            else:
+                self.pending.append(name)
+                self.rows[name] = result_row(name, cfg, "pending", None, executed=False)
+        if self.result.skipped:
+            self.echo(f"sweep: {len(self.result.skipped)} of {len(self.configs)} runs already finished in {self.out_dir}; {len(self.pending)} to do")
+        self.pending.sort(key=lambda n: -_estimated_cost(self.configs[n]))
+        return self.pending
+
+    def unit_done(self, unit, res, lost: str | None) -> None:
+        """The outcome of one unit of work: its result(s), or the message of a lost unit."""
+        if lost is not None:
+            for name in unit:
+                _log(self.log_path, "lost", name)
+            res = [{"name": name, "status": "failed", "message": lost} for name in unit]
+        for r in (res if isinstance(res, list) else [res]):
+            self.run_done(r)
+
+    def run_done(self, res: dict) -> None:
         name = res["name"]
-        cfg = configs[name]
-        rows[name] = result_row(name, cfg, res["status"], res.get("metrics"), executed=True, message=res.get("message", ""))
-        result.executed.append(name)
-        k = len(result.executed)
+        self.rows[name] = result_row(name, self.configs[name], res["status"], res.get("metrics"), executed=True, message=res.get("message", ""))
+        self.result.executed.append(name)
+        k = len(self.result.executed)
         if res["status"] == "finished":
             m = res["metrics"]
-            echo(f"[{k}/{len(pending)}] {name}: test {m['test_accuracy']:.4f}  val {m['val_accuracy']:.4f}  ({m['wall_seconds']:.1f} s)")
+            self.echo(f"[{k}/{len(self.pending)}] {name}: test {m['test_accuracy']:.4f}  val {m['val_accuracy']:.4f}  ({m['wall_seconds']:.1f} s)")
         else:
-            echo(f"[{k}/{len(pending)}] {name}: {res['status']}: {res.get('message', '')}")
-        write_results(out_dir, [rows[n] for n in names])
+            self.echo(f"[{k}/{len(self.pending)}] {name}: {res['status']}: {res.get('message', '')}")
+        self.write()
 
-    write_results(out_dir, [rows[n] for n in names])
-    if pending:
-        from fastnet.training.lockstep import MAX_GROUP, plan_units
+    def write(self) -> None:
+        write_results(self.out_dir, [self.rows[n] for n in self.configs])
 
-        args = {n: (n, configs[n].to_dict(), str(out_dir / n), None if data_dir is None else str(data_dir), plots, str(log_path)) for n in pending}
-        n_workers = pool._max_workers if pool is not None and not scheduler else (workers or default_workers())
-        units = plan_units(pending, configs, n_workers, lockstep, max_group or MAX_GROUP)
-        units.sort(key=lambda u: -sum(_estimated_cost(configs[n]) for n in u))  # longest first (stable)
-        grouped = [u for u in units if len(u) > 1]
-        if grouped:
-            echo(f"sweep: {sum(map(len, grouped))} runs in {len(grouped)} lock-step group(s) of {', '.join(str(len(u)) for u in grouped)}")
-        if scheduler:
-            _run_dask(scheduler, units, args, done, echo, connect_timeout)
-        elif pool is not None:
-            echo(f"sweep: {len(pending)} runs on {pool._max_workers} worker processes (BLAS threads pinned to 1)")
-            _submit_all(pool, units, args, done, log_path)
-        else:
-            n_workers = min(n_workers, len(units))
-            if n_workers <= 1:
-                for unit in units:
-                    fn, a = _task(unit, args)
-                    res = fn(*a)
-                    for r in (res if isinstance(res, list) else [res]):
-                        done(r)
-            else:
-                _run_pool(n_workers, units, args, done, echo, log_path)
-    result.rows = [rows[n] for n in names]
-    result.wall_seconds = time.perf_counter() - start
-    return result
-
-
-def worker_pool(workers: int | None = None):
-    """A process pool for sweeps: ``workers`` processes (default: the cores), started with
-    ``spawn`` and pinned to one BLAS thread each. Use as a context manager."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: pins threads before numpy loads
-    return ProcessPoolExecutor(max_workers=workers or default_workers(), mp_context=ctx, initializer=pin_threads)
-
-
-def _submit_all(pool, units, args, done, log_path) -> None:
-    from concurrent.futures import as_completed
-    from concurrent.futures.process import BrokenProcessPool
-
-    futures = {}
-    for unit in units:
-        fn, a = _task(unit, args)
-        futures[pool.submit(fn, *a, True)] = unit
-    try:
-        for fut in as_completed(futures):
-            try:
-                res = fut.result()
-            except BrokenProcessPool as exc:
-                res = [{"name": n, "status": "failed", "message": f"worker process died ({exc})"} for n in futures[fut]]
-                for n in futures[fut]:
-                    _log(log_path, "lost", n)
-            for r in (res if isinstance(res, list) else [res]):
-                done(r)
-    except BaseException:
-        for fut in futures:
-            fut.cancel()
-        raise
-
-
-def _run_pool(n_workers: int, units, args, done, echo, log_path) -> None:
-    echo(f"sweep: {sum(map(len, units))} runs on {n_workers} worker processes (BLAS threads pinned to 1)")
-    pool = worker_pool(n_workers)
-    try:
-        _submit_all(pool, units, args, done, log_path)
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-
-
-def _run_dask(address: str, units, args, done, echo, connect_timeout: float = 20.0) -> None:
-    try:
-        from distributed import Client, as_completed
-    except ImportError:
-        raise FastnetError("--scheduler needs dask.distributed; install it with: pip install 'fastnet[dask]'") from None
-    try:
-        client = Client(address, timeout=f"{connect_timeout}s")
-    except (OSError, TimeoutError) as exc:
-        raise FastnetError(f"cannot reach the dask scheduler at {address} ({exc})") from None
-    try:
-        n = len(client.scheduler_info().get("workers", {}))
-        echo(f"sweep: {sum(map(len, units))} runs on the dask cluster {address} ({n} workers)")
-        client.run(pin_threads)
-        futures = []
-        for unit in units:
-            fn, a = _task(unit, args)
-            futures.append(client.submit(fn, *a, True, key=f"fastnet-run-{unit[0]}-{len(unit)}-{os.getpid()}-{time.time_ns()}", pure=False))
-        members = {f.key: unit for f, unit in zip(futures, units)}
-        for fut in as_completed(futures):
-            try:
-                res = fut.result()
-            except Exception as exc:  # the task itself never raises; this is the cluster failing
-                res = [{"name": n, "status": "failed", "message": f"dask: {type(exc).__name__}: {exc}"} for n in members[fut.key]]
-            for r in (res if isinstance(res, list) else [res]):
-                done(r)
-    finally:
-        client.close()
+    def finish(self, seconds: float) -> SweepResult:
+        self.result.rows = [self.rows[n] for n in self.configs]
+        self.result.wall_seconds = seconds
+        return self.result
 
 
 # ------------------------------------------------------------------- sweep spec files
