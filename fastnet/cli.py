@@ -188,12 +188,9 @@ def cmd_gradcheck(args) -> int:
 
     backend = resolve(args.backend)
     print(f"backend: {backend.name}; float64; centred differences, h = {gc.H:g}; d = 10, batch 16")
-    rows = []
-    worst = 0.0
-    for case in gc.STANDARD_CASES + (gc.BONUS_CASES if getattr(args, "bonus", False) else []):
-        for check in gc.run_case(ops=backend.ops, **case):
-            rows.append((gc.case_name(**case), check))
-            worst = max(worst, check.rel_error)
+    cases = gc.STANDARD_CASES + (gc.BONUS_CASES if getattr(args, "bonus", False) else [])
+    rows = [(gc.case_name(**case), check) for case, check in gc.check_cases(cases, backend.ops)]
+    worst = max((check.rel_error for _, check in rows), default=0.0)
     print(gc.format_table(rows))
     print(f"worst relative error (w.r.t. each array's largest gradient): {worst:.2e}")
     return 0 if worst <= 1e-6 else 1

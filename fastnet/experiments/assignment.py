@@ -320,6 +320,10 @@ def _run_all(out: Path, *, data_dir, workers, scheduler, quick, backend, full_n_
     return records
 
 
+GRADCHECK_METHOD = ("centred differences (J(theta+h) - J(theta-h)) / 2h of the mini-batch cost, eq (20), under batch BN statistics; "
+                    "entries whose perturbation flips a ReLU are skipped")
+
+
 def run_gradcheck(out, backend: str = "numpy", echo=_echo) -> dict:
     """Item (i): every standard gradient check (fastnet.gradcheck.STANDARD_CASES) in float64,
     written to ``OUT/gradcheck/gradcheck.json``."""
@@ -328,21 +332,11 @@ def run_gradcheck(out, backend: str = "numpy", echo=_echo) -> dict:
     from fastnet.util.files import write_json
 
     b = resolve(backend)
-    t0 = time.perf_counter()
-    rows = []
-    for case in gc.STANDARD_CASES:
-        for c in gc.run_case(case["hidden"], case["bn"], case["lam"], b.ops):
-            rows.append({"case": gc.case_name(**case), "hidden": list(case["hidden"]), "bn": case["bn"], "lam": case["lam"],
-                         "param": c.name, "shape": list(c.shape), "rel_error": c.rel_error, "max_rel_error": c.max_rel_error,
-                         "max_abs_error": c.max_abs_error, "checked": c.checked, "skipped_kinks": c.skipped_kinks})
-    record = {"backend": b.name, "dtype": "float64", "h": gc.H, "d": 10, "n": 16, "K": 10, "init": "he",
-              "method": "centred differences (J(theta+h) - J(theta-h)) / 2h of the mini-batch cost, eq (20), under batch BN statistics; "
-                        "entries whose perturbation flips a ReLU are skipped",
-              "rows": rows, "worst_rel_error": max(r["rel_error"] for r in rows), "seconds": time.perf_counter() - t0}
+    record = gc.check_record(gc.STANDARD_CASES, b.ops, b.name, init="he", method=GRADCHECK_METHOD)
     folder = Path(out) / "gradcheck"
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "gradcheck.json", record)
-    echo(f"gradcheck: {len(rows)} parameter arrays in {len(gc.STANDARD_CASES)} networks, worst relative error {record['worst_rel_error']:.2e} -> {folder / 'gradcheck.json'}")
+    echo(f"gradcheck: {len(record['rows'])} parameter arrays in {len(gc.STANDARD_CASES)} networks, worst relative error {record['worst_rel_error']:.2e} -> {folder / 'gradcheck.json'}")
     return record
 
 

@@ -217,18 +217,10 @@ def gradcheck_bonus(folder: Path, backend: str = "numpy", echo=_echo) -> dict:
     from fastnet.util.files import write_json
 
     b = resolve(backend)
-    t0 = time.perf_counter()
-    rows = []
-    for case in gc.BONUS_CASES:
-        for c in gc.run_case(ops=b.ops, **case):
-            rows.append({"case": gc.case_name(**case), **{k: (list(v) if isinstance(v, list) else v) for k, v in case.items()},
-                         "param": c.name, "shape": list(c.shape), "rel_error": c.rel_error, "max_rel_error": c.max_rel_error,
-                         "max_abs_error": c.max_abs_error, "checked": c.checked, "skipped_kinks": c.skipped_kinks})
-    record = {"backend": b.name, "dtype": "float64", "h": gc.H, "d": 10, "n": 16, "K": 10, "rows": rows,
-              "worst_rel_error": max(r["rel_error"] for r in rows), "seconds": time.perf_counter() - t0}
+    record = gc.check_record(gc.BONUS_CASES, b.ops, b.name)
     Path(folder).mkdir(parents=True, exist_ok=True)
     write_json(Path(folder) / "gradcheck_bonus.json", record)
-    echo(f"gradcheck (bonus architectures): {len(rows)} arrays in {len(gc.BONUS_CASES)} networks, worst relative error {record['worst_rel_error']:.2e}")
+    echo(f"gradcheck (bonus architectures): {len(record['rows'])} arrays in {len(gc.BONUS_CASES)} networks, worst relative error {record['worst_rel_error']:.2e}")
     return record
 
 

@@ -25,6 +25,7 @@ counted: a kink inside [theta - h, theta + h] makes the difference quotient mean
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,6 +128,29 @@ def run_case(hidden, bn: bool, lam: float, ops, d: int = 10, n: int = 16, K: int
     X = rng.standard_normal((n, d))
     y = rng.integers(0, K, n)
     return check_gradients(net, X, y, lam, ops)
+
+
+def check_cases(cases, ops) -> list[tuple[dict, ParamCheck]]:
+    """Run every case of ``cases`` (dicts of :func:`run_case`'s keywords, as
+    :data:`STANDARD_CASES`): one ``(case, check)`` per parameter array, in order."""
+    return [(case, check) for case in cases for check in run_case(ops=ops, **case)]
+
+
+def check_row(case: dict, c: ParamCheck) -> dict:
+    """One row of a gradient-check record: the case's name and settings, and the check."""
+    return {"case": case_name(**case), **{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in case.items()},
+            "param": c.name, "shape": list(c.shape), "rel_error": c.rel_error, "max_rel_error": c.max_rel_error,
+            "max_abs_error": c.max_abs_error, "checked": c.checked, "skipped_kinks": c.skipped_kinks}
+
+
+def check_record(cases, ops, backend: str, **extra) -> dict:
+    """Run ``cases`` and return their JSON record (``gradcheck.json``, ``gradcheck_bonus.json``):
+    the setting (backend name, float64, h, the random data's d, n, K), ``extra`` entries, one
+    :func:`check_row` per parameter array, the worst ``rel_error`` and the seconds taken."""
+    t0 = time.perf_counter()
+    rows = [check_row(case, c) for case, c in check_cases(cases, ops)]
+    return {"backend": backend, "dtype": "float64", "h": H, "d": 10, "n": 16, "K": 10, **extra, "rows": rows,
+            "worst_rel_error": max(r["rel_error"] for r in rows), "seconds": time.perf_counter() - t0}
 
 
 def format_table(rows: list[tuple[str, ParamCheck]]) -> str:
