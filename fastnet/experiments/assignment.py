@@ -1,7 +1,7 @@
 """Every experiment of Assignment 3 as a named preset: ``fastnet experiment NAME``.
 
 Each experiment writes its runs to ``OUT/<experiment>/<run>/`` (one run folder each, see
-:mod:`fastnet.runs`) through :func:`fastnet.sweep.run_sweep` (so it is resumable and runs
+:mod:`fastnet.runs`) through :func:`fastnet.experiments.sweep.run_sweep` (so it is resumable and runs
 in parallel), plus ``OUT/<experiment>/experiment.json`` (what was run, with which settings,
 how long it took) and ``results.csv`` / ``results.md``.
 
@@ -50,13 +50,17 @@ import numpy as np
 from fastnet.errors import FastnetError
 from fastnet.experiments.catalogue import (
     BATCH,
+    COARSE_LOG10,
     COARSE_N,
     DEFAULT_SETTING,
     EXPERIMENTS,
+    FINAL_RUN,
+    FINAL_RUN_NAME,
     FINE_N,
-    HIDDEN_2,
+    FIXED_RUNS,
     HIDDEN_3,
-    HIDDEN_9,
+    INIT_RUN,
+    INIT_RUN_NAME,
     INIT_SIGMAS,
     N_S_DEFAULT,
     N_S_SHORT,
@@ -64,15 +68,13 @@ from fastnet.experiments.catalogue import (
     QUICK_COARSE_N,
     QUICK_FINE_N,
     SEARCH_CYCLES,
-    SEARCH_N_S,
+    SEARCH_RUN,
+    SEARCH_RUN_NAME,
     SEARCH_SEED,
     TITLES,
 )
 from fastnet.experiments.executor import default_workers
 from fastnet.training.config import TrainConfig
-
-#: lambda search: coarse grid and fine draw.
-COARSE_LOG10 = (-5.0, -1.0)
 
 
 def _quick(cfg: TrainConfig, quick: bool) -> TrainConfig:
@@ -107,42 +109,33 @@ def fine_lambdas(best: float, quick: bool = False, seed: int = SEARCH_SEED) -> l
 
 
 def _lam_name(stage: str, i: int, lam: float) -> str:
-    return f"{stage}-{i:02d}-lam={lam:.3e}"
+    return SEARCH_RUN_NAME.format(stage=stage, i=i, lam=lam)
 
 
 def search_config(lam: float, quick: bool = False, backend: str = "auto") -> TrainConfig:
-    return _cfg(quick, backend, hidden=HIDDEN_3, bn=True, lam=lam, cycles=SEARCH_CYCLES, n_s=SEARCH_N_S)
+    return _cfg(quick, backend, **SEARCH_RUN, lam=lam)
 
 
 def preset(name: str, *, quick: bool = False, backend: str = "auto", full_n_s: bool = False, best_lam: float | None = None) -> list[tuple[str, TrainConfig]]:
-    """The runs of experiment ``name`` as ``(run name, TrainConfig)``, nothing trained.
+    """The runs of experiment ``name`` as ``(run name, TrainConfig)``, nothing trained, from
+    the catalogue (:mod:`fastnet.experiments.catalogue`).
 
     ``lambda-search`` returns its coarse stage (the fine stage depends on its results:
     :func:`fine_lambdas`); ``final-3cycles`` needs ``best_lam``.
     """
-    if name == "a2-default":
-        return [("2layer-50-noBN", _quick(TrainConfig(hidden=HIDDEN_2, bn=False, init="he", lam=0.01, eta_min=1e-5, eta_max=1e-1, n_s=500, cycles=1, batch=BATCH, split="a2", backend=backend), quick).validate())]
-    if name == "ex2-3layer":
-        return [("3layer-noBN", _cfg(quick, backend, hidden=HIDDEN_3, bn=False))]
-    if name == "ex2-9layer":
-        return [("9layer-noBN", _cfg(quick, backend, hidden=HIDDEN_9, bn=False))]
-    if name == "ex3-3layer-bn":
-        return [("3layer-BN", _cfg(quick, backend, hidden=HIDDEN_3, bn=True))]
-    if name == "ex3-9layer-bn":
-        return [("9layer-BN", _cfg(quick, backend, hidden=HIDDEN_9, bn=True))]
+    if name in FIXED_RUNS:
+        return [(run, _cfg(quick, backend, **settings)) for run, settings in FIXED_RUNS[name]]
     if name == "lambda-search":
         return [(_lam_name("coarse", i, lam), search_config(lam, quick, backend)) for i, lam in enumerate(coarse_lambdas(quick))]
     if name == "final-3cycles":
         if best_lam is None:
             raise FastnetError("final-3cycles needs the best lambda of lambda-search")
-        return [(f"3layer-BN-lam={best_lam:.3e}", _cfg(quick, backend, hidden=HIDDEN_3, bn=True, lam=best_lam, cycles=3))]
+        return [(FINAL_RUN_NAME.format(lam=best_lam), _cfg(quick, backend, **FINAL_RUN, lam=best_lam))]
     if name == "init-sensitivity":
         n_s = N_S_DEFAULT if full_n_s else N_S_SHORT
-        runs = []
-        for sigma in INIT_SIGMAS:
-            for bn in (True, False):
-                runs.append((f"sigma={sigma:.0e}-{'BN' if bn else 'noBN'}", _cfg(quick, backend, hidden=HIDDEN_3, bn=bn, init="normal", sigma=sigma, n_s=n_s, eval_every=0 if quick else n_s // 5)))
-        return runs
+        return [(INIT_RUN_NAME.format(sigma=sigma, bn="BN" if bn else "noBN"),
+                 _cfg(quick, backend, **INIT_RUN, bn=bn, sigma=sigma, n_s=n_s, eval_every=0 if quick else n_s // 5))
+                for sigma in INIT_SIGMAS for bn in (True, False)]
     raise FastnetError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)} or all")
 
 
@@ -228,7 +221,7 @@ def run_experiment(name: str, out="experiments", *, data_dir=None, workers: int 
     ``pool`` (from :func:`fastnet.experiments.executor.worker_pool`) is reused instead of starting processes;
     ``ran_before`` names runs of this experiment trained by an earlier sweep of the same
     invocation (they are recorded as executed, not as found finished). ``lockstep``: train
-    runs that differ only in lambda in lock-step groups (:func:`fastnet.sweep.run_sweep`).
+    runs that differ only in lambda in lock-step groups (:func:`fastnet.experiments.sweep.run_sweep`).
     """
     out = Path(out)
     if name.startswith("bonus"):  # Exercise 4: fastnet/bonus.py, all runs in OUT/bonus/

@@ -2,12 +2,14 @@
 
 Every bonus run goes into one folder, ``OUT/bonus/<run>/``, so runs shared by several presets
 (the baselines) train once; each preset is a subset, and ``bonus`` is all of them. Like the
-assignment's experiments they run through :func:`fastnet.sweep.run_sweep` (resumable, in
+assignment's experiments they run through :func:`fastnet.experiments.sweep.run_sweep` (resumable, in
 parallel). Afterwards ``OUT/bonus/bonus.json`` (and ``bonus.md``) hold one row per run --
 variant, group, test / validation accuracy, wall time and the ``fastnet-train`` command that
 reproduces it -- and ``adaptive_bn.json`` the adaptive-BN evaluations.
 
-Settings: the assignment's Exercise 3 setting (batch 100, He init, lambda = 0.005, cyclic eta
+The runs and presets are data in :mod:`fastnet.experiments.catalogue` (``BONUS_RUNS``,
+``BONUS_PRESETS``); this module builds their configurations and runs them. Settings: the
+assignment's Exercise 3 setting (batch 100, He init, lambda = 0.005, cyclic eta
 1e-5..1e-1, n_s = 2250, 2 cycles = 9,000 steps) unless a run says otherwise.
 
 ``bonus-bn-after`` (4.1a), ``bonus-precise-bn`` (4.1b), ``bonus-adaptive-bn`` (4.1c)
@@ -26,10 +28,10 @@ Settings: the assignment's Exercise 3 setting (batch 100, He init, lambda = 0.00
     Random flips and translations of the training images, for the 3-layer network and a
     wider one ([512, 256]).
 ``bonus-best``
-    The best fully-connected network found (see :data:`BEST`), and the same with PreciseBN
+    The best fully-connected network found (see ``catalogue.BEST``), and the same with PreciseBN
     statistics (trained augmented, its moving averages are of augmented batches).
 ``bonus-seeds``
-    The cheap comparisons above again with seeds 1-4 (:data:`SEEDED`), for means and spreads.
+    The cheap comparisons above again with seeds 1-4 (``catalogue.SEEDED``), for means and spreads.
 
 ``quick=True`` trains a few steps per run (smoke test), as for the assignment's presets.
 """
@@ -42,87 +44,35 @@ from dataclasses import replace
 from pathlib import Path
 
 from fastnet.errors import FastnetError
+from fastnet.experiments.catalogue import (
+    ADAPTIVE_RUNS,
+    ADAPTIVE_VARIANTS,
+    BONUS_EXPERIMENTS,
+    BONUS_FOLDER,
+    BONUS_PRESETS,
+    BONUS_RUNS,
+    DEFAULT_SETTING,
+    DIM,
+    NOISE,
+    QUICK,
+    SEEDED,
+    SEEDS,
+)
 from fastnet.training.config import TrainConfig
-
-FOLDER = "bonus"
-H3, H9, H7 = (50, 50), (50, 30, 20, 20, 10, 10, 10, 10), (50,) * 6
-H7_WIDE = (256,) * 6
-H3_WIDE = (512, 256)
-ADAM = dict(optimizer="adam", eta_min=1e-5, eta_max=1e-3)  # 1e-3 beat 5e-4 and 3e-3 (52.0, 50.9 %) for the 7-layer net at lambda 0.005
-BASE = dict(batch=100, eta_min=1e-5, eta_max=1e-1, lam=0.005, cycles=2, n_s=2250, init="he", split="a3", n_val=5000)
-
-#: The best network found (Exercise 4, "the best fully-connected network"): see the README.
-#: Chosen on validation accuracy among [1024, 512, 256] runs with augmentation (lambda 5e-4 / 1e-3,
-#: 3 cycles of 10 epochs or 1 cycle of 30 / 40 epochs, shifts of 3 / 2 px): one long cycle, lambda
-#: 1e-3 and 2-pixel shifts did best; 36 epochs keep the training under 10 minutes here.
-BEST = dict(hidden=(1024, 512, 256), lam=0.001, batch=100, n_s=8100, cycles=1, augment=True, augment_shift=2, eval_train_images=5000)
-
-#: run name -> (group, description, settings beyond BASE)
-RUNS: dict[str, tuple[str, str, dict]] = {
-    "3layer-BN": ("bn", "3-layer [50, 50], BN before ReLU (baseline)", dict(hidden=H3)),
-    "3layer-BN-after": ("bn", "3-layer, BN after ReLU", dict(hidden=H3, bn_placement="after")),
-    "3layer-BN-precise": ("bn", "3-layer, PreciseBN statistics", dict(hidden=H3, bn_stats="precise")),
-    "9layer-BN": ("bn", "9-layer, BN before ReLU (baseline)", dict(hidden=H9)),
-    "9layer-BN-after": ("bn", "9-layer, BN after ReLU", dict(hidden=H9, bn_placement="after")),
-    "9layer-BN-precise": ("bn", "9-layer, PreciseBN statistics", dict(hidden=H9, bn_stats="precise")),
-    "7layer-BN": ("deep", "7-layer [50]x6, BN, SGD cyclic (baseline)", dict(hidden=H7)),
-    "7layer-BN-sgd-cosine": ("deep", "7-layer, SGD, cosine decay", dict(hidden=H7, schedule="cosine")),
-    "7layer-BN-adam-cosine": ("deep", "7-layer, Adam, cosine decay", dict(hidden=H7, schedule="cosine", **ADAM)),
-    "7layer-BN-adam-cyclic": ("deep", "7-layer, Adam, cyclic", dict(hidden=H7, **ADAM)),
-    "7layer-BN-wide": ("deep", "7-layer wide [256]x6", dict(hidden=H7_WIDE)),
-    "7layer-BN-skip": ("deep", "7-layer, skip connections (40)-(41)", dict(hidden=H7, skip=True)),
-    "7layer-BN-wide-skip-adam": ("deep", "7-layer wide + skips + Adam cosine", dict(hidden=H7_WIDE, skip=True, schedule="cosine", **ADAM)),
-    "7layer-noBN": ("deep", "7-layer, no BN", dict(hidden=H7, bn=False)),
-    "7layer-noBN-skip": ("deep", "7-layer, no BN, skip connections", dict(hidden=H7, bn=False, skip=True)),
-    "3layer-BN-augment": ("augment", "3-layer [50, 50] + augmentation", dict(hidden=H3, augment=True)),
-    "3layer-wide-BN": ("augment", "3-layer wide [512, 256]", dict(hidden=H3_WIDE)),
-    "3layer-wide-BN-augment": ("augment", "3-layer wide [512, 256] + augmentation", dict(hidden=H3_WIDE, augment=True)),
-    "best": ("best", "best: [1024, 512, 256], augmentation (2 px), 36 epochs", BEST),
-    # The same training bit for bit; the EMA statistics come from *augmented* batches, PreciseBN's
-    # from clean training images, the distribution the network is tested on.
-    "best-precise": ("best", "best + PreciseBN statistics (clean images)", {**BEST, "bn_stats": "precise"}),
-}
-
-#: Single runs differ by a few tenths of a percent from seed to seed; these comparisons are
-#: repeated with seeds 1-4 (seed 0 is the run above) so that means and spreads can be compared.
-SEEDS = (1, 2, 3, 4)
-SEEDED = ("3layer-BN", "3layer-BN-after", "3layer-BN-precise", "9layer-BN", "9layer-BN-after", "7layer-BN", "7layer-BN-adam-cosine",
-          "7layer-BN-skip", "7layer-noBN", "7layer-noBN-skip")
-for _run in SEEDED:
-    for _seed in SEEDS:
-        _group, _desc, _kw = RUNS[_run]
-        RUNS[f"{_run}-seed{_seed}"] = ("seeds", f"{_desc}, seed {_seed}", {**_kw, "seed": _seed})
-
-PRESETS: dict[str, tuple[str, ...]] = {
-    "bonus-bn-after": ("3layer-BN", "3layer-BN-after", "9layer-BN", "9layer-BN-after"),
-    "bonus-precise-bn": ("3layer-BN", "3layer-BN-precise", "9layer-BN", "9layer-BN-precise"),
-    "bonus-adaptive-bn": ("3layer-BN", "9layer-BN"),
-    "bonus-adam": ("7layer-BN", "7layer-BN-sgd-cosine", "7layer-BN-adam-cosine", "7layer-BN-adam-cyclic"),
-    "bonus-wide": ("7layer-BN", "7layer-BN-wide", "3layer-BN", "3layer-wide-BN"),
-    "bonus-skip": ("7layer-BN", "7layer-BN-skip", "7layer-BN-wide-skip-adam", "7layer-noBN", "7layer-noBN-skip"),
-    "bonus-augment": ("3layer-BN", "3layer-BN-augment", "3layer-wide-BN", "3layer-wide-BN-augment"),
-    "bonus-best": ("3layer-BN", "best", "best-precise"),
-    "bonus-seeds": tuple(SEEDED) + tuple(f"{r}-seed{k}" for r in SEEDED for k in SEEDS),
-}
-PRESETS["bonus"] = tuple(RUNS)  # every bonus run
-BONUS_EXPERIMENTS = tuple(PRESETS)
-ADAPTIVE_RUNS = ("3layer-BN", "9layer-BN")  # whose models adaptive BN re-evaluates
-
-QUICK = dict(n_s=4, n_val=300)
 
 
 def config(name: str, quick: bool = False, backend: str = "auto") -> TrainConfig:
     """The TrainConfig of bonus run ``name``."""
-    _, _, kw = RUNS[name]
-    cfg = TrainConfig(**{**BASE, **kw, "backend": backend})
+    _, _, kw = BONUS_RUNS[name]
+    cfg = TrainConfig(**{**DEFAULT_SETTING, **kw, "backend": backend})
     return (replace(cfg, **QUICK) if quick else cfg).validate()
 
 
 def preset(name: str, quick: bool = False, backend: str = "auto") -> list[tuple[str, TrainConfig]]:
     """The runs of bonus experiment ``name`` as ``(run name, TrainConfig)``, nothing trained."""
-    if name not in PRESETS:
-        raise FastnetError(f"unknown bonus experiment {name!r}; choose one of {', '.join(PRESETS)}")
-    return [(run, config(run, quick, backend)) for run in PRESETS[name]]
+    if name not in BONUS_PRESETS:
+        raise FastnetError(f"unknown bonus experiment {name!r}; choose one of {', '.join(BONUS_EXPERIMENTS)}")
+    return [(run, config(run, quick, backend)) for run in BONUS_PRESETS[name]]
 
 
 def command(cfg: TrainConfig) -> str:
@@ -158,7 +108,7 @@ def run_bonus(name: str, out="experiments", *, data_dir=None, workers: int | Non
     from fastnet.experiments.sweep import run_sweep
 
     runs = preset(name, quick, backend)
-    folder = Path(out) / FOLDER
+    folder = Path(out) / BONUS_FOLDER
     echo(f"experiment {name}: {len(runs)} runs{' (quick)' if quick else ''} -> {folder}")
     t0 = time.perf_counter()
     result = run_sweep(runs, folder, data_dir=data_dir, workers=workers, scheduler=scheduler, plots=plots, echo=echo, pool=pool, lockstep=lockstep)
@@ -188,7 +138,7 @@ def write_summary(folder: Path, quick: bool = False) -> dict:
     from fastnet.util.files import atomic_write, write_json
 
     rows = []
-    for run, (group, desc, _) in RUNS.items():
+    for run, (group, desc, _) in BONUS_RUNS.items():
         m = _metrics(folder, run)
         if m is None and not (folder / run).exists():
             continue
@@ -237,7 +187,7 @@ def seed_stats(rows: list[dict]) -> list[dict]:
         if len(found) < 2:
             continue
         accs = [r["test_accuracy"] for r in found]
-        row = {"run": run, "variant": RUNS[run][1], "seeds": len(found), "mean_test_accuracy": statistics.fmean(accs),
+        row = {"run": run, "variant": BONUS_RUNS[run][1], "seeds": len(found), "mean_test_accuracy": statistics.fmean(accs),
                "std_test_accuracy": statistics.stdev(accs), "min_test_accuracy": min(accs), "max_test_accuracy": max(accs)}
         diffs = [r["test_accuracy"] - r["test_accuracy_ema"] for r in found if not math.isnan(r.get("test_accuracy_ema", math.nan))]
         if len(diffs) >= 2:
@@ -247,16 +197,6 @@ def seed_stats(rows: list[dict]) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- adaptive BN
-
-#: The adaptive-BN variants: (label, distinct test images used, augmented copies of each)
-ADAPTIVE_VARIANTS = (("all test images", None, 0), ("all + 4 augmented copies", None, 4), ("500 images", 500, 0),
-                     ("500 + 4 augmented copies", 500, 4), ("100 images", 100, 0), ("100 + 4 augmented copies", 100, 4))
-#: Shifts between training and test inputs: the test images dimmed to 60 % brightness (an
-#: affine change of every input, which BN with re-estimated statistics undoes exactly), and
-#: Gaussian pixel noise of std 25 (of 255; clipped), which it cannot undo.
-DIM = 0.6
-NOISE = 25.0
-
 
 def adaptive_evaluations(folder: Path, data_dir=None, echo=_echo, seed: int = 0) -> dict:
     """Adaptive BN on the models of :data:`ADAPTIVE_RUNS` (those finished in ``folder``):

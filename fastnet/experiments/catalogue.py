@@ -1,4 +1,12 @@
-"""TODO docstring for experiments.catalogue."""
+"""The catalogue of experiments, as data: every preset's runs and settings, their titles and
+what the assignment quotes for them.
+
+The assignment's experiments (run by :mod:`fastnet.experiments.assignment`) and the bonus ones
+(:mod:`fastnet.experiments.bonus`) are described here by plain dicts and tuples of
+:class:`~fastnet.training.config.TrainConfig` keywords; their runners build the configurations.
+The report reads the titles from here, and may not import training, model or backends even
+through this module: it imports nothing of fastnet.
+"""
 from __future__ import annotations
 
 HIDDEN_2 = (50,)
@@ -17,7 +25,31 @@ SEARCH_SEED = 2424
 SEARCH_CYCLES = 2
 SEARCH_N_S = N_S_SHORT
 
+#: The experiments with fixed runs: name -> ((run name, settings beyond DEFAULT_SETTING), ...).
+FIXED_RUNS = {
+    # Assignment 2's first default setting, with its own split, n_s, lambda and cycle count
+    "a2-default": (("2layer-50-noBN", dict(hidden=HIDDEN_2, bn=False, lam=0.01, n_s=500, cycles=1, split="a2")),),
+    "ex2-3layer": (("3layer-noBN", dict(hidden=HIDDEN_3, bn=False)),),
+    "ex2-9layer": (("9layer-noBN", dict(hidden=HIDDEN_9, bn=False)),),
+    "ex3-3layer-bn": (("3layer-BN", dict(hidden=HIDDEN_3, bn=True)),),
+    "ex3-9layer-bn": (("9layer-BN", dict(hidden=HIDDEN_9, bn=True)),),
+}
+
+#: lambda-search: every run (coarse and fine), beyond DEFAULT_SETTING and its lambda; the
+#: coarse grid is COARSE_N values evenly spaced in log10(lambda) over COARSE_LOG10.
+SEARCH_RUN = dict(hidden=HIDDEN_3, bn=True, cycles=SEARCH_CYCLES, n_s=SEARCH_N_S)
+SEARCH_RUN_NAME = "{stage}-{i:02d}-lam={lam:.3e}"
+COARSE_LOG10 = (-5.0, -1.0)
+
+#: final-3cycles: the best lambda of lambda-search, 3 cycles.
+FINAL_RUN = dict(hidden=HIDDEN_3, bn=True, cycles=3)
+FINAL_RUN_NAME = "3layer-BN-lam={lam:.3e}"
+
+#: init-sensitivity: every sigma of INIT_SIGMAS, with and without BN, at n_s = N_S_SHORT
+#: (N_S_DEFAULT with full_n_s), evaluated 5 times per half-cycle.
 INIT_SIGMAS = (1e-1, 1e-3, 1e-4)
+INIT_RUN = dict(hidden=HIDDEN_3, init="normal")
+INIT_RUN_NAME = "sigma={sigma:.0e}-{bn}"
 
 QUICK = dict(n_s=4, n_val=300)
 QUICK_COARSE_N = 3
@@ -47,3 +79,77 @@ QUOTED = {
     "final-3cycles": "(not quoted)",
     "init-sensitivity": "BN should be far less sensitive to sigma",
 }
+
+
+# ------------------------------------------------------------------ the bonus (Exercise 4)
+
+BONUS_FOLDER = "bonus"
+H7 = (50,) * 6
+H7_WIDE = (256,) * 6
+H3_WIDE = (512, 256)
+ADAM = dict(optimizer="adam", eta_min=1e-5, eta_max=1e-3)  # 1e-3 beat 5e-4 and 3e-3 (52.0, 50.9 %) for the 7-layer net at lambda 0.005
+
+#: The best network found (Exercise 4, "the best fully-connected network"): see the README.
+#: Chosen on validation accuracy among [1024, 512, 256] runs with augmentation (lambda 5e-4 / 1e-3,
+#: 3 cycles of 10 epochs or 1 cycle of 30 / 40 epochs, shifts of 3 / 2 px): one long cycle, lambda
+#: 1e-3 and 2-pixel shifts did best; 36 epochs keep the training under 10 minutes here.
+BEST = dict(hidden=(1024, 512, 256), lam=0.001, batch=100, n_s=8100, cycles=1, augment=True, augment_shift=2, eval_train_images=5000)
+
+#: run name -> (group, description, settings beyond DEFAULT_SETTING)
+BONUS_RUNS: dict[str, tuple[str, str, dict]] = {
+    "3layer-BN": ("bn", "3-layer [50, 50], BN before ReLU (baseline)", dict(hidden=HIDDEN_3)),
+    "3layer-BN-after": ("bn", "3-layer, BN after ReLU", dict(hidden=HIDDEN_3, bn_placement="after")),
+    "3layer-BN-precise": ("bn", "3-layer, PreciseBN statistics", dict(hidden=HIDDEN_3, bn_stats="precise")),
+    "9layer-BN": ("bn", "9-layer, BN before ReLU (baseline)", dict(hidden=HIDDEN_9)),
+    "9layer-BN-after": ("bn", "9-layer, BN after ReLU", dict(hidden=HIDDEN_9, bn_placement="after")),
+    "9layer-BN-precise": ("bn", "9-layer, PreciseBN statistics", dict(hidden=HIDDEN_9, bn_stats="precise")),
+    "7layer-BN": ("deep", "7-layer [50]x6, BN, SGD cyclic (baseline)", dict(hidden=H7)),
+    "7layer-BN-sgd-cosine": ("deep", "7-layer, SGD, cosine decay", dict(hidden=H7, schedule="cosine")),
+    "7layer-BN-adam-cosine": ("deep", "7-layer, Adam, cosine decay", dict(hidden=H7, schedule="cosine", **ADAM)),
+    "7layer-BN-adam-cyclic": ("deep", "7-layer, Adam, cyclic", dict(hidden=H7, **ADAM)),
+    "7layer-BN-wide": ("deep", "7-layer wide [256]x6", dict(hidden=H7_WIDE)),
+    "7layer-BN-skip": ("deep", "7-layer, skip connections (40)-(41)", dict(hidden=H7, skip=True)),
+    "7layer-BN-wide-skip-adam": ("deep", "7-layer wide + skips + Adam cosine", dict(hidden=H7_WIDE, skip=True, schedule="cosine", **ADAM)),
+    "7layer-noBN": ("deep", "7-layer, no BN", dict(hidden=H7, bn=False)),
+    "7layer-noBN-skip": ("deep", "7-layer, no BN, skip connections", dict(hidden=H7, bn=False, skip=True)),
+    "3layer-BN-augment": ("augment", "3-layer [50, 50] + augmentation", dict(hidden=HIDDEN_3, augment=True)),
+    "3layer-wide-BN": ("augment", "3-layer wide [512, 256]", dict(hidden=H3_WIDE)),
+    "3layer-wide-BN-augment": ("augment", "3-layer wide [512, 256] + augmentation", dict(hidden=H3_WIDE, augment=True)),
+    "best": ("best", "best: [1024, 512, 256], augmentation (2 px), 36 epochs", BEST),
+    # The same training bit for bit; the EMA statistics come from *augmented* batches, PreciseBN's
+    # from clean training images, the distribution the network is tested on.
+    "best-precise": ("best", "best + PreciseBN statistics (clean images)", {**BEST, "bn_stats": "precise"}),
+}
+
+#: Single runs differ by a few tenths of a percent from seed to seed; these comparisons are
+#: repeated with seeds 1-4 (seed 0 is the run above) so that means and spreads can be compared.
+SEEDS = (1, 2, 3, 4)
+SEEDED = ("3layer-BN", "3layer-BN-after", "3layer-BN-precise", "9layer-BN", "9layer-BN-after", "7layer-BN", "7layer-BN-adam-cosine",
+          "7layer-BN-skip", "7layer-noBN", "7layer-noBN-skip")
+BONUS_RUNS.update({f"{run}-seed{seed}": ("seeds", f"{BONUS_RUNS[run][1]}, seed {seed}", {**BONUS_RUNS[run][2], "seed": seed})
+                   for run in SEEDED for seed in SEEDS})
+
+#: bonus experiment -> its runs (a subset of BONUS_RUNS; "bonus" is all of them)
+BONUS_PRESETS: dict[str, tuple[str, ...]] = {
+    "bonus-bn-after": ("3layer-BN", "3layer-BN-after", "9layer-BN", "9layer-BN-after"),
+    "bonus-precise-bn": ("3layer-BN", "3layer-BN-precise", "9layer-BN", "9layer-BN-precise"),
+    "bonus-adaptive-bn": ("3layer-BN", "9layer-BN"),
+    "bonus-adam": ("7layer-BN", "7layer-BN-sgd-cosine", "7layer-BN-adam-cosine", "7layer-BN-adam-cyclic"),
+    "bonus-wide": ("7layer-BN", "7layer-BN-wide", "3layer-BN", "3layer-wide-BN"),
+    "bonus-skip": ("7layer-BN", "7layer-BN-skip", "7layer-BN-wide-skip-adam", "7layer-noBN", "7layer-noBN-skip"),
+    "bonus-augment": ("3layer-BN", "3layer-BN-augment", "3layer-wide-BN", "3layer-wide-BN-augment"),
+    "bonus-best": ("3layer-BN", "best", "best-precise"),
+    "bonus-seeds": tuple(SEEDED) + tuple(f"{r}-seed{k}" for r in SEEDED for k in SEEDS),
+    "bonus": tuple(BONUS_RUNS),
+}
+BONUS_EXPERIMENTS = tuple(BONUS_PRESETS)
+ADAPTIVE_RUNS = ("3layer-BN", "9layer-BN")  # whose models adaptive BN re-evaluates
+
+#: The adaptive-BN variants: (label, distinct test images used, augmented copies of each)
+ADAPTIVE_VARIANTS = (("all test images", None, 0), ("all + 4 augmented copies", None, 4), ("500 images", 500, 0),
+                     ("500 + 4 augmented copies", 500, 4), ("100 images", 100, 0), ("100 + 4 augmented copies", 100, 4))
+#: Shifts between training and test inputs: the test images dimmed to 60 % brightness (an
+#: affine change of every input, which BN with re-estimated statistics undoes exactly), and
+#: Gaussian pixel noise of std 25 (of 255; clipped), which it cannot undo.
+DIM = 0.6
+NOISE = 25.0

@@ -45,7 +45,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastnet.errors import DivergenceError, FastnetError
-from fastnet.experiments.executor import SweepPool, dask_pool, default_workers, pin_threads, run_tasks, worker_pool
+from fastnet.experiments.executor import (
+    SweepPool,
+    dask_pool,
+    default_workers,
+    pin_threads,
+    run_tasks,
+    worker_pool,
+)
 
 RESULT_FIELDS = (
     "name", "status", "executed", "test_accuracy", "val_accuracy", "train_accuracy",

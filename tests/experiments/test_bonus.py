@@ -9,13 +9,14 @@ import pytest
 
 from fastnet.cli import build_parser, config_from_args, main
 from fastnet.experiments import bonus
+from fastnet.experiments.catalogue import BONUS_RUNS
 
 
 def test_every_preset_is_valid_and_names_its_runs():
     for name in bonus.BONUS_EXPERIMENTS:
         runs = bonus.preset(name)
         assert runs and len({n for n, _ in runs}) == len(runs)
-    assert {n for n, _ in bonus.preset("bonus")} == set(bonus.RUNS)
+    assert {n for n, _ in bonus.preset("bonus")} == set(BONUS_RUNS)
 
 
 def test_presets_change_only_what_they_study():
@@ -30,7 +31,7 @@ def test_presets_change_only_what_they_study():
     assert adam.optimizer == "adam" and adam.schedule == "cyclic" and adam.eta_max <= 0.01
 
 
-@pytest.mark.parametrize("run", list(bonus.RUNS))
+@pytest.mark.parametrize("run", list(BONUS_RUNS))
 def test_the_recorded_command_trains_the_same_configuration(run):
     cfg = bonus.config(run)
     argv = shlex.split(bonus.command(cfg))[1:]
