@@ -1,3 +1,10 @@
-"""L5 experiments: the catalogue of presets (data only), the assignment's experiments
-(assignment) and the bonus ones (bonus), and sweeps over many configurations on local
-processes or a Dask cluster (sweep). Never imports report."""
+"""L5 experiments: the assignment's and the bonus experiments as named presets, and sweeps.
+Never imports report.
+
+* :mod:`~fastnet.experiments.catalogue` -- the presets as data (settings, titles, quotes);
+* :mod:`~fastnet.experiments.assignment` -- ``fastnet experiment NAME`` for Assignment 3;
+* :mod:`~fastnet.experiments.bonus` -- the bonus experiments (Exercise 4);
+* :mod:`~fastnet.experiments.sweep` -- many runs into run folders, resumable (``fastnet sweep``);
+* :mod:`~fastnet.experiments.executor` -- where a sweep's tasks run: local worker processes
+  or a Dask cluster, through one executor interface.
+"""

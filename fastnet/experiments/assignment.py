@@ -301,14 +301,9 @@ def _run_all(out: Path, *, data_dir, workers, scheduler, quick, backend, full_n_
     this = {"wall_seconds": time.perf_counter() - t0, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "workers": workers or (None if scheduler else default_workers()), "scheduler": scheduler,
             "executed": sum(len(records[exp]["executed"]) for exp in EXPERIMENTS), "runs": len(rows)}
-    previous = []
-    if (out / "all.json").is_file():
-        from fastnet.util.files import read_json
+    from fastnet.util.files import read_json_or_none
 
-        try:
-            previous = read_json(out / "all.json").get("invocations", [])
-        except FastnetError:
-            previous = []
+    previous = (read_json_or_none(out / "all.json") or {}).get("invocations", [])
     write_json(out / "all.json", {"experiments": list(EXPERIMENTS), "quick": quick, **this, "invocations": previous + [this]})
     return records
 

@@ -123,13 +123,10 @@ def run_bonus(name: str, out="experiments", *, data_dir=None, workers: int | Non
 
 
 def _metrics(folder: Path, run: str) -> dict | None:
-    from fastnet.util.files import read_json
+    """The run's metrics.json, or None if it has not finished."""
+    from fastnet.util.files import read_json_or_none
 
-    path = folder / run / "metrics.json"
-    try:
-        return read_json(path) if path.is_file() else None
-    except FastnetError:
-        return None
+    return read_json_or_none(folder / run / "metrics.json")
 
 
 def write_summary(folder: Path, quick: bool = False) -> dict:
