@@ -279,7 +279,7 @@ def run_sweep(runs, out_dir, *, data_dir=None, workers: int | None = None, sched
         Train groupable runs that differ only in lambda / learning-rate range together, in
         lock-step groups (module docstring); False trains every run on its own.
     max_group : int or None
-        The largest lock-step group (default :data:`fastnet.lockstep.MAX_GROUP`).
+        The largest lock-step group (default :data:`fastnet.training.lockstep.MAX_GROUP`).
 
     Returns
     -------
