@@ -10,7 +10,6 @@ from __future__ import annotations
 from fastnet.backends.dispatch import (
     AUTO_ORDER,
     NAMES,
-    OPS,
     Backend,
     FastnetBackendNotice,
     info,
@@ -18,5 +17,6 @@ from fastnet.backends.dispatch import (
     notice,
     resolve,
 )
+from fastnet.backends.ops import OPS
 
 __all__ = ["AUTO_ORDER", "NAMES", "OPS", "Backend", "FastnetBackendNotice", "info", "load", "notice", "resolve"]

@@ -1,9 +1,10 @@
 """Backends: one table of ops, three implementations, and the rule that picks one.
 
-``OPS`` lists every op; each backend module (``reference``, ``numba_ops``, ``cython_ops``)
-exports exactly those names with the reference's signatures. ``resolve(name)`` returns a
-:class:`Backend` whose ``ops`` namespace the network calls; an op a backend lacks is taken
-from the reference, with one :class:`FastnetBackendNotice` saying so.
+``OPS`` (the one table, :mod:`fastnet.backends.ops`) lists every op; each backend module
+(``reference``, ``numba_ops``, ``cython_ops``) exports exactly those names with the
+reference's signatures. ``resolve(name)`` returns a :class:`Backend` whose ``ops`` namespace
+the network calls; an op a backend lacks is taken from the reference, with one
+:class:`FastnetBackendNotice` saying so.
 
 Selection: ``"numpy" | "numba" | "cython"`` or ``"auto"``; the environment variable
 ``FASTNET_BACKEND`` replaces the default ``"auto"``. ``auto`` takes the first available backend
@@ -20,25 +21,8 @@ import warnings
 from dataclasses import dataclass
 from types import ModuleType, SimpleNamespace
 
+from fastnet.backends.ops import OPS
 from fastnet.errors import BackendError
-
-OPS: tuple[str, ...] = (
-    "linear_forward",
-    "linear_backward",
-    "bias_relu_forward",
-    "relu_backward",
-    "bn_relu_forward_train",
-    "bn_relu_forward_eval",
-    "bn_relu_backward",
-    "softmax_xent",
-    "softmax_xent_backward",
-    "sgd_update_inplace",
-    # bonus (Exercise 4): batch norm after the ReLU, and Adam
-    "bn_forward_train",
-    "bn_forward_eval",
-    "bn_backward",
-    "adam_update_inplace",
-)
 
 NAMES: tuple[str, ...] = ("numpy", "numba", "cython")
 
