@@ -1,8 +1,8 @@
 """The Numba backend: the reference ops as fused, compiled loops.
 
-Every op has the name and signature of its twin in ``reference.py``; ``_wrap.make_ops``
-builds them (checks as the reference's, outputs allocated) over the private ``@njit`` kernels
-below, which fill the outputs. Kernels:
+Every op has the name and signature of its twin in ``reference.py``: a method of
+:class:`~fastnet.backends.compiled.CompiledOps` (checks as the reference's, outputs allocated)
+over the ``@njit`` kernels below, ``<kernel_name(op)>_kernel``, which fill the outputs. Kernels:
 
 * loop rows outer, columns inner (C order, so the inner loop is contiguous and vectorises);
 * accumulate float32 sums in float64 (a sum over n <= 512 rows then loses nothing that matters
@@ -24,7 +24,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from fastnet.backends._wrap import KERNEL_OPS, make_ops
+from fastnet.backends.checks import FLOAT_DTYPES
+from fastnet.backends.compiled import CompiledOps
+from fastnet.backends.ops import KERNEL_OPS, OPS, kernel_name
 from fastnet.backends.reference import (
     BNGrad,
     BNTrain,
@@ -36,7 +38,7 @@ from fastnet.backends.reference import (
 
 NAME = "numba"
 
-__all__ = ["linear_forward", "linear_backward", *KERNEL_OPS, "BNGrad", "BNTrain", "LinGrad", "Xent"]
+__all__ = [*OPS, "BNGrad", "BNTrain", "LinGrad", "Xent"]
 
 # LLVM fast-math flags: reassociate (vectorised reductions), contract (FMA), approximate
 # reciprocals and functions, ignore the sign of zero. Deliberately *not* "nnan"/"ninf": with
@@ -273,15 +275,22 @@ def adam_update_kernel(theta, grad, m, v, beta1, omb1, beta2, omb2, step, c2, ep
         theta[k] -= step * mk / (np.sqrt(vk * c2) + eps)
 
 
-# -------------------------------------------------------------------------------- public
-
-
 # ------------------------------------------------------------------------------- the ops
-# Checks, output allocation and scalar casts are shared with the Cython backend (_wrap.py).
+# Checks, output allocation and scalar casts are shared with the Cython backend (compiled.py);
+# one kernel serves both dtypes (Numba compiles a specialisation for each on first use).
 
-_KERNELS = {name: globals()[f"{name}_kernel"] for name in (
-    "bias_relu_forward", "relu_backward", "bn_relu_forward_train", "bn_relu_forward_eval", "bn_relu_backward",
-    "softmax_xent", "softmax_xent_backward", "sgd_update", "bn_forward_train", "bn_forward_eval", "bn_backward",
-    "adam_update")}
+_KERNELS = {name: globals()[f"{name}_kernel"] for name in map(kernel_name, KERNEL_OPS)}
+_OPS = CompiledOps({dtype: _KERNELS for dtype in FLOAT_DTYPES})
 
-globals().update(vars(make_ops(lambda name, dtype: _KERNELS[name])))  # bias_relu_forward, ..., adam_update_inplace
+bias_relu_forward = _OPS.bias_relu_forward
+relu_backward = _OPS.relu_backward
+bn_relu_forward_train = _OPS.bn_relu_forward_train
+bn_relu_forward_eval = _OPS.bn_relu_forward_eval
+bn_relu_backward = _OPS.bn_relu_backward
+softmax_xent = _OPS.softmax_xent
+softmax_xent_backward = _OPS.softmax_xent_backward
+sgd_update_inplace = _OPS.sgd_update_inplace
+bn_forward_train = _OPS.bn_forward_train
+bn_forward_eval = _OPS.bn_forward_eval
+bn_backward = _OPS.bn_backward
+adam_update_inplace = _OPS.adam_update_inplace
