@@ -32,7 +32,7 @@ AUTO_ORDER: tuple[str, ...] = ("numba", "cython", "numpy")
 Rule: the backend with the fastest training *epoch* comes first; when two are within a few
 per cent of each other there, the one that starts faster wins; the NumPy reference is last.
 
-Numba comes first because it has the fused whole step (:mod:`fastnet.engine`,
+Numba comes first because it has the fused whole step (:mod:`fastnet.training.fused`,
 :mod:`fastnet.backends.numba_step`): one compiled call per step instead of ~5 op calls per
 layer, the weight update folded into the weight-gradient product, the next batch gathered
 while a step runs. Measured with ``pytest bench --benchmark-only`` (bench/bench_ops.py,
@@ -63,8 +63,9 @@ MODULES = {
     "cython": "fastnet.backends.cython_ops",
 }
 
-#: Backends that also compile a whole SGD step (see :mod:`fastnet.engine`): ``ops.fused_step``
-#: is this module (``gather_rows``, ``sgd_step``), or None for the others.
+#: Backends that also compile a whole SGD step (see :mod:`fastnet.training.fused`):
+#: ``ops.fused_step`` is this module (``BLAS``, ``gather_rows``, ``sgd_step``, ...), or None for
+#: the others and when its matrix-multiply provider (:mod:`fastnet.backends.blas`) found none.
 _FUSED_STEP = {"numba": "fastnet.backends.numba_step"}
 
 
