@@ -89,8 +89,13 @@ def relu_backward_kernel(G, X, G_out):
             G_out[i, j] = G[i, j] * (X[i, j] > 0)
 
 
-@fast_kernel
-def bn_relu_forward_train_kernel(S, gamma, beta, eps, X, S_hat, mu, v):
+# Batch norm with and without the ReLU (after it, Exercise 4.1(a)): each pair of kernels is one
+# body, inlined into both (``inline="always"``, so each is compiled as if written out, under the
+# kernel's flags) with ``relu`` a constant that the compiler folds away.
+
+
+@njit(inline="always")
+def _bn_forward_train(S, gamma, beta, eps, X, S_hat, mu, v, relu):
     # Column sums in float64; the element-wise work in the array dtype, as the reference does
     # it (float32 lanes are twice as many per vector, and every result is rounded to it anyway).
     n, m = S.shape
@@ -116,11 +121,21 @@ def bn_relu_forward_train_kernel(S, gamma, beta, eps, X, S_hat, mu, v):
             s_hat = (S[i, j] - mu[j]) * inv_sd[j]  # (15)
             S_hat[i, j] = s_hat
             x = gamma[j] * s_hat + beta[j]  # (16)
-            X[i, j] = 0 if x < 0 else x  # (17); NaN passes through
+            X[i, j] = (0 if x < 0 else x) if relu else x  # (17); NaN passes through
 
 
 @fast_kernel
-def bn_relu_forward_eval_kernel(S, gamma, beta, mu, v, eps, X):
+def bn_relu_forward_train_kernel(S, gamma, beta, eps, X, S_hat, mu, v):
+    _bn_forward_train(S, gamma, beta, eps, X, S_hat, mu, v, True)  # (13)-(17)
+
+
+@fast_kernel
+def bn_forward_train_kernel(S, gamma, beta, eps, X, S_hat, mu, v):
+    _bn_forward_train(S, gamma, beta, eps, X, S_hat, mu, v, False)  # (13)-(16)
+
+
+@njit(inline="always")
+def _bn_forward_eval(S, gamma, beta, mu, v, eps, X, relu):
     n, m = S.shape
     scale = np.empty(m, dtype=S.dtype)
     for j in range(m):
@@ -129,14 +144,24 @@ def bn_relu_forward_eval_kernel(S, gamma, beta, mu, v, eps, X):
         for j in range(m):
             # (S - mu) first: folding mu into the shift would cancel when |mu| >> sd.
             x = (S[i, j] - mu[j]) * scale[j] + beta[j]  # (6), (7)
-            X[i, j] = 0 if x < 0 else x  # (8); NaN passes through
+            X[i, j] = (0 if x < 0 else x) if relu else x  # (8); NaN passes through
 
 
 @fast_kernel
-def bn_relu_backward_kernel(G, X, S_hat, gamma, v, eps, G_out, dgamma, dbeta):
-    # Derivation of the fused form from eqs (31)-(37). Let Gm = G * Ind(X > 0) (24)/(30) and
-    # Gg = gamma * Gm (26). With ve = v + eps, sigma1 = ve^-1/2 (31), sigma2 = ve^-3/2 (32),
-    # and D = S - mu = S_hat * ve^1/2 by (15):
+def bn_relu_forward_eval_kernel(S, gamma, beta, mu, v, eps, X):
+    _bn_forward_eval(S, gamma, beta, mu, v, eps, X, True)  # (6)-(8)
+
+
+@fast_kernel
+def bn_forward_eval_kernel(S, gamma, beta, mu, v, eps, X):
+    _bn_forward_eval(S, gamma, beta, mu, v, eps, X, False)  # (6)-(7)
+
+
+@njit(inline="always")
+def _bn_backward(G, X, S_hat, gamma, v, eps, G_out, dgamma, dbeta, relu):
+    # Derivation of the fused form from eqs (31)-(37). Let Gm = G * Ind(X > 0) (24)/(30), or
+    # Gm = G without the ReLU, and Gg = gamma * Gm (26). With ve = v + eps, sigma1 = ve^-1/2
+    # (31), sigma2 = ve^-3/2 (32), and D = S - mu = S_hat * ve^1/2 by (15):
     #   G2 * D = Gg * ve^-3/2 * S_hat * ve^1/2 = sigma1^2 * Gg * S_hat       (34), (35)
     #   c = sum_i G2 * D = n * sigma1^2 * mean_i(Gg * S_hat)                  (36)
     #   (1/n) D * c = sigma1 * S_hat * mean_i(Gg * S_hat)
@@ -146,12 +171,13 @@ def bn_relu_backward_kernel(G, X, S_hat, gamma, v, eps, G_out, dgamma, dbeta):
     # mean_i(Gg * S_hat) = gamma * dgamma (25), hence
     #   G_out = sigma1 * gamma * (Gm - dbeta - S_hat * dgamma):
     # one pass for the two column sums, one pass to write G_out; D, G1, G2 never exist.
+    # Gm is of G's dtype either way (float * bool is float), so both variants round alike.
     n, m = G.shape
     sum_g = np.zeros(m, dtype=np.float64)
     sum_gs = np.zeros(m, dtype=np.float64)
     for i in range(n):  # the two column sums of (25), in float64
         for j in range(m):
-            g = G[i, j] * (X[i, j] > 0)  # (24)/(30); NaN * 0 stays NaN
+            g = G[i, j] * (X[i, j] > 0) if relu else G[i, j]  # (24)/(30); NaN * 0 stays NaN
             sum_g[j] += g
             sum_gs[j] += g * S_hat[i, j]
     scale = np.empty(m, dtype=G.dtype)
@@ -161,8 +187,18 @@ def bn_relu_backward_kernel(G, X, S_hat, gamma, v, eps, G_out, dgamma, dbeta):
         scale[j] = gamma[j] / np.sqrt(v[j] + eps)  # gamma * sigma1, (26) and (31)
     for i in range(n):
         for j in range(m):
-            g = G[i, j] * (X[i, j] > 0)
+            g = G[i, j] * (X[i, j] > 0) if relu else G[i, j]
             G_out[i, j] = scale[j] * (g - dbeta[j] - S_hat[i, j] * dgamma[j])  # (37)
+
+
+@fast_kernel
+def bn_relu_backward_kernel(G, X, S_hat, gamma, v, eps, G_out, dgamma, dbeta):
+    _bn_backward(G, X, S_hat, gamma, v, eps, G_out, dgamma, dbeta, True)  # (24)-(27), (30)-(37)
+
+
+@fast_kernel
+def bn_backward_kernel(G, S_hat, gamma, v, eps, G_out, dgamma, dbeta):
+    _bn_backward(G, G, S_hat, gamma, v, eps, G_out, dgamma, dbeta, False)  # (25)-(27), (31)-(37); X unread
 
 
 @fast_kernel
@@ -201,65 +237,6 @@ def sgd_update_kernel(theta, grad, eta):
     # eta arrives in theta's dtype, so float32 parameters are updated in float32 as in NumPy.
     for k in range(theta.shape[0]):
         theta[k] -= eta * grad[k]
-
-
-@fast_kernel
-def bn_forward_train_kernel(S, gamma, beta, eps, X, S_hat, mu, v):
-    # bn_relu_forward_train_kernel without the ReLU (batch norm after the ReLU).
-    n, m = S.shape
-    mean = np.zeros(m, dtype=np.float64)
-    for i in range(n):  # (13), summed in float64
-        for j in range(m):
-            mean[j] += S[i, j]
-    for j in range(m):
-        mu[j] = mean[j] / n
-    ssq = np.zeros(m, dtype=np.float64)
-    for i in range(n):  # (14): two passes
-        for j in range(m):
-            d = S[i, j] - mu[j]
-            ssq[j] += d * d
-    inv_sd = np.empty(m, dtype=S.dtype)
-    for j in range(m):
-        v[j] = ssq[j] / n  # biased, as eq (14)
-        inv_sd[j] = 1.0 / np.sqrt(ssq[j] / n + eps)  # (11)
-    for i in range(n):
-        for j in range(m):
-            s_hat = (S[i, j] - mu[j]) * inv_sd[j]  # (15)
-            S_hat[i, j] = s_hat
-            X[i, j] = gamma[j] * s_hat + beta[j]  # (16)
-
-
-@fast_kernel
-def bn_forward_eval_kernel(S, gamma, beta, mu, v, eps, X):
-    n, m = S.shape
-    scale = np.empty(m, dtype=S.dtype)
-    for j in range(m):
-        scale[j] = gamma[j] / np.sqrt(v[j] + eps)  # gamma * (v + eps)^-1/2, (7) with (11)
-    for i in range(n):
-        for j in range(m):
-            X[i, j] = (S[i, j] - mu[j]) * scale[j] + beta[j]  # (6), (7); (S - mu) first
-
-
-@fast_kernel
-def bn_backward_kernel(G, S_hat, gamma, v, eps, G_out, dgamma, dbeta):
-    # The fused form of bn_relu_backward_kernel with Gm = G (no ReLU mask):
-    #   G_out = gamma * sigma1 * (G - dbeta - S_hat * dgamma), equal to eqs (31)-(37).
-    n, m = G.shape
-    sum_g = np.zeros(m, dtype=np.float64)
-    sum_gs = np.zeros(m, dtype=np.float64)
-    for i in range(n):  # the two column sums of (25), in float64
-        for j in range(m):
-            g = G[i, j]
-            sum_g[j] += g
-            sum_gs[j] += g * S_hat[i, j]
-    scale = np.empty(m, dtype=G.dtype)
-    for j in range(m):
-        dbeta[j] = sum_g[j] / n  # (25)
-        dgamma[j] = sum_gs[j] / n  # (25)
-        scale[j] = gamma[j] / np.sqrt(v[j] + eps)  # gamma * sigma1, (26) and (31)
-    for i in range(n):
-        for j in range(m):
-            G_out[i, j] = scale[j] * (G[i, j] - dbeta[j] - S_hat[i, j] * dgamma[j])  # (37)
 
 
 @fast_kernel
