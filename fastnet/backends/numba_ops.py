@@ -17,7 +17,7 @@ be a slower BLAS, so this module re-exports the reference ops, which call BLAS t
 Start-up (measured 2026-11-25, AMD EPYC, 2 cores, numba 0.68.1): importing this module takes
 ~0.3 s (Numba itself); the first call of each kernel then compiles it, 4-6 s for all of them
 in float32 and float64 with an empty cache, or loads it from the cache, ~0.7 s for all of
-them. ``tests/test_dispatch.py`` checks that a second process compiles nothing.
+them. ``tests/backends/test_dispatch.py`` checks that a second process compiles nothing.
 """
 from __future__ import annotations
 
