@@ -61,10 +61,15 @@ def relu_backward(const floating[:, ::1] G, const floating[:, ::1] X, floating[:
                 o_row[j] = g_row[j] * (x_row[j] > 0)
 
 
-def bn_relu_forward_train(const floating[:, ::1] S, const floating[::1] gamma, const floating[::1] beta,
-                          double eps, floating[:, ::1] X, floating[:, ::1] S_hat,
-                          floating[::1] mu, floating[::1] v):
-    """Batch statistics, normalisation, scale-shift and ReLU in one call: eqs (13)-(17)."""
+# ------------------------------------------ batch norm, with and without the ReLU (bonus: after it)
+# Each pair of kernels is one cdef inline body with a ``relu`` flag that each kernel passes as a
+# constant (the compiler folds it, or hoists the test out of the loops). Plain C arithmetic
+# without -ffast-math, so sharing the body changes no result.
+
+
+cdef inline int _bn_forward_train(const floating[:, ::1] S, const floating[::1] gamma, const floating[::1] beta,
+                                  double eps, floating[:, ::1] X, floating[:, ::1] S_hat,
+                                  floating[::1] mu, floating[::1] v, bint relu) except -1:
     cdef Py_ssize_t i, j, n = S.shape[0], m = S.shape[1]
     cdef floating d, s_hat, x
     cdef const floating* s_row
@@ -103,16 +108,31 @@ def bn_relu_forward_train(const floating[:, ::1] S, const floating[::1] gamma, c
                     s_hat = (s_row[j] - mu[j]) * inv_sd[j]  # (15)
                     h_row[j] = s_hat
                     x = gamma[j] * s_hat + beta[j]  # (16)
-                    x_row[j] = 0 if x < 0 else x  # (17); NaN passes through
+                    x_row[j] = (0 if x < 0 else x) if relu else x  # (17); NaN passes through
     finally:
         free(mean)
         free(ssq)
         free(inv_sd)
+    return 0
 
 
-def bn_relu_forward_eval(const floating[:, ::1] S, const floating[::1] gamma, const floating[::1] beta,
-                         const floating[::1] mu, const floating[::1] v, double eps, floating[:, ::1] X):
-    """Normalisation by fixed statistics, scale-shift and ReLU: eqs (6)-(8), (11)."""
+def bn_relu_forward_train(const floating[:, ::1] S, const floating[::1] gamma, const floating[::1] beta,
+                          double eps, floating[:, ::1] X, floating[:, ::1] S_hat,
+                          floating[::1] mu, floating[::1] v):
+    """Batch statistics, normalisation, scale-shift and ReLU in one call: eqs (13)-(17)."""
+    _bn_forward_train(S, gamma, beta, eps, X, S_hat, mu, v, True)
+
+
+def bn_forward_train(const floating[:, ::1] S, const floating[::1] gamma, const floating[::1] beta,
+                     double eps, floating[:, ::1] X, floating[:, ::1] S_hat,
+                     floating[::1] mu, floating[::1] v):
+    """Batch statistics, normalisation and scale-shift, no ReLU: eqs (13)-(16)."""
+    _bn_forward_train(S, gamma, beta, eps, X, S_hat, mu, v, False)
+
+
+cdef inline int _bn_forward_eval(const floating[:, ::1] S, const floating[::1] gamma, const floating[::1] beta,
+                                 const floating[::1] mu, const floating[::1] v, double eps, floating[:, ::1] X,
+                                 bint relu) except -1:
     cdef Py_ssize_t i, j, n = S.shape[0], m = S.shape[1]
     cdef floating x
     cdef const floating* s_row
@@ -129,19 +149,28 @@ def bn_relu_forward_eval(const floating[:, ::1] S, const floating[::1] gamma, co
                 for j in range(m):
                     # (S - mu) first: folding mu into the shift would cancel when |mu| >> sd.
                     x = (s_row[j] - mu[j]) * scale[j] + beta[j]  # (6), (7)
-                    x_row[j] = 0 if x < 0 else x  # (8)
+                    x_row[j] = (0 if x < 0 else x) if relu else x  # (8)
     finally:
         free(scale)
+    return 0
 
 
-def bn_relu_backward(const floating[:, ::1] G, const floating[:, ::1] X, const floating[:, ::1] S_hat,
-                     const floating[::1] gamma, const floating[::1] v, double eps,
-                     floating[:, ::1] G_out, floating[::1] dgamma, floating[::1] dbeta):
-    """ReLU mask, dgamma, dbeta and BatchNormBackPass in two sweeps: eqs (24)-(27), (30)-(37).
+def bn_relu_forward_eval(const floating[:, ::1] S, const floating[::1] gamma, const floating[::1] beta,
+                         const floating[::1] mu, const floating[::1] v, double eps, floating[:, ::1] X):
+    """Normalisation by fixed statistics, scale-shift and ReLU: eqs (6)-(8), (11)."""
+    _bn_forward_eval(S, gamma, beta, mu, v, eps, X, True)
 
-    G_out = sigma1 * gamma * (Gm - dbeta - S_hat * dgamma) with Gm = G * (X > 0); this equals
-    eqs (31)-(37) (the derivation is beside numba_ops._bn_relu_backward_kernel).
-    """
+
+def bn_forward_eval(const floating[:, ::1] S, const floating[::1] gamma, const floating[::1] beta,
+                    const floating[::1] mu, const floating[::1] v, double eps, floating[:, ::1] X):
+    """Normalisation by fixed statistics and scale-shift, no ReLU: eqs (6)-(7), (11)."""
+    _bn_forward_eval(S, gamma, beta, mu, v, eps, X, False)
+
+
+cdef inline int _bn_backward(const floating[:, ::1] G, const floating[:, ::1] X, const floating[:, ::1] S_hat,
+                             const floating[::1] gamma, const floating[::1] v, double eps,
+                             floating[:, ::1] G_out, floating[::1] dgamma, floating[::1] dbeta,
+                             bint relu) except -1:
     cdef Py_ssize_t i, j, n = G.shape[0], m = G.shape[1]
     cdef floating g
     cdef const floating* g_row
@@ -164,7 +193,7 @@ def bn_relu_backward(const floating[:, ::1] G, const floating[:, ::1] X, const f
                 x_row = &X[i, 0]
                 h_row = &S_hat[i, 0]
                 for j in range(m):
-                    g = g_row[j] * (x_row[j] > 0)  # (24)/(30); NaN * 0 stays NaN
+                    g = g_row[j] * (x_row[j] > 0) if relu else g_row[j]  # (24)/(30); NaN * 0 stays NaN
                     sum_g[j] += g
                     sum_gs[j] += g * h_row[j]
             for j in range(m):
@@ -177,12 +206,35 @@ def bn_relu_backward(const floating[:, ::1] G, const floating[:, ::1] X, const f
                 h_row = &S_hat[i, 0]
                 o_row = &G_out[i, 0]
                 for j in range(m):
-                    g = g_row[j] * (x_row[j] > 0)
+                    g = g_row[j] * (x_row[j] > 0) if relu else g_row[j]
                     o_row[j] = scale[j] * (g - dbeta[j] - h_row[j] * dgamma[j])  # (37)
     finally:
         free(sum_g)
         free(sum_gs)
         free(scale)
+    return 0
+
+
+def bn_relu_backward(const floating[:, ::1] G, const floating[:, ::1] X, const floating[:, ::1] S_hat,
+                     const floating[::1] gamma, const floating[::1] v, double eps,
+                     floating[:, ::1] G_out, floating[::1] dgamma, floating[::1] dbeta):
+    """ReLU mask, dgamma, dbeta and BatchNormBackPass in two sweeps: eqs (24)-(27), (30)-(37).
+
+    G_out = sigma1 * gamma * (Gm - dbeta - S_hat * dgamma) with Gm = G * (X > 0); this equals
+    eqs (31)-(37) (the derivation is beside numba_ops._bn_backward).
+    """
+    _bn_backward(G, X, S_hat, gamma, v, eps, G_out, dgamma, dbeta, True)
+
+
+def bn_backward(const floating[:, ::1] G, const floating[:, ::1] S_hat, const floating[::1] gamma,
+                const floating[::1] v, double eps, floating[:, ::1] G_out,
+                floating[::1] dgamma, floating[::1] dbeta):
+    """dgamma, dbeta and BatchNormBackPass without a ReLU mask: eqs (25)-(27), (31)-(37).
+
+    G_out = sigma1 * gamma * (G - dbeta - S_hat * dgamma), as bn_relu_backward with Gm = G
+    (G stands in for X, which is not read).
+    """
+    _bn_backward(G, G, S_hat, gamma, v, eps, G_out, dgamma, dbeta, False)
 
 
 def softmax_xent(const floating[:, ::1] S, const Py_ssize_t[::1] y, floating[:, ::1] P, floating[::1] loss):
@@ -234,129 +286,14 @@ def sgd_update(floating[::1] theta, const floating[::1] grad, floating eta):
             th[k] -= eta * gr[k]
 
 
-# --------------------------------------------- batch norm without the ReLU, Adam (bonus)
-
-
-def bn_forward_train(const floating[:, ::1] S, const floating[::1] gamma, const floating[::1] beta,
-                     double eps, floating[:, ::1] X, floating[:, ::1] S_hat,
-                     floating[::1] mu, floating[::1] v):
-    """Batch statistics, normalisation and scale-shift, no ReLU: eqs (13)-(16)."""
-    cdef Py_ssize_t i, j, n = S.shape[0], m = S.shape[1]
-    cdef floating d, s_hat
-    cdef const floating* s_row
-    cdef floating* x_row
-    cdef floating* h_row
-    cdef double* mean = NULL
-    cdef double* ssq = NULL
-    cdef floating* inv_sd = NULL
-    try:
-        mean = _scratch(m)
-        ssq = _scratch(m)
-        inv_sd = <floating*> _scratch(m)
-        with nogil:
-            for j in range(m):
-                mean[j] = 0
-                ssq[j] = 0
-            for i in range(n):  # (13), summed in double
-                s_row = &S[i, 0]
-                for j in range(m):
-                    mean[j] += s_row[j]
-            for j in range(m):
-                mu[j] = <floating> (mean[j] / n)
-            for i in range(n):  # (14): two passes
-                s_row = &S[i, 0]
-                for j in range(m):
-                    d = s_row[j] - mu[j]
-                    ssq[j] += d * d
-            for j in range(m):
-                v[j] = <floating> (ssq[j] / n)  # biased, as eq (14)
-                inv_sd[j] = <floating> (1.0 / sqrt(ssq[j] / n + eps))  # (11)
-            for i in range(n):
-                s_row = &S[i, 0]
-                h_row = &S_hat[i, 0]
-                x_row = &X[i, 0]
-                for j in range(m):
-                    s_hat = (s_row[j] - mu[j]) * inv_sd[j]  # (15)
-                    h_row[j] = s_hat
-                    x_row[j] = gamma[j] * s_hat + beta[j]  # (16)
-    finally:
-        free(mean)
-        free(ssq)
-        free(inv_sd)
-
-
-def bn_forward_eval(const floating[:, ::1] S, const floating[::1] gamma, const floating[::1] beta,
-                    const floating[::1] mu, const floating[::1] v, double eps, floating[:, ::1] X):
-    """Normalisation by fixed statistics and scale-shift, no ReLU: eqs (6)-(7), (11)."""
-    cdef Py_ssize_t i, j, n = S.shape[0], m = S.shape[1]
-    cdef const floating* s_row
-    cdef floating* x_row
-    cdef floating* scale = NULL
-    try:
-        scale = <floating*> _scratch(m)
-        with nogil:
-            for j in range(m):
-                scale[j] = <floating> (gamma[j] / sqrt(v[j] + eps))
-            for i in range(n):
-                s_row = &S[i, 0]
-                x_row = &X[i, 0]
-                for j in range(m):
-                    x_row[j] = (s_row[j] - mu[j]) * scale[j] + beta[j]  # (6), (7); (S - mu) first
-    finally:
-        free(scale)
-
-
-def bn_backward(const floating[:, ::1] G, const floating[:, ::1] S_hat, const floating[::1] gamma,
-                const floating[::1] v, double eps, floating[:, ::1] G_out,
-                floating[::1] dgamma, floating[::1] dbeta):
-    """dgamma, dbeta and BatchNormBackPass without a ReLU mask: eqs (25)-(27), (31)-(37).
-
-    G_out = sigma1 * gamma * (G - dbeta - S_hat * dgamma), as bn_relu_backward with Gm = G.
-    """
-    cdef Py_ssize_t i, j, n = G.shape[0], m = G.shape[1]
-    cdef floating g
-    cdef const floating* g_row
-    cdef const floating* h_row
-    cdef floating* o_row
-    cdef double* sum_g = NULL
-    cdef double* sum_gs = NULL
-    cdef floating* scale = NULL
-    try:
-        sum_g = _scratch(m)
-        sum_gs = _scratch(m)
-        scale = <floating*> _scratch(m)
-        with nogil:
-            for j in range(m):
-                sum_g[j] = 0
-                sum_gs[j] = 0
-            for i in range(n):  # the two column sums of (25), in double
-                g_row = &G[i, 0]
-                h_row = &S_hat[i, 0]
-                for j in range(m):
-                    g = g_row[j]
-                    sum_g[j] += g
-                    sum_gs[j] += g * h_row[j]
-            for j in range(m):
-                dbeta[j] = <floating> (sum_g[j] / n)  # (25)
-                dgamma[j] = <floating> (sum_gs[j] / n)  # (25)
-                scale[j] = <floating> (gamma[j] / sqrt(v[j] + eps))  # gamma * sigma1
-            for i in range(n):
-                g_row = &G[i, 0]
-                h_row = &S_hat[i, 0]
-                o_row = &G_out[i, 0]
-                for j in range(m):
-                    o_row[j] = scale[j] * (g_row[j] - dbeta[j] - h_row[j] * dgamma[j])  # (37)
-    finally:
-        free(sum_g)
-        free(sum_gs)
-        free(scale)
+# ------------------------------------------------------------------------- Adam (bonus)
 
 
 def adam_update(floating[::1] theta, const floating[::1] grad, floating[::1] m, floating[::1] v,
                 floating beta1, floating omb1, floating beta2, floating omb2,
                 floating step, floating c2, floating eps):
     """One Adam step on flat views, scalars in theta's dtype (omb = 1 - beta, step = eta /
-    (1 - beta1^t), c2 = 1 / (1 - beta2^t)): the arithmetic of numba_ops._adam_update_kernel.
+    (1 - beta1^t), c2 = 1 / (1 - beta2^t)): the arithmetic of numba_ops.adam_update_kernel.
 
     Plain pointers, so gcc sees four streams it can vectorise (behind one aliasing check),
     and sqrtf for float32: libm's sqrt would round-trip every element through double. 6x

@@ -408,33 +408,24 @@ def profile(spec, X, y, n_batches: int, threads: int, seed: int) -> tuple[str, d
 
 
 def _numpy_sgemm():
-    """NumPy's own OpenBLAS ``cblas_sgemm`` through ctypes (row-major), or None if not found.
+    """NumPy's own BLAS ``sgemm`` (row-major), as the fused step calls it
+    (:mod:`fastnet.backends.blas`), or None if not found.
 
     NumPy's ``matmul`` has no ``beta``; with it, the weight gradient, the L2 term and the SGD
     step of a layer become one call that overwrites W: W <- beta W + alpha op(A) op(B).
     """
-    import ctypes
+    try:
+        from fastnet.backends import blas
+    except ImportError:  # no Numba
+        return None
+    if blas.BLAS is None:
+        return None
 
-    for lib in threadpool_info():
-        if lib.get("user_api") != "blas" or "numpy" not in lib.get("filepath", ""):
-            continue
-        dll = ctypes.CDLL(lib["filepath"])
-        for name, ilp64 in (("scipy_cblas_sgemm64_", True), ("cblas_sgemm64_", True), ("cblas_sgemm", False)):
-            f = getattr(dll, name, None)
-            if f is None:
-                continue
-            i = ctypes.c_int64 if ilp64 else ctypes.c_int
-            f.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, i, i, i, ctypes.c_float, ctypes.c_void_p, i,
-                          ctypes.c_void_p, i, ctypes.c_float, ctypes.c_void_p, i]
-            f.restype = None
+    def sgemm(ta, tb, M, N, K, alpha, A, B, beta, C):
+        # C (M, N) C-contiguous <- alpha op(A) op(B) + beta C; A, B C-contiguous float32
+        blas.gemm(blas.BLAS, A, ta, B, tb, C, alpha, beta)
 
-            def sgemm(ta, tb, M, N, K, alpha, A, B, beta, C, f=f):
-                # C (M, N) C-contiguous <- alpha op(A) op(B) + beta C; A, B C-contiguous float32
-                f(101, 112 if ta else 111, 112 if tb else 111, M, N, K, alpha, A.ctypes.data, A.shape[1],
-                  B.ctypes.data, B.shape[1], beta, C.ctypes.data, C.shape[1])
-
-            return sgemm
-    return None
+    return sgemm
 
 
 def evidence(X, threads: int, rounds: int = 15) -> tuple[str, dict]:

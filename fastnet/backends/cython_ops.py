@@ -1,8 +1,9 @@
 """The Cython backend: validates and allocates in Python, loops in ``fastnet._ckernels``.
 
-Every op has the name and signature of its twin in ``reference.py``; ``_wrap.make_ops``
-builds them (checks as the reference's, outputs allocated) over the compiled loops of
-``kernels/_ckernels.pyx``, which trust what they are given and only fill the outputs.
+Every op has the name and signature of its twin in ``reference.py``: a method of
+:class:`~fastnet.backends.compiled.CompiledOps` (checks as the reference's, outputs allocated)
+over the compiled loops of ``kernels/_ckernels.pyx``, ``_ckernels.<kernel_name(op)>``, which
+trust what they are given and only fill the outputs.
 
 Importing this module raises ImportError, and nothing else, when the extension is missing or
 older than this wrapper; ``fastnet.backends.load`` turns that into the backend's ``reason``.
@@ -16,7 +17,8 @@ import importlib
 
 import numpy as np
 
-from fastnet.backends._wrap import KERNEL_OPS, make_ops
+from fastnet.backends.compiled import CompiledOps
+from fastnet.backends.ops import KERNEL_OPS, OPS, kernel_name
 from fastnet.backends.reference import (
     BNGrad,
     BNTrain,
@@ -34,22 +36,8 @@ _ck = importlib.import_module("fastnet._ckernels")
 NAME = "cython"
 VERSION = getattr(_ck, "VERSION", "unknown")
 
-__all__ = ["linear_forward", "linear_backward", *KERNEL_OPS, "BNGrad", "BNTrain", "LinGrad", "Xent"]
+__all__ = [*OPS, "BNGrad", "BNTrain", "LinGrad", "Xent"]
 
-_KERNELS = (
-    "bias_relu_forward",
-    "relu_backward",
-    "bn_relu_forward_train",
-    "bn_relu_forward_eval",
-    "bn_relu_backward",
-    "softmax_xent",
-    "softmax_xent_backward",
-    "sgd_update",
-    "bn_forward_train",
-    "bn_forward_eval",
-    "bn_backward",
-    "adam_update",
-)
 _REQUIRED_VERSION = "fastnet._ckernels 3"
 
 
@@ -67,14 +55,24 @@ def _specialisations() -> dict[np.dtype, dict[str, object]]:
     table: dict[np.dtype, dict[str, object]] = {}
     for dtype, ctype in ((np.dtype(np.float32), "float"), (np.dtype(np.float64), "double")):
         try:
-            table[dtype] = {name: getattr(_ck, name)[ctype] for name in _KERNELS}
+            table[dtype] = {name: getattr(_ck, name)[ctype] for name in map(kernel_name, KERNEL_OPS)}
         except (AttributeError, KeyError, TypeError) as exc:  # a stale or foreign build
             raise ImportError(f"fastnet._ckernels lacks a {ctype} kernel ({exc}); rebuild it: pip install -e .") from exc
     return table
 
 
-_K = _specialisations()
+# Checks, output allocation and scalar casts are shared with the Numba backend (compiled.py).
+_OPS = CompiledOps(_specialisations())
 
-
-# Checks, output allocation and scalar casts are shared with the Numba backend (_wrap.py).
-globals().update(vars(make_ops(lambda name, dtype: _K[dtype][name])))  # bias_relu_forward, ..., adam_update_inplace
+bias_relu_forward = _OPS.bias_relu_forward
+relu_backward = _OPS.relu_backward
+bn_relu_forward_train = _OPS.bn_relu_forward_train
+bn_relu_forward_eval = _OPS.bn_relu_forward_eval
+bn_relu_backward = _OPS.bn_relu_backward
+softmax_xent = _OPS.softmax_xent
+softmax_xent_backward = _OPS.softmax_xent_backward
+sgd_update_inplace = _OPS.sgd_update_inplace
+bn_forward_train = _OPS.bn_forward_train
+bn_forward_eval = _OPS.bn_forward_eval
+bn_backward = _OPS.bn_backward
+adam_update_inplace = _OPS.adam_update_inplace

@@ -1,9 +1,10 @@
 """Backends: one table of ops, three implementations, and the rule that picks one.
 
-``OPS`` lists every op; each backend module (``reference``, ``numba_ops``, ``cython_ops``)
-exports exactly those names with the reference's signatures. ``resolve(name)`` returns a
-:class:`Backend` whose ``ops`` namespace the network calls; an op a backend lacks is taken
-from the reference, with one :class:`FastnetBackendNotice` saying so.
+``OPS`` (the one table, :mod:`fastnet.backends.ops`) lists every op; each backend module
+(``reference``, ``numba_ops``, ``cython_ops``) exports exactly those names with the
+reference's signatures. ``resolve(name)`` returns a :class:`Backend` whose ``ops`` namespace
+the network calls; an op a backend lacks is taken from the reference, with one
+:class:`FastnetBackendNotice` saying so.
 
 Selection: ``"numpy" | "numba" | "cython"`` or ``"auto"``; the environment variable
 ``FASTNET_BACKEND`` replaces the default ``"auto"``. ``auto`` takes the first available backend
@@ -20,25 +21,8 @@ import warnings
 from dataclasses import dataclass
 from types import ModuleType, SimpleNamespace
 
+from fastnet.backends.ops import OPS
 from fastnet.errors import BackendError
-
-OPS: tuple[str, ...] = (
-    "linear_forward",
-    "linear_backward",
-    "bias_relu_forward",
-    "relu_backward",
-    "bn_relu_forward_train",
-    "bn_relu_forward_eval",
-    "bn_relu_backward",
-    "softmax_xent",
-    "softmax_xent_backward",
-    "sgd_update_inplace",
-    # bonus (Exercise 4): batch norm after the ReLU, and Adam
-    "bn_forward_train",
-    "bn_forward_eval",
-    "bn_backward",
-    "adam_update_inplace",
-)
 
 NAMES: tuple[str, ...] = ("numpy", "numba", "cython")
 
@@ -48,7 +32,7 @@ AUTO_ORDER: tuple[str, ...] = ("numba", "cython", "numpy")
 Rule: the backend with the fastest training *epoch* comes first; when two are within a few
 per cent of each other there, the one that starts faster wins; the NumPy reference is last.
 
-Numba comes first because it has the fused whole step (:mod:`fastnet.engine`,
+Numba comes first because it has the fused whole step (:mod:`fastnet.training.fused`,
 :mod:`fastnet.backends.numba_step`): one compiled call per step instead of ~5 op calls per
 layer, the weight update folded into the weight-gradient product, the next batch gathered
 while a step runs. Measured with ``pytest bench --benchmark-only`` (bench/bench_ops.py,
@@ -79,8 +63,9 @@ MODULES = {
     "cython": "fastnet.backends.cython_ops",
 }
 
-#: Backends that also compile a whole SGD step (see :mod:`fastnet.engine`): ``ops.fused_step``
-#: is this module (``gather_rows``, ``sgd_step``), or None for the others.
+#: Backends that also compile a whole SGD step (see :mod:`fastnet.training.fused`):
+#: ``ops.fused_step`` is this module (``BLAS``, ``gather_rows``, ``sgd_step``, ...), or None for
+#: the others and when its matrix-multiply provider (:mod:`fastnet.backends.blas`) found none.
 _FUSED_STEP = {"numba": "fastnet.backends.numba_step"}
 
 

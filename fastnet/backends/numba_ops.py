@@ -1,8 +1,8 @@
 """The Numba backend: the reference ops as fused, compiled loops.
 
-Every op has the name and signature of its twin in ``reference.py``; ``_wrap.make_ops``
-builds them (checks as the reference's, outputs allocated) over the private ``@njit`` kernels
-below, which fill the outputs. Kernels:
+Every op has the name and signature of its twin in ``reference.py``: a method of
+:class:`~fastnet.backends.compiled.CompiledOps` (checks as the reference's, outputs allocated)
+over the ``@njit`` kernels below, ``<kernel_name(op)>_kernel``, which fill the outputs. Kernels:
 
 * loop rows outer, columns inner (C order, so the inner loop is contiguous and vectorises);
 * accumulate float32 sums in float64 (a sum over n <= 512 rows then loses nothing that matters
@@ -17,14 +17,16 @@ be a slower BLAS, so this module re-exports the reference ops, which call BLAS t
 Start-up (measured 2026-11-25, AMD EPYC, 2 cores, numba 0.68.1): importing this module takes
 ~0.3 s (Numba itself); the first call of each kernel then compiles it, 4-6 s for all of them
 in float32 and float64 with an empty cache, or loads it from the cache, ~0.7 s for all of
-them. ``tests/test_dispatch.py`` checks that a second process compiles nothing.
+them. ``tests/backends/test_dispatch.py`` checks that a second process compiles nothing.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-from fastnet.backends._wrap import KERNEL_OPS, make_ops
+from fastnet.backends.checks import FLOAT_DTYPES
+from fastnet.backends.compiled import CompiledOps
+from fastnet.backends.ops import KERNEL_OPS, OPS, kernel_name
 from fastnet.backends.reference import (
     BNGrad,
     BNTrain,
@@ -36,7 +38,7 @@ from fastnet.backends.reference import (
 
 NAME = "numba"
 
-__all__ = ["linear_forward", "linear_backward", *KERNEL_OPS, "BNGrad", "BNTrain", "LinGrad", "Xent"]
+__all__ = [*OPS, "BNGrad", "BNTrain", "LinGrad", "Xent"]
 
 # LLVM fast-math flags: reassociate (vectorised reductions), contract (FMA), approximate
 # reciprocals and functions, ignore the sign of zero. Deliberately *not* "nnan"/"ninf": with
@@ -87,8 +89,13 @@ def relu_backward_kernel(G, X, G_out):
             G_out[i, j] = G[i, j] * (X[i, j] > 0)
 
 
-@fast_kernel
-def bn_relu_forward_train_kernel(S, gamma, beta, eps, X, S_hat, mu, v):
+# Batch norm with and without the ReLU (after it, Exercise 4.1(a)): each pair of kernels is one
+# body, inlined into both (``inline="always"``, so each is compiled as if written out, under the
+# kernel's flags) with ``relu`` a constant that the compiler folds away.
+
+
+@njit(inline="always")
+def _bn_forward_train(S, gamma, beta, eps, X, S_hat, mu, v, relu):
     # Column sums in float64; the element-wise work in the array dtype, as the reference does
     # it (float32 lanes are twice as many per vector, and every result is rounded to it anyway).
     n, m = S.shape
@@ -114,11 +121,21 @@ def bn_relu_forward_train_kernel(S, gamma, beta, eps, X, S_hat, mu, v):
             s_hat = (S[i, j] - mu[j]) * inv_sd[j]  # (15)
             S_hat[i, j] = s_hat
             x = gamma[j] * s_hat + beta[j]  # (16)
-            X[i, j] = 0 if x < 0 else x  # (17); NaN passes through
+            X[i, j] = (0 if x < 0 else x) if relu else x  # (17); NaN passes through
 
 
 @fast_kernel
-def bn_relu_forward_eval_kernel(S, gamma, beta, mu, v, eps, X):
+def bn_relu_forward_train_kernel(S, gamma, beta, eps, X, S_hat, mu, v):
+    _bn_forward_train(S, gamma, beta, eps, X, S_hat, mu, v, True)  # (13)-(17)
+
+
+@fast_kernel
+def bn_forward_train_kernel(S, gamma, beta, eps, X, S_hat, mu, v):
+    _bn_forward_train(S, gamma, beta, eps, X, S_hat, mu, v, False)  # (13)-(16)
+
+
+@njit(inline="always")
+def _bn_forward_eval(S, gamma, beta, mu, v, eps, X, relu):
     n, m = S.shape
     scale = np.empty(m, dtype=S.dtype)
     for j in range(m):
@@ -127,14 +144,24 @@ def bn_relu_forward_eval_kernel(S, gamma, beta, mu, v, eps, X):
         for j in range(m):
             # (S - mu) first: folding mu into the shift would cancel when |mu| >> sd.
             x = (S[i, j] - mu[j]) * scale[j] + beta[j]  # (6), (7)
-            X[i, j] = 0 if x < 0 else x  # (8); NaN passes through
+            X[i, j] = (0 if x < 0 else x) if relu else x  # (8); NaN passes through
 
 
 @fast_kernel
-def bn_relu_backward_kernel(G, X, S_hat, gamma, v, eps, G_out, dgamma, dbeta):
-    # Derivation of the fused form from eqs (31)-(37). Let Gm = G * Ind(X > 0) (24)/(30) and
-    # Gg = gamma * Gm (26). With ve = v + eps, sigma1 = ve^-1/2 (31), sigma2 = ve^-3/2 (32),
-    # and D = S - mu = S_hat * ve^1/2 by (15):
+def bn_relu_forward_eval_kernel(S, gamma, beta, mu, v, eps, X):
+    _bn_forward_eval(S, gamma, beta, mu, v, eps, X, True)  # (6)-(8)
+
+
+@fast_kernel
+def bn_forward_eval_kernel(S, gamma, beta, mu, v, eps, X):
+    _bn_forward_eval(S, gamma, beta, mu, v, eps, X, False)  # (6)-(7)
+
+
+@njit(inline="always")
+def _bn_backward(G, X, S_hat, gamma, v, eps, G_out, dgamma, dbeta, relu):
+    # Derivation of the fused form from eqs (31)-(37). Let Gm = G * Ind(X > 0) (24)/(30), or
+    # Gm = G without the ReLU, and Gg = gamma * Gm (26). With ve = v + eps, sigma1 = ve^-1/2
+    # (31), sigma2 = ve^-3/2 (32), and D = S - mu = S_hat * ve^1/2 by (15):
     #   G2 * D = Gg * ve^-3/2 * S_hat * ve^1/2 = sigma1^2 * Gg * S_hat       (34), (35)
     #   c = sum_i G2 * D = n * sigma1^2 * mean_i(Gg * S_hat)                  (36)
     #   (1/n) D * c = sigma1 * S_hat * mean_i(Gg * S_hat)
@@ -144,12 +171,13 @@ def bn_relu_backward_kernel(G, X, S_hat, gamma, v, eps, G_out, dgamma, dbeta):
     # mean_i(Gg * S_hat) = gamma * dgamma (25), hence
     #   G_out = sigma1 * gamma * (Gm - dbeta - S_hat * dgamma):
     # one pass for the two column sums, one pass to write G_out; D, G1, G2 never exist.
+    # Gm is of G's dtype either way (float * bool is float), so both variants round alike.
     n, m = G.shape
     sum_g = np.zeros(m, dtype=np.float64)
     sum_gs = np.zeros(m, dtype=np.float64)
     for i in range(n):  # the two column sums of (25), in float64
         for j in range(m):
-            g = G[i, j] * (X[i, j] > 0)  # (24)/(30); NaN * 0 stays NaN
+            g = G[i, j] * (X[i, j] > 0) if relu else G[i, j]  # (24)/(30); NaN * 0 stays NaN
             sum_g[j] += g
             sum_gs[j] += g * S_hat[i, j]
     scale = np.empty(m, dtype=G.dtype)
@@ -159,8 +187,18 @@ def bn_relu_backward_kernel(G, X, S_hat, gamma, v, eps, G_out, dgamma, dbeta):
         scale[j] = gamma[j] / np.sqrt(v[j] + eps)  # gamma * sigma1, (26) and (31)
     for i in range(n):
         for j in range(m):
-            g = G[i, j] * (X[i, j] > 0)
+            g = G[i, j] * (X[i, j] > 0) if relu else G[i, j]
             G_out[i, j] = scale[j] * (g - dbeta[j] - S_hat[i, j] * dgamma[j])  # (37)
+
+
+@fast_kernel
+def bn_relu_backward_kernel(G, X, S_hat, gamma, v, eps, G_out, dgamma, dbeta):
+    _bn_backward(G, X, S_hat, gamma, v, eps, G_out, dgamma, dbeta, True)  # (24)-(27), (30)-(37)
+
+
+@fast_kernel
+def bn_backward_kernel(G, S_hat, gamma, v, eps, G_out, dgamma, dbeta):
+    _bn_backward(G, G, S_hat, gamma, v, eps, G_out, dgamma, dbeta, False)  # (25)-(27), (31)-(37); X unread
 
 
 @fast_kernel
@@ -202,65 +240,6 @@ def sgd_update_kernel(theta, grad, eta):
 
 
 @fast_kernel
-def bn_forward_train_kernel(S, gamma, beta, eps, X, S_hat, mu, v):
-    # bn_relu_forward_train_kernel without the ReLU (batch norm after the ReLU).
-    n, m = S.shape
-    mean = np.zeros(m, dtype=np.float64)
-    for i in range(n):  # (13), summed in float64
-        for j in range(m):
-            mean[j] += S[i, j]
-    for j in range(m):
-        mu[j] = mean[j] / n
-    ssq = np.zeros(m, dtype=np.float64)
-    for i in range(n):  # (14): two passes
-        for j in range(m):
-            d = S[i, j] - mu[j]
-            ssq[j] += d * d
-    inv_sd = np.empty(m, dtype=S.dtype)
-    for j in range(m):
-        v[j] = ssq[j] / n  # biased, as eq (14)
-        inv_sd[j] = 1.0 / np.sqrt(ssq[j] / n + eps)  # (11)
-    for i in range(n):
-        for j in range(m):
-            s_hat = (S[i, j] - mu[j]) * inv_sd[j]  # (15)
-            S_hat[i, j] = s_hat
-            X[i, j] = gamma[j] * s_hat + beta[j]  # (16)
-
-
-@fast_kernel
-def bn_forward_eval_kernel(S, gamma, beta, mu, v, eps, X):
-    n, m = S.shape
-    scale = np.empty(m, dtype=S.dtype)
-    for j in range(m):
-        scale[j] = gamma[j] / np.sqrt(v[j] + eps)  # gamma * (v + eps)^-1/2, (7) with (11)
-    for i in range(n):
-        for j in range(m):
-            X[i, j] = (S[i, j] - mu[j]) * scale[j] + beta[j]  # (6), (7); (S - mu) first
-
-
-@fast_kernel
-def bn_backward_kernel(G, S_hat, gamma, v, eps, G_out, dgamma, dbeta):
-    # The fused form of bn_relu_backward_kernel with Gm = G (no ReLU mask):
-    #   G_out = gamma * sigma1 * (G - dbeta - S_hat * dgamma), equal to eqs (31)-(37).
-    n, m = G.shape
-    sum_g = np.zeros(m, dtype=np.float64)
-    sum_gs = np.zeros(m, dtype=np.float64)
-    for i in range(n):  # the two column sums of (25), in float64
-        for j in range(m):
-            g = G[i, j]
-            sum_g[j] += g
-            sum_gs[j] += g * S_hat[i, j]
-    scale = np.empty(m, dtype=G.dtype)
-    for j in range(m):
-        dbeta[j] = sum_g[j] / n  # (25)
-        dgamma[j] = sum_gs[j] / n  # (25)
-        scale[j] = gamma[j] / np.sqrt(v[j] + eps)  # gamma * sigma1, (26) and (31)
-    for i in range(n):
-        for j in range(m):
-            G_out[i, j] = scale[j] * (G[i, j] - dbeta[j] - S_hat[i, j] * dgamma[j])  # (37)
-
-
-@fast_kernel
 def adam_update_kernel(theta, grad, m, v, beta1, omb1, beta2, omb2, step, c2, eps):
     # All scalars arrive in theta's dtype (omb = 1 - beta, rounded once as the reference does);
     # one pass over the four arrays instead of the reference's ten.
@@ -273,15 +252,22 @@ def adam_update_kernel(theta, grad, m, v, beta1, omb1, beta2, omb2, step, c2, ep
         theta[k] -= step * mk / (np.sqrt(vk * c2) + eps)
 
 
-# -------------------------------------------------------------------------------- public
-
-
 # ------------------------------------------------------------------------------- the ops
-# Checks, output allocation and scalar casts are shared with the Cython backend (_wrap.py).
+# Checks, output allocation and scalar casts are shared with the Cython backend (compiled.py);
+# one kernel serves both dtypes (Numba compiles a specialisation for each on first use).
 
-_KERNELS = {name: globals()[f"{name}_kernel"] for name in (
-    "bias_relu_forward", "relu_backward", "bn_relu_forward_train", "bn_relu_forward_eval", "bn_relu_backward",
-    "softmax_xent", "softmax_xent_backward", "sgd_update", "bn_forward_train", "bn_forward_eval", "bn_backward",
-    "adam_update")}
+_KERNELS = {name: globals()[f"{name}_kernel"] for name in map(kernel_name, KERNEL_OPS)}
+_OPS = CompiledOps({dtype: _KERNELS for dtype in FLOAT_DTYPES})
 
-globals().update(vars(make_ops(lambda name, dtype: _KERNELS[name])))  # bias_relu_forward, ..., adam_update_inplace
+bias_relu_forward = _OPS.bias_relu_forward
+relu_backward = _OPS.relu_backward
+bn_relu_forward_train = _OPS.bn_relu_forward_train
+bn_relu_forward_eval = _OPS.bn_relu_forward_eval
+bn_relu_backward = _OPS.bn_relu_backward
+softmax_xent = _OPS.softmax_xent
+softmax_xent_backward = _OPS.softmax_xent_backward
+sgd_update_inplace = _OPS.sgd_update_inplace
+bn_forward_train = _OPS.bn_forward_train
+bn_forward_eval = _OPS.bn_forward_eval
+bn_backward = _OPS.bn_backward
+adam_update_inplace = _OPS.adam_update_inplace

@@ -1,12 +1,14 @@
-"""One whole SGD training step compiled by Numba: the fused step of :mod:`fastnet.engine`.
+"""One whole SGD training step compiled by Numba: the fused step of :mod:`fastnet.training.fused`.
 
 The per-op path (``network.forward_train`` + ``backward`` + ``optim.sgd_step``) calls ~5
 checked ops per layer from Python; on the small layers of the assignment's networks each call
 costs more than its arithmetic. Here one call does a whole step -- forward (eqs 12-19 or
 1-4), running averages (38-39), backward (21-37) and the update -- on buffers allocated once,
 reusing the per-op kernels of :mod:`fastnet.backends.numba_ops`, so it computes what the
-reference computes (tests/test_engine.py holds it to the per-op path) with Python out of the
-inner loop. Matrix products go to NumPy's BLAS through :func:`gemm`.
+reference computes (tests/training/test_fused.py holds it to the per-op path) with Python out of the
+inner loop. Matrix products go to NumPy's BLAS through :func:`fastnet.backends.blas.gemm`;
+``BLAS`` here is :data:`fastnet.backends.blas.BLAS`, the table every step is called with
+(None: no provider found, and no fused step).
 
 Layout, for a k-layer network (hidden layers 0..k-2 here, 0-based; the output layer k-1):
 
@@ -26,14 +28,11 @@ the rounding of the last bit, with no gradient array and no extra pass over W.
 """
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
-from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
-from numpy.typing import NDArray
 
+from fastnet.backends.blas import BLAS, gemm
 from fastnet.backends.numba_ops import (
     bias_relu_forward_kernel,
     bn_relu_backward_kernel,
@@ -45,105 +44,29 @@ from fastnet.backends.numba_ops import (
 )
 from fastnet.data.normalise import normalise_rows
 
-# ---------------------------------------------------------------------- NumPy's own BLAS
-#
-# The step calls the BLAS that NumPy uses (the one the benchmarks' matrix-multiply floor and
-# every other product of fastnet run on, under one thread setting): its CBLAS ?gemm, found in
-# the loaded libraries at import, called by address. ``np.dot`` inside Numba would go to
-# SciPy's separate copy of OpenBLAS, with its own thread pool, and offers no ``beta`` -- and
-# beta is what lets the weight update be part of the weight-gradient product.
-# The address is an argument of the compiled functions (never a global), so their cache
-# stays valid from one process to the next.
+__all__ = ["BLAS", "gather_normalised_rows", "gather_rows", "sgd_step", "sgd_step_parallel", "step_core"]
 
-_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
-_CANDIDATES = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", 1), ("cblas_sgemm64_", "cblas_dgemm64_", 1),
-               ("cblas_sgemm", "cblas_dgemm", 0))
+# ------------------------------------------------------------------------- the batch
 
 
-def find_cblas() -> NDArray | None:
-    """[address of sgemm, address of dgemm, 1 if 64-bit integers] of NumPy's BLAS, or None
-    (also under NUMBA_DISABLE_JIT, where the call by address cannot run as Python)."""
-    from numba.core import config
-
-    if config.DISABLE_JIT:
-        return None
-    try:
-        from threadpoolctl import threadpool_info
-
-        libs = [i["filepath"] for i in threadpool_info() if i.get("user_api") == "blas"]
-    except Exception:  # threadpoolctl missing or failing: no fused step, nothing worse
-        return None
-    libs.sort(key=lambda path: "numpy" not in path)  # NumPy's own first
-    for path in libs:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for s_name, d_name, ilp64 in _CANDIDATES:
-            s_fn, d_fn = getattr(lib, s_name, None), getattr(lib, d_name, None)
-            if s_fn is not None and d_fn is not None:
-                addr = [ctypes.cast(f, ctypes.c_void_p).value for f in (s_fn, d_fn)]
-                return np.array(addr + [ilp64], dtype=np.int64)
-    return None
-
-
-@intrinsic
-def _cblas_gemm(typingctx, fn, ilp64, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    """cblas_?gemm(RowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) at address fn;
-    a, b, c are data addresses; integers are 64-bit if ilp64 else 32-bit."""
-    sig = types.void(fn, ilp64, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-
-    def codegen(context, builder, signature, args):
-        fn, ilp64, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc = args
-        i32, ptr = ir.IntType(32), ir.IntType(8).as_pointer()
-
-        def call(it):
-            def cast(v):
-                return builder.trunc(v, it) if it.width < v.type.width else builder.sext(v, it) if it.width > v.type.width else v
-
-            fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, it, it, it, alpha.type, ptr, it, ptr, it, beta.type, ptr, it])
-            builder.call(builder.inttoptr(fn, fnty.as_pointer()), [
-                ir.Constant(i32, _ROW_MAJOR), builder.trunc(ta, i32), builder.trunc(tb, i32), cast(m), cast(n), cast(k),
-                alpha, builder.inttoptr(a, ptr), cast(lda), builder.inttoptr(b, ptr), cast(ldb),
-                beta, builder.inttoptr(c, ptr), cast(ldc)])
-
-        with builder.if_else(builder.icmp_signed("!=", ilp64, ir.Constant(ilp64.type, 0))) as (wide, narrow):
-            with wide:
-                call(ir.IntType(64))
-            with narrow:
-                call(i32)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@fast_kernel(nogil=True)
-def gemm(blas, A, trans_a, B, trans_b, C, alpha, beta):
-    """C = alpha op(A) op(B) + beta C (op = transpose if trans_*), row-major: each array
-    C-contiguous or a block of columns of one (rows of unit-stride elements)."""
-    m, n = C.shape
-    k = A.shape[0] if trans_a else A.shape[1]
-    ta = _TRANS if trans_a else _NO_TRANS
-    tb = _TRANS if trans_b else _NO_TRANS
-    lda, ldb, ldc = A.strides[0] // A.itemsize, B.strides[0] // B.itemsize, C.strides[0] // C.itemsize
-    if C.itemsize == 4:
-        _cblas_gemm(blas[0], blas[2], ta, tb, m, n, k, np.float32(alpha), A.ctypes.data, lda,
-                    B.ctypes.data, ldb, np.float32(beta), C.ctypes.data, ldc)
-    else:
-        _cblas_gemm(blas[1], blas[2], ta, tb, m, n, k, np.float64(alpha), A.ctypes.data, lda,
-                    B.ctypes.data, ldb, np.float64(beta), C.ctypes.data, ldc)
-
-
-BLAS = find_cblas()
-
-
-@fast_kernel(nogil=True)  # runs in a second thread while a step runs (engine.FusedStep.prefetch)
+@fast_kernel(nogil=True)  # runs in a second thread while a step runs (FusedStep.prefetch)
 def gather_rows(X, y, idx, Xb, yb):
     """Xb[i] = X[idx[i]], yb[i] = y[idx[i]]: the mini-batch, into reused buffers."""
     for i in range(idx.shape[0]):
         r = idx[i]
         Xb[i, :] = X[r, :]
         yb[i] = y[r]
+
+
+@njit(cache=True, nogil=True)
+def gather_normalised_rows(U, mean, inv_std, y, idx, Xb, yb):
+    """The mini-batch of :func:`gather_rows` from uint8 images: Xb[i] = normalised U[idx[i]]."""
+    normalise_rows(U, idx, mean, inv_std, Xb)
+    for i in range(idx.shape[0]):
+        yb[i] = y[idx[i]]
+
+
+# ----------------------------------------------------------------- the step on one core
 
 
 @fast_kernel
@@ -184,7 +107,7 @@ def step_core(blas, yb, Ws, bs, gammas, betas, mu_avs, v_avs, Ss, Xs, S_hats, mu
     gradient of those scores ``Gs[0]``, updating every other parameter (and the first layer's
     bias, if it has one); returns the mean cross-entropy (nothing updated if not finite).
     :func:`sgd_step` is this between the first layer's forward product and its update;
-    ``engine.FusedStep`` in two-core mode runs those two products in halves, one per core."""
+    ``FusedStep`` in two-core mode runs those two products in halves, one per core."""
     n = yb.shape[0]
     k = len(Ss)  # layers
     # ---- forward: (12)-(17) with batch norm, (1)-(2) without
@@ -242,14 +165,6 @@ def _bias_step(b, G, eta):
         for i in range(n):
             s += G[i, j]
         b[j] -= eta * (s / n)
-
-
-@njit(cache=True, nogil=True)
-def gather_normalised_rows(U, mean, inv_std, y, idx, Xb, yb):
-    """The mini-batch of :func:`gather_rows` from uint8 images: Xb[i] = normalised U[idx[i]]."""
-    normalise_rows(U, idx, mean, inv_std, Xb)
-    for i in range(idx.shape[0]):
-        yb[i] = y[idx[i]]
 
 
 # ------------------------------------------------------------------- the step on two cores

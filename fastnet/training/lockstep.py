@@ -170,7 +170,7 @@ class Outcome:
 
 def _accumulating_gemm():
     """``acc(Xb, G, Wt)``: Wt <- Wt - Xb^T G in place through NumPy's own BLAS (the fused
-    step's :func:`fastnet.backends.numba_step.gemm`, beta = 1), or None without it.
+    step's :func:`fastnet.backends.blas.gemm`, beta = 1), or None without it.
 
     NumPy cannot accumulate a product in place; SciPy's ``gemm`` can, but may load a BLAS
     library of its own, and two OpenBLAS thread pools in one process fight over the cores
@@ -178,12 +178,12 @@ def _accumulating_gemm():
     has neither problem.
     """
     try:
-        from fastnet.backends import numba_step
+        from fastnet.backends import blas
     except ImportError:  # no Numba: NumPy's product and a subtraction
         return None
-    if numba_step.BLAS is None:
+    if blas.BLAS is None:
         return None
-    return lambda Xb, G, Wt: numba_step.gemm(numba_step.BLAS, Xb, True, G, False, Wt, -1.0, 1.0)
+    return lambda Xb, G, Wt: blas.gemm(blas.BLAS, Xb, True, G, False, Wt, -1.0, 1.0)
 
 
 class _Stack:

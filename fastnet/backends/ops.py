@@ -1,0 +1,39 @@
+"""The one table of ops: every backend module exports exactly these names, with the
+signatures of :mod:`fastnet.backends.reference`.
+
+:data:`OPS` is the list; the rest is derived from it: which ops the compiled backends run
+on kernels of their own (:data:`KERNEL_OPS`) and the name of each op's kernel
+(:func:`kernel_name`).
+"""
+from __future__ import annotations
+
+OPS: tuple[str, ...] = (
+    "linear_forward",
+    "linear_backward",
+    "bias_relu_forward",
+    "relu_backward",
+    "bn_relu_forward_train",
+    "bn_relu_forward_eval",
+    "bn_relu_backward",
+    "softmax_xent",
+    "softmax_xent_backward",
+    "sgd_update_inplace",
+    # bonus (Exercise 4): batch norm after the ReLU, and Adam
+    "bn_forward_train",
+    "bn_forward_eval",
+    "bn_backward",
+    "adam_update_inplace",
+)
+
+#: The matrix products: every backend re-exports the reference's, which call BLAS through
+#: NumPy (a loop written in a backend would only be a slower BLAS).
+BLAS_OPS: tuple[str, ...] = ("linear_forward", "linear_backward")
+
+#: The ops the compiled backends (Numba, Cython) run on kernels of their own.
+KERNEL_OPS: tuple[str, ...] = tuple(op for op in OPS if op not in BLAS_OPS)
+
+
+def kernel_name(op: str) -> str:
+    """The name of the compiled kernel behind ``op``: the op's, less ``_inplace`` (a kernel
+    always fills what it is handed)."""
+    return op.removesuffix("_inplace")
