@@ -63,6 +63,7 @@ from fastnet.model.network import (
     forward_eval,
     forward_train,
     l2_penalty,
+    running_average,
     update_running_stats,
 )
 from fastnet.model.optim import check_schedule, sgd_step
@@ -294,15 +295,9 @@ class _Lockstep:
         X1, first, models = self.forward_state
         self.forward_state = None
         n = Xb.shape[0]
-        a = self.alpha
-        if self.bn:
-            if st.mu_av is None:  # the first batch initialises the averages, as update_running_stats
-                st.mu_av, st.v_av = first.mu.copy(), first.v.copy()
-            else:
-                st.mu_av *= a
-                st.mu_av += (1 - a) * first.mu  # (38)
-                st.v_av *= a
-                st.v_av += (1 - a) * first.v  # (39)
+        if self.bn:  # the stacked first layers' averages, column by column as update_running_stats
+            st.mu_av = running_average(st.mu_av, first.mu, self.alpha)  # (38)
+            st.v_av = running_average(st.v_av, first.v, self.alpha)  # (39)
         for p, i in enumerate(self.members):  # layers 2..k of each model, and the gradient of its block of X1
             upper, cache = self.uppers[i], models[p]
             if self.bn:
