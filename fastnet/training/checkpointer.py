@@ -8,7 +8,7 @@ the caller's checkpoint callback.
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from fastnet.model.network import Network
 from fastnet.training.state import History, Position

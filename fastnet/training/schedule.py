@@ -9,8 +9,8 @@ resumed run draws the same permutation again and skips the mini-batches already 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 from numpy.typing import NDArray
@@ -47,7 +47,7 @@ class Epoch:
     Iterating gives its :class:`Step` s; the last one may lie at or past the end of the
     schedule (``step.t >= schedule.total``): a run stops there. ``end``: the position after it."""
 
-    schedule: "Schedule"
+    schedule: Schedule
     index: int
     first_j: int
     perm: NDArray
