@@ -8,18 +8,14 @@ from pathlib import Path
 from fastnet.errors import ConfigError, FastnetError
 from fastnet.runs.folder import (
     CHECKPOINT,
+    RunWriter,
     begin_folder,
-    guard_writes,
     make_run_dir,
-    record_stop,
-    run_metrics,
     write_config,
-    write_error,
-    write_outputs,
 )
 from fastnet.runs.lock import RunLock
 from fastnet.training.signals import stop_on_signals
-from fastnet.util.files import read_json, write_json
+from fastnet.util.files import read_json
 
 
 def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, overwrite=False, progress=True, plots=True) -> dict:
@@ -136,33 +132,19 @@ def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: b
     state (Adam's moments) goes into every checkpoint."""
     import time
 
-    from fastnet.training.checkpoint import data_fingerprint, save_checkpoint
     from fastnet.training.config import new_optimizer
     from fastnet.training.loop import finish_bn_stats, fit
 
-    fingerprint = data_fingerprint(data)
-    config = cfg.to_dict()
-    saved = {"step": start.t if start is not None else None}
+    resumed_from = start.t if start is not None else None
     optimizer = optimizer if optimizer is not None else new_optimizer(cfg, net)
-
-    def checkpoint(position) -> None:
-        save_checkpoint(out / CHECKPOINT, net, history, position, config, data=fingerprint, optimizer=optimizer.name, optimizer_state=optimizer.state())
-        saved["step"] = position.t
-
+    writer = RunWriter(out, cfg, data, backend, net, history, optimizer=optimizer, saved_step=resumed_from)
     wall = time.perf_counter()
     try:
-        try:
-            fit(net, data, cfg, backend.ops, history, progress=progress, start=start, checkpoint=checkpoint, stop=stop, optimizer=optimizer)
-            bonus_metrics = finish_bn_stats(net, data, cfg, backend.ops)  # PreciseBN: EMA figures, then the final statistics
-            wall = time.perf_counter() - wall
-            test, last = write_outputs(out, cfg, data, backend, net, history, plots)
-        except OSError as exc:
-            raise write_error(out, exc, saved["step"]) from None
+        fit(net, data, cfg, backend.ops, history, progress=progress, start=start, checkpoint=writer.checkpoint, stop=stop, optimizer=optimizer)
+        bonus_metrics = finish_bn_stats(net, data, cfg, backend.ops)  # PreciseBN: EMA figures, then the final statistics
+        return writer.finish(plots, time.perf_counter() - wall, resumed_from, bonus_metrics)
     except BaseException as exc:
-        stopped = record_stop(out, exc, history, saved["step"])
-        if stopped is not sys.exc_info()[1]:
+        stopped = writer.stopped(exc)
+        if stopped is not exc:
             raise stopped from None
         raise
-    metrics = run_metrics(cfg, data, backend, history, test, last, wall, start.t if start is not None else None, bonus_metrics)
-    guard_writes(out, lambda: write_json(out / "metrics.json", metrics), saved["step"])
-    return metrics
