@@ -1,4 +1,5 @@
-"""TODO docstring for runs.train."""
+"""A run trained into its folder: :func:`run_to_folder` starts one, :func:`resume_run` continues
+a stopped one from its checkpoint; both write it through :class:`fastnet.runs.folder.RunWriter`."""
 from __future__ import annotations
 
 import shlex

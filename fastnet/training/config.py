@@ -1,4 +1,5 @@
-"""TODO docstring for training.config."""
+"""TrainConfig, every setting of a run, with its checks; the lists of its fields (types, optional,
+bonus) derived from the dataclass; the network, optimiser and learning-rate schedule it describes."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,7 @@
-"""The mini-batch training loop: shuffling, learning-rate schedule, BN statistics, evaluation.
+"""The mini-batch training loop, a short sequence of named parts: the batches and learning rates
+of the schedule (:mod:`fastnet.training.schedule`), a step (:class:`fastnet.training.stepper.Stepper`),
+the evaluation rows with their BN statistics (:mod:`fastnet.training.evaluation`) and the
+checkpoints with the time accounting (:mod:`fastnet.training.checkpointer`).
 
 ``fit`` trains a network in place and fills a :class:`History` as it goes, so that a caller
 that catches an error (divergence, Ctrl-C) still holds everything measured so far. Given a
