@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from fastnet.errors import DivergenceError, FastnetError
@@ -96,6 +97,23 @@ def begin_folder(out: Path, overwrite: bool) -> None:
     check_fresh(out, overwrite)
     for stale in ("metrics.json", "status.json", CHECKPOINT):
         (out / stale).unlink(missing_ok=True)
+
+
+@contextmanager
+def new_runs_in(outs: list[Path], overwrite: bool):
+    """Folders ``outs`` locked (:class:`fastnet.runs.lock.RunLock`) and cleared for new runs
+    (:func:`begin_folder`) while the block runs, SIGINT/SIGTERM deferred to a step boundary
+    inside it; yields the StopRequest the signals set. The locks go when the block ends."""
+    from fastnet.runs.lock import RunLock
+    from fastnet.training.signals import stop_on_signals
+
+    with ExitStack() as held:
+        for out in outs:
+            held.enter_context(RunLock(out))
+        stop = held.enter_context(stop_on_signals())
+        for out in outs:
+            begin_folder(out, overwrite)
+        yield stop
 
 
 def write_config(out: Path, cfg, data, backend) -> None:

@@ -24,25 +24,16 @@ def run_group_to_folders(cfgs: list[TrainConfig], out_dirs, *, data, overwrite: 
     :class:`fastnet.train.Interrupted`; any other error marks every unfinished run failed and
     is raised.
     """
-    from contextlib import ExitStack
-
     from fastnet.backends import resolve
-    from fastnet.runs.folder import RunWriter, begin_folder, make_run_dir, write_config
-    from fastnet.runs.lock import RunLock
+    from fastnet.runs.folder import RunWriter, make_run_dir, new_runs_in, write_config
     from fastnet.training.config import new_network
-    from fastnet.training.signals import stop_on_signals
 
     cfgs = [cfg.validate() for cfg in cfgs]
     check_group(cfgs)
     outs = [make_run_dir(d) for d in out_dirs]
     if len({o.resolve() for o in outs}) != len(cfgs):
         raise ConfigError("every run of a lock-step group needs a folder of its own")
-    with ExitStack() as locks:
-        for out in outs:
-            locks.enter_context(RunLock(out))
-        stop = locks.enter_context(stop_on_signals())
-        for out in outs:
-            begin_folder(out, overwrite)
+    with new_runs_in(outs, overwrite) as stop:
         backend = resolve(cfgs[0].backend)
         if progress:
             print(f"fastnet: backend {backend.name} ({backend.version}), {cfgs[0].dtype}, {len(cfgs)} runs in lock-step", file=sys.stderr)

@@ -10,8 +10,8 @@ from fastnet.errors import ConfigError, FastnetError
 from fastnet.runs.folder import (
     CHECKPOINT,
     RunWriter,
-    begin_folder,
     make_run_dir,
+    new_runs_in,
     write_config,
 )
 from fastnet.runs.lock import RunLock
@@ -39,8 +39,7 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
 
     cfg.validate()
     out = make_run_dir(out_dir)
-    with RunLock(out), stop_on_signals() as stop:
-        begin_folder(out, overwrite)
+    with new_runs_in([out], overwrite) as stop:
         backend = resolve(cfg.backend)
         if progress:
             print(f"fastnet: backend {backend.name} ({backend.version}), {cfg.dtype}", file=sys.stderr)
