@@ -4,9 +4,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-import fastnet.training.config as config
 from fastnet.cli import CONFIG_FLAGS, add_train_arguments
-from fastnet.training.config import BONUS_DEFAULTS, BONUS_FIELDS, CONFIG_FIELDS, TrainConfig
+from fastnet.training import config
+from fastnet.training.config import (
+    BONUS_DEFAULTS,
+    BONUS_FIELDS,
+    CONFIG_FIELDS,
+    TrainConfig,
+)
 
 
 def test_field_lists_follow_the_dataclass():

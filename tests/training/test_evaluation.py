@@ -7,7 +7,13 @@ import time
 from fastnet.model.network import Metrics
 from fastnet.training.checkpointer import Clock
 from fastnet.training.config import TrainConfig
-from fastnet.training.evaluation import EmaStats, due_within_epoch, eval_row, progress_line, train_eval_rows
+from fastnet.training.evaluation import (
+    EmaStats,
+    due_within_epoch,
+    eval_row,
+    progress_line,
+    train_eval_rows,
+)
 from fastnet.training.state import History
 
 

@@ -1,6 +1,8 @@
 """The schedule's steps: a run resumed from any position takes exactly the steps left."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -38,7 +40,7 @@ def test_each_epoch_is_a_permutation_and_its_end_is_the_next_start():
     sched = Schedule(TrainConfig(batch=3, n_s=4, cycles=1), 9)
     epochs = list(sched.epochs_from(sched.start()))
     assert len(epochs) == sched.epochs == 3
-    for a, b in zip(epochs, epochs[1:]):
+    for a, b in itertools.pairwise(epochs):
         assert sorted(a.perm.tolist()) == list(range(9))
         assert a.end.rng_state == b.rng_state and (a.end.epoch, a.end.j) == (b.index, 0)
     assert epochs[-1].end.t == sched.total
