@@ -98,9 +98,18 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its checkpoint, with its own configuration (only --data-dir, --download, --no-plots, -q may be given too)")
 
 
-CONFIG_FLAGS = ("hidden", "bn", "init", "sigma", "lam", "eta_min", "eta_max", "n_s", "cycles", "batch", "alpha", "eps", "seed", "dtype", "backend", "split", "n_val", "eval_every",
-                "bn_placement", "bn_stats", "precise_every", "precise_images", "optimizer", "beta1", "beta2", "adam_eps", "schedule",
-                "decay_rate", "decay_steps", "warmup", "skip", "augment", "augment_shift", "eval_train_images")
+class _ConfigFlags:
+    """The flags that set a TrainConfig field: one per field, as
+    :data:`fastnet.training.config.CONFIG_FIELDS` lists them; read on first use, so that
+    ``--help`` does not import NumPy."""
+
+    def __iter__(self):
+        from fastnet.training.config import CONFIG_FIELDS
+
+        return iter(CONFIG_FIELDS)
+
+
+CONFIG_FLAGS = _ConfigFlags()
 
 
 def config_from_args(args):

@@ -307,17 +307,22 @@ def update_running_stats(net: Network, cache: Cache) -> None:
     The first batch initialises the averages, as the assignment suggests. Layers without
     batch norm (``mid`` layers of skip blocks) have none.
     """
-    a = net.alpha
     for layer, lc in zip(net.layers, cache.hidden):
         if lc.mu is None:
             continue
-        if layer.mu_av is None:
-            layer.mu_av, layer.v_av = lc.mu.copy(), lc.v.copy()
-        else:
-            layer.mu_av *= a
-            layer.mu_av += (1 - a) * lc.mu  # (38)
-            layer.v_av *= a
-            layer.v_av += (1 - a) * lc.v  # (39)
+        layer.mu_av = running_average(layer.mu_av, lc.mu, net.alpha)  # (38)
+        layer.v_av = running_average(layer.v_av, lc.v, net.alpha)  # (39)
+
+
+def running_average(avg: NDArray | None, batch: NDArray, alpha: float) -> NDArray:
+    """One step of eq (38) or (39): ``avg <- alpha avg + (1 - alpha) batch``, in place, and
+    returned; ``avg`` None (no batch seen yet): a copy of ``batch`` (the first batch
+    initialises the average). The lock-step loop's stacked first layers go through here too."""
+    if avg is None:
+        return batch.copy()
+    avg *= alpha
+    avg += (1 - alpha) * batch
+    return avg
 
 
 # ------------------------------------------------------------------------------- backward

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from fastnet.errors import DivergenceError, FastnetError
@@ -96,6 +97,23 @@ def begin_folder(out: Path, overwrite: bool) -> None:
     check_fresh(out, overwrite)
     for stale in ("metrics.json", "status.json", CHECKPOINT):
         (out / stale).unlink(missing_ok=True)
+
+
+@contextmanager
+def new_runs_in(outs: list[Path], overwrite: bool):
+    """Folders ``outs`` locked (:class:`fastnet.runs.lock.RunLock`) and cleared for new runs
+    (:func:`begin_folder`) while the block runs, SIGINT/SIGTERM deferred to a step boundary
+    inside it; yields the StopRequest the signals set. The locks go when the block ends."""
+    from fastnet.runs.lock import RunLock
+    from fastnet.training.signals import stop_on_signals
+
+    with ExitStack() as held:
+        for out in outs:
+            held.enter_context(RunLock(out))
+        stop = held.enter_context(stop_on_signals())
+        for out in outs:
+            begin_folder(out, overwrite)
+        yield stop
 
 
 def write_config(out: Path, cfg, data, backend) -> None:
@@ -182,3 +200,48 @@ def describe(cfg) -> str:
     tags = [tag for tag, on in (("BN-after", cfg.bn_placement == "after"), ("skip", cfg.skip), (cfg.optimizer, cfg.optimizer != "sgd"),
                                 (cfg.schedule, cfg.schedule != "cyclic"), ("aug", cfg.augment), ("preciseBN", cfg.bn_stats == "precise")) if on]
     return f"{len(cfg.hidden) + 1}-layer {list(cfg.hidden)} {'BN' if cfg.bn else 'no BN'} lam={cfg.lam:g}" + "".join(" " + t for t in tags)
+
+
+class RunWriter:
+    """The one writer of a run folder ``out`` that a network trains into (a run of
+    :func:`fastnet.runs.train.run_to_folder` or :func:`~fastnet.runs.train.resume_run`, or one
+    model of a lock-step group): its checkpoints, what it leaves when it stops early, and the
+    outputs of a finished run, ``metrics.json`` last.
+
+    ``optimizer``: the one training ``net`` (its state goes into every checkpoint; None:
+    plain SGD, which has none); ``saved_step``: the step of the checkpoint already in the
+    folder (a resumed run), if any.
+    """
+
+    def __init__(self, out: Path, cfg, data, backend, net, history, *, optimizer=None, saved_step: int | None = None):
+        from fastnet.training.checkpoint import data_fingerprint
+
+        self.out, self.cfg, self.data, self.backend, self.net, self.history = out, cfg, data, backend, net, history
+        self.optimizer = optimizer
+        self.saved_step = saved_step
+        self.config = cfg.to_dict()
+        self.fingerprint = data_fingerprint(data)
+
+    def checkpoint(self, position) -> None:
+        """``checkpoint.npz`` at ``position`` (the training loop's checkpoint callback)."""
+        from fastnet.training.checkpoint import save_checkpoint
+
+        opt = self.optimizer
+        save_checkpoint(self.out / CHECKPOINT, self.net, self.history, position, self.config, data=self.fingerprint,
+                        optimizer=opt.name if opt is not None else "sgd", optimizer_state=opt.state() if opt is not None else {})
+        self.saved_step = position.t
+
+    def stopped(self, exc: BaseException) -> BaseException:
+        """The run stopped with ``exc`` before it finished: :func:`record_stop` (an OSError
+        first becomes the sentence of :func:`write_error`); returns the exception to raise."""
+        if isinstance(exc, OSError):
+            exc = write_error(self.out, exc, self.saved_step)
+        return record_stop(self.out, exc, self.history, self.saved_step)
+
+    def finish(self, plots: bool, wall: float, resumed_from: int | None = None, extra: dict | None = None) -> dict:
+        """The outputs of the finished run (:func:`write_outputs`), then ``metrics.json``;
+        returns the metrics. OSError passes through (:meth:`stopped` makes it a sentence)."""
+        test, last = write_outputs(self.out, self.cfg, self.data, self.backend, self.net, self.history, plots)
+        metrics = run_metrics(self.cfg, self.data, self.backend, self.history, test, last, wall, resumed_from, extra)
+        write_json(self.out / "metrics.json", metrics)
+        return metrics

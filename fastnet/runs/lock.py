@@ -1,4 +1,4 @@
-"""TODO docstring for runs.lock."""
+"""``RUN_DIR/.lock``: one process writes a run folder at a time."""
 from __future__ import annotations
 
 import os

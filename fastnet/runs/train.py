@@ -1,4 +1,5 @@
-"""TODO docstring for runs.train."""
+"""A run trained into its folder: :func:`run_to_folder` starts one, :func:`resume_run` continues
+a stopped one from its checkpoint; both write it through :class:`fastnet.runs.folder.RunWriter`."""
 from __future__ import annotations
 
 import shlex
@@ -8,18 +9,14 @@ from pathlib import Path
 from fastnet.errors import ConfigError, FastnetError
 from fastnet.runs.folder import (
     CHECKPOINT,
-    begin_folder,
-    guard_writes,
+    RunWriter,
     make_run_dir,
-    record_stop,
-    run_metrics,
+    new_runs_in,
     write_config,
-    write_error,
-    write_outputs,
 )
 from fastnet.runs.lock import RunLock
 from fastnet.training.signals import stop_on_signals
-from fastnet.util.files import read_json, write_json
+from fastnet.util.files import read_json
 
 
 def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, overwrite=False, progress=True, plots=True) -> dict:
@@ -42,8 +39,7 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
 
     cfg.validate()
     out = make_run_dir(out_dir)
-    with RunLock(out), stop_on_signals() as stop:
-        begin_folder(out, overwrite)
+    with new_runs_in([out], overwrite) as stop:
         backend = resolve(cfg.backend)
         if progress:
             print(f"fastnet: backend {backend.name} ({backend.version}), {cfg.dtype}", file=sys.stderr)
@@ -136,33 +132,19 @@ def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: b
     state (Adam's moments) goes into every checkpoint."""
     import time
 
-    from fastnet.training.checkpoint import data_fingerprint, save_checkpoint
     from fastnet.training.config import new_optimizer
     from fastnet.training.loop import finish_bn_stats, fit
 
-    fingerprint = data_fingerprint(data)
-    config = cfg.to_dict()
-    saved = {"step": start.t if start is not None else None}
+    resumed_from = start.t if start is not None else None
     optimizer = optimizer if optimizer is not None else new_optimizer(cfg, net)
-
-    def checkpoint(position) -> None:
-        save_checkpoint(out / CHECKPOINT, net, history, position, config, data=fingerprint, optimizer=optimizer.name, optimizer_state=optimizer.state())
-        saved["step"] = position.t
-
+    writer = RunWriter(out, cfg, data, backend, net, history, optimizer=optimizer, saved_step=resumed_from)
     wall = time.perf_counter()
     try:
-        try:
-            fit(net, data, cfg, backend.ops, history, progress=progress, start=start, checkpoint=checkpoint, stop=stop, optimizer=optimizer)
-            bonus_metrics = finish_bn_stats(net, data, cfg, backend.ops)  # PreciseBN: EMA figures, then the final statistics
-            wall = time.perf_counter() - wall
-            test, last = write_outputs(out, cfg, data, backend, net, history, plots)
-        except OSError as exc:
-            raise write_error(out, exc, saved["step"]) from None
+        fit(net, data, cfg, backend.ops, history, progress=progress, start=start, checkpoint=writer.checkpoint, stop=stop, optimizer=optimizer)
+        bonus_metrics = finish_bn_stats(net, data, cfg, backend.ops)  # PreciseBN: EMA figures, then the final statistics
+        return writer.finish(plots, time.perf_counter() - wall, resumed_from, bonus_metrics)
     except BaseException as exc:
-        stopped = record_stop(out, exc, history, saved["step"])
-        if stopped is not sys.exc_info()[1]:
+        stopped = writer.stopped(exc)
+        if stopped is not exc:
             raise stopped from None
         raise
-    metrics = run_metrics(cfg, data, backend, history, test, last, wall, start.t if start is not None else None, bonus_metrics)
-    guard_writes(out, lambda: write_json(out / "metrics.json", metrics), saved["step"])
-    return metrics

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -63,12 +62,21 @@ from fastnet.model.network import (
     forward_eval,
     forward_train,
     l2_penalty,
+    running_average,
     update_running_stats,
 )
-from fastnet.model.optim import check_schedule, sgd_step
-from fastnet.training.config import TrainConfig, schedule_fn
+from fastnet.model.optim import sgd_step
+from fastnet.training.checkpointer import Checkpointer, Clock
+from fastnet.training.config import TrainConfig
+from fastnet.training.evaluation import (
+    due_within_epoch,
+    eval_row,
+    progress_line,
+    train_eval_rows,
+)
+from fastnet.training.schedule import Schedule, Step
 from fastnet.training.state import History, Interrupted, Position, StopRequest
-from fastnet.training.stepper import divergence, first_nonfinite, locate_nonfinite
+from fastnet.training.stepper import divergence, locate_nonfinite
 from fastnet.util.progress import Progress
 
 #: The settings models of one group may differ in: scalars of the update step only.
@@ -294,15 +302,9 @@ class _Lockstep:
         X1, first, models = self.forward_state
         self.forward_state = None
         n = Xb.shape[0]
-        a = self.alpha
-        if self.bn:
-            if st.mu_av is None:  # the first batch initialises the averages, as update_running_stats
-                st.mu_av, st.v_av = first.mu.copy(), first.v.copy()
-            else:
-                st.mu_av *= a
-                st.mu_av += (1 - a) * first.mu  # (38)
-                st.v_av *= a
-                st.v_av += (1 - a) * first.v  # (39)
+        if self.bn:  # the stacked first layers' averages, column by column as update_running_stats
+            st.mu_av = running_average(st.mu_av, first.mu, self.alpha)  # (38)
+            st.v_av = running_average(st.v_av, first.v, self.alpha)  # (39)
         for p, i in enumerate(self.members):  # layers 2..k of each model, and the gradient of its block of X1
             upper, cache = self.uppers[i], models[p]
             if self.bn:
@@ -351,6 +353,108 @@ class _Lockstep:
         return out
 
 
+class _GroupRun:
+    """What the lock-step loop keeps of its own around :class:`_Lockstep`'s step: the models
+    training (``members``), those that leave when they diverge, their histories, learning
+    rates, time shares, evaluation rows and checkpoints."""
+
+    def __init__(self, nets, data, cfgs, ops, histories, sched: Schedule, checkpoints, on_leave, progress: bool):
+        self.nets, self.data, self.cfgs, self.ops, self.histories, self.sched = nets, data, cfgs, ops, histories, sched
+        self.lrs = [sched.lr_of(cfg) for cfg in cfgs]
+        self.etas = [lr(0) for lr in self.lrs]  # each model's last learning rate (fit's eta)
+        self.rows = train_eval_rows(cfgs[0], data.X_train.shape[0])
+        self.outcomes = [Outcome(h) for h in histories]
+        self.on_leave = on_leave
+        self.group = _Lockstep(nets, cfgs, ops, cfgs[0].batch)
+        self.bar = Progress(sched.total, f"train x{len(nets)}", enabled=progress)
+        self.clock = Clock(histories)
+        self.saver = Checkpointer(nets, checkpoints if checkpoints is not None else [None] * len(nets), self.clock)
+
+    @property
+    def members(self) -> list[int]:
+        return self.group.members
+
+    def step(self, step: Step) -> list[float]:
+        """Update step ``step.t`` of every member; those whose batch loss is not finite leave
+        the group as they were before it, and the others redo it without them. Returns the
+        members' batch losses (of the first try)."""
+        group, y = self.group, self.data.y_train
+        self.etas = [lr(step.t) if i in group.members else eta for i, (lr, eta) in enumerate(zip(self.lrs, self.etas))]
+        Xb, yb = group.gather(self.data.X_train, step.idx), y[step.idx]
+        losses = group.forward(Xb, yb)
+        bad = []
+        for p, i in enumerate(group.members):
+            self.histories[i].step_eta.append(self.etas[i])
+            self.histories[i].step_loss.append(losses[p])
+            if not math.isfinite(losses[p]):
+                bad.append(i)
+        if bad:
+            group.sync()
+            self.leave({i: locate_nonfinite(self.nets[i], Xb, yb, self.ops) for i in bad}, step.t + 1)
+            if not group.members:
+                return losses
+            Xb = group.gather(self.data.X_train, step.idx)
+            group.forward(Xb, yb)
+        group.backward_update(Xb, yb, [self.etas[i] for i in group.members])
+        return losses
+
+    def leave(self, found: dict[int, str], t: int) -> None:
+        """Models ``found`` (index: the array not finite) diverged at step t: they leave the group."""
+        self.clock.charge("train", self.members)
+        for i, where in found.items():
+            self.outcomes[i].error = divergence(t, self.etas[i], where)
+        self.group.leave(list(found))
+        if self.on_leave is not None:
+            for i in found:
+                self.on_leave(i, self.outcomes[i].error)
+
+    def record(self, epoch: float, t: int) -> None:
+        """Every member's evaluation row after step t, as fit's Evaluator measures it."""
+        self.clock.charge("train", self.members)
+        group, d = self.group, self.data
+        group.sync()
+        tr = group.evaluate(d.X_train, d.y_train, self.rows)  # the subset read a chunk at a time, never copied whole
+        va = group.evaluate(d.X_val, d.y_val) if len(d.y_val) else [None] * len(tr)
+        for p, i in enumerate(group.members):
+            row = eval_row(epoch, t, self.lrs[i](max(t - 1, 0)), tr[p], va[p])
+            self.histories[i].evals.append(row)
+            self.bar.log(progress_line(row, epoch, prefix=f"[{i}] "))
+        self.clock.charge("eval", self.members)
+
+    def save(self, position: Position) -> None:
+        """fit's checkpoint: members with non-finite parameters leave; the others are checkpointed."""
+        self.group.sync()
+        bad = self.saver.nonfinite(self.members)
+        if bad:
+            self.leave(bad, position.t)
+        self.saver.save(position, self.members)
+
+    def close(self) -> list[Outcome]:
+        """Every Network with ordinary arrays again; the outcomes, with their time shares."""
+        self.bar.close()
+        self.group.sync()
+        self.clock.charge(None, self.members)
+        for outcome, wall in zip(self.outcomes, self.clock.wall):
+            outcome.wall_seconds = wall
+        return self.outcomes
+
+
+def check_lockstep_inputs(nets: list[Network], data, cfgs: list[TrainConfig], histories: list[History] | None) -> list[History]:
+    """ConfigError unless ``nets`` are fresh networks of one group's configurations; the
+    histories to fill (new ones if None)."""
+    check_group(cfgs)
+    histories = histories if histories is not None else [History() for _ in nets]
+    if len(histories) != len(nets) or len(cfgs) != len(nets):
+        raise ValueError("fit_lockstep needs one configuration and one history per network")
+    X, cfg0 = data.X_train, cfgs[0]
+    if cfg0.batch > X.shape[0]:
+        raise ConfigError(f"batch size {cfg0.batch} is larger than the training set ({X.shape[0]} images)")
+    for net in nets:
+        if net.k < 2 or net.sizes != nets[0].sizes or net.dtype != X.dtype or net.bn != cfg0.bn or any(layer.mu_av is not None for layer in net.layers):
+            raise ConfigError(f"fit_lockstep needs fresh networks of one architecture for inputs of {X.dtype} (and at least one hidden layer)")
+    return histories
+
+
 def fit_lockstep(nets: list[Network], data, cfgs: list[TrainConfig], ops, histories: list[History] | None = None, progress: bool = False, *,
                  checkpoints=None, stop: StopRequest | None = None, on_leave=None) -> list[Outcome]:
     """Train ``nets[m]`` as ``cfgs[m]`` says, all in lock-step, in place (module docstring).
@@ -366,130 +470,35 @@ def fit_lockstep(nets: list[Network], data, cfgs: list[TrainConfig], ops, histor
     Returns one :class:`Outcome` per model, in order. A DivergenceError is an outcome, not
     raised; at return every Network holds ordinary C-contiguous arrays.
     """
-    check_group(cfgs)
-    M = len(nets)
-    histories = histories if histories is not None else [History() for _ in nets]
-    if len(histories) != M or len(cfgs) != M:
-        raise ValueError("fit_lockstep needs one configuration and one history per network")
-    cfg0 = cfgs[0]
-    X, y = data.X_train, data.y_train
-    n = X.shape[0]
-    if cfg0.batch > n:
-        raise ConfigError(f"batch size {cfg0.batch} is larger than the training set ({n} images)")
-    for net in nets:
-        if net.k < 2 or net.sizes != nets[0].sizes or net.dtype != X.dtype or net.bn != cfg0.bn or any(layer.mu_av is not None for layer in net.layers):
-            raise ConfigError(f"fit_lockstep needs fresh networks of one architecture for inputs of {X.dtype} (and at least one hidden layer)")
-    n_s = cfg0.resolved_n_s(n)
-    total = 2 * n_s * cfg0.cycles
-    check_schedule(cfg0.schedule, cfg0.decay_rate, cfg0.decay_steps, cfg0.warmup, total)
-    lrs = [schedule_fn(cfg, n_s, total) for cfg in cfgs]
-    train_eval = np.sort(np.random.default_rng([cfg0.seed, 7]).permutation(n)[: cfg0.eval_train_images]) if 0 < cfg0.eval_train_images < n else None
-    per_epoch = n // cfg0.batch
-    epochs = math.ceil(total / per_epoch)
-    rng = np.random.default_rng([cfg0.seed, 2])
-    outcomes = [Outcome(h) for h in histories]
-    group = _Lockstep(nets, cfgs, ops, cfg0.batch)
-    bar = Progress(total, f"train x{M}", enabled=progress)
+    histories = check_lockstep_inputs(nets, data, cfgs, histories)
+    sched = Schedule(cfgs[0], data.X_train.shape[0])
+    run = _GroupRun(nets, data, cfgs, ops, histories, sched, checkpoints, on_leave, progress)
     stop = stop if stop is not None else StopRequest()
-    t = 0
-    etas = [lr(0) for lr in lrs]  # each model's last learning rate (fit's eta)
-    mark = time.perf_counter()
-
-    def charge(kind: str | None) -> None:
-        """Divide the time since the last charge evenly over the models in the group."""
-        nonlocal mark
-        now = time.perf_counter()
-        share = (now - mark) / max(1, len(group.members))
-        for i in group.members:
-            if kind == "train":
-                histories[i].train_seconds += share
-            elif kind == "eval":
-                histories[i].eval_seconds += share
-            outcomes[i].wall_seconds += share
-        mark = now
-
-    def diverge(found: dict[int, str]) -> None:
-        charge("train")
-        for i, where in found.items():
-            outcomes[i].error = divergence(t, etas[i], where)
-        group.leave(list(found))
-        if on_leave is not None:
-            for i in found:
-                on_leave(i, outcomes[i].error)
-
-    def record(epoch: float) -> None:
-        charge("train")
-        group.sync()
-        tr = group.evaluate(X, y, train_eval)  # the subset read a chunk at a time, never copied whole
-        va = group.evaluate(data.X_val, data.y_val) if len(data.y_val) else [None] * len(tr)
-        for p, i in enumerate(group.members):
-            row = {"epoch": round(epoch, 4), "step": t, "eta": lrs[i](max(t - 1, 0)),
-                   "train_loss": tr[p].loss, "train_cost": tr[p].cost, "train_accuracy": tr[p].accuracy,
-                   "val_loss": va[p].loss if va[p] else math.nan, "val_cost": va[p].cost if va[p] else math.nan,
-                   "val_accuracy": va[p].accuracy if va[p] else math.nan}
-            histories[i].evals.append(row)
-            bar.log(f"[{i}] epoch {epoch:5.2f}  step {t:6d}  loss {tr[p].loss:.4f}  cost {tr[p].cost:.4f}  "
-                    f"train acc {tr[p].accuracy:.4f}  val acc {row['val_accuracy']:.4f}")
-        charge("eval")
-
-    def save(epoch: int, j: int, rng_state: dict) -> None:
-        """fit's save(): non-finite parameters end a model; the others are checkpointed."""
-        charge("train")
-        group.sync()
-        bad = {i: where for i in group.members if (where := first_nonfinite(nets[i]))}
-        if bad:
-            diverge(bad)
-        if checkpoints is not None:
-            for i in group.members:
-                if checkpoints[i] is not None:
-                    checkpoints[i](Position(t, epoch, j, rng_state))
-        charge(None)
-
     stop.deferring = True
     try:
-        save(0, 0, rng.bit_generator.state)
-        for epoch in range(epochs):
-            if not group.members:
+        run.save(sched.start())
+        for epoch in sched.epochs_from(sched.start()):
+            if not run.members:
                 break
-            rng_state = rng.bit_generator.state
-            perm = rng.permutation(n)
-            for j in range(per_epoch):
+            for step in epoch:
                 if stop.signum is not None:
-                    save(epoch, j, rng_state)
-                    raise Interrupted(stop.signum, t)
-                if t >= total:
+                    run.save(step.position)
+                    raise Interrupted(stop.signum, step.t)
+                if step.t >= sched.total:
                     break
-                idx = perm[j * cfg0.batch : (j + 1) * cfg0.batch]
-                etas = [lrs[i](t) if i in group.members else etas[i] for i in range(M)]
-                Xb, yb = group.gather(X, idx), y[idx]
-                losses = group.forward(Xb, yb)
-                t += 1
-                bad = {}
-                for p, i in enumerate(group.members):
-                    histories[i].step_eta.append(etas[i])
-                    histories[i].step_loss.append(losses[p])
-                    if not math.isfinite(losses[p]):
-                        bad[i] = p
-                if bad:  # those models stop here, as they were before the step; the others redo it
-                    group.sync()
-                    diverge({i: locate_nonfinite(nets[i], Xb, yb, ops) for i in bad})
-                    if not group.members:
-                        break
-                    Xb = group.gather(X, idx)
-                    group.forward(Xb, yb)
-                group.backward_update(Xb, yb, [etas[i] for i in group.members])
-                if cfg0.eval_every and t % cfg0.eval_every == 0 and t < total:
-                    record(t / per_epoch)
-                bar.update(t, f"loss {min(losses):.3f}")
-            if not group.members:
+                losses = run.step(step)
+                if not run.members:
+                    break
+                if due_within_epoch(cfgs[0], step.t + 1, sched.total):
+                    run.record((step.t + 1) / sched.per_epoch, step.t + 1)
+                run.bar.update(step.t + 1, f"loss {min(losses):.3f}")
+            if not run.members:
                 break
-            record(min(epoch + 1, t / per_epoch))
-            save(epoch + 1, 0, rng.bit_generator.state)
+            run.record(min(epoch.index + 1, epoch.end.t / sched.per_epoch), epoch.end.t)
+            run.save(epoch.end)
             if stop.signum is not None:
-                raise Interrupted(stop.signum, t)
+                raise Interrupted(stop.signum, epoch.end.t)
     finally:
         stop.deferring = False
-        bar.close()
-        group.sync()
-        charge(None)
+        outcomes = run.close()
     return outcomes

@@ -1,4 +1,7 @@
-"""The mini-batch training loop: shuffling, learning-rate schedule, BN statistics, evaluation.
+"""The mini-batch training loop, a short sequence of named parts: the batches and learning rates
+of the schedule (:mod:`fastnet.training.schedule`), a step (:class:`fastnet.training.stepper.Stepper`),
+the evaluation rows with their BN statistics (:mod:`fastnet.training.evaluation`) and the
+checkpoints with the time accounting (:mod:`fastnet.training.checkpointer`).
 
 ``fit`` trains a network in place and fills a :class:`History` as it goes, so that a caller
 that catches an error (divergence, Ctrl-C) still holds everything measured so far. Given a
@@ -20,29 +23,16 @@ checkpointed).
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import time
 
-import numpy as np
-
-from fastnet.errors import ConfigError, DivergenceError
-from fastnet.model.network import (
-    Network,
-    evaluate,
-)
-from fastnet.model.optim import (
-    check_schedule,
-)
-from fastnet.training.config import TrainConfig, new_optimizer, schedule_fn
+from fastnet.errors import ConfigError
+from fastnet.model.network import Network, evaluate
+from fastnet.training.checkpointer import Checkpointer, Clock
+from fastnet.training.config import TrainConfig, new_optimizer
+from fastnet.training.evaluation import Evaluator, due_within_epoch
+from fastnet.training.schedule import Schedule, Step
 from fastnet.training.state import History, Interrupted, Position, StopRequest
-from fastnet.training.stepper import (
-    Stepper,
-    augmenter,
-    divergence,
-    first_nonfinite,
-    locate_nonfinite,
-)
+from fastnet.training.stepper import Stepper, augmenter, divergence, locate_nonfinite
 from fastnet.util.progress import Progress
 
 
@@ -82,114 +72,60 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
     checkpoint of the diverged state is made.
     """
     history = history if history is not None else History()
-    X, y = data.X_train, data.y_train
-    n = X.shape[0]
-    if cfg.batch > n:
-        raise ConfigError(f"batch size {cfg.batch} is larger than the training set ({n} images)")
-    n_s = cfg.resolved_n_s(n)
-    total = 2 * n_s * cfg.cycles
-    check_schedule(cfg.schedule, cfg.decay_rate, cfg.decay_steps, cfg.warmup, total)
-    lr = schedule_fn(cfg, n_s, total)
-    if optimizer is None:
-        if start is not None and start.t > 0 and cfg.optimizer != "sgd":
-            raise ConfigError(f"resuming a {cfg.optimizer} run at step {start.t} needs its optimiser state from the checkpoint; pass optimizer=")
-        optimizer = new_optimizer(cfg, net)
-    precise = cfg.bn_stats == "precise"
-    # Training metrics on a fixed random subset when asked (evaluating all 45,000 images every
-    # epoch costs a third of an epoch's training for a wide network); sorted: order is irrelevant.
-    train_eval = np.sort(np.random.default_rng([cfg.seed, 7]).permutation(n)[: cfg.eval_train_images]) if 0 < cfg.eval_train_images < n else None
-    per_epoch = n // cfg.batch
-    epochs = math.ceil(total / per_epoch)
-    rng = np.random.default_rng([cfg.seed, 2])
-    pos = start if start is not None else Position(rng_state=rng.bit_generator.state)
-    if pos.j >= per_epoch or pos.epoch > epochs or pos.t != min(total, pos.epoch * per_epoch + pos.j):
-        raise ConfigError(f"cannot continue at step {pos.t} (epoch {pos.epoch}, batch {pos.j}): the schedule has {total} steps of {per_epoch} per epoch")
-    rng.bit_generator.state = pos.rng_state
-    bar = Progress(total, "train", enabled=progress)
-    t = pos.t
-    eta = lr(max(t - 1, 0))
-    start_time = time.perf_counter()
-    if stop is None:
-        stop = StopRequest()
-
-    def record(epoch: float) -> None:
-        nonlocal start_time
-        history.train_seconds += time.perf_counter() - start_time
-        t0 = time.perf_counter()
-        extra = {}
-        if precise:
-            from fastnet.model.bn_stats import precise_estimate, using_stats
-
-            if len(data.y_val):
-                extra["val_accuracy_ema"] = evaluate(net, data.X_val, data.y_val, cfg.lam, ops).accuracy
-            ctx = using_stats(net, precise_estimate(net, X, cfg, ops, t))
-        else:
-            ctx = contextlib.nullcontext()
-        with ctx:
-            # The training subset is gathered a chunk at a time, never copied whole; with BLAS on
-            # one thread and a core to spare, evaluation takes both cores itself.
-            threads = stepper.spare_cores
-            tr = evaluate(net, X, y, cfg.lam, ops, rows=train_eval, threads=threads)
-            va = evaluate(net, data.X_val, data.y_val, cfg.lam, ops, threads=threads) if len(data.y_val) else None
-        history.eval_seconds += time.perf_counter() - t0
-        row = {"epoch": round(epoch, 4), "step": t, "eta": lr(max(t - 1, 0)),
-               "train_loss": tr.loss, "train_cost": tr.cost, "train_accuracy": tr.accuracy,
-               "val_loss": va.loss if va else math.nan, "val_cost": va.cost if va else math.nan,
-               "val_accuracy": va.accuracy if va else math.nan, **extra}
-        history.evals.append(row)
-        bar.log(f"epoch {epoch:5.2f}  step {t:6d}  loss {tr.loss:.4f}  cost {tr.cost:.4f}  "
-                f"train acc {tr.accuracy:.4f}  val acc {row['val_accuracy']:.4f}"
-                + (f" (EMA stats {extra['val_accuracy_ema']:.4f})" if "val_accuracy_ema" in extra else ""))
-        start_time = time.perf_counter()
-
-    def diverged(where: str) -> DivergenceError:
-        return divergence(t, eta, where)
-
-    def save(epoch: int, j: int, rng_state: dict) -> None:
-        nonlocal start_time
-        where = first_nonfinite(net)
-        if where:
-            raise diverged(where)
-        if checkpoint is not None:
-            history.train_seconds += time.perf_counter() - start_time
-            checkpoint(Position(t, epoch, j, rng_state))
-            start_time = time.perf_counter()
-
-    stepper = Stepper(net, X, y, cfg.lam, ops, optimizer, augmenter(cfg) if cfg.augment else None)
+    sched = Schedule(cfg, data.X_train.shape[0])
+    optimizer = optimizer if optimizer is not None else fresh_optimizer(cfg, net, start)
+    pos = sched.check(start) if start is not None else sched.start()
+    clock = Clock([history])
+    save = Checkpointer([net], [checkpoint], clock)
+    stepper = Stepper(net, data.X_train, data.y_train, cfg.lam, ops, optimizer, augmenter(cfg) if cfg.augment else None)
+    bar = Progress(sched.total, "train", enabled=progress)
+    evaluator = Evaluator(data, cfg, ops, sched, clock, bar, threads=stepper.spare_cores)
+    stop = stop if stop is not None else StopRequest()
+    eta = sched.last_eta(pos.t)  # the learning rate a divergence found before the next step is reported with
     stop.deferring = True
     try:
         if start is None:
-            save(0, 0, pos.rng_state)
-        for epoch in range(pos.epoch, epochs):
-            rng_state = rng.bit_generator.state  # before the permutation: a checkpoint redraws it
-            perm = rng.permutation(n)
-            for j in range(pos.j if epoch == pos.epoch else 0, per_epoch):
+            save(pos, eta)
+        for epoch in sched.epochs_from(pos):
+            for step in epoch:
                 if stop.signum is not None:
-                    save(epoch, j, rng_state)
-                    raise Interrupted(stop.signum, t)
-                if t >= total:
+                    save(step.position, eta)
+                    raise Interrupted(stop.signum, step.t)
+                if step.t >= sched.total:
                     break
-                idx = perm[j * cfg.batch : (j + 1) * cfg.batch]
-                eta = lr(t)
-                loss = stepper(idx, eta, t, perm[(j + 1) * cfg.batch : (j + 2) * cfg.batch] if t + 1 < total else None)
-                history.step_eta.append(eta)
-                history.step_loss.append(loss)
-                t += 1
-                if not math.isfinite(loss):  # the step made no update: the network is as it was
-                    raise diverged(locate_nonfinite(net, stepper.Xb, y[idx], ops))
-                due = (cfg.eval_every and t % cfg.eval_every == 0) or (precise and cfg.precise_every and t % cfg.precise_every == 0)
-                if due and t < total:
-                    record(t / per_epoch)
-                bar.update(t, f"loss {loss:.3f} eta {eta:.2e}")
-            record(min(epoch + 1, t / per_epoch))
-            save(epoch + 1, 0, rng.bit_generator.state)  # checks the parameters first
+                eta = sched.lr(step.t)
+                take_step(stepper, step, eta, history)
+                if due_within_epoch(cfg, step.t + 1, sched.total):
+                    evaluator.record(net, history, (step.t + 1) / sched.per_epoch, step.t + 1)
+                bar.update(step.t + 1, f"loss {history.step_loss[-1]:.3f} eta {eta:.2e}")
+            evaluator.record(net, history, min(epoch.index + 1, epoch.end.t / sched.per_epoch), epoch.end.t)
+            save(epoch.end, eta)  # checks the parameters first
             if stop.signum is not None:
-                raise Interrupted(stop.signum, t)
+                raise Interrupted(stop.signum, epoch.end.t)
     finally:
         stop.deferring = False
         bar.close()
         stepper.close()
     return history
+
+
+def take_step(stepper: Stepper, step: Step, eta: float, history: History) -> None:
+    """Update step ``step.t`` at learning rate ``eta``; its rate and loss go into ``history``.
+    DivergenceError if the loss is not finite (the step then made no update: the network is
+    as it was, and the error names what overflowed)."""
+    loss = stepper(step.idx, eta, step.t, step.next_idx)
+    history.step_eta.append(eta)
+    history.step_loss.append(loss)
+    if not math.isfinite(loss):
+        raise divergence(step.t + 1, eta, locate_nonfinite(stepper.net, stepper.Xb, stepper.y[step.idx], stepper.ops))
+
+
+def fresh_optimizer(cfg: TrainConfig, net: Network, start: Position | None):
+    """A new optimiser of ``cfg.optimizer``; ConfigError when resuming a run whose optimiser
+    has state (Adam's moments), which must come from the checkpoint."""
+    if start is not None and start.t > 0 and cfg.optimizer != "sgd":
+        raise ConfigError(f"resuming a {cfg.optimizer} run at step {start.t} needs its optimiser state from the checkpoint; pass optimizer=")
+    return new_optimizer(cfg, net)
 
 
 def finish_bn_stats(net: Network, data, cfg: TrainConfig, ops) -> dict:

@@ -1,4 +1,4 @@
-"""TODO docstring for training.signals."""
+"""SIGINT and SIGTERM as a StopRequest the training loop looks at between two steps."""
 from __future__ import annotations
 
 import signal

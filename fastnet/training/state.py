@@ -1,4 +1,5 @@
-"""TODO docstring for training.state."""
+"""What a run carries between steps: its History, its Position in the schedule, the
+StopRequest a signal sets and the Interrupted error it stops with."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

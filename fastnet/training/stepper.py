@@ -1,4 +1,5 @@
-"""TODO docstring for training.stepper."""
+"""How a step is taken: :func:`train_step` op by op, or the fused step through :class:`Stepper`;
+and the divergence errors that name the first array that is not finite."""
 from __future__ import annotations
 
 import math
