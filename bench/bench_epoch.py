@@ -4,8 +4,8 @@ Networks: the assignment's 3-layer [50, 50] and 9-layer [50, 30, 20, 20, 10, 10,
 with and without batch norm. Data: 45,000 x 3072 float32 standard-normal rows (the training
 split's shape; the values do not change the time) and labels 0..9, n_batch = 100.
 
-* ``step``: one step as ``fit`` takes it (:class:`fastnet.train.Stepper`: the backend's fused
-  step where it has one -- Numba's -- else :func:`fastnet.train.train_step`: forward, running
+* ``step``: one step as ``fit`` takes it (:class:`fastnet.training.stepper.Stepper`: the backend's fused
+  step where it has one -- Numba's -- else :func:`fastnet.training.stepper.train_step`: forward, running
   BN averages, backward, SGD) on a fixed mini-batch.
 * ``epoch``: 450 steps over a fresh permutation, each gathering its rows as ``fit`` does
   (the next batch gathered while a step runs, where the fused step does that); no

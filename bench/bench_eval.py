@@ -4,7 +4,7 @@
     FASTNET_BENCH_BLAS_THREADS=2 pytest bench/bench_eval.py --benchmark-only -k cython
     pytest bench/bench_eval.py --benchmark-disable              # smoke test, seconds
 
-Each round is one epoch of :func:`fastnet.train.fit` as ``fastnet-train`` runs it (float32,
+Each round is one epoch of :func:`fastnet.training.loop.fit` as ``fastnet-train`` runs it (float32,
 batch 100, the cyclic schedule, a fresh network from the default configuration) on
 CIFAR-10-sized synthetic data: 45,000 training and 5,000 validation rows of 3072 standard-normal
 features (the values do not change the time). ``fit`` times its training steps and its

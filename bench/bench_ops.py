@@ -20,7 +20,7 @@ import pytest
 from fastnet.backends import load
 
 N = 100  # n_batch of the assignment
-EPS = 1e-8  # fastnet.network.DEFAULT_EPS
+EPS = 1e-8  # fastnet.model.network.DEFAULT_EPS
 DTYPE = np.float32
 WIDTHS = (50, 30, 20, 10)
 LINEAR = ((3072, 50), (50, 50), (50, 30), (20, 10), (10, 10))  # (m_in, m_out)

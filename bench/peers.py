@@ -5,7 +5,7 @@ Every implementation here trains the same network with the same recipe on the sa
 * the same initial parameters (fastnet's ``init_network``, copied into each peer);
 * the same mini-batches, gathered row by row from one shuffled permutation of the training
   set (``Plan.perm``), and the same cyclic learning rate per step (``Plan.etas``, from
-  ``fastnet.optim.cyclic_lr``);
+  ``fastnet.model.optim.cyclic_lr``);
 * float32 everywhere; batch norm with the *biased* batch variance in training, running
   averages with decay ``alpha`` (PyTorch momentum = 1 - alpha) initialised from the first
   batch; L2 on the weight matrices only, as eq (20): the gradient gets ``2 lam W``;
@@ -15,7 +15,7 @@ Implementations (each ``Impl``: ``reset(init)``, ``step(Xb, yb, eta)``, ``epoch(
 ``params()``):
 
 ``FastnetImpl(backend)``
-    ``fastnet.train.train_step`` on ``X[idx]`` for every batch of the plan: ``fit``'s inner
+    ``fastnet.training.stepper.train_step`` on ``X[idx]`` for every batch of the plan: ``fit``'s inner
     loop without its history, progress bar and checkpoints.
 ``TorchImpl``
     What a PyTorch user writes: ``nn.Sequential`` of ``Linear(bias=not bn)``,

@@ -5,9 +5,9 @@ The sweep: the lambda-search preset's network and setting (3-layer [50, 50], bat
 ``epochs`` epochs each (n_s = epochs x n_train / 200, one cycle), every epoch evaluated on all
 training and validation images as ``fit`` does. Modes:
 
-* ``sequential`` -- :func:`fastnet.train.fit` for each model, one after another, in this
+* ``sequential`` -- :func:`fastnet.training.loop.fit` for each model, one after another, in this
   process, at this process's thread setting;
-* ``lockstep`` -- :func:`fastnet.lockstep.fit_lockstep` of all models, in this process;
+* ``lockstep`` -- :func:`fastnet.training.lockstep.fit_lockstep` of all models, in this process;
 * ``sequential-1t``, ``lockstep-1t`` -- the same with this process's BLAS limited to one
   thread while they run (threadpoolctl), to separate what the thread setting does;
 * ``lockstep-2w`` -- two spawned worker processes, BLAS pinned to one thread each

@@ -98,18 +98,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its checkpoint, with its own configuration (only --data-dir, --download, --no-plots, -q may be given too)")
 
 
-class _ConfigFlags:
-    """The flags that set a TrainConfig field: one per field, as
-    :data:`fastnet.training.config.CONFIG_FIELDS` lists them; read on first use, so that
-    ``--help`` does not import NumPy."""
+def config_flags() -> tuple[str, ...]:
+    """The flags that set a TrainConfig field, one per field as
+    :data:`fastnet.training.config.CONFIG_FIELDS` lists them (imported here, not at the top,
+    so that ``--help`` does not import NumPy)."""
+    from fastnet.training.config import CONFIG_FIELDS
 
-    def __iter__(self):
-        from fastnet.training.config import CONFIG_FIELDS
-
-        return iter(CONFIG_FIELDS)
-
-
-CONFIG_FLAGS = _ConfigFlags()
+    return tuple(CONFIG_FIELDS)
 
 
 def config_from_args(args):
@@ -124,7 +119,7 @@ def config_from_args(args):
         if not isinstance(train, dict):
             raise FastnetError(f"{args.config}: \"train\" must be a JSON object of settings, got {type(train).__name__}")
         values.update(train)
-    for name in CONFIG_FLAGS:
+    for name in config_flags():
         v = getattr(args, name, None)
         if v is not None:
             values[name] = v
@@ -151,7 +146,7 @@ def _train(args) -> int:
     from fastnet.runs.train import resume_run, run_to_folder
 
     if getattr(args, "resume", None):
-        given = [f"--{n.replace('_', '-')}" for n in (*CONFIG_FLAGS, "config", "out") if getattr(args, n, None) is not None] + ["--overwrite"] * bool(args.overwrite)
+        given = [f"--{n.replace('_', '-')}" for n in (*config_flags(), "config", "out") if getattr(args, n, None) is not None] + ["--overwrite"] * bool(args.overwrite)
         if given:
             raise FastnetError(f"--resume continues a run with the configuration it started with; drop {', '.join(given)}")
         metrics = resume_run(args.resume, data_dir=args.data_dir, download=args.download, progress=not args.quiet, plots=not args.no_plots)
@@ -335,7 +330,7 @@ def _run(func, args) -> int:
     except FastnetError as exc:
         print(f"fastnet: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt as exc:  # Ctrl-C, or fastnet.train.Interrupted (SIGINT/SIGTERM, after a checkpoint)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or fastnet.training.state.Interrupted (SIGINT/SIGTERM, after a checkpoint)
         print(getattr(exc, "message", "fastnet: interrupted"), file=sys.stderr)
         return getattr(exc, "exit_code", 130)
 

@@ -212,7 +212,7 @@ _BYTES: dict = {}
 
 
 def bytes_images(X):
-    """X quantised to uint8 pixels, as fastnet.data.NormalisedImages normalising them back
+    """X quantised to uint8 pixels, as fastnet.data.images.NormalisedImages normalising them back
     (values near X's; the speed depends only on the shapes). Made once per X."""
     from fastnet.data.images import NormalisedImages
 

@@ -10,7 +10,7 @@ the coarse grid's 8 lambdas) on 45,000 training and 5,000 validation images, eac
 trained ``--epochs`` epochs and evaluated after each on all of them, as ``fit`` does. The modes
 (bench/sweep_modes.py): ``sequential`` (fit after fit in this process at this process's BLAS
 thread setting -- the default unless ``--threads`` or OPENBLAS_NUM_THREADS say otherwise),
-``lockstep`` (fastnet.lockstep.fit_lockstep of all 8 here), ``lockstep-2w`` (2 pinned worker
+``lockstep`` (fastnet.training.lockstep.fit_lockstep of all 8 here), ``lockstep-2w`` (2 pinned worker
 processes, 4 models each in lock-step: what ``fastnet sweep`` and the lambda search do by
 default on 2 cores) and ``sequential-2w`` (the same workers, one model after another: a sweep
 with ``--no-lockstep``). The modes are timed round-robin, the first mode rotating from repeat

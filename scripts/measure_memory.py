@@ -120,7 +120,7 @@ def trace(out: str, train_args: list[str]) -> None:
     from fastnet import backends, cli
     from fastnet.data import cifar10 as data
     from fastnet.model import network
-    from fastnet.report import pdf as report
+    from fastnet.runs import figures
     from fastnet.training import loop as train  # noqa: F401
 
     backend = next((train_args[i + 1] for i, a in enumerate(train_args[:-1]) if a == "--backend"), "auto")
@@ -148,8 +148,8 @@ def trace(out: str, train_args: list[str]) -> None:
 
     wrap(data, "load_cifar10", "loading: read, split, normalise")
     wrap(train, "fit", "training: fit, evaluations, checkpoints")
-    wrap(network, "evaluate", "test evaluation")   # runs.py looks it up at call time; fit holds its own
-    wrap(report, "plot_run", "plots")
+    wrap(network, "evaluate", "test evaluation")   # runs.folder looks it up at call time; fit holds its own
+    wrap(figures, "plot_run", "plots")
     code = cli.train_main(train_args)
     if code:
         raise SystemExit(code)

@@ -10,7 +10,7 @@ The work is vectorised per batch: one padded copy of the batch, then one slice c
 distinct translation present (at most (2 shift + 1)^2 = 49 for shift 3, whatever the batch
 size), then one mirrored copy of the flipped rows. About 0.8 ms for a batch of 100 rows.
 
-Random numbers come from the generator passed in; :func:`fastnet.train.fit` makes it from
+Random numbers come from the generator passed in; :func:`fastnet.training.loop.fit` makes it from
 the run's seed and the update step, so an augmented run is reproducible and resumes exactly.
 """
 from __future__ import annotations

@@ -17,7 +17,7 @@ class NormalisedImages:
     """uint8 images normalised as they are read: rows of ``(pixels - mean) / std`` as ``dtype``.
 
     The test set of :func:`load_cifar10`. It is read once, at the end of a run, a chunk of rows
-    at a time (:func:`fastnet.network.evaluate` and ``predict`` slice their input), so it is
+    at a time (:func:`fastnet.model.network.evaluate` and ``predict`` slice their input), so it is
     kept at one byte a pixel -- 31 MB for 10,000 images instead of 123 MB in float32 -- and
     each chunk is normalised when sliced, by the float64 arithmetic that made the training and
     validation sets: the rows are bit for bit those an eager normalisation gives.

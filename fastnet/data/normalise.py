@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-# ------------------------------------------------------- images kept as bytes (data.py)
+# ------------------------------------------------------------------ images kept as bytes
 # The training set is held as uint8 pixels and normalised as rows are read
-# (fastnet.data.NormalisedImages): a quarter of the memory, and a gather that reads 0.3 MB
+# (fastnet.data.images.NormalisedImages): a quarter of the memory, and a gather that reads 0.3 MB
 # per batch of 100 instead of 1.2 MB. These kernels compute exactly what
 # data.normalise_into does -- (float64(u) - mean) * (1 / std), rounded once to the output
 # dtype -- and are compiled without fast-math so that no step of it is reassociated: the
-# rows are bit for bit those of an eager normalisation (tests/test_data_lean.py).
+# rows are bit for bit those of an eager normalisation (tests/data/test_images.py).
 
 @njit(cache=True, nogil=True)
 def normalise_rows(U, rows, mean, inv_std, out):

@@ -313,7 +313,7 @@ GRADCHECK_METHOD = ("centred differences (J(theta+h) - J(theta-h)) / 2h of the m
 
 
 def run_gradcheck(out, backend: str = "numpy", echo=_echo) -> dict:
-    """Item (i): every standard gradient check (fastnet.gradcheck.STANDARD_CASES) in float64,
+    """Item (i): every standard gradient check (fastnet.model.gradcheck.STANDARD_CASES) in float64,
     written to ``OUT/gradcheck/gradcheck.json``."""
     from fastnet.backends import resolve
     from fastnet.model import gradcheck as gc

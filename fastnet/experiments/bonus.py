@@ -157,7 +157,7 @@ def write_summary(folder: Path, quick: bool = False) -> dict:
 
 
 def gradcheck_bonus(folder: Path, backend: str = "numpy", echo=_echo) -> dict:
-    """The gradient checks of the bonus architectures (fastnet.gradcheck.BONUS_CASES) in
+    """The gradient checks of the bonus architectures (fastnet.model.gradcheck.BONUS_CASES) in
     float64, written to ``gradcheck_bonus.json`` (a few seconds)."""
     from fastnet.backends import resolve
     from fastnet.model import gradcheck as gc

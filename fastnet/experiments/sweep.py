@@ -53,6 +53,7 @@ from fastnet.experiments.executor import (
     run_tasks,
     worker_pool,
 )
+from fastnet.runs.record import is_finished
 
 RESULT_FIELDS = (
     "name", "status", "executed", "test_accuracy", "val_accuracy", "train_accuracy",
@@ -185,10 +186,6 @@ def _comparable(train: dict) -> dict:
     return d
 
 
-def is_finished(run_dir) -> bool:
-    return (Path(run_dir) / "metrics.json").is_file()
-
-
 def _check_same_config(run_dir: Path, cfg) -> None:
     from fastnet.util.files import read_json
 
@@ -259,7 +256,7 @@ def run_sweep(runs, out_dir, *, data_dir=None, workers: int | None = None, sched
     out_dir : path
         Where the run folders, ``results.csv``, ``results.md`` and ``sweep.log`` go.
     data_dir : path or None
-        Passed to :func:`fastnet.data.load_cifar10` in whichever process trains.
+        Passed to :func:`fastnet.data.cifar10.load_cifar10` in whichever process trains.
     workers : int or None
         Processes to use (default: the cores this process may run on); 1 trains in this
         process. Ignored with ``scheduler``.

@@ -43,7 +43,7 @@ DEFAULT_EPS = 1e-8
 DEFAULT_ALPHA = 0.9
 EVAL_CHUNK = 1_000  # rows per forward pass in evaluation; the first-layer product of 1,000 rows is as
 # efficient a GEMM as of 10,000 (a little more: the rows stay in cache) and a chunk of the test set,
-# normalised as it is read (fastnet.data.NormalisedImages), takes 12 MB instead of 123 MB
+# normalised as it is read (fastnet.data.images.NormalisedImages), takes 12 MB instead of 123 MB
 
 
 @dataclass
@@ -334,7 +334,7 @@ def backward(net: Network, cache: Cache, y: NDArray, lam: float, ops, *, dX0_out
     Returns a dict with the names of :meth:`Network.params`. ``dX0_out``, if given, receives
     the gradient of the input batch as the ops pass gradients down, ``G W_1`` (eq 23: of the
     per-sample losses, i.e. n dJ/dx^(0)); only a network fed by another's outputs needs it
-    (:mod:`fastnet.lockstep` trains layers 2..k so).
+    (:mod:`fastnet.training.lockstep` trains layers 2..k so).
 
     Skip connections: where layer e's scores received x^(s) (eq 40), dJ/ds^(e) is also a
     gradient of x^(s); it is kept in ``pending[s]`` and added to what layer s + 1's linear map
@@ -400,7 +400,7 @@ def _for_eval(net: Network) -> Network:
     """``net`` with C-contiguous weight matrices, the same arrays where they already are.
 
     The ops copy a non-contiguous matrix on every call, and a network being trained by the
-    fused step (fastnet.engine) holds W_1 as the transpose of a (d, m_1) array: evaluation
+    fused step (fastnet.training.fused) holds W_1 as the transpose of a (d, m_1) array: evaluation
     copies it once here instead of once per chunk. The values, and so the scores, are the same.
     """
     if all(layer.W.flags.c_contiguous for layer in net.layers):
@@ -414,7 +414,7 @@ def evaluate(net: Network, X: NDArray, y: NDArray, lam: float, ops, chunk: int =
     """Loss, cost and accuracy of the network in test mode (running BN statistics).
 
     X is read ``chunk`` rows at a time: an (n, d) array, or anything whose row slices are
-    arrays (the test set of :func:`fastnet.data.load_cifar10` is normalised as it is read).
+    arrays (the test set of :func:`fastnet.data.cifar10.load_cifar10` is normalised as it is read).
     Per-sample losses are summed in float64, chunk by chunk in order. ``chunk`` changes the
     figures by float rounding at most (BLAS may round a row's product differently in blocks
     of another size).

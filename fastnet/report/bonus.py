@@ -5,7 +5,7 @@ say; the gradient checks of the bonus architectures; batch norm (after the ReLU,
 adaptive BN) with curves and the adaptive-BN table; the deeper networks (Adam, decay, width,
 skips); augmentation and the best network. Every number is read from the run folders,
 ``bonus.json``, ``adaptive_bn.json`` and ``gradcheck_bonus.json``; what is missing is said
-to be missing. :func:`bonus_pages` returns page makers for :func:`fastnet.report.build_report`.
+to be missing. :func:`bonus_pages` returns page makers for :func:`fastnet.report.pdf.build_report`.
 """
 from __future__ import annotations
 

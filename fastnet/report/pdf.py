@@ -117,7 +117,7 @@ def _page_gradcheck(plt, g: dict | None):
         lines.append(f"{case:<24} {w['rel_error']:>13.2e} {w['param']:>7} {max(r['max_rel_error'] for r in rs):>10.2e} "
                      f"{sum(r['checked'] for r in rs):>8d} {sum(r['skipped_kinks'] for r in rs):>6d}")
     p.text("\n".join(lines), size=9, family="monospace")
-    p.text(f"Computed in {g.get('seconds', math.nan):.1f} s by fastnet.gradcheck (command: fastnet gradcheck).", size=8.5)
+    p.text(f"Computed in {g.get('seconds', math.nan):.1f} s by fastnet.model.gradcheck (command: fastnet gradcheck).", size=8.5)
     return p.fig
 
 

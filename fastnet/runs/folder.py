@@ -8,7 +8,7 @@ Layout::
     RUN_DIR/metrics.json   final figures: test/val/train accuracy, times, backend, dtype, ...
     RUN_DIR/model.npz      parameters, running BN statistics, input normalisation (no pickles)
     RUN_DIR/*.png          loss, cost and accuracy, train vs validation
-    RUN_DIR/checkpoint.npz the state to continue from (see fastnet.checkpoint): written when
+    RUN_DIR/checkpoint.npz the state to continue from (see fastnet.training.checkpoint): written when
                            training starts, after every epoch and when SIGINT/SIGTERM stops it
     RUN_DIR/status.json    why an unfinished run stopped: interrupted, diverged or failed
     RUN_DIR/.lock          the pid of the process writing the folder, while it runs

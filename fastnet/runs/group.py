@@ -21,7 +21,7 @@ def run_group_to_folders(cfgs: list[TrainConfig], out_dirs, *, data, overwrite: 
     the FastnetError of a folder that could not be written); either way its folder is written
     as a standalone run's (status.json for a stopped one). Every folder is locked while the
     group trains. SIGINT/SIGTERM checkpoint every model and raise
-    :class:`fastnet.train.Interrupted`; any other error marks every unfinished run failed and
+    :class:`fastnet.training.state.Interrupted`; any other error marks every unfinished run failed and
     is raised.
     """
     from fastnet.backends import resolve

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastnet.util.files import read_history, read_json
+from fastnet.util.files import read_history, read_json_or_none
 
 # ------------------------------------------------------------------------ reading runs
 
@@ -40,29 +40,25 @@ def _dedup_steps(rows: list[dict]) -> list[dict]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def load_run(path) -> RunInfo:
+def is_finished(run_dir) -> bool:
+    """A run is finished once it has ``metrics.json``: the writer writes it last."""
+    return (Path(run_dir) / "metrics.json").is_file()
 
+
+def load_run(path) -> RunInfo:
+    """The run folder ``path`` as far as it can be read: damaged or missing files leave their
+    part empty (an unreadable metrics.json: not finished), never an error."""
     path = Path(path)
-    config, metrics, history, status, message = {}, None, [], "unfinished", ""
-    try:
-        config = read_json(path / "config.json").get("train", {})
-    except Exception:
-        pass
-    if (path / "metrics.json").is_file():
-        try:
-            metrics = read_json(path / "metrics.json")
-            status = "finished"
-        except Exception:
-            metrics = None
-    if metrics is None and (path / "status.json").is_file():
-        try:
-            st = read_json(path / "status.json")
-            status, message = st.get("status", status), st.get("message", "")
-        except Exception:
-            pass
+    config = (read_json_or_none(path / "config.json") or {}).get("train", {})
+    metrics = read_json_or_none(path / "metrics.json") if is_finished(path) else None
+    status, message = ("finished", "") if metrics is not None else ("unfinished", "")
+    if metrics is None:
+        st = read_json_or_none(path / "status.json") or {}
+        status, message = st.get("status", status), st.get("message", "")
+    history = []
     if (path / "history.csv").is_file():
         try:
             history = _dedup_steps(read_history(path / "history.csv"))
-        except Exception:
+        except Exception:  # a damaged history: the report shows no curve
             history = []
     return RunInfo(path.name, path, config, metrics, history, status, message)

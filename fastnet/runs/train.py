@@ -25,7 +25,7 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
     ``data`` (a loaded Dataset) is used as is when given, so that sweeps load it once.
     The folder is locked while the run writes it (:class:`RunLock`). A checkpoint is written
     when training starts and after every epoch; SIGINT or SIGTERM stops the run after the
-    step in flight, checkpoints it and raises :class:`fastnet.train.Interrupted` (exit status
+    step in flight, checkpoints it and raises :class:`fastnet.training.state.Interrupted` (exit status
     130 / 143), whose message says how to resume. On divergence, interruption or failure the
     folder keeps config, history, the last good checkpoint and ``status.json`` saying what
     happened; ``metrics.json`` (written last) exists only for a finished run.

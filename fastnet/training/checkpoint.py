@@ -13,7 +13,7 @@ a run is stopped by SIGINT or SIGTERM (at a step boundary). It holds
   *before* that epoch's permutation was drawn), the evaluation rows, the time spent so far and
   a fingerprint of the training data.
 
-Given those, :func:`fastnet.train.fit` redraws the interrupted epoch's permutation, skips the
+Given those, :func:`fastnet.training.loop.fit` redraws the interrupted epoch's permutation, skips the
 ``j`` mini-batches already done, and goes on: the result equals an uninterrupted run's
 bitwise (same backend, same thread count). No pickles: the file is read with
 ``allow_pickle=False`` and every value is checked, so a damaged or foreign file is refused

@@ -1,12 +1,12 @@
 """The fused training step: a whole SGD step in one compiled call, on buffers made once.
 
-:func:`fastnet.train.train_step` is the step written like the equations, op by op over a
+:func:`fastnet.training.stepper.train_step` is the step written like the equations, op by op over a
 backend; it is the truth, and it serves every configuration. For the configurations most
 runs use -- plain SGD on a network whose hidden layers are all batch norm + ReLU (BN before
 the ReLU, the assignment's) or all ReLU, without skip connections -- a backend may offer a
 compiled step that does the same arithmetic in one call (``ops.fused_step``; Numba's is
 :mod:`fastnet.backends.numba_step`). :class:`FusedStep` holds its buffers; ``fit`` uses it
-whenever :func:`fused_step_for` returns one. tests/test_engine.py holds the two paths equal.
+whenever :func:`fused_step_for` returns one. tests/training/test_fused.py holds the two paths equal.
 
 What the fused step changes, measured in ``scripts/bench_peers.py``:
 

@@ -12,17 +12,17 @@ range). :func:`fit_lockstep` trains such a group as one loop over the mini-batch
   stacked the same way and goes through the backend's ops once for all M models (batch norm
   works column by column, so the stacked op computes each model's columns exactly as alone);
 * layers 2..k of each model as a network of their own, fed the model's block of the first
-  layer's output: :func:`fastnet.network.forward_train`, ``backward`` (which also gives the
-  gradient of that block) and :func:`fastnet.optim.sgd_step`, as a standalone step runs them;
+  layer's output: :func:`fastnet.model.network.forward_train`, ``backward`` (which also gives the
+  gradient of that block) and :func:`fastnet.model.optim.sgd_step`, as a standalone step runs them;
 * the first layer's update of eq (20)'s gradient step with the per-model scalars as
   per-column factors: W <- (1 - 2 eta_m lam_m) W - (eta_m / n) G^T X.
 
-Each model ends as a standalone :func:`fastnet.train.fit` with its own configuration ends: the
+Each model ends as a standalone :func:`fastnet.training.loop.fit` with its own configuration ends: the
 same evaluation rows (respecting ``eval_every`` and ``eval_train_images``), running BN averages
 (eqs 38-39), per-step losses and learning rates, checkpoints at the same positions. Not bit for
 bit: the stacked products may sum in another order than the per-model ones, and the fused
 update rounds differently from ``dW = G^T X / n + 2 lam W; W -= eta dW``; the differences are of
-the order of the unit roundoff per step (tests/test_lockstep.py states the tolerances).
+the order of the unit roundoff per step (tests/training/test_lockstep.py states the tolerances).
 
 **Divergence.** A model whose batch loss is not finite leaves the group at that step, exactly as
 ``fit`` stops: that step's learning rate and loss are in its history, its parameters are those
@@ -328,7 +328,7 @@ class _Lockstep:
 
     def evaluate(self, X: NDArray, y: NDArray, rows: NDArray | None = None) -> list[Metrics]:
         """Loss, cost and accuracy of every member in test mode (running BN statistics), as
-        :func:`fastnet.network.evaluate` measures them (``rows``: only these rows of X and y,
+        :func:`fastnet.model.network.evaluate` measures them (``rows``: only these rows of X and y,
         read a chunk at a time, as fit reads its training subset); the first layer of all at once."""
         ops, st = self.ops, self.stack
         n = X.shape[0] if rows is None else len(rows)
@@ -461,7 +461,7 @@ def fit_lockstep(nets: list[Network], data, cfgs: list[TrainConfig], ops, histor
 
     ``nets`` are fresh networks of their configurations (:func:`fastnet.train.new_network`);
     the configurations must form a group (:func:`check_group`). ``checkpoints[m]``, if given,
-    is called with model m's :class:`Position` when and where :func:`fastnet.train.fit` calls
+    is called with model m's :class:`Position` when and where :func:`fastnet.training.loop.fit` calls
     its ``checkpoint`` (the Network then holds its current parameters). ``stop``: as for fit;
     every model still training is checkpointed before :class:`Interrupted` is raised.
     ``on_leave(m, error)``, if given, is called as soon as model m diverges (its Network then

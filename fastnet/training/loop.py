@@ -12,11 +12,11 @@ permutations, same steps, same parameters bit for bit.
 
 Bonus settings (Exercise 4; all off by default, and left out of ``to_dict`` while at their
 defaults, so configurations written before they existed read back unchanged):
-``bn_placement`` / ``skip`` (the architecture, see :mod:`fastnet.network`), ``optimizer``
+``bn_placement`` / ``skip`` (the architecture, see :mod:`fastnet.model.network`), ``optimizer``
 with ``beta1``, ``beta2``, ``adam_eps`` and ``schedule`` with ``decay_rate``, ``decay_steps``,
-``warmup`` (:mod:`fastnet.optim`), ``augment`` / ``augment_shift`` (:mod:`fastnet.augment`)
+``warmup`` (:mod:`fastnet.model.optim`), ``augment`` / ``augment_shift`` (:mod:`fastnet.data.augment`)
 and ``bn_stats`` = "precise" with ``precise_every``, ``precise_images``
-(:mod:`fastnet.bn_stats`); ``eval_train_images`` measures the training metrics on a fixed
+(:mod:`fastnet.model.bn_stats`); ``eval_train_images`` measures the training metrics on a fixed
 subset. Everything random in them is drawn from generators seeded by the
 run's seed and the update step, so a bonus run also resumes bit for bit (Adam's moments are
 checkpointed).
@@ -38,7 +38,7 @@ from fastnet.util.progress import Progress
 
 def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = None, progress: bool = True, *,
         start: Position | None = None, checkpoint=None, stop: StopRequest | None = None, optimizer=None) -> History:
-    """Train ``net`` in place on ``data`` (a fastnet.data.Dataset) as ``cfg`` says.
+    """Train ``net`` in place on ``data`` (a fastnet.data.cifar10.Dataset) as ``cfg`` says.
 
     The training set is reshuffled every epoch; the learning rate (cyclic by default) is
     updated every step; train and validation loss, cost and accuracy are measured (running BN
@@ -62,7 +62,7 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
     stop : StopRequest, optional
         Looked at before every step and after every epoch; once its ``signum`` is set, fit
         checkpoints and raises :class:`Interrupted`.
-    optimizer : an optimiser of :mod:`fastnet.optim`, optional
+    optimizer : an optimiser of :mod:`fastnet.model.optim`, optional
         The one to step with (its state is the caller's to checkpoint); a fresh one of
         ``cfg.optimizer`` if None. Resuming an Adam run needs the one loaded from its checkpoint.
 

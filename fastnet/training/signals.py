@@ -12,9 +12,9 @@ from contextlib import contextmanager
 def stop_on_signals():
     """A StopRequest that SIGINT and SIGTERM set while training (restored afterwards).
 
-    During :func:`fastnet.train.fit`'s loop the first signal only sets the request, so the
+    During :func:`fastnet.training.loop.fit`'s loop the first signal only sets the request, so the
     step in flight finishes and is checkpointed; outside it (loading data, writing the
-    outputs), or at a second signal, :class:`fastnet.train.Interrupted` is raised at once.
+    outputs), or at a second signal, :class:`fastnet.training.state.Interrupted` is raised at once.
     Signals ignored by the parent (``nohup``) stay ignored; outside the main thread nothing is
     installed (Python allows handlers only there) and Ctrl-C behaves as usual.
     """

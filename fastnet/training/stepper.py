@@ -26,7 +26,7 @@ def train_step(net: Network, X: NDArray, y: NDArray, lam: float, eta: float, ops
     """One update of mini-batch gradient descent; returns the batch's mean cross-entropy.
 
     Forward with batch statistics, running averages (eqs 38-39), backward (eqs 21-37), step
-    (``optimizer``: an :mod:`fastnet.optim` optimiser, plain SGD if None; ``t``: the update
+    (``optimizer``: an :mod:`fastnet.model.optim` optimiser, plain SGD if None; ``t``: the update
     step, from 0, which Adam's bias correction needs).
     A non-finite loss is returned without any update, so that the network stays as it was
     when it produced that loss and :func:`locate_nonfinite` can say what went wrong.
@@ -63,7 +63,7 @@ def augmenter(cfg: TrainConfig):
 class Stepper:
     """How :func:`fit` takes a step: ``stepper(idx, eta, t)`` trains on rows ``idx`` of (X, y).
 
-    The compiled whole step of :mod:`fastnet.engine` when the backend has one and the
+    The compiled whole step of :mod:`fastnet.training.fused` when the backend has one and the
     configuration qualifies (``self.fused``), else :func:`train_step` op by op; the two compute
     the same step. With the fused step and BLAS given two threads, each step runs on
     two cores (``self.cores == 2``: the step's own split, BLAS on one thread in each; the next

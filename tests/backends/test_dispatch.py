@@ -88,7 +88,7 @@ def test_a_named_available_backend_is_used(name):
         pytest.skip(f"{name} unavailable: {load(name).reason}")
     backend = resolve(name)
     assert backend.name == name and backend.available and backend.version
-    # every op, plus the backend's compiled whole step or None (fastnet.engine)
+    # every op, plus the backend's compiled whole step or None (fastnet.training.fused)
     assert set(vars(backend.ops)) == set(OPS) | {"fused_step"}
     assert (backend.ops.fused_step is not None) == (name == "numba")
 

@@ -22,7 +22,7 @@ from fastnet.backends import OPS
 from fastnet.backends import reference as ref
 
 DTYPES = (np.float32, np.float64)
-EPS = 1e-8  # fastnet.network.DEFAULT_EPS: the eps the network actually passes
+EPS = 1e-8  # fastnet.model.network.DEFAULT_EPS: the eps the network actually passes
 
 # ------------------------------------------------------------------------ tolerances
 # One table; compare with np.testing.assert_allclose(actual, reference, rtol, atol).

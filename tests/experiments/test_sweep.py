@@ -104,7 +104,7 @@ def test_a_killed_sweep_resumes_with_only_the_missing_runs(fake_cifar_dir, tmp_p
     spec.write_text(json.dumps({"base": {**base, "n_s": 40}, "runs": [{"name": n, "lam": c.lam} for n, c in runs]}))
     out = tmp_path / "out"
     # --no-lockstep: the runs finish one by one (in a lock-step group they would all finish
-    # together); resuming a group is tests/test_lockstep.py's
+    # together); resuming a group is tests/training/test_lockstep.py's
     cmd = [sys.executable, "-m", "fastnet.cli", "sweep", str(spec), "--out", str(out), "--workers", "1", "--data-dir", str(fake_cifar_dir), "--no-plots", "--no-lockstep"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

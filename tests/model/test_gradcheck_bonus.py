@@ -1,7 +1,7 @@
 """The bonus architectures' backward passes against centred finite differences, in float64.
 
 Batch norm after the ReLU (Exercise 4.1a) and the skip connections of eqs (40)-(41)
-(Exercise 4.2c), alone and combined: ``fastnet.gradcheck.BONUS_CASES``, held to the same
+(Exercise 4.2c), alone and combined: ``fastnet.model.gradcheck.BONUS_CASES``, held to the same
 bounds as the assignment's networks (1e-6 relative to each array's largest gradient entry;
 measured ~1e-9). The check can fail: a backward pass that forgets the skip's gradient is caught.
 """

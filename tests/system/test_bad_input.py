@@ -5,7 +5,7 @@ a few as real processes) and expects: exit status 2, one sentence on stderr that
 wrong (argparse's own errors add its usage line above it), no traceback, and no new
 ``metrics.json`` or ``*.tmp`` file anywhere: nothing that looks like a finished run.
 
-The loader's own tests (tests/test_data*.py, tests/test_boundary.py) go deeper into each
+The loader's own tests (tests/data/, tests/backends/test_checks.py) go deeper into each
 file format; here the point is that every failure reaches the user the same plain way.
 """
 from __future__ import annotations

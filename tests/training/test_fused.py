@@ -1,4 +1,4 @@
-"""The fused training step (fastnet.engine) against the op-by-op step it replaces.
+"""The fused training step (fastnet.training.fused) against the op-by-op step it replaces.
 
 Tolerances: in float64 the two paths differ only in the order of a few roundings (the
 weight step is (1 - 2 eta lam) W - (eta/n) G^T X instead of W - eta (G^T X / n + 2 lam W),
