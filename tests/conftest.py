@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from fastnet import backends
+from fastnet.training.state import History, StopRequest
 
 FOLDER = "cifar-10-batches-py"
 
@@ -158,3 +159,19 @@ def compiled_module(name: str):
 def pdf_pages(path: Path) -> int:
     """Page objects in a PDF written by matplotlib (uncompressed object dictionaries)."""
     return len(re.findall(rb"/Type\s*/Page\b(?!s)", path.read_bytes()))
+
+
+class StopAt(StopRequest):
+    """A stop request that 'arrives' once ``k`` steps are done (as a signal would)."""
+
+    def __init__(self, history: History, k: int):
+        self.history, self.k = history, k
+        super().__init__()
+
+    @property
+    def signum(self):
+        return signal.SIGINT if len(self.history.step_loss) >= self.k else None
+
+    @signum.setter
+    def signum(self, value):
+        pass

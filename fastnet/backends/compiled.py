@@ -78,6 +78,13 @@ class CompiledOps:
         self._kernels[S.dtype][op](S, gamma, beta, mu, v, eps, X)
         return X
 
+    def _bn_grad(self, op: str, G: NDArray, S_hat: NDArray, args: tuple) -> BNGrad:
+        """A batch-norm backward op's outputs allocated and its kernel run on ``args`` (checked)."""
+        m = G.shape[1]
+        G_out, dgamma, dbeta = np.empty_like(G), np.empty(m, G.dtype), np.empty(m, G.dtype)
+        self._kernels[G.dtype][op](*args, G_out, dgamma, dbeta)
+        return BNGrad(G_out, dgamma, dbeta)
+
     @specified_by_reference
     def bn_relu_forward_train(self, S: NDArray, gamma: NDArray, beta: NDArray, eps: float) -> BNTrain:
         return self._bn_train("bn_relu_forward_train", S, gamma, beta, eps)
@@ -89,10 +96,7 @@ class CompiledOps:
     @specified_by_reference
     def bn_relu_backward(self, G: NDArray, X: NDArray, S_hat: NDArray, gamma: NDArray, v: NDArray, eps: float) -> BNGrad:
         G, X, S_hat, gamma, v, eps = chk.bn_backward_args("bn_relu_backward", G, S_hat, gamma, v, eps, X)
-        m = G.shape[1]
-        G_out, dgamma, dbeta = np.empty_like(G), np.empty(m, G.dtype), np.empty(m, G.dtype)
-        self._kernels[G.dtype]["bn_relu_backward"](G, X, S_hat, gamma, v, eps, G_out, dgamma, dbeta)
-        return BNGrad(G_out, dgamma, dbeta)
+        return self._bn_grad("bn_relu_backward", G, S_hat, (G, X, S_hat, gamma, v, eps))
 
     @specified_by_reference
     def bn_forward_train(self, S: NDArray, gamma: NDArray, beta: NDArray, eps: float) -> BNTrain:
@@ -105,10 +109,7 @@ class CompiledOps:
     @specified_by_reference
     def bn_backward(self, G: NDArray, S_hat: NDArray, gamma: NDArray, v: NDArray, eps: float) -> BNGrad:
         G, _, S_hat, gamma, v, eps = chk.bn_backward_args("bn_backward", G, S_hat, gamma, v, eps)
-        m = G.shape[1]
-        G_out, dgamma, dbeta = np.empty_like(G), np.empty(m, G.dtype), np.empty(m, G.dtype)
-        self._kernels[G.dtype]["bn_backward"](G, S_hat, gamma, v, eps, G_out, dgamma, dbeta)
-        return BNGrad(G_out, dgamma, dbeta)
+        return self._bn_grad("bn_backward", G, S_hat, (G, S_hat, gamma, v, eps))
 
     # ------------------------------------------------------------ softmax cross-entropy
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import StopAt
 
 import fastnet.training.stepper as train_mod
 from fastnet.backends import resolve
@@ -35,7 +36,7 @@ from fastnet.errors import DivergenceError
 from fastnet.training.checkpoint import load_checkpoint, save_checkpoint
 from fastnet.training.config import TrainConfig, new_network
 from fastnet.training.loop import fit
-from fastnet.training.state import History, Interrupted, StopRequest
+from fastnet.training.state import History, Interrupted
 
 OPS = resolve("numpy").ops
 
@@ -76,22 +77,6 @@ def reference(fake):
     net = new_network(cfg, 3072, 10)
     history = fit(net, fake, cfg, OPS, progress=False)
     return state(net, history)
-
-
-class StopAt(StopRequest):
-    """A stop request that 'arrives' once ``k`` steps are done (as a signal would)."""
-
-    def __init__(self, history: History, k: int):
-        self.history, self.k = history, k
-        super().__init__()
-
-    @property
-    def signum(self):
-        return signal.SIGINT if len(self.history.step_loss) >= self.k else None
-
-    @signum.setter
-    def signum(self, value):
-        pass
 
 
 def writer(path: Path, net, history, cfg, keep: list | None = None):

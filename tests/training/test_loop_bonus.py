@@ -10,6 +10,7 @@ import signal
 
 import numpy as np
 import pytest
+from conftest import StopAt
 
 import fastnet.training.loop as loop_mod
 import fastnet.training.stepper as train_mod
@@ -32,7 +33,7 @@ from fastnet.runs.train import resume_run, run_to_folder
 from fastnet.training.checkpoint import load_checkpoint, save_checkpoint
 from fastnet.training.config import TrainConfig, new_network, new_optimizer
 from fastnet.training.loop import fit
-from fastnet.training.state import History, Interrupted, StopRequest
+from fastnet.training.state import History, Interrupted
 
 OPS = resolve("numpy").ops
 
@@ -196,20 +197,6 @@ def test_precise_training_is_the_ema_training_measured_with_precise_statistics(f
 
 BONUS_CFG = dict(hidden=(20, 16, 20), skip=True, bn_placement="after", optimizer="adam", eta_min=1e-4, eta_max=3e-3,
                  schedule="cosine", warmup=8, augment=True, augment_shift=2, bn_stats="precise", precise_images=200, precise_every=10)
-
-
-class StopAt(StopRequest):
-    def __init__(self, history: History, k: int):
-        self.history, self.k = history, k
-        super().__init__()
-
-    @property
-    def signum(self):
-        return signal.SIGINT if len(self.history.step_loss) >= self.k else None
-
-    @signum.setter
-    def signum(self, value):
-        pass
 
 
 def snapshot(net, history, optimizer):
