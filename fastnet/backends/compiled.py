@@ -78,7 +78,7 @@ class CompiledOps:
         self._kernels[S.dtype][op](S, gamma, beta, mu, v, eps, X)
         return X
 
-    def _bn_grad(self, op: str, G: NDArray, S_hat: NDArray, args: tuple) -> BNGrad:
+    def _bn_grad(self, op: str, G: NDArray, args: tuple) -> BNGrad:
         """A batch-norm backward op's outputs allocated and its kernel run on ``args`` (checked)."""
         m = G.shape[1]
         G_out, dgamma, dbeta = np.empty_like(G), np.empty(m, G.dtype), np.empty(m, G.dtype)
@@ -96,7 +96,7 @@ class CompiledOps:
     @specified_by_reference
     def bn_relu_backward(self, G: NDArray, X: NDArray, S_hat: NDArray, gamma: NDArray, v: NDArray, eps: float) -> BNGrad:
         G, X, S_hat, gamma, v, eps = chk.bn_backward_args("bn_relu_backward", G, S_hat, gamma, v, eps, X)
-        return self._bn_grad("bn_relu_backward", G, S_hat, (G, X, S_hat, gamma, v, eps))
+        return self._bn_grad("bn_relu_backward", G, (G, X, S_hat, gamma, v, eps))
 
     @specified_by_reference
     def bn_forward_train(self, S: NDArray, gamma: NDArray, beta: NDArray, eps: float) -> BNTrain:
@@ -109,7 +109,7 @@ class CompiledOps:
     @specified_by_reference
     def bn_backward(self, G: NDArray, S_hat: NDArray, gamma: NDArray, v: NDArray, eps: float) -> BNGrad:
         G, _, S_hat, gamma, v, eps = chk.bn_backward_args("bn_backward", G, S_hat, gamma, v, eps)
-        return self._bn_grad("bn_backward", G, S_hat, (G, S_hat, gamma, v, eps))
+        return self._bn_grad("bn_backward", G, (G, S_hat, gamma, v, eps))
 
     # ------------------------------------------------------------ softmax cross-entropy
 
