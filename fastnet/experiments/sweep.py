@@ -21,7 +21,7 @@ its own folder, as if trained alone. ``lockstep=False`` (``--no-lockstep``) trai
 on its own.
 
 **Resumable.** A run whose folder holds ``metrics.json`` (written last by
-:func:`fastnet.runs.run_to_folder`) is finished and skipped; a folder without it is an
+:func:`fastnet.runs.train.run_to_folder`) is finished and skipped; a folder without it is an
 interrupted run and is done again from scratch (the unfinished runs of a lock-step group are
 grouped again, among themselves). A finished run whose recorded configuration
 differs from the requested one is refused rather than silently reused.

@@ -14,7 +14,7 @@ from fastnet.training.state import History, Interrupted
 
 def run_group_to_folders(cfgs: list[TrainConfig], out_dirs, *, data, overwrite: bool = False, progress: bool = False, plots: bool = True) -> list:
     """Train ``cfgs`` in lock-step on ``data`` (a loaded Dataset) and write run folder
-    ``out_dirs[m]`` of each as :func:`fastnet.runs.run_to_folder` would.
+    ``out_dirs[m]`` of each as :func:`fastnet.runs.train.run_to_folder` would.
 
     Returns, per model, its metrics (a finished run; ``metrics["lockstep"]`` =
     ``{"group": M, "index": m, ...}``) or the exception that ended it (a DivergenceError, or

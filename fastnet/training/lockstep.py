@@ -35,7 +35,7 @@ found at the end of an epoch.
 PreciseBN); :func:`group_key` is equal for configurations that may share a group (everything
 but :data:`FREE_FIELDS`); :func:`plan_units` splits a sweep's pending runs into groups and
 single runs. :func:`run_group_to_folders` writes each model's run folder as
-:func:`fastnet.runs.run_to_folder` would, with ``"lockstep"`` in its metrics.
+:func:`fastnet.runs.train.run_to_folder` would, with ``"lockstep"`` in its metrics.
 
 **Time.** The models share every product, so the group's time cannot be attributed finer than
 evenly: each interval of the group's loop (training, evaluation, checkpoints) is divided by the
@@ -459,7 +459,7 @@ def fit_lockstep(nets: list[Network], data, cfgs: list[TrainConfig], ops, histor
                  checkpoints=None, stop: StopRequest | None = None, on_leave=None) -> list[Outcome]:
     """Train ``nets[m]`` as ``cfgs[m]`` says, all in lock-step, in place (module docstring).
 
-    ``nets`` are fresh networks of their configurations (:func:`fastnet.train.new_network`);
+    ``nets`` are fresh networks of their configurations (:func:`fastnet.training.config.new_network`);
     the configurations must form a group (:func:`check_group`). ``checkpoints[m]``, if given,
     is called with model m's :class:`Position` when and where :func:`fastnet.training.loop.fit` calls
     its ``checkpoint`` (the Network then holds its current parameters). ``stop``: as for fit;
