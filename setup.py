@@ -18,7 +18,8 @@ extensions = cythonize(
             ["kernels/_ckernels.pyx"],
             include_dirs=[numpy.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-            extra_compile_args=["-O3"],
+            extra_compile_args=["-O3", "-fopenmp"],  # OpenMP: the fused step's two-core form
+            extra_link_args=["-fopenmp"],
         )
     ],
     compiler_directives={

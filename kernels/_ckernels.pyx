@@ -17,10 +17,10 @@ let the compiler assume NaN away. Each inner loop works on row pointers, which g
 """
 from cython cimport floating
 from libc.math cimport exp, log, sqrt, sqrtf
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 
 # Bumped whenever a kernel's signature changes; cython_ops.py refuses another build.
-VERSION = "fastnet._ckernels 3"
+VERSION = "fastnet._ckernels 4"
 
 
 cdef double* _scratch(Py_ssize_t m) except NULL:
@@ -31,88 +31,103 @@ cdef double* _scratch(Py_ssize_t m) except NULL:
     return p
 
 
-def bias_relu_forward(const floating[:, ::1] Z, const floating[::1] b, floating[:, ::1] X):
-    """X = max(0, Z + b), eqs (1)-(2)."""
-    cdef Py_ssize_t i, j, n = Z.shape[0], m = Z.shape[1]
+cdef inline void _bias_relu_rows(const floating* Z, const floating* b, floating* X,
+                                 Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i, j
     cdef floating s
     cdef const floating* z_row
     cdef floating* x_row
+    for i in range(n):
+        z_row = Z + i * m
+        x_row = X + i * m
+        for j in range(m):
+            s = z_row[j] + b[j]  # (1), in the array dtype like the reference
+            x_row[j] = 0 if s < 0 else s  # (2); NaN passes through
+
+
+def bias_relu_forward(const floating[:, ::1] Z, const floating[::1] b, floating[:, ::1] X):
+    """X = max(0, Z + b), eqs (1)-(2)."""
     with nogil:
-        for i in range(n):
-            z_row = &Z[i, 0]
-            x_row = &X[i, 0]
-            for j in range(m):
-                s = z_row[j] + b[j]  # (1), in the array dtype like the reference
-                x_row[j] = 0 if s < 0 else s  # (2); NaN passes through
+        _bias_relu_rows(&Z[0, 0], &b[0], &X[0, 0], Z.shape[0], Z.shape[1])
+
+
+cdef inline void _relu_backward_rows(const floating* G, const floating* X, floating* out,
+                                     Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef const floating* g_row
+    cdef const floating* x_row
+    cdef floating* o_row
+    for i in range(n):
+        g_row = G + i * m
+        x_row = X + i * m
+        o_row = out + i * m
+        for j in range(m):
+            o_row[j] = g_row[j] * (x_row[j] > 0)
 
 
 def relu_backward(const floating[:, ::1] G, const floating[:, ::1] X, floating[:, ::1] out):
     """out = G * (X > 0), eqs (24)/(30); a product, so NaN * 0 stays NaN like the reference."""
-    cdef Py_ssize_t i, j, n = G.shape[0], m = G.shape[1]
-    cdef const floating* g_row
-    cdef const floating* x_row
-    cdef floating* o_row
     with nogil:
-        for i in range(n):
-            g_row = &G[i, 0]
-            x_row = &X[i, 0]
-            o_row = &out[i, 0]
-            for j in range(m):
-                o_row[j] = g_row[j] * (x_row[j] > 0)
+        _relu_backward_rows(&G[0, 0], &X[0, 0], &out[0, 0], G.shape[0], G.shape[1])
 
 
 # ------------------------------------------ batch norm, with and without the ReLU (bonus: after it)
-# Each pair of kernels is one cdef inline body with a ``relu`` flag that each kernel passes as a
+# Each body below works on raw row-major pointers (n rows of m) and per-column scratch the
+# caller owns, so the op wrappers here and the fused step (fused_step.pxi) run the very same
+# loops. Each pair of kernels is one body with a ``relu`` flag that each caller passes as a
 # constant (the compiler folds it, or hoists the test out of the loops). Plain C arithmetic
-# without -ffast-math, so sharing the body changes no result.
+# without -ffast-math, so sharing a body changes no result.
+
+
+cdef inline void _bn_forward_train_rows(const floating* S, const floating* gamma, const floating* beta,
+                                        double eps, floating* X, floating* S_hat, floating* mu, floating* v,
+                                        Py_ssize_t n, Py_ssize_t m, bint relu, double* scratch) noexcept nogil:
+    """Eqs (13)-(17) on S (n, m); ``scratch``: room for 3 m doubles."""
+    cdef Py_ssize_t i, j
+    cdef floating d, s_hat, x
+    cdef const floating* s_row
+    cdef floating* x_row
+    cdef floating* h_row
+    cdef double* mean = scratch
+    cdef double* ssq = scratch + m
+    cdef floating* inv_sd = <floating*> (scratch + 2 * m)
+    for j in range(m):
+        mean[j] = 0
+        ssq[j] = 0
+    for i in range(n):  # (13), summed in double
+        s_row = S + i * m
+        for j in range(m):
+            mean[j] += s_row[j]
+    for j in range(m):
+        mu[j] = <floating> (mean[j] / n)
+    for i in range(n):  # (14): a second pass over S - mu, never E[s^2] - E[s]^2
+        s_row = S + i * m
+        for j in range(m):
+            d = s_row[j] - mu[j]  # see numba_ops: rounding mu costs (mu - mu')^2 only
+            ssq[j] += d * d
+    for j in range(m):
+        v[j] = <floating> (ssq[j] / n)  # biased, as eq (14)
+        inv_sd[j] = <floating> (1.0 / sqrt(ssq[j] / n + eps))  # (11)
+    for i in range(n):
+        s_row = S + i * m
+        h_row = S_hat + i * m
+        x_row = X + i * m
+        for j in range(m):
+            s_hat = (s_row[j] - mu[j]) * inv_sd[j]  # (15)
+            h_row[j] = s_hat
+            x = gamma[j] * s_hat + beta[j]  # (16)
+            x_row[j] = (0 if x < 0 else x) if relu else x  # (17); NaN passes through
 
 
 cdef inline int _bn_forward_train(const floating[:, ::1] S, const floating[::1] gamma, const floating[::1] beta,
                                   double eps, floating[:, ::1] X, floating[:, ::1] S_hat,
                                   floating[::1] mu, floating[::1] v, bint relu) except -1:
-    cdef Py_ssize_t i, j, n = S.shape[0], m = S.shape[1]
-    cdef floating d, s_hat, x
-    cdef const floating* s_row
-    cdef floating* x_row
-    cdef floating* h_row
-    cdef double* mean = NULL
-    cdef double* ssq = NULL
-    cdef floating* inv_sd = NULL
-    try:
-        mean = _scratch(m)
-        ssq = _scratch(m)
-        inv_sd = <floating*> _scratch(m)
-        with nogil:
-            for j in range(m):
-                mean[j] = 0
-                ssq[j] = 0
-            for i in range(n):  # (13), summed in double
-                s_row = &S[i, 0]
-                for j in range(m):
-                    mean[j] += s_row[j]
-            for j in range(m):
-                mu[j] = <floating> (mean[j] / n)
-            for i in range(n):  # (14): a second pass over S - mu, never E[s^2] - E[s]^2
-                s_row = &S[i, 0]
-                for j in range(m):
-                    d = s_row[j] - mu[j]  # see numba_ops: rounding mu costs (mu - mu')^2 only
-                    ssq[j] += d * d
-            for j in range(m):
-                v[j] = <floating> (ssq[j] / n)  # biased, as eq (14)
-                inv_sd[j] = <floating> (1.0 / sqrt(ssq[j] / n + eps))  # (11)
-            for i in range(n):
-                s_row = &S[i, 0]
-                h_row = &S_hat[i, 0]
-                x_row = &X[i, 0]
-                for j in range(m):
-                    s_hat = (s_row[j] - mu[j]) * inv_sd[j]  # (15)
-                    h_row[j] = s_hat
-                    x = gamma[j] * s_hat + beta[j]  # (16)
-                    x_row[j] = (0 if x < 0 else x) if relu else x  # (17); NaN passes through
-    finally:
-        free(mean)
-        free(ssq)
-        free(inv_sd)
+    cdef Py_ssize_t m = S.shape[1]
+    cdef double* scratch = _scratch(3 * m)
+    with nogil:
+        _bn_forward_train_rows(&S[0, 0], &gamma[0], &beta[0], eps, &X[0, 0], &S_hat[0, 0], &mu[0], &v[0],
+                               S.shape[0], m, relu, scratch)
+    free(scratch)
     return 0
 
 
@@ -167,51 +182,55 @@ def bn_forward_eval(const floating[:, ::1] S, const floating[::1] gamma, const f
     _bn_forward_eval(S, gamma, beta, mu, v, eps, X, False)
 
 
-cdef inline int _bn_backward(const floating[:, ::1] G, const floating[:, ::1] X, const floating[:, ::1] S_hat,
-                             const floating[::1] gamma, const floating[::1] v, double eps,
-                             floating[:, ::1] G_out, floating[::1] dgamma, floating[::1] dbeta,
-                             bint relu) except -1:
-    cdef Py_ssize_t i, j, n = G.shape[0], m = G.shape[1]
+cdef inline void _bn_backward_rows(const floating* G, const floating* X, const floating* S_hat,
+                                   const floating* gamma, const floating* v, double eps,
+                                   floating* G_out, floating* dgamma, floating* dbeta,
+                                   Py_ssize_t n, Py_ssize_t m, bint relu, double* scratch) noexcept nogil:
+    """Eqs (24)-(27), (30)-(37) on G (n, m); ``scratch``: room for 3 m doubles."""
+    cdef Py_ssize_t i, j
     cdef floating g
     cdef const floating* g_row
     cdef const floating* x_row
     cdef const floating* h_row
     cdef floating* o_row
-    cdef double* sum_g = NULL
-    cdef double* sum_gs = NULL
-    cdef floating* scale = NULL
-    try:
-        sum_g = _scratch(m)
-        sum_gs = _scratch(m)
-        scale = <floating*> _scratch(m)
-        with nogil:
-            for j in range(m):
-                sum_g[j] = 0
-                sum_gs[j] = 0
-            for i in range(n):  # the two column sums of (25), in double
-                g_row = &G[i, 0]
-                x_row = &X[i, 0]
-                h_row = &S_hat[i, 0]
-                for j in range(m):
-                    g = g_row[j] * (x_row[j] > 0) if relu else g_row[j]  # (24)/(30); NaN * 0 stays NaN
-                    sum_g[j] += g
-                    sum_gs[j] += g * h_row[j]
-            for j in range(m):
-                dbeta[j] = <floating> (sum_g[j] / n)  # (25)
-                dgamma[j] = <floating> (sum_gs[j] / n)  # (25)
-                scale[j] = <floating> (gamma[j] / sqrt(v[j] + eps))  # gamma * sigma1, (26), (31)
-            for i in range(n):
-                g_row = &G[i, 0]
-                x_row = &X[i, 0]
-                h_row = &S_hat[i, 0]
-                o_row = &G_out[i, 0]
-                for j in range(m):
-                    g = g_row[j] * (x_row[j] > 0) if relu else g_row[j]
-                    o_row[j] = scale[j] * (g - dbeta[j] - h_row[j] * dgamma[j])  # (37)
-    finally:
-        free(sum_g)
-        free(sum_gs)
-        free(scale)
+    cdef double* sum_g = scratch
+    cdef double* sum_gs = scratch + m
+    cdef floating* scale = <floating*> (scratch + 2 * m)
+    for j in range(m):
+        sum_g[j] = 0
+        sum_gs[j] = 0
+    for i in range(n):  # the two column sums of (25), in double
+        g_row = G + i * m
+        x_row = X + i * m
+        h_row = S_hat + i * m
+        for j in range(m):
+            g = g_row[j] * (x_row[j] > 0) if relu else g_row[j]  # (24)/(30); NaN * 0 stays NaN
+            sum_g[j] += g
+            sum_gs[j] += g * h_row[j]
+    for j in range(m):
+        dbeta[j] = <floating> (sum_g[j] / n)  # (25)
+        dgamma[j] = <floating> (sum_gs[j] / n)  # (25)
+        scale[j] = <floating> (gamma[j] / sqrt(v[j] + eps))  # gamma * sigma1, (26), (31)
+    for i in range(n):
+        g_row = G + i * m
+        x_row = X + i * m
+        h_row = S_hat + i * m
+        o_row = G_out + i * m
+        for j in range(m):
+            g = g_row[j] * (x_row[j] > 0) if relu else g_row[j]
+            o_row[j] = scale[j] * (g - dbeta[j] - h_row[j] * dgamma[j])  # (37)
+
+
+cdef inline int _bn_backward(const floating[:, ::1] G, const floating[:, ::1] X, const floating[:, ::1] S_hat,
+                             const floating[::1] gamma, const floating[::1] v, double eps,
+                             floating[:, ::1] G_out, floating[::1] dgamma, floating[::1] dbeta,
+                             bint relu) except -1:
+    cdef Py_ssize_t m = G.shape[1]
+    cdef double* scratch = _scratch(3 * m)
+    with nogil:
+        _bn_backward_rows(&G[0, 0], &X[0, 0], &S_hat[0, 0], &gamma[0], &v[0], eps, &G_out[0, 0], &dgamma[0],
+                          &dbeta[0], G.shape[0], m, relu, scratch)
+    free(scratch)
     return 0
 
 
@@ -237,43 +256,52 @@ def bn_backward(const floating[:, ::1] G, const floating[:, ::1] S_hat, const fl
     _bn_backward(G, G, S_hat, gamma, v, eps, G_out, dgamma, dbeta, False)
 
 
-def softmax_xent(const floating[:, ::1] S, const Py_ssize_t[::1] y, floating[:, ::1] P, floating[::1] loss):
-    """Max-shifted softmax, eqs (4)/(19), and loss = log(sum_j exp(z_j)) - z_y with z = s - max."""
-    cdef Py_ssize_t i, j, n = S.shape[0], K = S.shape[1]
+cdef inline void _softmax_xent_rows(const floating* S, const Py_ssize_t* y, floating* P, floating* loss,
+                                    Py_ssize_t n, Py_ssize_t K, double* e) noexcept nogil:
+    """Eqs (4)/(19) and the cross-entropy on S (n, K); ``e``: room for K doubles."""
+    cdef Py_ssize_t i, j
     cdef double mx, total, inv_total
     cdef const floating* s_row
     cdef floating* p_row
-    cdef double* e = NULL
-    try:
-        e = _scratch(K)
-        with nogil:
-            for i in range(n):
-                s_row = &S[i, 0]
-                p_row = &P[i, 0]
-                mx = s_row[0]
-                for j in range(1, K):
-                    if s_row[j] > mx:
-                        mx = s_row[j]
-                total = 0
-                for j in range(K):
-                    e[j] = exp(s_row[j] - mx)  # <= 1, and exactly 1 at the maximum: total >= 1
-                    total += e[j]
-                inv_total = 1.0 / total
-                for j in range(K):
-                    p_row[j] = <floating> (e[j] * inv_total)
-                loss[i] = <floating> (log(total) - (s_row[y[i]] - mx))
-    finally:
-        free(e)
+    for i in range(n):
+        s_row = S + i * K
+        p_row = P + i * K
+        mx = s_row[0]
+        for j in range(1, K):
+            if s_row[j] > mx:
+                mx = s_row[j]
+        total = 0
+        for j in range(K):
+            e[j] = exp(s_row[j] - mx)  # <= 1, and exactly 1 at the maximum: total >= 1
+            total += e[j]
+        inv_total = 1.0 / total
+        for j in range(K):
+            p_row[j] = <floating> (e[j] * inv_total)
+        loss[i] = <floating> (log(total) - (s_row[y[i]] - mx))
+
+
+def softmax_xent(const floating[:, ::1] S, const Py_ssize_t[::1] y, floating[:, ::1] P, floating[::1] loss):
+    """Max-shifted softmax, eqs (4)/(19), and loss = log(sum_j exp(z_j)) - z_y with z = s - max."""
+    cdef Py_ssize_t K = S.shape[1]
+    cdef double* e = _scratch(K)
+    with nogil:
+        _softmax_xent_rows(&S[0, 0], &y[0], &P[0, 0], &loss[0], S.shape[0], K, e)
+    free(e)
+
+
+cdef inline void _softmax_xent_backward_rows(const floating* P, const Py_ssize_t* y, floating* G,
+                                             Py_ssize_t n, Py_ssize_t K) noexcept nogil:
+    cdef Py_ssize_t i, j
+    for i in range(n):
+        for j in range(K):
+            G[i * K + j] = P[i * K + j]
+        G[i * K + y[i]] -= 1
 
 
 def softmax_xent_backward(const floating[:, ::1] P, const Py_ssize_t[::1] y, floating[:, ::1] G):
     """G = -(Y - P), eq (21)."""
-    cdef Py_ssize_t i, j, n = P.shape[0], K = P.shape[1]
     with nogil:
-        for i in range(n):
-            for j in range(K):
-                G[i, j] = P[i, j]
-            G[i, y[i]] -= 1
+        _softmax_xent_backward_rows(&P[0, 0], &y[0], &G[0, 0], P.shape[0], P.shape[1])
 
 
 def sgd_update(floating[::1] theta, const floating[::1] grad, floating eta):
@@ -317,3 +345,8 @@ def adam_update(floating[::1] theta, const floating[::1] grad, floating[::1] m, 
             else:
                 root = sqrt(vk * c2)
             th[k] -= step * mk / (root + eps)
+
+
+# ------------------------------------------------------------------------- the fused step
+
+include "fused_step.pxi"

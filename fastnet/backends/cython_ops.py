@@ -38,7 +38,7 @@ VERSION = getattr(_ck, "VERSION", "unknown")
 
 __all__ = [*OPS, "BNGrad", "BNTrain", "LinGrad", "Xent"]
 
-_REQUIRED_VERSION = "fastnet._ckernels 3"
+_REQUIRED_VERSION = "fastnet._ckernels 4"
 
 
 def _specialisations() -> dict[np.dtype, dict[str, object]]:

@@ -66,7 +66,7 @@ MODULES = {
 #: Backends that also compile a whole SGD step (see :mod:`fastnet.training.fused`):
 #: ``ops.fused_step`` is this module (``BLAS``, ``gather_rows``, ``sgd_step``, ...), or None for
 #: the others and when its matrix-multiply provider (:mod:`fastnet.backends.blas`) found none.
-_FUSED_STEP = {"numba": "fastnet.backends.numba_step"}
+_FUSED_STEP = {"numba": "fastnet.backends.numba_step", "cython": "fastnet.backends.cython_step"}
 
 
 class FastnetBackendNotice(UserWarning):
@@ -91,7 +91,9 @@ class Backend:
         if not self.available:
             return f"{self.name}: unavailable ({self.reason})"
         extra = f", reference ops for {', '.join(self.fallback_ops)}" if self.fallback_ops else ""
-        return f"{self.name}: available ({self.version or 'no version'}{extra})"
+        fused = getattr(self.ops, "fused_step", None)
+        start = f"; fused step {fused.start_cost()}" if fused is not None else ""
+        return f"{self.name}: available ({self.version or 'no version'}{extra}){start}"
 
 
 _cache: dict[str, Backend] = {}

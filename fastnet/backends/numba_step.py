@@ -44,7 +44,8 @@ from fastnet.backends.numba_ops import (
 )
 from fastnet.data.normalise import normalise_rows
 
-__all__ = ["BLAS", "gather_normalised_rows", "gather_rows", "sgd_step", "sgd_step_parallel", "step_core"]
+__all__ = ["BLAS", "StepPlan", "start_cost", "fused_sgd_step", "fused_sgd_step_parallel", "gather_normalised_rows", "gather_rows",
+           "sgd_step", "sgd_step_parallel", "step_core"]
 
 # ------------------------------------------------------------------------- the batch
 
@@ -240,3 +241,39 @@ def sgd_step_parallel(blas, parts, Xb, yb, W1t, Ws, bs, gammas, betas, mu_avs, v
             c0, c1 = d * p // parts, d * (p + 1) // parts
             gemm(blas, Xb[:, c0:c1], True, G0, False, W1t[c0:c1], -step, keep)
     return result[0]
+
+
+# ------------------------------------------------------------ the interface FusedStep calls
+# The extension's fused step (fastnet.backends.cython_step) offers the same three names.
+
+
+def StepPlan(blas, *arrays):
+    """The step's arrays -- sgd_step's arguments from ``W1t`` to ``bn`` -- with the provider's
+    table and the two-core step's scratch, as the two calls below take them."""
+    return blas, arrays, np.zeros(1, np.int64), np.zeros(1, np.float64)
+
+
+def fused_sgd_step(plan, Xb, yb, first, eta, keep, step, eps, alpha):
+    """:func:`sgd_step` on the plan's arrays."""
+    blas, arrays, _, _ = plan
+    return sgd_step(blas, Xb, yb, *arrays, first, eta, keep, step, eps, alpha)
+
+
+def fused_sgd_step_parallel(plan, parts, Xb, yb, first, eta, keep, step, eps, alpha,
+                            X, mean, inv_std, normalise, y, next_idx, Xn, yn):
+    """:func:`sgd_step_parallel` on the plan's arrays and scratch."""
+    blas, arrays, counter, result = plan
+    return sgd_step_parallel(blas, parts, Xb, yb, *arrays, first, eta, keep, step, eps, alpha,
+                             X, mean, inv_std, normalise, y, next_idx, Xn, yn, counter, result)
+
+
+def start_cost() -> str:
+    """Whether a run starts at once or compiles first, in a sentence (``fastnet info``)."""
+    from fastnet.backends import numba_ops
+    from fastnet.backends.numba_cache import readiness
+
+    ready, total = readiness([sgd_step, sgd_step_parallel, gather_rows, gather_normalised_rows, *numba_ops.kernels()])
+    if ready == total:
+        return f"compiled for this CPU ({total} kernels in Numba's cache): runs start at once"
+    return (f"{ready} of {total} kernels compiled for this CPU: the first run compiles the rest "
+            "(tens of seconds, once; each new network depth compiles the step again)")

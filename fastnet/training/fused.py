@@ -118,8 +118,10 @@ class FusedStep:
         self._Xbs = [np.empty((n, sizes[0]), dt) for _ in range(2)]
         self._ybs = [np.empty(n, np.intp) for _ in range(2)]
         self._turn = 0
-        self._counter = np.zeros(1, np.int64)  # scratch of the two-core step
-        self._result = np.zeros(1, np.float64)
+        k = self.kernel
+        self.plan = k.StepPlan(k.BLAS, self.W1t, self.Ws, self.bs, self.gammas, self.betas, self.mu_avs, self.v_avs,
+                               self.Ss, self.Xs, self.S_hats, self.mus, self.vs, self.Gs, self.dXs, self.dgammas,
+                               self.dbetas, self.P, self.loss, self.bn)
 
     def use_cores(self, cores: int) -> None:
         """Take each step on ``cores`` (1 or 2) cores: with 2, :meth:`step` runs the kernel's
@@ -196,6 +198,7 @@ class FusedStep:
         """The compiled gather of rows ``idx`` into (Xb, yb), ready to call."""
         k = self.kernel
         A, mean, inv_std, normalise = self._source_of(X)
+        y, idx = np.asarray(y, np.intp), np.asarray(idx, np.intp)  # (no copy on 64-bit machines)
         if normalise:
             return partial(k.gather_normalised_rows, A, mean, inv_std, y, idx, Xb, yb)
         return partial(k.gather_rows, A, y, idx, Xb, yb)
@@ -262,20 +265,18 @@ class FusedStep:
             self._settle()
         dt = self.dtype.type
         k = self.kernel
-        args = (Xb, yb, self.W1t, self.Ws, self.bs, self.gammas, self.betas, self.mu_avs, self.v_avs,
-                self.Ss, self.Xs, self.S_hats, self.mus, self.vs, self.Gs, self.dXs, self.dgammas, self.dbetas, self.P, self.loss,
-                self.bn, self.first, dt(eta), dt(1 - 2 * eta * lam), dt(eta / n), self.net.eps, self.net.alpha)
+        args = (self.plan, Xb, yb, self.first, dt(eta), dt(1 - 2 * eta * lam), dt(eta / n), self.net.eps, self.net.alpha)
         # the buffers the next batch goes to (when none is ahead, the spare pair: nothing written)
         Xn, yn = self._spare() if ahead is not None else (self._Xbs[self._turn ^ 1], self._ybs[self._turn ^ 1])
         if self.cores == 2:
             if ahead is not None:
                 X, y, idx = ahead
-                self._source = (*self._source_of(X), y)
+                self._source = (*self._source_of(X), np.asarray(y, np.intp))
             else:  # nothing to gather: no rows, of the last source's types (no new compilation)
                 idx = self._no_rows
-            loss = k.sgd_step_parallel(k.BLAS, 2, *args, *self._source, idx, Xn, yn, self._counter, self._result)
+            loss = k.fused_sgd_step_parallel(args[0], 2, *args[1:], *self._source, idx, Xn, yn)
         else:
-            loss = k.sgd_step(k.BLAS, *args)
+            loss = k.fused_sgd_step(*args)
             if ahead is not None:
                 self._gather_call(*ahead, Xn, yn)()
         if ahead is not None:

@@ -22,8 +22,10 @@ from fastnet.training.loop import fit
 from fastnet.training.stepper import Stepper, train_step
 from fastnet.util.threads import blas_thread_count, numba_threads
 
-numba_backend = load("numba")
-pytestmark = pytest.mark.skipif(not numba_backend.available, reason=f"numba unavailable: {numba_backend.reason}")
+#: The backends with a compiled step: Numba's (JIT) and the extension's (ahead of time).
+FUSED = [pytest.param(name, marks=pytest.mark.skipif(not load(name).available, reason=f"{name} unavailable: {load(name).reason}"))
+         for name in ("numba", "cython")]
+pytestmark = pytest.mark.parametrize("backend", FUSED)
 
 D, K, N = 60, 10, 400
 NETS = {"3-layer": [20, 15], "9-layer": [20, 15, 12, 12, 8, 8, 8, 8]}
@@ -47,9 +49,9 @@ def _worst(a, b) -> float:
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
 @pytest.mark.parametrize("bn", [True, False])
 @pytest.mark.parametrize("hidden", NETS.values(), ids=NETS.keys())
-def test_fused_step_equals_the_op_by_op_step(dtype, tol, bn, hidden):
+def test_fused_step_equals_the_op_by_op_step(backend, dtype, tol, bn, hidden):
     X, y = _data(dtype)
-    ops = resolve("numba").ops
+    ops = resolve(backend).ops
     a = init_network(D, hidden, K, bn=bn, dtype=dtype, rng=np.random.default_rng(1))
     b = copy.deepcopy(a)
     fused = fused_step_for(b, ops)
@@ -67,10 +69,10 @@ def test_fused_step_equals_the_op_by_op_step(dtype, tol, bn, hidden):
     assert _worst(a, b) <= tol
 
 
-def test_the_network_sees_every_update_while_the_step_is_attached():
+def test_the_network_sees_every_update_while_the_step_is_attached(backend):
     X, y = _data(np.float64)
     net = init_network(D, NETS["3-layer"], K, bn=True, dtype=np.float64, rng=np.random.default_rng(1))
-    fused = fused_step_for(net, resolve("numba").ops)
+    fused = fused_step_for(net, resolve(backend).ops)
     W1_before = net.layers[0].W.copy()
     assert net.layers[0].mu_av is None
     fused.step(X[:50], y[:50], 0.0, 0.1)
@@ -78,10 +80,10 @@ def test_the_network_sees_every_update_while_the_step_is_attached():
     assert net.layers[0].mu_av is not None  # the first batch set the running averages
 
 
-def test_a_non_finite_loss_leaves_the_network_as_it_was():
+def test_a_non_finite_loss_leaves_the_network_as_it_was(backend):
     X, y = _data(np.float64)
     net = init_network(D, NETS["3-layer"], K, bn=True, dtype=np.float64, rng=np.random.default_rng(1))
-    fused = fused_step_for(net, resolve("numba").ops)
+    fused = fused_step_for(net, resolve(backend).ops)
     fused.step(X[:50], y[:50], 0.0, 0.1)
     before = copy.deepcopy(_arrays(net))
     bad = X[:50].copy()
@@ -91,10 +93,10 @@ def test_a_non_finite_loss_leaves_the_network_as_it_was():
     assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
-def test_the_checked_step_refuses_what_the_compiled_step_would_trust():
+def test_the_checked_step_refuses_what_the_compiled_step_would_trust(backend):
     X, y = _data(np.float32)
     net = init_network(D, NETS["3-layer"], K, bn=True, dtype=np.float32, rng=np.random.default_rng(1))
-    fused = fused_step_for(net, resolve("numba").ops)
+    fused = fused_step_for(net, resolve(backend).ops)
     with pytest.raises(ValueError, match="labels must lie in 0..9"):
         fused.step(X[:10], np.full(10, 10), 0.0, 0.1)
     with pytest.raises(ValueError, match="labels must lie"):
@@ -106,11 +108,10 @@ def test_the_checked_step_refuses_what_the_compiled_step_would_trust():
     fused.step(X[:10].astype(np.float64), y[:10].astype(np.uint8), 0.0, 0.1)  # converted, not refused
 
 
-@pytest.mark.parametrize("backend", ["numpy", "cython"])
 def test_only_a_backend_with_a_compiled_step_offers_one(backend):
     net = init_network(D, [20], K, bn=True, rng=np.random.default_rng(1))
-    if load(backend).available:
-        assert fused_step_for(net, resolve(backend).ops) is None
+    assert fused_step_for(net, resolve("numpy").ops) is None
+    assert fused_step_for(net, resolve(backend).ops) is not None
 
 
 @pytest.mark.parametrize("kw,optimizer", [
@@ -118,20 +119,20 @@ def test_only_a_backend_with_a_compiled_step_offers_one(backend):
     (dict(bn=True, skip=True), "sgd"),
     (dict(bn=True), "adam"),
 ])
-def test_configurations_the_fused_step_does_not_cover_take_the_op_path(kw, optimizer):
+def test_configurations_the_fused_step_does_not_cover_take_the_op_path(backend, kw, optimizer):
     net = init_network(D, [20, 20, 20, 20], K, rng=np.random.default_rng(1), **kw)
-    assert fused_step_for(net, resolve("numba").ops, optimizer=optimizer) is None
+    assert fused_step_for(net, resolve(backend).ops, optimizer=optimizer) is None
 
 
-def test_fit_through_the_fused_step_equals_fit_op_by_op(monkeypatch):
-    """Two epochs of fit in float64: with the fused step (numba) and without it (the same
-    numba ops, the fused step hidden): same weights, history and step losses."""
+def test_fit_through_the_fused_step_equals_fit_op_by_op(backend, monkeypatch):
+    """Two epochs of fit in float64: with the backend's fused step and without it (the same
+    ops, the fused step hidden): same weights, history and step losses."""
     from types import SimpleNamespace
 
     X, y = _data(np.float64)
     data = SimpleNamespace(X_train=X[:300], y_train=y[:300], X_val=X[300:], y_val=y[300:])
     cfg = TrainConfig(hidden=NETS["3-layer"], batch=50, n_s=6, cycles=1, lam=0.01, dtype="float64", seed=3).validate()
-    ops = resolve("numba").ops
+    ops = resolve(backend).ops
     plain = SimpleNamespace(**{**vars(ops), "fused_step": None})
     nets = []
     hists = []
@@ -145,17 +146,17 @@ def test_fit_through_the_fused_step_equals_fit_op_by_op(monkeypatch):
     assert [r["val_accuracy"] for r in hists[0].evals] == [r["val_accuracy"] for r in hists[1].evals]
 
 
-def test_stepper_uses_the_fused_step_only_where_it_applies():
+def test_stepper_uses_the_fused_step_only_where_it_applies(backend):
     X, y = _data(np.float32)
     net = init_network(D, [20], K, bn=True, rng=np.random.default_rng(1))
-    assert Stepper(net, X, y, 0.0, resolve("numba").ops).fused is not None
+    assert Stepper(net, X, y, 0.0, resolve(backend).ops).fused is not None
     assert Stepper(net, X, y, 0.0, resolve("numpy").ops).fused is None
 
 
-def test_the_gather_refuses_rows_it_would_read_out_of_bounds():
+def test_the_gather_refuses_rows_it_would_read_out_of_bounds(backend):
     X, y = _data(np.float32)
     net = init_network(D, [20], K, bn=True, rng=np.random.default_rng(1))
-    fused = fused_step_for(net, resolve("numba").ops)
+    fused = fused_step_for(net, resolve(backend).ops)
     for idx in (np.array([0, N]), np.array([-1, 3]), np.array([0.0, 1.0]), np.array([[0, 1]])):
         with pytest.raises(ValueError, match="batch row indices|1-D integer array"):
             fused.gather(X, y, idx)
@@ -164,15 +165,15 @@ def test_the_gather_refuses_rows_it_would_read_out_of_bounds():
     with pytest.raises(ValueError, match="C-contiguous"):
         fused.prefetch(np.asfortranarray(X), y, np.array([0, 1]))
     with pytest.raises(ValueError, match="labels must lie in 0..9"):
-        Stepper(net, X, np.full(N, 10), 0.0, resolve("numba").ops)
+        Stepper(net, X, np.full(N, 10), 0.0, resolve(backend).ops)
     Xb, yb = fused.gather(X, y, np.array([5, 7]))
     assert np.array_equal(Xb, X[[5, 7]]) and np.array_equal(yb, y[[5, 7]])
 
 
-def test_a_prefetched_batch_is_the_batch_asked_for():
+def test_a_prefetched_batch_is_the_batch_asked_for(backend):
     X, y = _data(np.float32)
     net = init_network(D, [20], K, bn=True, rng=np.random.default_rng(1))
-    fused = fused_step_for(net, resolve("numba").ops)
+    fused = fused_step_for(net, resolve(backend).ops)
     a, b, c = np.arange(0, 50), np.arange(50, 100), np.arange(100, 150)
     Xa, _ = fused.gather(X, y, a)
     fused.prefetch(X, y, b)
@@ -185,11 +186,11 @@ def test_a_prefetched_batch_is_the_batch_asked_for():
 
 
 @pytest.mark.parametrize("bn", [True, False])
-def test_stepping_with_the_next_batch_gathered_ahead_equals_the_op_by_op_step(bn):
+def test_stepping_with_the_next_batch_gathered_ahead_equals_the_op_by_op_step(backend, bn):
     """The Stepper as fit drives it, gathering each next batch in a second thread (forced on:
     whether it is chosen depends on the machine's idle cores): float64 to 1e-12."""
     X, y = _data(np.float64)
-    ops = resolve("numba").ops
+    ops = resolve(backend).ops
     a = init_network(D, NETS["9-layer"], K, bn=bn, dtype=np.float64, rng=np.random.default_rng(1))
     b = copy.deepcopy(a)
     with threadpool_limits(1, user_api="blas"):  # one core for the step, so it may prefetch
@@ -208,7 +209,7 @@ def test_stepping_with_the_next_batch_gathered_ahead_equals_the_op_by_op_step(bn
     assert b.layers[0].W.flags.c_contiguous
 
 
-def test_batches_of_byte_images_are_gathered_normalised():
+def test_batches_of_byte_images_are_gathered_normalised(backend):
     """The training set of load_cifar10 is uint8 normalised when read (NormalisedImages): the
     fused step's gather, with and without the second thread, gives exactly X[idx]."""
     from fastnet.data.images import NormalisedImages
@@ -219,7 +220,7 @@ def test_batches_of_byte_images_are_gathered_normalised():
     X = NormalisedImages(U, mean, std, np.float32)
     y = rng.integers(0, K, N)
     net = init_network(D, [20], K, bn=True, rng=np.random.default_rng(1))
-    fused = fused_step_for(net, resolve("numba").ops)
+    fused = fused_step_for(net, resolve(backend).ops)
     a, b = rng.permutation(N)[:50], rng.permutation(N)[:50]
     Xa, ya = fused.gather(X, y, a)
     assert Xa.tobytes() == X[a].tobytes() and np.array_equal(ya, y[a])
@@ -231,11 +232,11 @@ def test_batches_of_byte_images_are_gathered_normalised():
     fused.detach()
 
 
-def test_a_prefetch_from_other_arrays_is_not_taken_for_these_rows():
+def test_a_prefetch_from_other_arrays_is_not_taken_for_these_rows(backend):
     X, y = _data(np.float32)
     X2 = X + 1
     net = init_network(D, [20], K, bn=True, rng=np.random.default_rng(1))
-    fused = fused_step_for(net, resolve("numba").ops)
+    fused = fused_step_for(net, resolve(backend).ops)
     rows = np.arange(10, 60)
     fused.prefetch(X, y, rows)
     Xb, _ = fused.gather(X2, y, rows)  # the same rows of another array: gathered anew
@@ -249,11 +250,11 @@ def test_a_prefetch_from_other_arrays_is_not_taken_for_these_rows():
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
 @pytest.mark.parametrize("bn", [True, False])
 @pytest.mark.parametrize("hidden", NETS.values(), ids=NETS.keys())
-def test_the_two_core_step_equals_the_op_by_op_step(dtype, tol, bn, hidden):
+def test_the_two_core_step_equals_the_op_by_op_step(backend, dtype, tol, bn, hidden):
     """sgd_step_parallel (the first layer's products in halves, the next batch gathered beside
     the small layers) against train_step; each batch it gathered ahead is exactly X[idx]."""
     X, y = _data(dtype)
-    ops = resolve("numba").ops
+    ops = resolve(backend).ops
     a = init_network(D, hidden, K, bn=bn, dtype=dtype, rng=np.random.default_rng(1))
     b = copy.deepcopy(a)
     fused = fused_step_for(b, ops)
@@ -275,7 +276,7 @@ def test_the_two_core_step_equals_the_op_by_op_step(dtype, tol, bn, hidden):
     assert _worst(a, b) <= tol
 
 
-def test_the_two_core_step_gathers_byte_images_exactly():
+def test_the_two_core_step_gathers_byte_images_exactly(backend):
     from fastnet.data.images import NormalisedImages
 
     rng = np.random.default_rng(5)
@@ -283,7 +284,7 @@ def test_the_two_core_step_gathers_byte_images_exactly():
     X = NormalisedImages(U, U.mean(axis=0), U.std(axis=0) + 1.0, np.float32)
     y = rng.integers(0, K, N)
     net = init_network(D, NETS["3-layer"], K, bn=True, rng=np.random.default_rng(1))
-    fused = fused_step_for(net, resolve("numba").ops)
+    fused = fused_step_for(net, resolve(backend).ops)
     fused.use_cores(2)
     batches = [rng.permutation(N)[:37] for _ in range(4)]  # 37: blocks of 4 rows and a rest
     Xb, yb = fused.gather(X, y, batches[0])
@@ -295,10 +296,10 @@ def test_the_two_core_step_gathers_byte_images_exactly():
     fused.detach()
 
 
-def test_a_non_finite_loss_on_two_cores_leaves_the_network_as_it_was():
+def test_a_non_finite_loss_on_two_cores_leaves_the_network_as_it_was(backend):
     X, y = _data(np.float64)
     net = init_network(D, NETS["3-layer"], K, bn=True, dtype=np.float64, rng=np.random.default_rng(1))
-    fused = fused_step_for(net, resolve("numba").ops)
+    fused = fused_step_for(net, resolve(backend).ops)
     fused.use_cores(2)
     fused.step(X[:50], y[:50], 0.0, 0.1)
     before = copy.deepcopy(_arrays(net))
@@ -311,11 +312,11 @@ def test_a_non_finite_loss_on_two_cores_leaves_the_network_as_it_was():
     fused.detach()
 
 
-def test_two_cores_put_blas_on_one_thread_until_detached():
+def test_two_cores_put_blas_on_one_thread_until_detached(backend):
     X, y = _data(np.float32)
     net = init_network(D, [20], K, bn=True, rng=np.random.default_rng(1))
     with threadpool_limits(2, user_api="blas"):
-        fused = fused_step_for(net, resolve("numba").ops)
+        fused = fused_step_for(net, resolve(backend).ops)
         fused.use_cores(2)
         assert blas_thread_count() == 1  # each core's BLAS call runs on that core alone
         fused.detach()
@@ -325,9 +326,9 @@ def test_two_cores_put_blas_on_one_thread_until_detached():
 
 
 @pytest.mark.skipif(numba_threads() < 2, reason="Numba has a single thread here")
-def test_the_stepper_steps_on_two_cores_when_blas_has_two_threads():
+def test_the_stepper_steps_on_two_cores_when_blas_has_two_threads(backend):
     X, y = _data(np.float32)
-    ops = resolve("numba").ops
+    ops = resolve(backend).ops
     net = init_network(D, [20], K, bn=True, rng=np.random.default_rng(1))
     with threadpool_limits(2, user_api="blas"):
         two = Stepper(net, X, y, 0.0, ops)

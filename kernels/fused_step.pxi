@@ -1,0 +1,367 @@
+# The fused training step, compiled ahead of time: a whole SGD step in one call (included by
+# _ckernels.pyx, whose row kernels it runs). The same algorithm as fastnet/backends/numba_step.py
+# -- read that module's docstring for the layout and the folded weight update -- with the
+# network held in a table of layers (StepPlan) instead of tuples, so one compiled function
+# serves every depth and width, and nothing is compiled when a run starts.
+#
+# Matrix products go to the CBLAS ?gemm of a provider (fastnet/backends/providers.py), called
+# by address, as the Numba step does. The two-core form runs the step's three phases as
+# OpenMP loops of two iterations: the first layer's forward product in halves by rows of the
+# batch, then the small layers on one thread while the other gathers the next batch, then the
+# first layer's update in halves by rows of W1t. BLAS must run on one thread (the caller sets it).
+
+from cython.parallel cimport prange
+
+cdef extern from *:
+    """
+    static inline long long fastnet_fetch_add(long long *p, long long v) {
+        return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
+    }
+    """
+    long long fastnet_fetch_add(long long* p, long long v) noexcept nogil
+
+# cblas_?gemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc), with
+# 32- or 64-bit integers (the enums stay int in both).
+ctypedef void (*sgemm32_t)(int, int, int, int, int, int, float, const float*, int, const float*, int,
+                           float, float*, int) noexcept nogil
+ctypedef void (*sgemm64_t)(int, int, int, long long, long long, long long, float, const float*, long long,
+                           const float*, long long, float, float*, long long) noexcept nogil
+ctypedef void (*dgemm32_t)(int, int, int, int, int, int, double, const double*, int, const double*, int,
+                           double, double*, int) noexcept nogil
+ctypedef void (*dgemm64_t)(int, int, int, long long, long long, long long, double, const double*, long long,
+                           const double*, long long, double, double*, long long) noexcept nogil
+
+cdef enum:
+    ROW_MAJOR = 101
+    NO_TRANS = 111
+    TRANS = 112
+    GATHER_BLOCK = 4  # rows a thread claims at a time
+
+
+cdef struct Layer:
+    # layer l of k (0-based); m its width, m_in its input's. Addresses of C-contiguous arrays
+    # of the plan's dtype; hidden-layer fields are NULL on the output layer.
+    Py_ssize_t m, m_in
+    char* W       # layer 0: W1t (d, m); else W (m, m_in)
+    char* b       # (m,): zeros the step ignores on batch-norm hidden layers
+    char* S       # (n, m) scores
+    char* G       # (n, m) gradient of the scores
+    char* X       # (n, m) output of a hidden layer
+    char* dX      # (n, m) gradient of that output
+    char* S_hat   # (n, m), batch norm only (as the six below)
+    char* gamma
+    char* beta
+    char* mu_av
+    char* v_av
+    char* mu
+    char* v
+    char* dgamma
+    char* dbeta
+
+
+cdef char* _addr(object a) except NULL:
+    return <char*> <size_t> a.ctypes.data
+
+
+cdef class StepPlan:
+    """The arrays of one fused step (the FusedStep's buffers and the network's parameters), as
+    a table of addresses, with the gemm provider's addresses. Keeps the arrays alive."""
+    cdef Layer* layers
+    cdef int k
+    cdef Py_ssize_t n, d, K, width
+    cdef bint bn, wide
+    cdef char* W1t
+    cdef char* P
+    cdef char* loss
+    cdef double* scratch          # 3 * width doubles per thread, 2 threads
+    cdef double result
+    cdef long long counter
+    cdef size_t gemm_fn
+    cdef bint ilp64
+    cdef list arrays
+
+    def __cinit__(self):
+        self.layers = NULL
+        self.scratch = NULL
+
+    def __dealloc__(self):
+        free(self.layers)
+        free(self.scratch)
+
+    def __init__(self, blas, W1t, Ws, bs, gammas, betas, mu_avs, v_avs, Ss, Xs, S_hats, mus, vs, Gs, dXs,
+                 dgammas, dbetas, P, loss, bint bn):
+        """The arguments of numba_step.sgd_step after (Xb, yb), up to ``bn``, as FusedStep makes them;
+        ``blas`` a provider's table (int64 [sgemm, dgemm, ilp64])."""
+        cdef int l
+        self.k = len(Ss)
+        self.n, self.d, self.K = Ss[0].shape[0], W1t.shape[0], Ss[self.k - 1].shape[1]
+        self.bn = bn
+        self.wide = W1t.dtype.itemsize == 8
+        self.gemm_fn = <size_t> int(blas[1] if self.wide else blas[0])
+        self.ilp64 = bool(blas[2])
+        self.arrays = [W1t, Ws, bs, gammas, betas, mu_avs, v_avs, Ss, Xs, S_hats, mus, vs, Gs, dXs, dgammas, dbetas, P, loss]
+        for a in [W1t, P, loss, *Ws, *bs, *Ss, *Gs, *Xs, *dXs, *(S_hats + mus + vs + dgammas + dbetas + gammas + betas if bn else ())]:
+            if a.dtype != W1t.dtype or not a.flags.c_contiguous:
+                raise ValueError("a fused step's arrays are C-contiguous, all of one float dtype")
+        self.layers = <Layer*> calloc(self.k, sizeof(Layer))
+        if self.layers == NULL:
+            raise MemoryError()
+        self.W1t, self.P, self.loss = _addr(W1t), _addr(P), _addr(loss)
+        self.width = 1
+        for l in range(self.k):
+            L = &self.layers[l]
+            L.m = Ss[l].shape[1]
+            L.m_in = self.d if l == 0 else Ss[l - 1].shape[1]
+            if Ss[l].shape[0] != self.n or Gs[l].shape != Ss[l].shape or bs[l].shape[0] != L.m:
+                raise ValueError(f"layer {l + 1} of the fused step has buffers of the wrong shape")
+            L.W = self.W1t if l == 0 else _addr(Ws[l - 1])
+            if l > 0 and Ws[l - 1].shape != (L.m, L.m_in):
+                raise ValueError(f"layer {l + 1}'s weights are {Ws[l - 1].shape}, not {(L.m, L.m_in)}")
+            L.b, L.S, L.G = _addr(bs[l]), _addr(Ss[l]), _addr(Gs[l])
+            self.width = max(self.width, L.m)
+            if l == self.k - 1:
+                continue
+            if Xs[l].shape != Ss[l].shape or dXs[l].shape != Ss[l].shape:
+                raise ValueError(f"hidden layer {l + 1} of the fused step has buffers of the wrong shape")
+            L.X, L.dX = _addr(Xs[l]), _addr(dXs[l])
+            if bn:
+                for a in (gammas[l], betas[l], mu_avs[l], v_avs[l], mus[l], vs[l], dgammas[l], dbetas[l]):
+                    if a.shape != (L.m,):
+                        raise ValueError(f"hidden layer {l + 1}'s batch-norm arrays must have {L.m} entries")
+                L.S_hat, L.gamma, L.beta = _addr(S_hats[l]), _addr(gammas[l]), _addr(betas[l])
+                L.mu_av, L.v_av, L.mu, L.v = _addr(mu_avs[l]), _addr(v_avs[l]), _addr(mus[l]), _addr(vs[l])
+                L.dgamma, L.dbeta = _addr(dgammas[l]), _addr(dbetas[l])
+        if P.shape != (self.n, self.K) or loss.shape != (self.n,) or W1t.shape[1] != self.layers[0].m:
+            raise ValueError("the fused step's output buffers or first layer have the wrong shape")
+        self.scratch = <double*> malloc(2 * 3 * max(self.width, self.K) * sizeof(double))
+        if self.scratch == NULL:
+            raise MemoryError()
+
+
+cdef inline void _gemm(StepPlan plan, const floating* A, Py_ssize_t lda, bint ta, const floating* B, Py_ssize_t ldb,
+                       bint tb, floating* C, Py_ssize_t ldc, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                       floating alpha, floating beta) noexcept nogil:
+    """C (m, n) = alpha op(A) op(B) + beta C, row-major, k the inner dimension."""
+    cdef int ta_ = TRANS if ta else NO_TRANS
+    cdef int tb_ = TRANS if tb else NO_TRANS
+    if floating is float:
+        if plan.ilp64:
+            (<sgemm64_t> <void*> plan.gemm_fn)(ROW_MAJOR, ta_, tb_, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        else:
+            (<sgemm32_t> <void*> plan.gemm_fn)(ROW_MAJOR, ta_, tb_, <int> m, <int> n, <int> k, alpha, A, <int> lda, B, <int> ldb,
+                                       beta, C, <int> ldc)
+    else:
+        if plan.ilp64:
+            (<dgemm64_t> <void*> plan.gemm_fn)(ROW_MAJOR, ta_, tb_, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        else:
+            (<dgemm32_t> <void*> plan.gemm_fn)(ROW_MAJOR, ta_, tb_, <int> m, <int> n, <int> k, alpha, A, <int> lda, B, <int> ldb,
+                                       beta, C, <int> ldc)
+
+
+cdef inline void _ema(floating* av, const floating* x, Py_ssize_t m, double alpha, bint first) noexcept nogil:
+    """Running average of eqs (38)-(39), av = alpha av + (1 - alpha) x; the first batch sets it."""
+    cdef Py_ssize_t j
+    for j in range(m):
+        av[j] = x[j] if first else <floating> (alpha * av[j] + (1 - alpha) * x[j])
+
+
+cdef inline void _bias_step(floating* b, const floating* G, Py_ssize_t n, Py_ssize_t m, floating eta) noexcept nogil:
+    """b -= eta * db with db = (1/n) G^T 1, eqs (22)/(28); the column sums in double."""
+    cdef Py_ssize_t i, j
+    cdef double s
+    for j in range(m):
+        s = 0
+        for i in range(n):
+            s += G[i * m + j]
+        b[j] = <floating> (b[j] - eta * (s / n))
+
+
+cdef double _step_core(StepPlan plan, const Py_ssize_t* y, bint first, floating eta, floating keep, floating step,
+                       double eps, double alpha, double* scratch) noexcept nogil:
+    """From the first layer's scores to the gradient of those scores, updating every other
+    parameter (as numba_step.step_core); returns the mean cross-entropy, nothing updated if
+    it is not finite."""
+    cdef Py_ssize_t i, j, n = plan.n
+    cdef int l, k = plan.k
+    cdef Layer* L
+    cdef Layer* below
+    cdef floating* out
+    cdef floating* b
+    cdef floating* g
+    cdef floating* bt
+    cdef double total = 0, mean_loss
+    for l in range(k - 1):  # forward: (12)-(17) with batch norm, (1)-(2) without
+        L = &plan.layers[l]
+        if plan.bn:
+            _bn_forward_train_rows(<floating*> L.S, <floating*> L.gamma, <floating*> L.beta, eps, <floating*> L.X,
+                                   <floating*> L.S_hat, <floating*> L.mu, <floating*> L.v, n, L.m, True, scratch)
+        else:
+            _bias_relu_rows(<floating*> L.S, <floating*> L.b, <floating*> L.X, n, L.m)
+        _gemm(plan, <floating*> L.X, L.m, False, <floating*> plan.layers[l + 1].W, L.m, True,
+              <floating*> plan.layers[l + 1].S, plan.layers[l + 1].m, n, plan.layers[l + 1].m, L.m, 1, 0)  # X W^T
+    L = &plan.layers[k - 1]
+    out, b = <floating*> L.S, <floating*> L.b
+    for i in range(n):  # (18): the output layer's bias
+        for j in range(L.m):
+            out[i * L.m + j] += b[j]
+    _softmax_xent_rows(out, y, <floating*> plan.P, <floating*> plan.loss, n, L.m, scratch)  # (19)
+    for i in range(n):
+        total += (<floating*> plan.loss)[i]
+    mean_loss = total / n
+    if not (mean_loss - mean_loss == 0):  # NaN or infinite
+        return mean_loss
+    if plan.bn:  # (38)-(39)
+        for l in range(k - 1):
+            L = &plan.layers[l]
+            _ema(<floating*> L.mu_av, <floating*> L.mu, L.m, alpha, first)
+            _ema(<floating*> L.v_av, <floating*> L.v, L.m, alpha, first)
+    _softmax_xent_backward_rows(<floating*> plan.P, y, <floating*> plan.layers[k - 1].G, n, plan.K)  # (21)
+    for l in range(k - 1, 0, -1):  # backward and update, top down: (21)-(37)
+        L, below = &plan.layers[l], &plan.layers[l - 1]
+        # (23)/(29), before W changes: dX = G W
+        _gemm(plan, <floating*> L.G, L.m, False, <floating*> L.W, L.m_in, False, <floating*> below.dX, below.m,
+              n, below.m, L.m, 1, 0)
+        # W = keep W - step G^T X: (22)/(28) and the update in one product
+        _gemm(plan, <floating*> L.G, L.m, True, <floating*> below.X, below.m, False, <floating*> L.W, L.m_in,
+              L.m, L.m_in, n, -step, keep)
+        if l == k - 1 or not plan.bn:
+            _bias_step(<floating*> L.b, <floating*> L.G, n, L.m, eta)
+        if plan.bn:  # (24)-(27), (30)-(37) fused with the ReLU mask
+            _bn_backward_rows(<floating*> below.dX, <floating*> below.X, <floating*> below.S_hat,
+                              <floating*> below.gamma, <floating*> below.v, eps, <floating*> below.G,
+                              <floating*> below.dgamma, <floating*> below.dbeta, n, below.m, True, scratch)
+            g, bt = <floating*> below.gamma, <floating*> below.beta
+            for j in range(below.m):
+                g[j] -= eta * (<floating*> below.dgamma)[j]
+                bt[j] -= eta * (<floating*> below.dbeta)[j]
+        else:
+            _relu_backward_rows(<floating*> below.dX, <floating*> below.X, <floating*> below.G, n, below.m)  # (24)/(30)
+    if not plan.bn:
+        _bias_step(<floating*> plan.layers[0].b, <floating*> plan.layers[0].G, n, plan.layers[0].m, eta)
+    return mean_loss
+
+
+def fused_sgd_step(StepPlan plan, const floating[:, ::1] Xb, const Py_ssize_t[::1] yb, bint first,
+                   floating eta, floating keep, floating step, double eps, double alpha):
+    """One SGD step on (Xb, yb) on one core, in place: numba_step.sgd_step's contract (the
+    arrays are the plan's; ``eta``, ``keep`` = 1 - 2 eta lambda, ``step`` = eta / n in their
+    dtype). Returns the mean cross-entropy; a non-finite one updates nothing."""
+    cdef Py_ssize_t n = plan.n, d = plan.d, m1 = plan.layers[0].m
+    cdef double loss
+    if Xb.shape[0] != n or Xb.shape[1] != d or yb.shape[0] != n or (sizeof(floating) == 8) != plan.wide:
+        raise ValueError(f"the batch must be ({n}, {d}) of the plan's dtype with {n} labels")
+    with nogil:
+        _gemm(plan, &Xb[0, 0], d, False, <floating*> plan.W1t, m1, False, <floating*> plan.layers[0].S, m1,
+              n, m1, d, 1, 0)  # (12): X W1^T, W1^T stored
+        loss = _step_core(plan, &yb[0], first, eta, keep, step, eps, alpha, plan.scratch)
+        if loss - loss == 0:  # the first layer: no input gradient
+            _gemm(plan, &Xb[0, 0], d, True, <floating*> plan.layers[0].G, m1, False, <floating*> plan.W1t, m1,
+                  d, m1, n, -step, keep)
+    return loss
+
+
+cdef void _gather_share(const floating* X, const unsigned char* U, const double* mean, const double* inv_std,
+                        Py_ssize_t d, const Py_ssize_t* y, const Py_ssize_t* idx, Py_ssize_t n,
+                        floating* Xn, Py_ssize_t* yn, long long* counter) noexcept nogil:
+    """Gather rows idx of X (or of the uint8 images U, normalised as data.normalise does:
+    (double(u) - mean) * inv_std rounded once) into (Xn, yn), a block of rows at a time
+    claimed from ``counter``: every thread that calls it takes a share."""
+    cdef Py_ssize_t i, i0, i1, j, r
+    while True:
+        i0 = fastnet_fetch_add(counter, GATHER_BLOCK)
+        if i0 >= n:
+            return
+        i1 = min(i0 + GATHER_BLOCK, n)
+        for i in range(i0, i1):
+            r = idx[i]
+            yn[i] = y[r]
+            if U != NULL:
+                for j in range(d):
+                    Xn[i * d + j] = <floating> ((<double> U[r * d + j] - mean[j]) * inv_std[j])
+            else:
+                for j in range(d):
+                    Xn[i * d + j] = X[r * d + j]
+
+
+def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb, const Py_ssize_t[::1] yb, bint first,
+                            floating eta, floating keep, floating step, double eps, double alpha,
+                            source, const double[::1] mean, const double[::1] inv_std, bint normalise,
+                            const Py_ssize_t[::1] y, const Py_ssize_t[::1] next_idx,
+                            floating[:, ::1] Xn, Py_ssize_t[::1] yn):
+    """:func:`fused_sgd_step` on ``parts`` (1 or 2) threads, gathering rows ``next_idx`` of
+    ``source`` (uint8 images if ``normalise``, else an array of the plan's dtype; the caller
+    checked the indices) into (Xn, yn) meanwhile. The products are cut where no sum is: the
+    forward one by rows of the batch, the update by rows of W1t, so each entry is the same
+    BLAS dot product as on one core."""
+    cdef Py_ssize_t n = plan.n, d = plan.d, m1 = plan.layers[0].m, r0, r1, c0, c1, n_next = next_idx.shape[0]
+    cdef int p
+    cdef const unsigned char* U = NULL
+    cdef const floating* Xsrc = NULL
+    cdef const unsigned char[:, ::1] pixels
+    cdef const floating[:, ::1] rows
+    cdef const double* mean_p = NULL
+    cdef const double* inv_p = NULL
+    if Xb.shape[0] != n or Xb.shape[1] != d or yb.shape[0] != n or (sizeof(floating) == 8) != plan.wide:
+        raise ValueError(f"the batch must be ({n}, {d}) of the plan's dtype with {n} labels")
+    if parts not in (1, 2):
+        raise ValueError("the fused step runs on 1 or 2 threads")
+    if n_next:
+        if Xn.shape[0] != n_next or Xn.shape[1] != d or yn.shape[0] != n_next:
+            raise ValueError("the next batch's buffers must hold its rows")
+        if normalise:
+            pixels = source
+            U, mean_p, inv_p = &pixels[0, 0], &mean[0], &inv_std[0]
+        else:
+            rows = source
+            Xsrc = &rows[0, 0]
+    plan.counter = 0
+    with nogil:
+        for p in prange(parts, num_threads=parts, schedule="static", chunksize=1):  # (12) by rows of the batch
+            r0, r1 = n * p // parts, n * (p + 1) // parts
+            _gemm(plan, &Xb[r0, 0], d, False, <floating*> plan.W1t, m1, False, <floating*> plan.layers[0].S + r0 * m1,
+                  m1, r1 - r0, m1, d, 1, 0)
+        for p in prange(parts, num_threads=parts, schedule="static", chunksize=1):
+            if p == 0:  # the small layers on one thread; the next batch on every thread free
+                plan.result = _step_core(plan, &yb[0], first, eta, keep, step, eps, alpha, plan.scratch)
+            if n_next:
+                _gather_share(Xsrc, U, mean_p, inv_p, d, &y[0], &next_idx[0], n_next, &Xn[0, 0], &yn[0],
+                              &plan.counter)
+        if plan.result - plan.result == 0:
+            for p in prange(parts, num_threads=parts, schedule="static", chunksize=1):  # the update by rows of W1t
+                c0, c1 = d * p // parts, d * (p + 1) // parts
+                _gemm(plan, &Xb[0, c0], d, True, <floating*> plan.layers[0].G, m1, False,
+                      <floating*> plan.W1t + c0 * m1, m1, c1 - c0, m1, n, -step, keep)
+    return plan.result
+
+
+def gather_rows(const floating[:, ::1] X, const Py_ssize_t[::1] y, const Py_ssize_t[::1] idx,
+                floating[:, ::1] Xb, Py_ssize_t[::1] yb):
+    """Xb[i] = X[idx[i]], yb[i] = y[idx[i]] (the caller checked the indices)."""
+    cdef long long counter = 0
+    if idx.shape[0]:
+        with nogil:
+            _gather_share(&X[0, 0], NULL, NULL, NULL, X.shape[1], &y[0], &idx[0], idx.shape[0], &Xb[0, 0], &yb[0],
+                          &counter)
+
+
+def gather_normalised_rows(const unsigned char[:, ::1] U, const double[::1] mean, const double[::1] inv_std,
+                           const Py_ssize_t[::1] y, const Py_ssize_t[::1] idx, floating[:, ::1] Xb, Py_ssize_t[::1] yb):
+    """Xb[i] = (U[idx[i]] - mean) * inv_std, yb[i] = y[idx[i]]: data.normalise's arithmetic."""
+    cdef long long counter = 0
+    cdef const floating* no_rows = NULL
+    if idx.shape[0]:
+        with nogil:
+            _gather_share(no_rows, &U[0, 0], &mean[0], &inv_std[0], U.shape[1], &y[0], &idx[0], idx.shape[0],
+                          &Xb[0, 0], &yb[0], &counter)
+
+
+def normalise_rows(const unsigned char[:, ::1] U, const Py_ssize_t[:] rows, const double[:] mean,
+                   const double[:] inv_std, floating[:, :] out):
+    """out[i] = (U[rows[i]] - mean) * inv_std in double, stored in out's dtype (any strides):
+    data.normalise's normalise_rows, compiled ahead of time."""
+    cdef Py_ssize_t i, j, r, d = U.shape[1]
+    with nogil:
+        for i in range(rows.shape[0]):
+            r = rows[i]
+            for j in range(d):
+                out[i, j] = <floating> ((<double> U[r, j] - mean[j]) * inv_std[j])
