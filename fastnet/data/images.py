@@ -186,7 +186,7 @@ def _normalise(U: NDArray[np.uint8], mean: NDArray[np.float64], std: NDArray[np.
     """``(U - mean) / std`` as a new C-contiguous array of ``dtype`` (see normalise_into)."""
     out = np.empty(U.shape, dtype)
     kernel = _compiled_normaliser()
-    if kernel is not None and U.ndim == 2 and U.flags.c_contiguous:
+    if kernel is not None and U.ndim == 2 and U.flags.c_contiguous and out.dtype in (np.float32, np.float64):
         kernel(U, np.arange(len(U)), mean, 1.0 / std, out)
     else:
         normalise_into([U], mean, std, [out])
@@ -197,14 +197,21 @@ _NORMALISER: list = []
 
 
 def _compiled_normaliser():
-    """Numba's ``normalise_rows`` (the same arithmetic as normalise_into, ~10x faster), or None
-    without Numba or under NUMBA_DISABLE_JIT (where it would run as Python)."""
+    """A compiled ``normalise_rows(U, rows, mean, inv_std, out)`` with the arithmetic of
+    normalise_into, ~10x faster: the extension's (built at install: nothing to compile), else
+    Numba's (:mod:`fastnet.data.normalise`; not under NUMBA_DISABLE_JIT, where it would run as
+    Python), else None. Both round each element exactly as NumPy does (tests/data/test_images.py)."""
     if not _NORMALISER:
         try:
-            from numba.core import config
+            from fastnet._ckernels import normalise_rows
+        except ImportError:  # the extension is not built
+            try:
+                from numba.core import config
 
-            from fastnet.data.normalise import normalise_rows
-            _NORMALISER.append(None if config.DISABLE_JIT else normalise_rows)
-        except Exception:  # Numba missing or broken: NumPy does it
-            _NORMALISER.append(None)
+                from fastnet.data.normalise import normalise_rows
+                if config.DISABLE_JIT:
+                    normalise_rows = None
+            except Exception:  # Numba missing or broken: NumPy does it
+                normalise_rows = None
+        _NORMALISER.append(normalise_rows)
     return _NORMALISER[0]

@@ -130,12 +130,31 @@ def test_load_batch_still_returns_a_writable_copy(fake_cifar_dir: Path) -> None:
     assert X.flags.c_contiguous and X.flags.writeable and X.flags.owndata
 
 
+def _normalisers():
+    """The compiled normalise_rows kernels this install has: the extension's and Numba's."""
+    found = []
+    try:
+        from fastnet._ckernels import normalise_rows
+        found.append(pytest.param(normalise_rows, id="extension"))
+    except ImportError:
+        pass
+    try:
+        from fastnet.data.normalise import normalise_rows
+        found.append(pytest.param(normalise_rows, id="numba"))
+    except ImportError:
+        pass
+    return found
+
+
+@pytest.mark.parametrize("kernel", _normalisers())
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_compiled_and_numpy_normalisation_agree_bit_for_bit(uneven_cifar_dir: Path, dtype, monkeypatch) -> None:
-    """NormalisedImages reads rows through Numba's normalise_rows when it can; NumPy's
-    normalise_into is the definition. Every way of reading rows gives the same bits both ways."""
+def test_compiled_and_numpy_normalisation_agree_bit_for_bit(uneven_cifar_dir: Path, dtype, kernel, monkeypatch) -> None:
+    """NormalisedImages reads rows through a compiled normalise_rows when it can (the
+    extension's, else Numba's); NumPy's normalise_into is the definition. Every way of reading
+    rows gives the same bits with each kernel and without."""
     import fastnet.data.images as fd
 
+    monkeypatch.setattr(fd, "_NORMALISER", [kernel])
     ds = load_cifar10(uneven_cifar_dir, n_val=300, dtype=dtype, progress=False)
     T = ds.X_train
     rows = np.array([0, 5, len(T) - 1, 5, 17])
