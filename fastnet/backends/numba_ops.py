@@ -259,6 +259,11 @@ def adam_update_kernel(theta, grad, m, v, beta1, omb1, beta2, omb2, step, c2, ep
 _KERNELS = {name: globals()[f"{name}_kernel"] for name in map(kernel_name, KERNEL_OPS)}
 _OPS = CompiledOps({dtype: _KERNELS for dtype in FLOAT_DTYPES})
 
+
+def kernels() -> tuple:
+    """Every op kernel (Numba dispatchers), for :func:`fastnet.backends.numba_step.start_cost`."""
+    return tuple(_KERNELS.values())
+
 bias_relu_forward = _OPS.bias_relu_forward
 relu_backward = _OPS.relu_backward
 bn_relu_forward_train = _OPS.bn_relu_forward_train

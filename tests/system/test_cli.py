@@ -91,3 +91,9 @@ def test_info_lists_every_backend(capsys):
     out = capsys.readouterr().out
     for name in ("numpy", "numba", "cython"):
         assert f"{name}:" in out
+    from fastnet.backends import load
+
+    if load("cython").available:   # whether a run would compile first is said per backend
+        assert "cython: available (fastnet._ckernels" in out and "compiled at install: runs start at once" in out
+    if load("numba").available:
+        assert "kernels" in out.split("numba:")[1].splitlines()[0]
