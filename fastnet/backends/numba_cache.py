@@ -18,12 +18,13 @@ def cached_for_this_cpu(dispatcher) -> bool | None:
     try:
         from numba.core.registry import cpu_target
 
-        magic = cpu_target.target_context.codegen().magic_tuple()
+        codegen = cpu_target.target_context.codegen()
         cache = dispatcher._cache
         index = cache._cache_file._load_index()
+        # an entry counts if Numba would load it: this CPU and this bytecode (key = (sig, cpu, code))
+        return any(key == cache._index_key(key[0], codegen) for key in index)
     except Exception:  # uncached dispatcher, or Numba's internals differ: unknown
         return None
-    return any(key[1] == magic for key in index)
 
 
 def readiness(dispatchers: Iterable) -> tuple[int, int]:
