@@ -23,9 +23,9 @@ def uncached(x):
 """
 
 
-def _module(tmp_path):
+def _module(tmp_path, source=SOURCE):
     path = tmp_path / "fresh_kernels.py"
-    path.write_text(SOURCE)
+    path.write_text(source)
     spec = importlib.util.spec_from_file_location("fresh_kernels", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules.pop("fresh_kernels", None)
@@ -52,5 +52,4 @@ def test_an_edited_kernel_is_not_ready(tmp_path):
     m = _module(tmp_path)
     m.twice(1)
     # another length: Python's own bytecode cache goes by size and mtime (to the second)
-    (tmp_path / "fresh_kernels.py").write_text(SOURCE.replace("2 * x", "x + x + 0"))
-    assert cached_for_this_cpu(_module(tmp_path).twice) is False
+    assert cached_for_this_cpu(_module(tmp_path, SOURCE.replace("2 * x", "x + x + 0")).twice) is False
