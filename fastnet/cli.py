@@ -95,6 +95,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--overwrite", action="store_true", help="allow --out to be a folder that already holds a run")
     g.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    g.add_argument("--log", action="append", choices=["tensorboard", "mlflow"], help="also log each step's loss and learning rate and each evaluation "
+                   "to TensorBoard (RUN_DIR/tensorboard) or MLflow (RUN_DIR/mlruns); repeat for both; needs pip install 'fastnet[tensorboard]' / '[mlflow]'")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its checkpoint, with its own configuration (only --data-dir, --download, --no-plots, -q may be given too)")
 
 
@@ -124,11 +126,12 @@ def cmd_train(args) -> int:
         given = [f"--{n.replace('_', '-')}" for n in (*config_flags(), "config", "out") if getattr(args, n, None) is not None] + ["--overwrite"] * bool(args.overwrite)
         if given:
             raise FastnetError(f"--resume continues a run with the configuration it started with; drop {', '.join(given)}")
-        run = api.resume_into(args.resume, data=args.data_dir, download=args.download, threads=args.threads, progress=not args.quiet, plots=not args.no_plots)
+        run = api.resume_into(args.resume, data=args.data_dir, download=args.download, threads=args.threads, progress=not args.quiet, plots=not args.no_plots,
+                              log=args.log)
     else:
         cfg = config_from_args(args)
         run = api.train_into(cfg, args.out or default_run_dir(), data=args.data_dir, download=args.download, overwrite=args.overwrite,
-                             threads=args.threads, progress=not args.quiet, plots=not args.no_plots)
+                             threads=args.threads, progress=not args.quiet, plots=not args.no_plots, log=args.log)
     m = run.metrics
     print(f"test accuracy {m['test_accuracy']:.4f}  (validation {m['val_accuracy']:.4f}; {m['train_seconds']:.1f} s training)  -> {args.resume or run.path}")
     return 0

@@ -20,7 +20,7 @@ def _resume_hint(exc: KeyboardInterrupt, out) -> None:
 
 @with_settings
 def train(*, data=None, out=None, overwrite: bool = False, download: bool = False, threads: int | None = None, config=None,
-          progress: bool = True, plots: bool = True, **settings) -> Run:
+          progress: bool = True, plots: bool = True, log=None, **settings) -> Run:
     """Train a network on CIFAR-10 and write its run folder; the settings are ``fastnet-train``'s.
 
     Every setting is a keyword named as the flag (``--eta-max`` is ``eta_max``), validated as
@@ -50,6 +50,10 @@ def train(*, data=None, out=None, overwrite: bool = False, download: bool = Fals
         A progress bar (a widget in Jupyter) and a line per evaluation.
     plots : bool
         Write loss.png, cost.png and accuracy.png into the folder.
+    log : str, list of str or None
+        Also log every step's loss and learning rate and every evaluation to ``"tensorboard"``
+        (``out/tensorboard/``) and/or ``"mlflow"`` (a file store in ``out/mlruns/``); each
+        needs its library (``pip install 'fastnet[tensorboard]'``, ``'fastnet[mlflow]'``).
 
     Returns
     -------
@@ -68,14 +72,14 @@ def train(*, data=None, out=None, overwrite: bool = False, download: bool = Fals
     cfg = train_config(settings, config)
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="fastnet-run-"))
     try:
-        return train_into(cfg, out, data=data, download=download, overwrite=overwrite, threads=threads, progress=progress, plots=plots)
+        return train_into(cfg, out, data=data, download=download, overwrite=overwrite, threads=threads, progress=progress, plots=plots, log=log)
     except KeyboardInterrupt as exc:
         _resume_hint(exc, out)
         raise
 
 
 def train_into(cfg, out, *, data=None, download: bool = False, overwrite: bool = False, threads: int | None = None, progress: bool = True,
-               plots: bool = True) -> Run:
+               plots: bool = True, log=None) -> Run:
     """:func:`train` for a TrainConfig ``cfg`` already made (``fastnet-train``'s), into ``out``."""
     from fastnet.data.cifar10 import Dataset
     from fastnet.runs.train import run_to_folder
@@ -85,11 +89,11 @@ def train_into(cfg, out, *, data=None, download: bool = False, overwrite: bool =
     dataset = data if isinstance(data, Dataset) else None
     with blas_threads(threads):
         run_to_folder(cfg, out, data=dataset, data_dir=None if dataset is not None else data, download=download,
-                      overwrite=overwrite, progress=progress, plots=plots)
+                      overwrite=overwrite, progress=progress, plots=plots, log=log)
     return Run(out)
 
 
-def resume(path, *, data=None, download: bool = False, threads: int | None = None, progress: bool = True, plots: bool = True) -> Run:
+def resume(path, *, data=None, download: bool = False, threads: int | None = None, progress: bool = True, plots: bool = True, log=None) -> Run:
     """Continue a stopped run from its checkpoint, with its own configuration.
 
     Parameters
@@ -98,8 +102,8 @@ def resume(path, *, data=None, download: bool = False, threads: int | None = Non
         The run folder (of an interrupted or failed run).
     data : str, Path or None
         Where CIFAR-10 is, if not where the run found it.
-    download, threads, progress, plots
-        As for :func:`train`.
+    download, threads, progress, plots, log
+        As for :func:`train` (the loggers append to the run's logs).
 
     Returns
     -------
@@ -107,13 +111,14 @@ def resume(path, *, data=None, download: bool = False, threads: int | None = Non
         The finished run, equal to the run had it not stopped (same backend and threads).
     """
     try:
-        return resume_into(path, data=data, download=download, threads=threads, progress=progress, plots=plots)
+        return resume_into(path, data=data, download=download, threads=threads, progress=progress, plots=plots, log=log)
     except KeyboardInterrupt as exc:
         _resume_hint(exc, path)
         raise
 
 
-def resume_into(path, *, data=None, download: bool = False, threads: int | None = None, progress: bool = True, plots: bool = True) -> Run:
+def resume_into(path, *, data=None, download: bool = False, threads: int | None = None, progress: bool = True, plots: bool = True,
+                log=None) -> Run:
     """:func:`resume` without the hint for Python in the message of a run stopped again
     (``fastnet-train --resume``'s)."""
     from fastnet.runs.train import resume_run
@@ -121,5 +126,5 @@ def resume_into(path, *, data=None, download: bool = False, threads: int | None 
 
     threads = check_threads(threads)
     with blas_threads(threads):
-        resume_run(path, data_dir=data, download=download, progress=progress, plots=plots)
+        resume_run(path, data_dir=data, download=download, progress=progress, plots=plots, log=log)
     return Run(path)
