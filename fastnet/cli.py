@@ -95,6 +95,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--overwrite", action="store_true", help="allow --out to be a folder that already holds a run")
     g.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    g.add_argument("--log", action="append", choices=["tensorboard", "mlflow"], help="also log each step's loss and learning rate and each evaluation "
+                   "to TensorBoard (RUN_DIR/tensorboard) or MLflow (RUN_DIR/mlruns); repeat for both; needs pip install 'fastnet[tensorboard]' / '[mlflow]'")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its checkpoint, with its own configuration (only --data-dir, --download, --no-plots, -q may be given too)")
 
 
@@ -109,53 +111,29 @@ def config_flags() -> tuple[str, ...]:
 
 def config_from_args(args):
     """A validated TrainConfig from a --config file (if any) overlaid with explicit flags."""
-    from fastnet.training.config import TrainConfig
-    from fastnet.util.files import read_json
+    from fastnet.api.settings import train_config
 
-    values: dict = {}
-    if args.config:
-        data = read_json(args.config)
-        train = data.get("train", data)
-        if not isinstance(train, dict):
-            raise FastnetError(f"{args.config}: \"train\" must be a JSON object of settings, got {type(train).__name__}")
-        values.update(train)
-    for name in config_flags():
-        v = getattr(args, name, None)
-        if v is not None:
-            values[name] = v
-    if values.get("backend") is None and os.environ.get("FASTNET_BACKEND"):
-        values["backend"] = os.environ["FASTNET_BACKEND"]
-    try:
-        cfg = TrainConfig.from_dict(values)
-    except TypeError as exc:
-        raise FastnetError(f"invalid configuration: {exc}") from None
-    return cfg.validate()
+    return train_config({name: getattr(args, name, None) for name in config_flags()}, args.config)
 
 
 # ------------------------------------------------------------------------------ commands
 
 
 def cmd_train(args) -> int:
-    from fastnet.util.threads import blas_threads
-
-    with blas_threads(getattr(args, "threads", None)):
-        return _train(args)
-
-
-def _train(args) -> int:
-    from fastnet.runs.train import resume_run, run_to_folder
+    from fastnet import api
 
     if getattr(args, "resume", None):
         given = [f"--{n.replace('_', '-')}" for n in (*config_flags(), "config", "out") if getattr(args, n, None) is not None] + ["--overwrite"] * bool(args.overwrite)
         if given:
             raise FastnetError(f"--resume continues a run with the configuration it started with; drop {', '.join(given)}")
-        metrics = resume_run(args.resume, data_dir=args.data_dir, download=args.download, progress=not args.quiet, plots=not args.no_plots)
-        print(f"test accuracy {metrics['test_accuracy']:.4f}  (validation {metrics['val_accuracy']:.4f}; {metrics['train_seconds']:.1f} s training)  -> {args.resume}")
-        return 0
-    cfg = config_from_args(args)
-    out = args.out or default_run_dir()
-    metrics = run_to_folder(cfg, out, data_dir=args.data_dir, download=args.download, overwrite=args.overwrite, progress=not args.quiet, plots=not args.no_plots)
-    print(f"test accuracy {metrics['test_accuracy']:.4f}  (validation {metrics['val_accuracy']:.4f}; {metrics['train_seconds']:.1f} s training)  -> {out}")
+        run = api.resume_into(args.resume, data=args.data_dir, download=args.download, threads=args.threads, progress=not args.quiet, plots=not args.no_plots,
+                              log=args.log)
+    else:
+        cfg = config_from_args(args)
+        run = api.train_into(cfg, args.out or default_run_dir(), data=args.data_dir, download=args.download, overwrite=args.overwrite,
+                             threads=args.threads, progress=not args.quiet, plots=not args.no_plots, log=args.log)
+    m = run.metrics
+    print(f"test accuracy {m['test_accuracy']:.4f}  (validation {m['val_accuracy']:.4f}; {m['train_seconds']:.1f} s training)  -> {args.resume or run.path}")
     return 0
 
 
@@ -187,17 +165,11 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_gradcheck(args) -> int:
-    from fastnet.backends import resolve
-    from fastnet.model import gradcheck as gc
+    from fastnet import api
 
-    backend = resolve(args.backend)
-    print(f"backend: {backend.name}; float64; centred differences, h = {gc.H:g}; d = 10, batch 16")
-    cases = gc.STANDARD_CASES + (gc.BONUS_CASES if getattr(args, "bonus", False) else [])
-    rows = [(gc.case_name(**case), check) for case, check in gc.check_cases(cases, backend.ops)]
-    worst = max((check.rel_error for _, check in rows), default=0.0)
-    print(gc.format_table(rows))
-    print(f"worst relative error (w.r.t. each array's largest gradient): {worst:.2e}")
-    return 0 if worst <= 1e-6 else 1
+    result = api.gradcheck(args.backend, bonus=getattr(args, "bonus", False))
+    print(result)
+    return 0 if result.passed else 1
 
 
 def cmd_info(args) -> int:
@@ -228,11 +200,10 @@ def cmd_download(args) -> int:
 
 
 def cmd_experiment(args) -> int:
-    from fastnet.experiments.assignment import run_experiment
+    from fastnet import api
 
-    result = run_experiment(args.name, args.out, data_dir=args.data_dir, workers=args.workers, scheduler=args.scheduler,
-                            quick=args.quick, backend=args.backend or os.environ.get("FASTNET_BACKEND") or "auto",
-                            full_n_s=args.full_n_s, plots=not args.no_plots, lockstep=not args.no_lockstep)
+    result = api.experiment(args.name, args.out, data_dir=args.data_dir, workers=args.workers, scheduler=args.scheduler, quick=args.quick,
+                            backend=args.backend, full_n_s=args.full_n_s, plots=not args.no_plots, lockstep=not args.no_lockstep)
     records = result if args.name == "all" else {args.name: result}
     failed = [f"{exp}/{run}" for exp, rec in records.items() for run in rec.get("failed", [])]
     print(f"experiment {args.name} -> {args.out}" + (f"; failed runs: {', '.join(failed)}" if failed else ""))
@@ -240,27 +211,18 @@ def cmd_experiment(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from fastnet.experiments.sweep import run_sweep, runs_from_spec
-    from fastnet.util.files import read_json
+    from fastnet import api
 
-    runs = runs_from_spec(read_json(args.spec))
-    if args.backend:
-        from dataclasses import replace
-
-        runs = [(name, replace(cfg, backend=args.backend)) for name, cfg in runs]
-    result = run_sweep(runs, args.out, data_dir=args.data_dir, workers=args.workers, scheduler=args.scheduler, plots=not args.no_plots,
-                       lockstep=not args.no_lockstep)
+    result = api.sweep(args.spec, args.out, data_dir=args.data_dir, workers=args.workers, scheduler=args.scheduler, backend=args.backend,
+                       plots=not args.no_plots, lockstep=not args.no_lockstep)
     print(f"{len(result.executed)} runs trained, {len(result.skipped)} already finished, {len(result.failed)} failed -> {Path(args.out) / 'results.md'}")
     return 1 if result.failed else 0
 
 
 def cmd_report(args) -> int:
-    from fastnet.experiments.assignment import ensure_gradcheck
-    from fastnet.report.pdf import build_report
+    from fastnet import api
 
-    ensure_gradcheck(args.experiment_dir)  # item (i) computed here when missing: the report only reads
-    pdf = build_report(args.experiment_dir, out=args.out)
-    print(pdf)
+    print(api.report(args.experiment_dir, out=args.out))
     return 0
 
 

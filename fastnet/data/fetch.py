@@ -3,13 +3,12 @@ downloading the official archive with its md5 checked, and unpacking it safely (
 traversal, no links, a size limit)."""
 from __future__ import annotations
 
-import hashlib
 import os
+import re
 import shutil
 import sys
 import tarfile
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import zlib
@@ -37,13 +36,15 @@ def default_data_dir() -> Path:
     Returns
     -------
     Path
-        ``$FASTNET_DATA`` if set, else ``$XDG_CACHE_HOME/fastnet``, else ``~/.cache/fastnet``.
+        ``$FASTNET_DATA`` if set, else the per-user cache folder of :mod:`platformdirs`
+        (``$XDG_CACHE_HOME/fastnet``, else ``~/.cache/fastnet`` on Linux; ``~/Library/Caches/fastnet``
+        on macOS; the local application data folder on Windows).
     """
     if os.environ.get("FASTNET_DATA"):
         return Path(os.environ["FASTNET_DATA"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "fastnet"
-    return Path.home() / ".cache" / "fastnet"
+    from platformdirs import user_cache_path
+
+    return user_cache_path("fastnet", appauthor=False)
 
 
 def _missing(folder: Path) -> list[str]:
@@ -97,59 +98,83 @@ def find_cifar10(data_dir: str | os.PathLike[str] | None = None, *, download: bo
         f"or FASTNET_DATA at a folder that holds {FOLDER} or {ARCHIVE}")
 
 
-def _progress_line(name: str, done: int, total: int | None) -> str:
-    """The text of the download progress line: percentage when the size is known, else MB."""
-    if total:
-        percent = 100 * done // total
-        return f"\rdownloading {name}: {percent:3d}% ({done / 1e6:.1f} of {total / 1e6:.1f} MB)"
-    return f"\rdownloading {name}: {done / 1e6:.1f} MB"
+def _copy_file_url(url: str, output_file: str, pooch_obj=None, progress: bool = False) -> None:
+    """A pooch downloader for ``file://`` URLs (a local mirror; pooch itself has none): the
+    file copied through :mod:`urllib.request`, with tqdm's bar as pooch draws it for HTTP."""
+    from tqdm.auto import tqdm
 
-
-def _fetch(url: str, part: Path, progress: bool) -> str:
-    """Stream ``url`` into ``part``; return the md5 of what was written."""
-    digest = hashlib.md5()
-    with urllib.request.urlopen(url, timeout=TIMEOUT) as response, open(part, "wb") as out:
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response, open(output_file, "wb") as out:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
-        done, shown = 0, 0.0
-        try:
+        with tqdm(total=total, unit="B", unit_scale=True, ascii=True, ncols=79, file=sys.stderr, disable=not progress, leave=True) as bar:
             while chunk := response.read(_CHUNK):
                 out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress and time.monotonic() - shown > 0.2:
-                    sys.stderr.write(_progress_line(ARCHIVE, done, total))
-                    shown = time.monotonic()
-        finally:   # end the line even when the download fails, so errors start on their own
-            if progress:
-                sys.stderr.write(_progress_line(ARCHIVE, done, total) + "\n")
-        if total is not None and done != total:
-            raise DataError(f"download of {url} stopped after {done} of {total} bytes; "
-                            f"try again")
-    return digest.hexdigest()
+                bar.update(len(chunk))
+
+
+def _retrieve(url: str, dest: Path, md5: str | None, progress: bool) -> None:
+    """``url`` into ``dest / ARCHIVE`` through :func:`pooch.retrieve`: a temporary file in
+    ``dest``, checked against ``md5`` (if given) and moved into place only when complete and
+    correct. pooch's own log lines are kept quiet."""
+    import functools
+
+    import pooch
+
+    if url.startswith("file:"):
+        downloader = functools.partial(_copy_file_url, progress=progress)
+    elif url.startswith(("http:", "https:")):
+        downloader = pooch.HTTPDownloader(progressbar=progress, timeout=TIMEOUT)
+    else:
+        downloader = pooch.choose_downloader(url, progressbar=progress)
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel("WARNING")
+    try:
+        pooch.retrieve(url, known_hash=f"md5:{md5.lower()}" if md5 else None, fname=ARCHIVE, path=dest, downloader=downloader)
+    finally:
+        logger.setLevel(level)
+
+
+def _download_error(url: str, final: Path, md5: str | None, exc: BaseException) -> DataError:
+    """The sentence for a failed download (pooch and requests raise their own exceptions)."""
+    text = str(exc)
+    if isinstance(exc, ValueError) and "does not match the known hash" in text:
+        got = re.search(r"got ([0-9a-f]{32})", text)
+        return DataError(f"{url} has md5 {got.group(1) if got else 'different'}, expected {md5}: the download is corrupt or is "
+                         f"not the CIFAR-10 archive; try again or check the URL")
+    short = re.search(r"IncompleteRead\((\d+) bytes read, (\d+) more expected", text)
+    if short:
+        done, more = int(short.group(1)), int(short.group(2))
+        return DataError(f"download of {url} stopped after {done} of {done + more} bytes; try again")
+    if isinstance(exc, urllib.error.HTTPError):
+        exc.close()   # it holds the open connection
+    reason = getattr(exc, "reason", None) if isinstance(exc, urllib.error.URLError) else None
+    return DataError(f"could not download {url} to {final}: {reason or exc}; check the address, "
+                     f"the connection and that {final.parent} is writable, or download the archive "
+                     f"by hand and pass --data-dir")
 
 
 def download_cifar10(dest_dir: str | os.PathLike[str], url: str = OFFICIAL_URL,
                      md5: str | None = OFFICIAL_MD5, progress: bool = True) -> Path:
-    """Download the CIFAR-10 archive into ``dest_dir`` and check its md5.
+    """Download the CIFAR-10 archive into ``dest_dir`` and check its md5 (with pooch).
 
     Parameters
     ----------
     dest_dir : path
         Folder to write ``cifar-10-python.tar.gz`` into (created if needed).
     url : str
-        Where to get it; any URL that :mod:`urllib.request` opens (``https``, ``http``,
-        ``file``).
+        Where to get it: ``https``, ``http`` (pooch's downloader, over requests), ``ftp``,
+        or ``file``.
     md5 : str or None
         Expected md5 hex digest; None skips the check.
     progress : bool
-        Show a progress line on stderr.
+        Show a progress bar on stderr (tqdm).
 
     Returns
     -------
     Path
-        The archive. It is written as ``<name>.part`` and renamed only once complete and
-        verified, so a file with the final name is always whole.
+        The archive. pooch writes it under a temporary name and moves it into place only once
+        complete and verified, so a file with the final name is always whole.
 
     Raises
     ------
@@ -158,31 +183,11 @@ def download_cifar10(dest_dir: str | os.PathLike[str], url: str = OFFICIAL_URL,
     """
     dest = Path(dest_dir).expanduser()
     final = dest / ARCHIVE
-    part = dest / (ARCHIVE + ".part")
     try:
         dest.mkdir(parents=True, exist_ok=True)
-        got = _fetch(url, part, progress)
-    except DataError:
-        part.unlink(missing_ok=True)
-        raise
-    except (OSError, ValueError, HTTPException) as exc:   # URLError and timeouts are OSErrors
-        part.unlink(missing_ok=True)
-        if isinstance(exc, urllib.error.HTTPError):
-            exc.close()   # it holds the open connection
-            reason: object = exc
-        else:
-            reason = getattr(exc, "reason", None) or exc
-        raise DataError(f"could not download {url} to {final}: {reason}; check the address, "
-                        f"the connection and that {dest} is writable, or download the archive "
-                        f"by hand and pass --data-dir") from None
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    if md5 is not None and got != md5.lower():
-        part.unlink(missing_ok=True)
-        raise DataError(f"{url} has md5 {got}, expected {md5}: the download is corrupt or is not "
-                        f"the CIFAR-10 archive; try again or check the URL")
-    os.replace(part, final)
+        _retrieve(url, dest, md5, progress)
+    except (OSError, ValueError, HTTPException) as exc:   # requests' errors and timeouts are OSErrors
+        raise _download_error(url, final, md5, exc) from None
     return final
 
 

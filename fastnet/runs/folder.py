@@ -11,7 +11,7 @@ Layout::
     RUN_DIR/checkpoint.npz the state to continue from (see fastnet.training.checkpoint): written when
                            training starts, after every epoch and when SIGINT/SIGTERM stops it
     RUN_DIR/status.json    why an unfinished run stopped: interrupted, diverged or failed
-    RUN_DIR/.lock          the pid of the process writing the folder, while it runs
+    RUN_DIR/.lock          locked (flock) by the process writing the folder, with its pid, while it runs
 
 Every file is written to ``NAME.tmp`` and renamed into place, so an interrupted run never
 leaves a half-written file under a final name. ``metrics.json`` is written last: its presence
@@ -19,7 +19,8 @@ marks a finished run.
 
 A stopped run continues with :func:`resume_run` (``fastnet-train --resume RUN_DIR``) and ends
 bitwise as it would have without the stop. Only one process writes a folder at a time: the
-second is refused while the first holds ``.lock`` (:class:`RunLock`).
+second is refused while the first holds ``.lock`` (:class:`RunLock`, an flock the system
+releases when the process dies).
 """
 from __future__ import annotations
 

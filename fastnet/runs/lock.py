@@ -1,126 +1,91 @@
-"""``RUN_DIR/.lock``: one process writes a run folder at a time."""
+"""``RUN_DIR/.lock``: one process writes a run folder at a time.
+
+The lock is an flock held through :mod:`filelock` while the folder is written: the operating
+system releases it when the process ends, however it ends (killed, machine restarted), so a
+lock left behind is never mistaken for a live one and nothing guesses from process ids
+whether its writer still runs. Written here: the holder's ``"<pid> <host>"`` in the file, to
+name it in the refusal, and the removal of the file on release.
+"""
 from __future__ import annotations
 
 import os
 import socket
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 from fastnet.errors import FastnetError
 
-# ------------------------------------------------------------------------------ the lock
-
 LOCK = ".lock"
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine (a zombie counts as dead)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, belongs to another user
-        return True
-    except (OSError, OverflowError):
-        return False
-    try:  # an exited child its parent has not reaped yet still answers kill(0)
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
-
-
-@contextmanager
-def _folder_mutex(folder: Path):
-    """flock on the folder itself, so that checking and taking over a stale lock is one step."""
-    try:
-        import fcntl
-
-        fd = os.open(folder, os.O_RDONLY)
-    except (ImportError, OSError):
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:
-            pass
-        yield
-    finally:
-        os.close(fd)  # releases the flock
-
-
 class RunLock:
-    """``RUN_DIR/.lock``: created with O_CREAT | O_EXCL and holding ``"<pid> <host>"``.
+    """``RUN_DIR/.lock``, held while a process writes the folder.
 
-    A second process that finds the lock of a live process is refused with a FastnetError;
-    the lock of a process that no longer exists (killed, machine restarted) is taken over with
-    a notice on stderr. Checking and taking over happen under an flock on the folder, so two
-    processes cannot both take over the same stale lock. A lock from another host cannot be
-    checked and is treated as live (the message says how to remove it).
+    A second process (or a second RunLock in this one) is refused with a FastnetError naming
+    the holder. A lock file whose process is gone is unlocked and simply taken. On release the
+    file is removed while still locked; a process that opened it just before then finds, once
+    it holds the lock, that the path no longer names its file, and tries again.
     """
 
-    def __init__(self, folder, notice=None):
+    def __init__(self, folder):
         self.folder = Path(folder)
         self.path = self.folder / LOCK
         self.held = False
-        self.notice = notice or (lambda msg: print(msg, file=sys.stderr))
+        self._lock = None
 
     def _holder(self) -> tuple[int | None, str]:
         try:
             text = self.path.read_text(encoding="ascii", errors="replace").split()
-        except FileNotFoundError:
-            return None, ""
-        except OSError:
-            return None, "?"
-        try:
             return int(text[0]), text[1] if len(text) > 1 else socket.gethostname()
-        except (IndexError, ValueError):
-            return None, "?"  # empty or garbage: the writer died before finishing it
+        except (OSError, IndexError, ValueError):
+            return None, ""  # gone, or written only in part
 
-    def acquire(self) -> "RunLock":
-        me = f"{os.getpid()} {socket.gethostname()}\n".encode()
+    def _record(self, fd: int) -> None:
+        """filelock's on_acquired: check the path is the file locked, then write the holder."""
         try:
-            with _folder_mutex(self.folder):
-                for _ in range(3):
-                    try:
-                        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                    except FileExistsError:
-                        pid, host = self._holder()
-                        if pid is not None and host != socket.gethostname():
-                            raise FastnetError(f"{self.folder} is in use by fastnet process {pid} on {host}; if no run is active there, delete {self.path}") from None
-                        if pid is not None and _pid_alive(pid):
-                            raise FastnetError(f"{self.folder} is in use by another fastnet process (pid {pid}); wait for it to finish or choose another --out") from None
-                        if host:
-                            what = f"process {pid} no longer runs" if pid is not None else "it is unreadable"
-                            self.notice(f"fastnet: taking over the stale lock {self.path} ({what})")
-                        self.path.unlink(missing_ok=True)
-                        continue
-                    try:
-                        os.write(fd, me)
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-                    self.held = True
-                    return self
-        except OSError as exc:
-            raise FastnetError(f"cannot lock the run folder {self.folder} ({exc.strerror or exc})") from None
-        raise FastnetError(f"cannot lock the run folder {self.folder}: {self.path} keeps reappearing")
+            same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise FileNotFoundError(f"{self.path} was removed by its last holder")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        os.fsync(fd)
+
+    def _refusal(self) -> FastnetError:
+        pid, host = self._holder()
+        if pid is not None and host != socket.gethostname():
+            return FastnetError(f"{self.folder} is in use by fastnet process {pid} on {host}; if no run is active there, delete {self.path}")
+        who = f"pid {pid}" if pid is not None else "pid unknown"
+        return FastnetError(f"{self.folder} is in use by another fastnet process ({who}); wait for it to finish or choose another --out")
+
+    def acquire(self) -> RunLock:
+        from filelock import FileLock, Timeout
+
+        for _ in range(3):
+            lock = FileLock(self.path, timeout=0, thread_local=False, on_acquired=self._record)
+            try:
+                lock.acquire()
+            except Timeout:
+                raise self._refusal() from None
+            except FileNotFoundError:
+                continue  # the path was removed by the holder that released it: try the new file
+            except OSError as exc:
+                raise FastnetError(f"cannot lock the run folder {self.folder} ({exc.strerror or exc})") from None
+            self._lock, self.held = lock, True
+            return self
+        raise FastnetError(f"cannot lock the run folder {self.folder}: {self.path} keeps disappearing")
 
     def release(self) -> None:
         if not self.held:
             return
         self.held = False
         try:
-            if self._holder()[0] == os.getpid():
-                self.path.unlink()
+            self.path.unlink()  # while still locked: see the class docstring
         except OSError:
             pass
+        self._lock.release()
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self):
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

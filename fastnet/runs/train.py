@@ -19,7 +19,7 @@ from fastnet.training.signals import stop_on_signals
 from fastnet.util.files import read_json
 
 
-def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, overwrite=False, progress=True, plots=True) -> dict:
+def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, overwrite=False, progress=True, plots=True, log=None) -> dict:
     """Train the network ``cfg`` describes and write the whole run folder; returns the metrics.
 
     ``data`` (a loaded Dataset) is used as is when given, so that sweeps load it once.
@@ -28,16 +28,19 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
     step in flight, checkpoints it and raises :class:`fastnet.training.state.Interrupted` (exit status
     130 / 143), whose message says how to resume. On divergence, interruption or failure the
     folder keeps config, history, the last good checkpoint and ``status.json`` saying what
-    happened; ``metrics.json`` (written last) exists only for a finished run.
+    happened; ``metrics.json`` (written last) exists only for a finished run. ``log``: the
+    loggers (:mod:`fastnet.training.loggers`), e.g. ``("tensorboard",)``, writing into the folder.
     """
     import numpy as np
 
     from fastnet.backends import resolve
     from fastnet.data.cifar10 import load_cifar10
     from fastnet.training.config import new_network
+    from fastnet.training.loggers import check_loggers
     from fastnet.training.state import History
 
     cfg.validate()
+    check_loggers(log)
     out = make_run_dir(out_dir)
     with new_runs_in([out], overwrite) as stop:
         backend = resolve(cfg.backend)
@@ -47,10 +50,10 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
             data = load_cifar10(data_dir, split=cfg.split, n_val=cfg.n_val, dtype=np.dtype(cfg.dtype), download=download, progress=progress)
         write_config(out, cfg, data, backend)
         net = new_network(cfg, data.X_train.shape[1], len(data.label_names))
-        return _train(out, cfg, data, backend, net, History(), None, stop, progress, plots)
+        return _train(out, cfg, data, backend, net, History(), None, stop, progress, plots, log=log)
 
 
-def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=True) -> dict:
+def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=True, log=None) -> dict:
     """Continue a stopped run from its ``checkpoint.npz``; returns the metrics when it finishes.
 
     Takes the configuration from ``config.json`` and the data from where it was loaded (or
@@ -122,25 +125,28 @@ def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=T
         except ValueError as exc:
             raise CheckpointError(f"{out / CHECKPOINT} does not hold this run's optimiser state ({exc}); resume is impossible, start the run again") from None
         (out / "status.json").unlink(missing_ok=True)
-        return _train(out, cfg, data, backend, ckpt.net, ckpt.history, ckpt.position, stop, progress, plots, optimizer)
+        return _train(out, cfg, data, backend, ckpt.net, ckpt.history, ckpt.position, stop, progress, plots, optimizer, log)
 
 
-def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: bool, plots: bool, optimizer=None) -> dict:
+def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: bool, plots: bool, optimizer=None, log=None) -> dict:
     """fit with checkpoints into ``out``, then the outputs; status.json if it stops early.
 
     ``optimizer``: the one loaded from the checkpoint when resuming (fresh otherwise); its
-    state (Adam's moments) goes into every checkpoint."""
+    state (Adam's moments) goes into every checkpoint; ``log``: the loggers to open into ``out``."""
     import time
 
     from fastnet.training.config import new_optimizer
+    from fastnet.training.loggers import open_loggers
     from fastnet.training.loop import finish_bn_stats, fit
 
     resumed_from = start.t if start is not None else None
     optimizer = optimizer if optimizer is not None else new_optimizer(cfg, net)
     writer = RunWriter(out, cfg, data, backend, net, history, optimizer=optimizer, saved_step=resumed_from)
+    logger = open_loggers(log, out, cfg.to_dict())
     wall = time.perf_counter()
     try:
-        fit(net, data, cfg, backend.ops, history, progress=progress, start=start, checkpoint=writer.checkpoint, stop=stop, optimizer=optimizer)
+        fit(net, data, cfg, backend.ops, history, progress=progress, start=start, checkpoint=writer.checkpoint, stop=stop, optimizer=optimizer,
+            logger=logger)
         bonus_metrics = finish_bn_stats(net, data, cfg, backend.ops)  # PreciseBN: EMA figures, then the final statistics
         return writer.finish(plots, time.perf_counter() - wall, resumed_from, bonus_metrics)
     except BaseException as exc:
@@ -148,3 +154,5 @@ def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: b
         if stopped is not exc:
             raise stopped from None
         raise
+    finally:
+        logger.close()

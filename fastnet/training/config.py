@@ -30,50 +30,58 @@ from fastnet.model.optim import (
 )
 
 
-def bonus(default):
+def setting(default, doc: str):
+    """A setting of the assignment's runs; ``doc`` is its meaning, shown by ``help(fastnet.train)``."""
+    return field(default=default, metadata={"doc": doc})
+
+
+def bonus(default, doc: str):
     """A bonus setting (Exercise 4): ``to_dict`` leaves it out while it is at its default."""
-    return field(default=default, metadata={"bonus": True})
+    return field(default=default, metadata={"bonus": True, "doc": doc})
 
 
 @dataclass
 class TrainConfig:
-    """Every hyper-parameter of a run. Defaults: the assignment's Exercise 3 setting."""
+    """Every hyper-parameter of a run. Defaults: the assignment's Exercise 3 setting.
 
-    hidden: tuple[int, ...] = (50, 50)
-    bn: bool = True
-    init: str = "he"
-    sigma: float | None = None
-    lam: float = 0.005
-    eta_min: float = 1e-5
-    eta_max: float = 1e-1
-    n_s: int | None = None  # None: 5 * n_train / batch, i.e. 2250 for 45,000 images
-    cycles: int = 2
-    batch: int = 100
-    alpha: float = DEFAULT_ALPHA
-    eps: float = DEFAULT_EPS
-    seed: int = 0
-    dtype: str = "float32"
-    backend: str = "auto"
-    split: str = "a3"
-    n_val: int = 5000
-    eval_every: int = 0  # also evaluate every this many steps (0: only at the end of epochs)
+    Each field's meaning is its ``doc`` metadata: the one text ``help(fastnet.train)`` lists
+    (:func:`fastnet.api.settings.settings_doc`)."""
+
+    hidden: tuple[int, ...] = setting((50, 50), "hidden layer sizes, e.g. (50, 50) or (50, 30, 20, 20, 10, 10, 10, 10)")
+    bn: bool = setting(True, "batch normalization before each ReLU, eqs (12)-(19)")
+    init: str = setting("he", "weight initialisation: he, xavier or normal (std sigma at every layer)")
+    sigma: float | None = setting(None, "std of init normal, the same at every layer")
+    lam: float = setting(0.005, "L2 regularisation lambda, eq (20)")
+    eta_min: float = setting(1e-5, "cyclic learning rate minimum")
+    eta_max: float = setting(1e-1, "cyclic learning rate maximum")
+    n_s: int | None = setting(None, "half-cycle length in update steps (None: 5 * n_train / batch, 2250 for 45,000 images)")
+    cycles: int = setting(2, "number of learning-rate cycles")
+    batch: int = setting(100, "mini-batch size; the training set is reshuffled every epoch")
+    alpha: float = setting(DEFAULT_ALPHA, "decay of the BN running averages, eqs (38)-(39) (PyTorch momentum = 1 - alpha)")
+    eps: float = setting(DEFAULT_EPS, "epsilon of batch normalize, eq (11)")
+    seed: int = setting(0, "random seed: initialisation and shuffling")
+    dtype: str = setting("float32", "floating-point type for training: float32 or float64")
+    backend: str = setting("auto", "kernel backend: auto, numpy, numba or cython (auto: $FASTNET_BACKEND, else the first available)")
+    split: str = setting("a3", "a3: batches 1-5 minus n_val for training; a2: batch 1 train, batch 2 validation")
+    n_val: int = setting(5000, "validation images held out of batches 1-5 for split a3")
+    eval_every: int = setting(0, "also evaluate every N update steps (0: only at epoch ends)")
     # ---- bonus (Exercise 4; see the module docstring): marked bonus(), left out of to_dict at their defaults
-    bn_placement: str = bonus("before")  # "after": batch norm after the ReLU
-    skip: bool = bonus(False)  # skip connections, eqs (40)-(41)
-    optimizer: str = bonus("sgd")  # or "adam"
-    beta1: float = bonus(0.9)
-    beta2: float = bonus(0.999)
-    adam_eps: float = bonus(1e-8)
-    schedule: str = bonus("cyclic")  # cyclic | step | exponential | cosine
-    decay_rate: float = bonus(0.1)
-    decay_steps: int | None = bonus(None)  # None: optim.default_decay_steps
-    warmup: int = bonus(0)
-    augment: bool = bonus(False)  # random flips and translations of the training images
-    augment_shift: int = bonus(3)  # largest translation, pixels
-    bn_stats: str = bonus("ema")  # or "precise": PreciseBN population statistics
-    precise_every: int = bonus(0)  # precise: also re-estimate and evaluate every this many steps
-    precise_images: int = bonus(10_000)  # precise: training images per estimate
-    eval_train_images: int = bonus(0)  # measure training loss/accuracy on this many training images (0: all)
+    bn_placement: str = bonus("before", "batch norm before the ReLU (the assignment's) or after it (4.1a)")
+    skip: bool = bonus(False, "skip connections, eqs (40)-(41): hidden layer l+1 receives x^(l-1) for l = 2, 4, ... (needs equal widths there)")
+    optimizer: str = bonus("sgd", "update rule: sgd or adam (adam needs eta_max <= 0.01)")
+    beta1: float = bonus(0.9, "Adam's first-moment decay")
+    beta2: float = bonus(0.999, "Adam's second-moment decay")
+    adam_eps: float = bonus(1e-8, "Adam's epsilon")
+    schedule: str = bonus("cyclic", "learning-rate schedule: cyclic, step, exponential or cosine; every one runs 2 * n_s * cycles steps")
+    decay_rate: float = bonus(0.1, "step/exponential: factor per decay_steps")
+    decay_steps: int | None = bonus(None, "step/exponential: steps per decay_rate (None: a third of the run for step, the whole run for exponential)")
+    warmup: int = bonus(0, "step/exponential/cosine: steps of linear warm-up from eta_min to eta_max")
+    augment: bool = bonus(False, "random horizontal flips and translations of every training batch, on the fly")
+    augment_shift: int = bonus(3, "augment: largest translation in pixels (0..8)")
+    bn_stats: str = bonus("ema", "test-time BN statistics: ema (exponential averages, eqs 38-39) or precise (PreciseBN, 4.1b)")
+    precise_every: int = bonus(0, "bn_stats precise: also re-estimate and evaluate every N steps (0: at epoch ends and after training)")
+    precise_images: int = bonus(10_000, "bn_stats precise: training images per estimate, in batches of batch")
+    eval_train_images: int = bonus(0, "measure the training loss and accuracy on a fixed random subset of N training images (0: all)")
 
     def validate(self) -> "TrainConfig":
         """Refuse impossible settings before any work is done; returns self.

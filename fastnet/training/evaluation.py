@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from fastnet.model.network import Metrics, Network, evaluate
 from fastnet.training.config import TrainConfig
+from fastnet.training.loggers import NO_LOGGER, Logger
 
 
 def train_eval_rows(cfg: TrainConfig, n: int) -> NDArray | None:
@@ -94,11 +95,13 @@ class Evaluator:
     """The evaluation rows of a run of ``cfg`` on ``data``: :meth:`record` measures one (its
     time charged to evaluation on ``clock``), appends it to the history and logs it on ``bar``.
 
-    ``threads``: what evaluation may use (a stepper's ``spare_cores``).
+    ``threads``: what evaluation may use (a stepper's ``spare_cores``); ``logger``: told every
+    row (:mod:`fastnet.training.loggers`).
     """
 
-    def __init__(self, data, cfg: TrainConfig, ops, schedule, clock, bar, threads: int = 1):
+    def __init__(self, data, cfg: TrainConfig, ops, schedule, clock, bar, threads: int = 1, logger: Logger = NO_LOGGER):
         self.data, self.lam, self.ops, self.schedule, self.clock, self.bar, self.threads = data, cfg.lam, ops, schedule, clock, bar, threads
+        self.logger = logger
         self.rows = train_eval_rows(cfg, data.X_train.shape[0])
         self.stats = bn_stats_for(cfg, data, ops)
 
@@ -119,5 +122,6 @@ class Evaluator:
         row = self.measure(net, epoch, t)
         self.clock.charge("eval")
         history.evals.append(row)
+        self.logger.evaluation(row)
         self.bar.log(progress_line(row, epoch))
         self.clock.charge(None)

@@ -30,6 +30,7 @@ from fastnet.model.network import Network, evaluate
 from fastnet.training.checkpointer import Checkpointer, Clock
 from fastnet.training.config import TrainConfig, new_optimizer
 from fastnet.training.evaluation import Evaluator, due_within_epoch
+from fastnet.training.loggers import NO_LOGGER, Logger
 from fastnet.training.schedule import Schedule, Step
 from fastnet.training.state import History, Interrupted, Position, StopRequest
 from fastnet.training.stepper import Stepper, augmenter, divergence, locate_nonfinite
@@ -37,7 +38,7 @@ from fastnet.util.progress import Progress
 
 
 def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = None, progress: bool = True, *,
-        start: Position | None = None, checkpoint=None, stop: StopRequest | None = None, optimizer=None) -> History:
+        start: Position | None = None, checkpoint=None, stop: StopRequest | None = None, optimizer=None, logger: Logger = NO_LOGGER) -> History:
     """Train ``net`` in place on ``data`` (a fastnet.data.cifar10.Dataset) as ``cfg`` says.
 
     The training set is reshuffled every epoch; the learning rate (cyclic by default) is
@@ -65,6 +66,9 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
     optimizer : an optimiser of :mod:`fastnet.model.optim`, optional
         The one to step with (its state is the caller's to checkpoint); a fresh one of
         ``cfg.optimizer`` if None. Resuming an Adam run needs the one loaded from its checkpoint.
+    logger : fastnet.training.loggers.Logger, optional
+        Told every step's loss and learning rate and every evaluation row (TensorBoard,
+        MLflow); the caller opens and closes it.
 
     Raises DivergenceError at the first non-finite loss (checked every step) or parameter
     (checked every epoch and before a checkpoint), naming the step, the learning rate and the
@@ -79,7 +83,7 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
     save = Checkpointer([net], [checkpoint], clock)
     stepper = Stepper(net, data.X_train, data.y_train, cfg.lam, ops, optimizer, augmenter(cfg) if cfg.augment else None)
     bar = Progress(sched.total, "train", enabled=progress)
-    evaluator = Evaluator(data, cfg, ops, sched, clock, bar, threads=stepper.spare_cores)
+    evaluator = Evaluator(data, cfg, ops, sched, clock, bar, threads=stepper.spare_cores, logger=logger)
     stop = stop if stop is not None else StopRequest()
     eta = sched.last_eta(pos.t)  # the learning rate a divergence found before the next step is reported with
     stop.deferring = True
@@ -95,6 +99,7 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
                     break
                 eta = sched.lr(step.t)
                 take_step(stepper, step, eta, history)
+                logger.step(step.t + 1, history.step_loss[-1], eta)
                 if due_within_epoch(cfg, step.t + 1, sched.total):
                     evaluator.record(net, history, (step.t + 1) / sched.per_epoch, step.t + 1)
                 bar.update(step.t + 1, f"loss {history.step_loss[-1]:.3f} eta {eta:.2e}")

@@ -1,57 +1,48 @@
-"""A small progress line for long work, on standard error.
+"""Progress of long work, through tqdm (``tqdm.auto``): a widget in Jupyter, a bar on a
+terminal's standard error, and in a log (standard error not a terminal: CI, a file) no bar at
+all, only the lines :meth:`Progress.log` writes, so logs stay readable.
 
-On a terminal it redraws one line at most ten times a second; elsewhere (CI, a log file) it
-prints a line only when ``log`` is called, so logs stay readable.
+Written here: the choice of the three (tqdm's own ``disable=None`` would hide a notebook's
+widget, whose stream is no terminal either) and :meth:`Progress.log`'s lines, which tqdm
+prints above its bar.
 """
 from __future__ import annotations
 
 import sys
-import time
+
+
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (where tqdm.auto draws a widget)."""
+    get_ipython = getattr(sys.modules.get("IPython"), "get_ipython", None)
+    return get_ipython is not None and type(get_ipython()).__name__ == "ZMQInteractiveShell"
 
 
 class Progress:
+    """A bar of ``total`` steps labelled ``label``; nothing at all unless ``enabled``."""
+
     def __init__(self, total: int, label: str = "", enabled: bool = True, stream=None):
-        self.total = max(int(total), 1)
-        self.label = label
+        from tqdm.auto import tqdm
+
         self.stream = stream or sys.stderr
         self.enabled = enabled
-        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start = time.perf_counter()
-        self._last = 0.0
-        self.done = 0
-        self.status = ""
+        notebook = enabled and in_notebook()
+        self.tty = enabled and (notebook or (hasattr(self.stream, "isatty") and self.stream.isatty()))
+        self.bar = tqdm(total=max(int(total), 1), desc=label, disable=not self.tty, file=None if notebook else self.stream,
+                        mininterval=0.1, dynamic_ncols=True, leave=False)
+        self.write = tqdm.write
 
     def update(self, done: int, status: str = "") -> None:
-        self.done, self.status = done, status or self.status
+        """``done`` steps of the total are done; ``status`` is shown after the bar."""
         if not self.tty:
             return
-        now = time.perf_counter()
-        if now - self._last < 0.1 and done < self.total:
-            return
-        self._last = now
-        self.stream.write("\r" + self._line())
-        self.stream.flush()
+        if status:
+            self.bar.set_postfix_str(status, refresh=False)
+        self.bar.update(done - self.bar.n)
 
     def log(self, message: str) -> None:
-        """A line that stays (an epoch summary): above the bar on a terminal."""
-        if not self.enabled:
-            return
-        if self.tty:
-            self.stream.write("\r\033[K")
-        self.stream.write(message + "\n")
-        if self.tty:
-            self.stream.write(self._line())
-        self.stream.flush()
+        """A line that stays (an evaluation's): above the bar, or alone in a log."""
+        if self.enabled:
+            self.write(message, file=None if self.tty and in_notebook() else self.stream)
 
     def close(self) -> None:
-        if self.tty:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-
-    def _line(self) -> str:
-        frac = self.done / self.total
-        width = 24
-        bar = "=" * int(frac * width)
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / frac - elapsed if frac > 0 else 0.0
-        return f"{self.label} [{bar:<{width}}] {self.done}/{self.total} {self.status} {elapsed:.0f}s<{eta:.0f}s"[:200]
+        self.bar.close()

@@ -303,7 +303,7 @@ def test_killed_process_resumes_to_the_identical_model(sig, point, uninterrupted
     code, err = interrupt(proc, sig, delays(seconds)[point])
     if sig == signal.SIGKILL:
         assert code == -signal.SIGKILL
-        assert (out / ".lock").exists()  # stale: the process had no chance to remove it
+        assert (out / ".lock").exists()  # left behind, but the system released its flock
         step = load_checkpoint(out / "checkpoint.npz").position.t
         assert step % 60 == 0  # the start or an epoch end
     else:
@@ -311,7 +311,7 @@ def test_killed_process_resumes_to_the_identical_model(sig, point, uninterrupted
     print(f"{signal.Signals(sig).name} after {delays(seconds)[point]:.2f} s: checkpoint at step {step} of 4000")
     err = resume(out)
     if sig == signal.SIGKILL:
-        assert "taking over the stale lock" in err
+        assert "lock" not in err  # simply taken: no process id to guess from
     same_run(ref, out)
     assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] == step
     assert not (out / "status.json").exists() and not (out / ".lock").exists()
