@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fastnet.errors import FastnetError
+from fastnet.util.reader import read_bytes
 
 # ------------------------------------------------------------------------------ the lock
 
@@ -71,10 +72,10 @@ class RunLock:
 
     def _holder(self) -> tuple[int | None, str]:
         try:
-            text = self.path.read_text(encoding="ascii", errors="replace").split()
+            text = read_bytes(self.path, "json", OSError).decode("ascii", "replace").split()
         except FileNotFoundError:
             return None, ""
-        except OSError:
+        except OSError:  # unreadable, or no regular file (a FIFO would block the open)
             return None, "?"
         try:
             return int(text[0]), text[1] if len(text) > 1 else socket.gethostname()
