@@ -257,7 +257,9 @@ def cmd_sweep(args) -> int:
 def cmd_report(args) -> int:
     from fastnet.experiments.assignment import ensure_gradcheck
     from fastnet.report.pdf import build_report
+    from fastnet.report.readings import check_experiment_dir
 
+    check_experiment_dir(args.experiment_dir)  # an empty folder: one sentence, nothing written
     ensure_gradcheck(args.experiment_dir)  # item (i) computed here when missing: the report only reads
     pdf = build_report(args.experiment_dir, out=args.out)
     print(pdf)

@@ -65,7 +65,7 @@ def read_json(path) -> dict:
     """The JSON object in ``path``; a missing, unreadable or non-object file is one FastnetError."""
     path = Path(path)
     try:
-        data = json.loads(read_text(path, "json"), parse_constant=_no_constant)
+        data = json.loads(read_text(path, "json", ValueError))
     except FileNotFoundError:
         raise FastnetError(f"{path} does not exist") from None
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: [[[[... nested too deeply
@@ -73,11 +73,6 @@ def read_json(path) -> dict:
     if not isinstance(data, dict):
         raise FastnetError(f"{path} does not hold a JSON object")
     return data
-
-
-def _no_constant(name: str):
-    """NaN, Infinity and -Infinity are not JSON: fastnet writes null for them."""
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def read_json_or_none(path) -> dict | None:
@@ -106,7 +101,7 @@ def read_history(path) -> list[dict]:
     is not such a table is one FastnetError naming the row and the column."""
     path = Path(path)
     try:
-        text = read_text(path, "csv")
+        text = read_text(path, "csv", FastnetError)
     except FileNotFoundError:
         raise FastnetError(f"{path} does not exist") from None
     rows = []
