@@ -11,7 +11,6 @@ from typing import get_args, get_type_hints
 import numpy as np
 
 from fastnet.errors import ConfigError
-from fastnet.util.parse import MAX_INT
 from fastnet.model.network import (
     DEFAULT_ALPHA,
     DEFAULT_EPS,
@@ -29,6 +28,7 @@ from fastnet.model.optim import (
     learning_rate,
     make_optimizer,
 )
+from fastnet.util.parse import MAX_INT
 
 
 def bonus(default):
