@@ -449,10 +449,12 @@ def _entry_name(entry, i: int, source: str) -> str:
 
 def _spec_config(base: dict, values: dict, source: str):
     """The validated TrainConfig of ``base`` overlaid with ``values`` (without "name")."""
-    from fastnet.training.config import TrainConfig
+    from fastnet.training.config import TrainConfig, check_time_limit
 
     settings = {**base, **{k: v for k, v in values.items() if k != "name"}}
     try:
-        return TrainConfig.from_dict(settings).validate()
+        cfg = TrainConfig.from_dict(settings).validate()
+        check_time_limit(cfg, confirmed=False)  # a sweep file's run is held to the same limit as fastnet-train's
+        return cfg
     except (TypeError, FastnetError) as exc:
         raise FastnetError(f"{source}: invalid configuration: {exc}") from None

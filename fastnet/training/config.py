@@ -270,9 +270,11 @@ def estimated_seconds(cfg: TrainConfig, n_train: int | None = None) -> float:
     return (6.0 * weights * cfg.batch * steps + 2.0 * weights * 60_000 * epochs) / FLOPS
 
 
-def check_time_limit(cfg: TrainConfig, confirmed: bool, limit: float = TIME_LIMIT_SECONDS) -> None:
+def check_time_limit(cfg: TrainConfig, confirmed: bool, limit: float | None = None) -> None:
     """ConfigError, before any work, for a run estimated to take longer than ``limit``
-    unless ``confirmed`` (``--no-time-limit``); the sentence gives the estimate."""
+    (default :data:`TIME_LIMIT_SECONDS`) unless ``confirmed`` (``--no-time-limit``); the
+    sentence gives the estimate."""
+    limit = TIME_LIMIT_SECONDS if limit is None else limit
     seconds = estimated_seconds(cfg)
     if seconds > limit and not confirmed:
         raise ConfigError(f"this run would take about {_duration(seconds)} ({2 * cfg.resolved_n_s(50_000 - cfg.n_val if cfg.split == 'a3' else 10_000) * cfg.cycles:,} "
