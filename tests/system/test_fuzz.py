@@ -24,11 +24,11 @@ from fastnet.cli import main
 
 EXAMPLES = int(os.environ.get("FASTNET_FUZZ_EXAMPLES", "12"))
 OK = (0, 2, 130, 143)
-#: run-folder cases build reports and resume runs: a third as many
-FOLDER_FUZZ = settings(FUZZ, max_examples=max(4, EXAMPLES // 3))
 SWEEP_OK = (*OK, 1)  # a sweep or experiment with failed runs exits 1, by design (their rows say why)
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 100,
                 suppress_health_check=list(HealthCheck), database=None)
+#: run-folder cases build reports and resume runs: a third as many
+FOLDER_FUZZ = settings(FUZZ, max_examples=max(4, EXAMPLES // 3))
 
 FLAGS = ["--hidden", "--n-s", "--cycles", "--batch", "--lam", "--eta-min", "--eta-max", "--seed", "--n-val", "--eval-every",
          "--alpha", "--eps", "--sigma", "--init", "--split", "--decay-steps", "--warmup", "--augment-shift", "--precise-images",
