@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from fastnet.errors import FastnetError
+from fastnet.util.parse import layer_sizes, number
 
 EXIT_USER_ERROR = 2
 
@@ -19,29 +20,10 @@ EXIT_USER_ERROR = 2
 # ------------------------------------------------------------------------ argument types
 
 
-def _hidden(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(s) for s in text.replace(" ", "").split(",") if s != "")
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes like 50,50, got {text!r}") from None
-    if not sizes or any(m < 1 for m in sizes):
-        raise argparse.ArgumentTypeError(f"hidden layer sizes must be positive integers, got {text!r}")
-    return sizes
-
-
-def _number(kind, minimum=None, strict=False, name="value"):
-    def parse(text: str):
-        try:
-            x = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {text!r}") from None
-        if kind is float and x != x or x in (float("inf"), float("-inf")):
-            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-        if minimum is not None and (x <= minimum if strict else x < minimum):
-            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum}, got {text!r}")
-        return x
-
-    return parse
+# The strict parsers of fastnet.util.parse (``50,,50``, ``5_0``, ``1e400`` and huge integers
+# are errors); imported under the names the flags below use.
+_hidden = layer_sizes
+_number = number
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -92,7 +74,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--config", help="a JSON file of settings (keys as in config.json); flags given here override it")
     g.add_argument("--out", help="run folder to write (default runs/<date-time>)")
-    g.add_argument("--overwrite", action="store_true", help="allow --out to be a folder that already holds a run")
+    g.add_argument("--overwrite", action="store_true", help="allow --out to be a folder that already holds a run (replaced once the new run starts)")
+    g.add_argument("--no-time-limit", action="store_true", help="run even if the schedule is estimated to take longer than 24 hours (refused otherwise, with the estimate)")
     g.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     g.add_argument("--log", action="append", choices=["tensorboard", "mlflow"], help="also log each step's loss and learning rate and each evaluation "
@@ -113,7 +96,8 @@ def config_from_args(args):
     """A validated TrainConfig from a --config file (if any) overlaid with explicit flags."""
     from fastnet.api.settings import train_config
 
-    return train_config({name: getattr(args, name, None) for name in config_flags()}, args.config)
+    return train_config({name: getattr(args, name, None) for name in config_flags()}, args.config,
+                        no_time_limit=getattr(args, "no_time_limit", False))
 
 
 # ------------------------------------------------------------------------------ commands

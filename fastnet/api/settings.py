@@ -10,12 +10,13 @@ from dataclasses import MISSING, fields
 from fastnet.errors import ConfigError, FastnetError
 
 
-def train_config(values: dict, config_file=None):
+def train_config(values: dict, config_file=None, *, no_time_limit: bool = False):
     """A validated TrainConfig: the settings of ``config_file`` (a JSON file, keys as in a run's
     ``config.json``; optional) overlaid with ``values`` (None values are left out, as flags not
-    given). The backend left unset is ``$FASTNET_BACKEND`` when set. The sentences of the errors
+    given). The backend left unset is ``$FASTNET_BACKEND`` when set. A schedule estimated to take
+    longer than the time limit is refused unless ``no_time_limit``. The sentences of the errors
     are the command line's (it calls this function)."""
-    from fastnet.training.config import TrainConfig
+    from fastnet.training.config import TrainConfig, check_time_limit
     from fastnet.util.files import read_json
 
     merged: dict = {}
@@ -32,7 +33,9 @@ def train_config(values: dict, config_file=None):
         cfg = TrainConfig.from_dict(merged)
     except TypeError as exc:
         raise FastnetError(f"invalid configuration: {exc}") from None
-    return cfg.validate()
+    cfg = cfg.validate()
+    check_time_limit(cfg, confirmed=no_time_limit)
+    return cfg
 
 
 def check_threads(threads) -> int | None:

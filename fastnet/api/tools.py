@@ -204,6 +204,8 @@ def report(folder, out=None) -> Path:
     """
     from fastnet.experiments.assignment import ensure_gradcheck
     from fastnet.report.pdf import build_report
+    from fastnet.report.readings import check_experiment_dir
 
+    check_experiment_dir(folder)  # an empty folder: one sentence, nothing written
     ensure_gradcheck(folder)  # item (i) computed here when missing: the report only reads
     return build_report(folder, out=out)

@@ -59,6 +59,8 @@ def read_batch(path: Path) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
                         f"{N_FEATURES}); it is not a CIFAR-10 batch file")
     if len(X) != len(y):
         raise DataError(f"{path} has {len(X)} images but {len(y)} labels; the file is corrupt")
+    if len(X) == 0:
+        raise DataError(f"{path} holds no images; it is not a CIFAR-10 batch file, get the data set again")
     return X, y
 
 
@@ -106,9 +108,9 @@ def load_label_names(folder: str | os.PathLike[str]) -> list[str]:
         If ``batches.meta`` exists but is unsafe or malformed.
     """
     path = Path(folder) / "batches.meta"
-    if not path.exists():
+    if not os.path.lexists(path):
         return list(LABEL_NAMES)
-    d = unpickle_batch(path)
+    d = unpickle_batch(path, "meta")
     names = _entry(d, "label_names", path) if isinstance(d, dict) else None
     if not (isinstance(names, list) and len(names) == N_CLASSES
             and all(isinstance(n, (bytes, str)) for n in names)):

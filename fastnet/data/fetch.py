@@ -3,9 +3,12 @@ downloading the official archive with its md5 checked, and unpacking it safely (
 traversal, no links, a size limit)."""
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 import re
 import shutil
+import struct
 import sys
 import tarfile
 import tempfile
@@ -16,6 +19,7 @@ from http.client import HTTPException
 from pathlib import Path, PurePosixPath
 
 from fastnet.errors import DataError
+from fastnet.util.reader import open_regular
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -26,6 +30,8 @@ TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 REQUIRED = (*TRAIN_BATCHES, TEST_BATCH)
 MAX_ARCHIVE_BYTES = 2 << 30    # the official archive unpacks to 178 MB
+MAX_MEMBERS = 1000             # it has 8 (the folder and 7 files)
+OFFICIAL_SIZE = 170498071      # bytes of the official archive
 TIMEOUT = 60.0                 # seconds without data before a download gives up
 _CHUNK = 1 << 20
 
@@ -194,23 +200,39 @@ def download_cifar10(dest_dir: str | os.PathLike[str], url: str = OFFICIAL_URL,
 def _member_path(member: tarfile.TarInfo, archive: Path) -> PurePosixPath:
     """The relative path of a safe archive member; DataError for anything else."""
     path = PurePosixPath(member.name)
-    if path.is_absolute() or ".." in path.parts or "\\" in member.name:
+    if path.is_absolute() or ".." in path.parts or "\\" in member.name or "\0" in member.name:
         problem = "has an unsafe path"
     elif not (path.parts and path.parts[0] == FOLDER):
         problem = f"is outside {FOLDER}/"
-    elif not (member.isfile() or member.isdir()):
-        problem = "is a link or device, not a regular file"
+    elif not (member.isfile() or member.isdir()) or member.issparse():
+        problem = "is a link or device (or a sparse file), not a regular file"
+    elif member.size < 0:
+        problem = f"claims a negative size ({member.size})"
     else:
         return path
-    raise DataError(f"refusing to extract {archive}: member {member.name!r} {problem}; "
+    raise DataError(f"refusing to extract {archive}: member {short(member.name)!r} {problem}; "
                     f"this is not the CIFAR-10 archive, delete it and download it again")
 
 
+def short(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters (an archive can name a member anything)."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _extract_members(tar: tarfile.TarFile, archive: Path, into: Path) -> None:
-    """Write the regular files of ``tar`` below ``into``, checking every member first."""
+    """Write the regular files of ``tar`` below ``into``, checking every member first: by
+    fastnet's rules (:func:`_member_path`, :data:`MAX_MEMBERS`, :data:`MAX_ARCHIVE_BYTES`),
+    then by the standard library's ``data`` filter (PEP 706) as a second opinion."""
     total = 0
-    for member in tar:
+    for count, member in enumerate(tar, start=1):
+        if count > MAX_MEMBERS:
+            raise DataError(f"refusing to extract {archive}: it has more than {MAX_MEMBERS} members, "
+                            f"CIFAR-10 has 8; delete it and download it again")
         path = into.joinpath(*_member_path(member, archive).parts)
+        try:
+            tarfile.data_filter(member, str(into))
+        except tarfile.FilterError as exc:
+            raise DataError(f"refusing to extract {archive}: {exc}; delete it and download it again") from None
         if member.isdir():
             path.mkdir(parents=True, exist_ok=True)
             continue
@@ -223,6 +245,35 @@ def _extract_members(tar: tarfile.TarFile, archive: Path, into: Path) -> None:
         assert source is not None   # regular files always have contents
         with source, open(path, "wb") as out:
             shutil.copyfileobj(source, out, _CHUNK)
+
+
+def _check_official_md5(archive: Path, f) -> None:
+    """The md5 of ``archive`` (open as ``f``) if its name and size say it is the official
+    archive: a changed bit in it is refused even where the gzip CRC would not see it."""
+    size = os.fstat(f.fileno()).st_size
+    if archive.name != ARCHIVE or size != OFFICIAL_SIZE:
+        return
+    digest = hashlib.md5()
+    while chunk := f.read(_CHUNK):
+        digest.update(chunk)
+    f.seek(0)
+    if digest.hexdigest() != OFFICIAL_MD5:
+        raise DataError(f"{archive} has the official archive's name and size but md5 {digest.hexdigest()}, "
+                        f"not {OFFICIAL_MD5}: it is damaged; delete it and download it again")
+
+
+def _unpack(archive: Path, into: Path) -> None:
+    """Extract ``archive`` (read through the one reader) into ``into``: one pass over the
+    gzip stream in tar stream mode (no seeking back, so no member can send the reader round
+    in a loop), then the rest of the stream read to its end so that the gzip CRC and length
+    are checked: a flipped bit anywhere is an error, not changed data."""
+    with open_regular(archive, "archive", DataError) as f:
+        _check_official_md5(archive, f)
+        with gzip.GzipFile(fileobj=f, mode="rb") as gz:
+            with tarfile.open(fileobj=gz, mode="r|") as tar:
+                _extract_members(tar, archive, into)
+            while gz.read(_CHUNK):   # the padding after the tar's end, to the CRC
+                pass
 
 
 def extract_cifar10(archive: str | os.PathLike[str], dest_dir: str | os.PathLike[str]) -> Path:
@@ -264,16 +315,16 @@ def extract_cifar10(archive: str | os.PathLike[str], dest_dir: str | os.PathLike
     try:
         dest.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".extracting-", dir=dest))
-        with tarfile.open(archive, "r:gz") as tar:
-            _extract_members(tar, archive, tmp)
+        _unpack(archive, tmp)
         if missing := _missing(tmp / FOLDER):
             raise DataError(f"{archive} lacks {FOLDER}/{missing[0]}: it is not the CIFAR-10 "
                             f"python archive; delete it and download it again")
         os.rename(tmp / FOLDER, target)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+    except (tarfile.TarError, EOFError, zlib.error, OSError, ValueError, struct.error) as exc:
+        # ValueError / struct.error: malformed headers (sparse maps, numbers) inside tarfile
         if not _missing(target):   # another process finished the same extraction first
             return target
-        raise DataError(f"could not extract {archive} into {dest}: {exc}; if the archive is "
+        raise DataError(f"could not extract {archive} into {dest}: {short(str(exc), 200)}; if the archive is "
                         f"truncated or corrupt, delete it and download it again") from None
     finally:
         if tmp is not None:

@@ -22,8 +22,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fastnet.errors import DataError
+from fastnet.util.reader import CAPS, read_bytes
 
-MAX_FILE_BYTES = 1 << 30       # an official batch is 31 MB; refuse to read absurd files
+MAX_FILE_BYTES = CAPS["batch"]  # an official batch is 31 MB; refuse to read absurd files
+MAX_OPCODES = 1 << 20          # an official batch has about 40,000
+BUILD_FACTOR = 2               # bytes built by the stand-ins per byte of the file, at most
+BUILD_SLACK = 1 << 20
 
 # --------------------------------------------------------------------------- safe unpickling
 
@@ -108,10 +112,32 @@ def _reconstruct(cls: Any, shape: Any, typecode: Any) -> ArrayStub:
     return ArrayStub()
 
 
-def _latin1(text: Any, encoding: Any) -> bytes:
+class Budget:
+    """What an unpickling may build beyond the bytes of its file.
+
+    The opcodes are bounded by the file, but a stand-in that copies (``_codecs.encode``
+    makes new bytes from a str) can be called again and again on one memoised string: a few
+    MB of ``BINGET; REDUCE`` pairs would build gigabytes. Every byte a stand-in builds is
+    spent here; more than ``BUILD_FACTOR`` times the file (plus ``BUILD_SLACK``) is refused.
+    """
+
+    __slots__ = ("left",)
+
+    def __init__(self, file_bytes: int) -> None:
+        self.left = BUILD_FACTOR * file_bytes + BUILD_SLACK
+
+    def spend(self, n: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise _Refused("the pickle builds far more data than the file holds")
+
+
+def _latin1(text: Any, encoding: Any, budget: Budget | None = None) -> bytes:
     """Stands for ``_codecs.encode(text, "latin1")``: how Python 3 pickles bytes at protocol 2."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
         raise _Refused("unsupported _codecs.encode call")
+    if budget is not None:
+        budget.spend(len(text))
     return text.encode("latin1")
 
 
@@ -128,12 +154,16 @@ _ALLOWED = {
 class _BatchUnpickler(pickle.Unpickler):
     """An unpickler that resolves only the names a pickled numpy array needs, to stand-ins."""
 
-    def __init__(self, file: io.BytesIO, path: Path) -> None:
+    def __init__(self, file: io.BytesIO, path: Path, budget: Budget | None = None) -> None:
         super().__init__(file, encoding="bytes")
         self.path = path
+        self.budget = budget if budget is not None else Budget(len(file.getbuffer()))
+        self.encode = _StandIn(lambda text, encoding: _latin1(text, encoding, self.budget))
 
     def find_class(self, module: str, name: str) -> Any:
         """Return the stand-in for an admitted name; refuse every other global."""
+        if (module, name) == ("_codecs", "encode"):
+            return self.encode  # the one stand-in that copies: it spends this file's budget
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
         what = short_repr(f"{module}.{name}")
@@ -154,6 +184,8 @@ def _check_opcodes(raw: bytes) -> None:
     9-byte file asking for index 10^9 would take 16 GB).
     """
     for count, (op, arg, _) in enumerate(pickletools.genops(raw)):
+        if count >= MAX_OPCODES:
+            raise _Refused(f"more than {MAX_OPCODES} opcodes, far more than a CIFAR-10 batch file has")
         if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= arg <= count:
             raise _Refused(f"memo index {arg} out of range")
 
@@ -168,23 +200,20 @@ def short_repr(text: object, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def unpickle_batch(path: str | os.PathLike[str]) -> Any:
-    """Read ``path`` with :class:`_BatchUnpickler`; any failure becomes a DataError."""
+def unpickle_batch(path: str | os.PathLike[str], kind: str = "batch") -> Any:
+    """Read ``path`` (a file of :data:`fastnet.util.reader.CAPS` ``kind``: "batch" or
+    "meta") with :class:`_BatchUnpickler` within a :class:`Budget`; any failure becomes a
+    DataError."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise DataError(f"{path} is {size} bytes, far larger than any CIFAR-10 batch file; "
-                            f"point the data directory at the real data set")
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}; check the data "
-                        f"directory") from None
+        raw = read_bytes(path, kind, DataError)   # regular files only, at most CAPS[kind] bytes
+    except FileNotFoundError:
+        raise DataError(f"cannot read {path}: it does not exist; check the data directory") from None
     try:
         with warnings.catch_warnings():   # a damaged STRING opcode warns of bad escapes
             warnings.simplefilter("ignore")
             _check_opcodes(raw)
-            return _BatchUnpickler(io.BytesIO(raw), path).load()
+            return _BatchUnpickler(io.BytesIO(raw), path, Budget(len(raw))).load()
     except DataError:
         raise
     except _BAD_PICKLE as exc:

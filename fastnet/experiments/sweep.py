@@ -54,6 +54,7 @@ from fastnet.experiments.executor import (
     worker_pool,
 )
 from fastnet.runs.record import is_finished
+from fastnet.util.names import child_path, safe_component, unique_names
 
 RESULT_FIELDS = (
     "name", "status", "executed", "test_accuracy", "val_accuracy", "train_accuracy",
@@ -252,7 +253,9 @@ def run_sweep(runs, out_dir, *, data_dir=None, workers: int | None = None, sched
     Parameters
     ----------
     runs : list of (str, TrainConfig)
-        Names are folder paths relative to ``out_dir`` (``/`` allowed), unique.
+        Names are folder names inside ``out_dir`` (:func:`fastnet.util.names.unique_names`:
+        one safe component each, or fastnet's own ``experiment/run``), unique after
+        normalisation; every folder is proved to lie inside ``out_dir``.
     out_dir : path
         Where the run folders, ``results.csv``, ``results.md`` and ``sweep.log`` go.
     data_dir : path or None
@@ -285,13 +288,14 @@ def run_sweep(runs, out_dir, *, data_dir=None, workers: int | None = None, sched
         and a message; a sweep never stops at one bad run.
     """
     out_dir = Path(out_dir)
+    configs = _validated(runs)  # before anything is created: a bad name writes nothing
     out_dir.mkdir(parents=True, exist_ok=True)
-    tally = _Tally(out_dir, _validated(runs), echo or _to_stderr)
+    tally = _Tally(out_dir, configs, echo or _to_stderr)
     start = time.perf_counter()
     pending = tally.skip_finished()
     tally.write()
     if pending:
-        args = {n: (n, tally.configs[n].to_dict(), str(out_dir / n), None if data_dir is None else str(data_dir), plots, str(tally.log_path))
+        args = {n: (n, tally.configs[n].to_dict(), str(child_path(out_dir, n)), None if data_dir is None else str(data_dir), plots, str(tally.log_path))
                 for n in pending}
         with contextlib.ExitStack() as stack:
             if scheduler:
@@ -318,11 +322,8 @@ def _validated(runs) -> dict:
     """``{name: validated TrainConfig}`` in the order of ``runs``; names must be unique."""
     from fastnet.training.config import TrainConfig
 
-    names = [name for name, _ in runs]
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise FastnetError(f"run names must be unique; repeated: {', '.join(dup)}")
-    return {name: (cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)).validate() for name, cfg in runs}
+    names = unique_names([name for name, _ in runs], nested=True)  # safe folder names, one folder each
+    return {name: (cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)).validate() for name, (_, cfg) in zip(names, runs)}
 
 
 def _plan(pending: list[str], configs: dict, workers: int, lockstep: bool, max_group: int | None, echo) -> list[list[str]]:
@@ -355,7 +356,7 @@ class _Tally:
         from fastnet.util.files import read_json
 
         for name, cfg in self.configs.items():
-            run_dir = self.out_dir / name
+            run_dir = child_path(self.out_dir, name)  # inside out_dir, links resolved
             if is_finished(run_dir):
                 _check_same_config(run_dir, cfg)
                 self.rows[name] = result_row(name, cfg, "finished", read_json(run_dir / "metrics.json"), executed=False)
@@ -402,37 +403,58 @@ class _Tally:
 # ------------------------------------------------------------------- sweep spec files
 
 
-def runs_from_spec(spec: dict) -> list[tuple[str, object]]:
-    """The runs a sweep file describes.
+MAX_SPEC_RUNS = 10_000  # runs in one sweep file (a grid is the product of its lists)
+
+
+def runs_from_spec(spec: dict, source: str = "the sweep file") -> list[tuple[str, object]]:
+    """The runs a sweep file describes (its schema, checked here: one sentence naming
+    ``source`` and the field for anything else).
 
     ``{"base": {TrainConfig keys}, "runs": [{"name": ..., key: value, ...}, ...]}`` lists runs
     explicitly; ``{"base": {...}, "grid": {"lam": [0.001, 0.01], "bn": [true, false]}}`` takes
-    every combination (names like ``lam=0.001_bn=true``). Both may be given.
+    every combination (names like ``lam=0.001_bn=true``). Both may be given. Names are single
+    folder names (:func:`fastnet.util.names.safe_component`), unique after normalisation.
     """
     import itertools
 
-    from fastnet.training.config import TrainConfig
-
     if not isinstance(spec, dict) or not ({"runs", "grid"} & set(spec)):
-        raise FastnetError("a sweep file is a JSON object with \"runs\" (a list) and/or \"grid\" (an object of lists), and optionally \"base\"")
-    base = dict(spec.get("base", {}))
-    out = []
-
-    def make(values: dict):
-        try:
-            return TrainConfig.from_dict({**base, **values}).validate()
-        except TypeError as exc:
-            raise FastnetError(f"invalid configuration in the sweep file: {exc}") from None
-
-    for i, entry in enumerate(spec.get("runs", [])):
-        entry = dict(entry)
-        name = str(entry.pop("name", f"run-{i:03d}"))
-        out.append((name, make(entry)))
-    grid = spec.get("grid", {})
+        raise FastnetError(f"{source}: a sweep file is a JSON object with \"runs\" (a list) and/or \"grid\" (an object of lists), and optionally \"base\"")
+    base, entries, grid = spec.get("base", {}), spec.get("runs", []), spec.get("grid", {})
+    for key, value, kind in (("base", base, dict), ("runs", entries, list), ("grid", grid, dict)):
+        if not isinstance(value, kind):
+            raise FastnetError(f"{source}: \"{key}\" must be a JSON {'object' if kind is dict else 'list'}, got {type(value).__name__}")
+    if unknown := sorted(set(spec) - {"base", "runs", "grid"}):
+        raise FastnetError(f"{source}: unknown keys {', '.join(map(repr, unknown))[:200]}; a sweep file has base, runs and grid")
+    axes = [v if isinstance(v, list) else [v] for v in grid.values()]
+    count = len(entries) + (math.prod(len(a) for a in axes) if grid else 0)
+    if count > MAX_SPEC_RUNS:
+        raise FastnetError(f"{source} describes {count} runs, more than {MAX_SPEC_RUNS}; split it into several sweeps")
+    out = [(_entry_name(entry, i, source), _spec_config(base, entry, source)) for i, entry in enumerate(entries)]
     if grid:
         keys = list(grid)
-        for combo in itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys)):
+        for combo in itertools.product(*axes):
             values = dict(zip(keys, combo))
             name = "_".join(f"{k}={json.dumps(v).replace(' ', '').replace(',', '-').strip(chr(34))}" for k, v in values.items())
-            out.append((name, make(values)))
+            out.append((safe_component(name, f"{source}: grid run name"), _spec_config(base, values, source)))
+    unique_names([n for n, _ in out], f"{source}: run names")
     return out
+
+
+def _entry_name(entry, i: int, source: str) -> str:
+    """The folder name of entry ``i`` of a sweep file's "runs" (default ``run-00i``)."""
+    if not isinstance(entry, dict):
+        raise FastnetError(f"{source}: runs[{i}] must be a JSON object of settings, got {type(entry).__name__}")
+    return safe_component(entry.get("name", f"run-{i:03d}"), f"{source}: runs[{i}].name")
+
+
+def _spec_config(base: dict, values: dict, source: str):
+    """The validated TrainConfig of ``base`` overlaid with ``values`` (without "name")."""
+    from fastnet.training.config import TrainConfig, check_time_limit
+
+    settings = {**base, **{k: v for k, v in values.items() if k != "name"}}
+    try:
+        cfg = TrainConfig.from_dict(settings).validate()
+        check_time_limit(cfg, confirmed=False)  # a sweep file's run is held to the same limit as fastnet-train's
+        return cfg
+    except (TypeError, FastnetError) as exc:
+        raise FastnetError(f"{source}: invalid configuration: {exc}") from None

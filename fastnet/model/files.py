@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import struct
 import zipfile
 import zlib
@@ -29,6 +28,7 @@ from fastnet.model.network import (
     layer_kinds,
 )
 from fastnet.util.files import atomic_savez
+from fastnet.util.reader import open_regular
 
 FORMAT = "fastnet-model-1"
 
@@ -62,6 +62,7 @@ def save_network(path, net: Network, norm_mean=None, norm_std=None) -> None:
 NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, NotImplementedError, RuntimeError,
               zlib.error, struct.error, MemoryError, OverflowError)
 MAX_NPZ_BYTES = 1 << 31  # uncompressed; a model of hidden layers of 10,000 units is 250 MB
+MAX_NPZ_MEMBERS = 10_000  # arrays; a 100-layer network with Adam's moments has about 1,500
 
 
 def read_npz(path) -> dict[str, np.ndarray]:
@@ -71,16 +72,18 @@ def read_npz(path) -> dict[str, np.ndarray]:
     is turned into one); members larger in total than MAX_NPZ_BYTES are refused unread.
     """
     try:
-        if not zipfile.is_zipfile(path):  # else np.load would take it for a pickle
-            if not os.path.exists(path):
-                raise FileNotFoundError(path)
-            raise ValueError("it is not an .npz (zip) archive")
-        with zipfile.ZipFile(path) as zf:
-            size = sum(info.file_size for info in zf.infolist())
-        if size > MAX_NPZ_BYTES:
-            raise ValueError(f"it claims {size} bytes of arrays, more than any fastnet file holds")
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        with open_regular(path, "npz", ValueError) as f:  # no FIFO, no device, within the cap
+            if not zipfile.is_zipfile(f):  # else np.load would take it for a pickle
+                raise ValueError("it is not an .npz (zip) archive")
+            f.seek(0)
+            with zipfile.ZipFile(f) as zf:
+                infos = zf.infolist()
+            size = sum(info.file_size for info in infos)
+            if size > MAX_NPZ_BYTES or len(infos) > MAX_NPZ_MEMBERS:
+                raise ValueError(f"it claims {len(infos)} arrays of {size} bytes, more than any fastnet file holds")
+            f.seek(0)
+            with np.load(f, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise
     except ValueError as exc:
@@ -173,6 +176,8 @@ def network_from_arrays(meta: dict, arrays: dict) -> Network:
             raise ValueError(f"{name} has shape {a.shape} and dtype {a.dtype}, expected {shape} and {dtype}")
         if not np.isfinite(a).all():
             raise ValueError(f"{name} holds NaN or inf")
+        if name.startswith("v_av") and (a < 0).any():  # a variance: eq (39) averages squares
+            raise ValueError(f"{name} holds a negative running variance")
         return np.ascontiguousarray(a)
 
     layers = []

@@ -15,7 +15,6 @@ import math
 import time
 from pathlib import Path
 
-from fastnet.errors import FastnetError
 from fastnet.report.bonus import bonus_pages
 from fastnet.report.figures import (
     BN_STYLE,
@@ -28,6 +27,7 @@ from fastnet.report.figures import (
 from fastnet.report.page import A4, MARGIN, Page
 from fastnet.report.readings import (
     bn_pair,
+    check_experiment_dir,
     first_run,
     init_groups,
     load_experiment,
@@ -280,9 +280,7 @@ def build_report(exp_root, out=None) -> Path:
     from matplotlib.backends.backend_pdf import PdfPages
 
 
-    root = Path(exp_root)
-    if not root.is_dir():
-        raise FastnetError(f"{root} is not a folder; run `fastnet experiment all --out {root}` first")
+    root = check_experiment_dir(exp_root)
     pdf_path = Path(out) if out else root / "report.pdf"
     rows = summary_rows(root)
 

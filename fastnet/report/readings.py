@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fastnet.errors import FastnetError
 from fastnet.runs.record import RunInfo, load_run
 from fastnet.util.files import read_json, read_json_or_none
 
@@ -74,3 +75,14 @@ def load_experiment(exp_dir) -> dict[str, RunInfo]:
     found = sorted(p.name for p in exp_dir.iterdir() if p.is_dir() and (p / "config.json").is_file())
     names = [n for n in names if n in found] + [n for n in found if n not in names]
     return {n: load_run(exp_dir / n) for n in names}
+
+
+def check_experiment_dir(root) -> Path:
+    """``root`` if it is a folder holding at least one run (``*/config.json`` or
+    ``*/*/config.json``); else one sentence, before anything is computed or written."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FastnetError(f"{root} is not a folder; run `fastnet experiment all --out {root}` first")
+    if not any(True for _ in root.glob("*/config.json")) and not any(True for _ in root.glob("*/*/config.json")):
+        raise FastnetError(f"{root} holds no fastnet runs, so there is nothing to report; run `fastnet experiment all --out {root}` first")
+    return root

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from fastnet.errors import DivergenceError, FastnetError
 from fastnet.util.files import write_csv, write_json
+from fastnet.util.names import safe_component
 
 HISTORY_FIELDS = ("epoch", "step", "eta", "train_loss", "train_cost", "train_accuracy", "val_loss", "val_cost", "val_accuracy")
 
@@ -43,11 +44,34 @@ def prepare_run_dir(path, overwrite: bool = False) -> Path:
     return path
 
 
+#: What fastnet itself writes into a run folder: a folder holding anything else (and no
+#: config.json) is the user's, and fastnet does not write into it.
+RUN_FILES = ("config.json", "history.csv", "steps.csv", "metrics.json", "model.npz", "checkpoint.npz", "status.json", ".lock")
+
+
+def is_own_entry(name: str) -> bool:
+    """A name fastnet writes in a run folder (its files, figures, temporaries)."""
+    return name in RUN_FILES or name.endswith((".png", ".tmp")) or name.startswith(".write-test-")
+
+
 def make_run_dir(path) -> Path:
-    """Create the folder (and its parents) and check that files can be written in it."""
+    """Create the folder (and its parents) and check that files can be written in it.
+
+    Only an empty folder, one that holds a run (``config.json``) or only fastnet's own files
+    is accepted; its last name must be a plain folder name
+    (:func:`fastnet.util.names.safe_component`: not ``.``, ``..`` or empty).
+    """
     path = Path(path)
+    safe_component(path.name, "--out folder", whole=str(path))
+    if path.is_symlink() and not path.exists():
+        raise FastnetError(f"--out {path} is a link to nothing; remove it or choose another --out")
     if path.exists() and not path.is_dir():
         raise FastnetError(f"--out {path} is a file, not a folder")
+    if path.is_dir() and not (path / "config.json").exists():
+        foreign = sorted(e for e in os.listdir(path) if not is_own_entry(e))
+        if foreign:
+            raise FastnetError(f"--out {path} holds files that are not a fastnet run ({', '.join(foreign[:3])[:120]}"
+                               f"{', ...' if len(foreign) > 3 else ''}); fastnet writes only into an empty folder or one of its runs, choose another --out")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test-{os.getpid()}"
@@ -93,11 +117,39 @@ def environment() -> dict:
 
 
 def begin_folder(out: Path, overwrite: bool) -> None:
-    """In a locked folder: refuse an existing run unless ``overwrite``, then remove what marks
-    a run as finished or stopped (a new run starts)."""
+    """In a locked folder: refuse an existing run unless ``overwrite``. Nothing of an old run
+    is touched yet: :meth:`RunWriter.checkpoint` replaces it once the new run starts
+    (:func:`replace_old_run`), so a new run that fails before that loses nothing."""
     check_fresh(out, overwrite)
-    for stale in ("metrics.json", "status.json", CHECKPOINT):
+
+
+def replace_old_run(out: Path) -> None:
+    """The new run in ``out`` has started: remove what marks an old run as finished or
+    stopped (its checkpoint is about to be replaced)."""
+    for stale in ("metrics.json", "status.json"):
         (out / stale).unlink(missing_ok=True)
+
+
+def folders_to_create(path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    path = Path(path).absolute()
+    return [p for p in (path, *path.parents) if not p.exists()]
+
+
+def remove_unstarted(created: list[Path]) -> None:
+    """After a run failed before it started: remove the folders of :func:`folders_to_create`
+    if they hold nothing but fastnet's leftovers (a lock, temporaries); a run that started
+    (it has a checkpoint) is kept."""
+    for folder in created:
+        try:
+            entries = os.listdir(folder)
+            if CHECKPOINT in entries or any(not (e == ".lock" or e.endswith(".tmp")) for e in entries):
+                return
+            for e in entries:
+                (folder / e).unlink(missing_ok=True)
+            folder.rmdir()
+        except OSError:
+            return
 
 
 @contextmanager
@@ -220,13 +272,20 @@ class RunWriter:
         self.out, self.cfg, self.data, self.backend, self.net, self.history = out, cfg, data, backend, net, history
         self.optimizer = optimizer
         self.saved_step = saved_step
+        self.started = saved_step is not None  # a resumed run started long ago
         self.config = cfg.to_dict()
         self.fingerprint = data_fingerprint(data)
 
     def checkpoint(self, position) -> None:
-        """``checkpoint.npz`` at ``position`` (the training loop's checkpoint callback)."""
+        """``checkpoint.npz`` at ``position`` (the training loop's checkpoint callback). The
+        first one of a new run is where it starts: ``config.json`` is written and an old run
+        in the folder (``--overwrite``) is replaced, not before."""
         from fastnet.training.checkpoint import save_checkpoint
 
+        if not self.started:
+            write_config(self.out, self.cfg, self.data, self.backend)
+            replace_old_run(self.out)
+            self.started = True
         opt = self.optimizer
         save_checkpoint(self.out / CHECKPOINT, self.net, self.history, position, self.config, data=self.fingerprint,
                         optimizer=opt.name if opt is not None else "sgd", optimizer_state=opt.state() if opt is not None else {})
@@ -237,6 +296,8 @@ class RunWriter:
         first becomes the sentence of :func:`write_error`); returns the exception to raise."""
         if isinstance(exc, OSError):
             exc = write_error(self.out, exc, self.saved_step)
+        if not self.started:  # nothing of this run is in the folder: leave it as it was
+            return exc
         return record_stop(self.out, exc, self.history, self.saved_step)
 
     def finish(self, plots: bool, wall: float, resumed_from: int | None = None, extra: dict | None = None) -> dict:

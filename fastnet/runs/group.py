@@ -25,7 +25,7 @@ def run_group_to_folders(cfgs: list[TrainConfig], out_dirs, *, data, overwrite: 
     is raised.
     """
     from fastnet.backends import resolve
-    from fastnet.runs.folder import RunWriter, make_run_dir, new_runs_in, write_config
+    from fastnet.runs.folder import RunWriter, make_run_dir, new_runs_in
     from fastnet.training.config import new_network
 
     cfgs = [cfg.validate() for cfg in cfgs]
@@ -37,8 +37,6 @@ def run_group_to_folders(cfgs: list[TrainConfig], out_dirs, *, data, overwrite: 
         backend = resolve(cfgs[0].backend)
         if progress:
             print(f"fastnet: backend {backend.name} ({backend.version}), {cfgs[0].dtype}, {len(cfgs)} runs in lock-step", file=sys.stderr)
-        for out, cfg in zip(outs, cfgs):
-            write_config(out, cfg, data, backend)
         writers = [RunWriter(out, cfg, data, backend, new_network(cfg, data.X_train.shape[1], len(data.label_names)), History())
                    for out, cfg in zip(outs, cfgs)]
         stopped: dict[int, BaseException] = {}

@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 
 from fastnet.errors import FastnetError
+from fastnet.util.reader import read_bytes
 
 LOCK = ".lock"
 
@@ -34,10 +35,13 @@ class RunLock:
 
     def _holder(self) -> tuple[int | None, str]:
         try:
-            text = self.path.read_text(encoding="ascii", errors="replace").split()
+            text = read_bytes(self.path, "json", OSError).decode("ascii", "replace").split()
+        except OSError:  # gone, unreadable, or no regular file (a FIFO would block the open)
+            return None, ""
+        try:
             return int(text[0]), text[1] if len(text) > 1 else socket.gethostname()
-        except (OSError, IndexError, ValueError):
-            return None, ""  # gone, or written only in part
+        except (IndexError, ValueError):
+            return None, ""  # written only in part
 
     def _record(self, fd: int) -> None:
         """filelock's on_acquired: check the path is the file locked, then write the holder."""

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fastnet.errors import FastnetError
+from fastnet.runs.schema import check_metrics, check_status, checked
 from fastnet.util.files import read_history, read_json_or_none
 
 # ------------------------------------------------------------------------ reading runs
@@ -47,18 +49,24 @@ def is_finished(run_dir) -> bool:
 
 def load_run(path) -> RunInfo:
     """The run folder ``path`` as far as it can be read: damaged or missing files leave their
-    part empty (an unreadable metrics.json: not finished), never an error."""
+    part empty (an unreadable metrics.json: not finished); a metrics.json that reads but
+    breaks its schema (:func:`fastnet.runs.schema.check_metrics`) is one RunFileError."""
     path = Path(path)
     config = (read_json_or_none(path / "config.json") or {}).get("train", {})
-    metrics = read_json_or_none(path / "metrics.json") if is_finished(path) else None
+    config = config if isinstance(config, dict) else {}
+    metrics = checked(check_metrics, read_json_or_none(path / "metrics.json"), path / "metrics.json") if is_finished(path) else None
     status, message = ("finished", "") if metrics is not None else ("unfinished", "")
     if metrics is None:
         st = read_json_or_none(path / "status.json") or {}
-        status, message = st.get("status", status), st.get("message", "")
+        try:
+            check_status(st, path / "status.json")
+            status, message = st.get("status", status), st.get("message", "")
+        except FastnetError:  # only a note of why it stopped: damaged, the run counts as unfinished
+            pass
     history = []
     if (path / "history.csv").is_file():
         try:
             history = _dedup_steps(read_history(path / "history.csv"))
-        except Exception:  # a damaged history: the report shows no curve
+        except (FastnetError, KeyError, TypeError):  # a damaged history: the report shows no curve
             history = []
     return RunInfo(path.name, path, config, metrics, history, status, message)

@@ -10,9 +10,10 @@ from fastnet.errors import ConfigError, FastnetError
 from fastnet.runs.folder import (
     CHECKPOINT,
     RunWriter,
+    folders_to_create,
     make_run_dir,
     new_runs_in,
-    write_config,
+    remove_unstarted,
 )
 from fastnet.runs.lock import RunLock
 from fastnet.training.signals import stop_on_signals
@@ -41,16 +42,21 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
 
     cfg.validate()
     check_loggers(log)
+    created = folders_to_create(out_dir)
     out = make_run_dir(out_dir)
-    with new_runs_in([out], overwrite) as stop:
-        backend = resolve(cfg.backend)
-        if progress:
-            print(f"fastnet: backend {backend.name} ({backend.version}), {cfg.dtype}", file=sys.stderr)
-        if data is None:
-            data = load_cifar10(data_dir, split=cfg.split, n_val=cfg.n_val, dtype=np.dtype(cfg.dtype), download=download, progress=progress)
-        write_config(out, cfg, data, backend)
-        net = new_network(cfg, data.X_train.shape[1], len(data.label_names))
-        return _train(out, cfg, data, backend, net, History(), None, stop, progress, plots, log=log)
+    try:
+        with new_runs_in([out], overwrite) as stop:
+            backend = resolve(cfg.backend)
+            if progress:
+                print(f"fastnet: backend {backend.name} ({backend.version}), {cfg.dtype}", file=sys.stderr)
+            if data is None:
+                data = load_cifar10(data_dir, split=cfg.split, n_val=cfg.n_val, dtype=np.dtype(cfg.dtype), download=download, progress=progress)
+            net = new_network(cfg, data.X_train.shape[1], len(data.label_names))
+            # config.json is written at the first checkpoint
+            return _train(out, cfg, data, backend, net, History(), None, stop, progress, plots, log=log)
+    except BaseException:
+        remove_unstarted(created)  # a run that failed before its first step leaves nothing behind
+        raise
 
 
 def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=True, log=None) -> dict:

@@ -42,8 +42,10 @@ class Checkpointer:
     """The checkpoints of models ``nets``: ``callbacks[i](position)`` (None: none for model i)
     is called only with finite parameters, its time charged to no one on ``clock``."""
 
-    def __init__(self, nets: Sequence[Network], callbacks: Sequence[Callable[[Position], None] | None], clock: Clock):
+    def __init__(self, nets: Sequence[Network], callbacks: Sequence[Callable[[Position], None] | None], clock: Clock,
+                 lams: Sequence[float] | None = None):
         self.nets, self.callbacks, self.clock = nets, callbacks, clock
+        self.lams = lams  # each model's lambda, for the advice of a divergence
 
     def nonfinite(self, members: Sequence[int]) -> dict[int, str]:
         """The models of ``members`` with a parameter or statistic not finite, and its name."""
@@ -63,6 +65,6 @@ class Checkpointer:
         checkpoint of non-finite parameters."""
         bad = self.nonfinite([0])
         if bad:
-            raise divergence(position.t, eta, bad[0])
+            raise divergence(position.t, eta, bad[0], self.lams[0] if self.lams else None)
         if self.callbacks[0] is not None:
             self.save(position, [0])

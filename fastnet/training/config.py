@@ -28,6 +28,7 @@ from fastnet.model.optim import (
     learning_rate,
     make_optimizer,
 )
+from fastnet.util.parse import MAX_INT
 
 
 def setting(default, doc: str):
@@ -101,8 +102,8 @@ class TrainConfig:
         check_cyclic(self.eta_min, self.eta_max, self.n_s if self.n_s is not None else 1, self.cycles)
         if self.batch < 2 and self.bn:
             raise ConfigError(f"batch norm needs mini-batches of at least 2 samples, got --batch {self.batch}")
-        if self.batch < 1:
-            raise ConfigError(f"batch size must be at least 1, got {self.batch}")
+        if self.batch < 2:  # the compiled whole step takes 2 rows or more: refused here, before any work
+            raise ConfigError(f"mini-batches need at least 2 samples, got --batch {self.batch}")
         if not 0 <= self.alpha < 1:
             raise ConfigError(f"alpha must be in [0, 1), got {self.alpha}")
         if not self.eps > 0:
@@ -151,6 +152,8 @@ class TrainConfig:
         hidden = self.hidden
         if not isinstance(hidden, (tuple, list)) or not all(_is_int(m) for m in hidden):
             raise bad("hidden", "a list of positive integers such as [50, 50]")
+        if len(hidden) > 100 or any(m > MAX_INT for m in hidden):
+            raise bad("hidden", f"a list of positive integers such as [50, 50], at most 100 of at most {MAX_INT}")
         self.hidden = tuple(int(m) for m in hidden)
         for f in fields(self):
             name, value = f.name, getattr(self, f.name)
@@ -161,6 +164,8 @@ class TrainConfig:
                 raise bad(name, "true or false")
             if kind is int and not _is_int(value):
                 raise bad(name, "a whole number")
+            if kind is int and not -MAX_INT <= value <= MAX_INT:  # a 400-digit n_s overflowed deep in the loop
+                raise bad(name, f"a whole number of at most {MAX_INT}")
             if kind is float:
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise bad(name, "a number")
@@ -252,3 +257,40 @@ def new_optimizer(cfg: TrainConfig, net: Network):
 def schedule_fn(cfg: TrainConfig, n_s: int, total: int):
     """The learning rate as a function of the update step t (from 0), for this run."""
     return lambda t: learning_rate(t, cfg.schedule, cfg.eta_min, cfg.eta_max, n_s, total, cfg.decay_rate, cfg.decay_steps, cfg.warmup)
+
+
+#: Floating-point operations per second assumed for the estimate of :func:`estimated_seconds`
+#: (a cautious figure for one core of this kind of machine; the estimate errs long).
+FLOPS = 2e9
+#: A run estimated to take longer than this is refused unless confirmed (--no-time-limit).
+TIME_LIMIT_SECONDS = 24 * 3600.0
+
+
+def estimated_seconds(cfg: TrainConfig, n_train: int | None = None) -> float:
+    """A rough, cautious estimate of a run's time: its update steps times the cost of one
+    (forward and backward, 6 flops per weight and image) plus its evaluations (an epoch's
+    end: the training and validation images forward, 2 flops per weight and image)."""
+    n_train = n_train if n_train is not None else (10_000 if cfg.split == "a2" else max(1, 50_000 - cfg.n_val))
+    sizes = [3072, *cfg.hidden, 10]
+    weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    steps = 2 * cfg.resolved_n_s(n_train) * cfg.cycles
+    epochs = steps * cfg.batch / n_train
+    return (6.0 * weights * cfg.batch * steps + 2.0 * weights * 60_000 * epochs) / FLOPS
+
+
+def check_time_limit(cfg: TrainConfig, confirmed: bool, limit: float | None = None) -> None:
+    """ConfigError, before any work, for a run estimated to take longer than ``limit``
+    (default :data:`TIME_LIMIT_SECONDS`) unless ``confirmed`` (``--no-time-limit``); the
+    sentence gives the estimate."""
+    limit = TIME_LIMIT_SECONDS if limit is None else limit
+    seconds = estimated_seconds(cfg)
+    if seconds > limit and not confirmed:
+        raise ConfigError(f"this run would take about {_duration(seconds)} ({2 * cfg.resolved_n_s(50_000 - cfg.n_val if cfg.split == 'a3' else 10_000) * cfg.cycles:,} "
+                          f"update steps), more than the limit of {limit / 3600:g} hours; choose smaller --hidden sizes, lower --n-s or --cycles, or pass --no-time-limit to run it anyway")
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("years", 365 * 86400.0), ("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:,.3g} {unit}"
+    return f"{seconds:.0f} seconds"

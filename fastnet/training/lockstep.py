@@ -368,7 +368,7 @@ class _GroupRun:
         self.group = _Lockstep(nets, cfgs, ops, cfgs[0].batch)
         self.bar = Progress(sched.total, f"train x{len(nets)}", enabled=progress)
         self.clock = Clock(histories)
-        self.saver = Checkpointer(nets, checkpoints if checkpoints is not None else [None] * len(nets), self.clock)
+        self.saver = Checkpointer(nets, checkpoints if checkpoints is not None else [None] * len(nets), self.clock, lams=[c.lam for c in cfgs])
 
     @property
     def members(self) -> list[int]:
@@ -402,7 +402,7 @@ class _GroupRun:
         """Models ``found`` (index: the array not finite) diverged at step t: they leave the group."""
         self.clock.charge("train", self.members)
         for i, where in found.items():
-            self.outcomes[i].error = divergence(t, self.etas[i], where)
+            self.outcomes[i].error = divergence(t, self.etas[i], where, self.cfgs[i].lam)
         self.group.leave(list(found))
         if self.on_leave is not None:
             for i in found:

@@ -80,7 +80,7 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
     optimizer = optimizer if optimizer is not None else fresh_optimizer(cfg, net, start)
     pos = sched.check(start) if start is not None else sched.start()
     clock = Clock([history])
-    save = Checkpointer([net], [checkpoint], clock)
+    save = Checkpointer([net], [checkpoint], clock, lams=[cfg.lam])
     stepper = Stepper(net, data.X_train, data.y_train, cfg.lam, ops, optimizer, augmenter(cfg) if cfg.augment else None)
     bar = Progress(sched.total, "train", enabled=progress)
     evaluator = Evaluator(data, cfg, ops, sched, clock, bar, threads=stepper.spare_cores, logger=logger)
@@ -122,7 +122,7 @@ def take_step(stepper: Stepper, step: Step, eta: float, history: History) -> Non
     history.step_eta.append(eta)
     history.step_loss.append(loss)
     if not math.isfinite(loss):
-        raise divergence(step.t + 1, eta, locate_nonfinite(stepper.net, stepper.Xb, stepper.y[step.idx], stepper.ops))
+        raise divergence(step.t + 1, eta, locate_nonfinite(stepper.net, stepper.Xb, stepper.y[step.idx], stepper.ops), stepper.lam)
 
 
 def fresh_optimizer(cfg: TrainConfig, net: Network, start: Position | None):

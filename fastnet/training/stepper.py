@@ -45,9 +45,15 @@ def train_step(net: Network, X: NDArray, y: NDArray, lam: float, eta: float, ops
     return loss
 
 
-def divergence(t: int, eta: float, where: str) -> DivergenceError:
-    """The error a run stops with when ``where`` (an array, a layer's output) is not finite at step t."""
-    return DivergenceError(f"training diverged at step {t} (learning rate {eta:.3g}): {where} is not finite; lower --eta-max or raise --lam")
+def divergence(t: int, eta: float, where: str, lam: float | None = None) -> DivergenceError:
+    """The error a run stops with when ``where`` (an array, a layer's output) is not finite at
+    step t. The advice follows ``lam``: a huge lambda (its decay term 2 * eta * lam alone
+    exceeds 1, so every step grows the weights) is lowered, never raised."""
+    if lam is not None and (lam > 1 or 2 * eta * lam >= 1):
+        advice = f"lower --lam ({lam:g}: the weight decay alone makes every step grow the weights) or --eta-max"
+    else:
+        advice = "lower --eta-max or raise --lam"
+    return DivergenceError(f"training diverged at step {t} (learning rate {eta:.3g}): {where} is not finite; {advice}")
 
 
 def augmenter(cfg: TrainConfig):

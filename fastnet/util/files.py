@@ -15,6 +15,7 @@ from typing import IO
 import numpy as np
 
 from fastnet.errors import FastnetError
+from fastnet.util.reader import read_text
 
 
 @contextmanager
@@ -64,7 +65,7 @@ def read_json(path) -> dict:
     """The JSON object in ``path``; a missing, unreadable or non-object file is one FastnetError."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, "json", ValueError))
     except FileNotFoundError:
         raise FastnetError(f"{path} does not exist") from None
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: [[[[... nested too deeply
@@ -78,7 +79,7 @@ def read_json_or_none(path) -> dict | None:
     """The JSON object in ``path``, or None when the file is missing or is not one (for the
     optional records a report or a sweep reads: a damaged one counts as absent)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         return None
     try:
         return read_json(path)
@@ -96,9 +97,32 @@ def write_csv(path, rows: list[dict], fields) -> None:
 
 
 def read_history(path) -> list[dict]:
-    """history.csv back as a list of dicts of floats (empty cells become NaN)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: float(v) if v != "" else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
+    """history.csv back as a list of dicts of floats (empty cells become NaN); a file that
+    is not such a table is one FastnetError naming the row and the column."""
+    path = Path(path)
+    try:
+        text = read_text(path, "csv", FastnetError)
+    except FileNotFoundError:
+        raise FastnetError(f"{path} does not exist") from None
+    rows = []
+    try:
+        for i, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
+            if None in row or None in row.values():
+                raise FastnetError(f"{path}: row {i} has {'more' if None in row else 'fewer'} cells than the header")
+            rows.append({k: _cell(v, path, i, k) for k, v in row.items()})
+    except csv.Error as exc:
+        raise FastnetError(f"{path} is not a readable CSV table ({exc})") from None
+    return rows
+
+
+def _cell(text: str, path: Path, row: int, column: str) -> float:
+    """One number of a CSV table (empty: NaN); FastnetError naming the cell otherwise."""
+    if text == "":
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        raise FastnetError(f"{path}: row {row}, column {column[:40]!r} holds {text[:40]!r}, not a number") from None
 
 
 def atomic_savez(path, arrays: dict) -> None:
