@@ -365,3 +365,24 @@ def normalise_rows(const unsigned char[:, ::1] U, const Py_ssize_t[:] rows, cons
             r = rows[i]
             for j in range(d):
                 out[i, j] = <floating> ((<double> U[r, j] - mean[j]) * inv_std[j])
+
+
+def gemm(blas, floating[:, :] A, bint trans_a, floating[:, :] B, bint trans_b, floating[:, :] C,
+         double alpha, double beta):
+    """C = alpha op(A) op(B) + beta C through the provider's ?gemm (``blas``: its table), as
+    fastnet.backends.blas.gemm does from Numba: each array's rows of unit-stride elements
+    (C-contiguous, or a block of columns of such an array)."""
+    cdef Py_ssize_t m = C.shape[0], n = C.shape[1], k = A.shape[0] if trans_a else A.shape[1]
+    cdef Py_ssize_t size = sizeof(floating)
+    cdef StepPlan plan = StepPlan.__new__(StepPlan)
+    if (A.shape[1] if trans_a else A.shape[0]) != m or (B.shape[0] if trans_b else B.shape[1]) != n \
+            or (B.shape[1] if trans_b else B.shape[0]) != k:
+        raise ValueError("gemm: the shapes of A, B and C do not match")
+    for s in (A.strides[1], B.strides[1], C.strides[1]):
+        if s != size:
+            raise ValueError("gemm: each row's elements must be contiguous")
+    plan.gemm_fn = <size_t> int(blas[1] if size == 8 else blas[0])
+    plan.ilp64 = bool(blas[2])
+    with nogil:
+        _gemm(plan, &A[0, 0], A.strides[0] // size, trans_a, &B[0, 0], B.strides[0] // size, trans_b,
+              &C[0, 0], C.strides[0] // size, m, n, k, <floating> alpha, <floating> beta)

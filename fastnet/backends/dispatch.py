@@ -26,35 +26,31 @@ from fastnet.errors import BackendError
 
 NAMES: tuple[str, ...] = ("numpy", "numba", "cython")
 
-AUTO_ORDER: tuple[str, ...] = ("numba", "cython", "numpy")
+AUTO_ORDER: tuple[str, ...] = ("cython", "numba", "numpy")
 """The order ``auto`` tries: the first available backend is used.
 
 Rule: the backend with the fastest training *epoch* comes first; when two are within a few
 per cent of each other there, the one that starts faster wins; the NumPy reference is last.
 
-Numba comes first because it has the fused whole step (:mod:`fastnet.training.fused`,
-:mod:`fastnet.backends.numba_step`): one compiled call per step instead of ~5 op calls per
-layer, the weight update folded into the weight-gradient product, the next batch gathered
-while a step runs. Measured with ``pytest bench --benchmark-only`` (bench/bench_ops.py,
-bench/bench_epoch.py; BLAS on one thread; ratios of minimum times to the reference, one run;
-AMD EPYC, 2 cores, numba 0.68.1, gcc -O3 baseline x86-64; 2026-11-25 13:42):
+The extension comes first: its fused whole step (:mod:`fastnet.backends.cython_step`,
+kernels/fused_step.pxi) runs an epoch as fast as Numba's (:mod:`fastnet.backends.numba_step`)
+-- both are one compiled call per step around the same BLAS products -- and it is compiled at
+install, so a run never waits for a compiler, at any depth. Measured side by side with
+``scripts/bench_fused.py`` (epochs of 450 steps on the real data, 5 interleaved rounds,
+medians; AMD EPYC family 23 "Zen", AVX2, 2 cores, numba 0.68.1, gcc -O3 baseline x86-64;
+2026-12-01):
 
-=====================================  =========  ==========  ==========
-float32                                reference  numba       cython
-=====================================  =========  ==========  ==========
-BN layer forward+backward (100, 50)    70.6 us    5.28x       4.09x
-step, 3-layer [50, 50], BN             1281 us    1.44x       1.14x
-step, 9-layer, BN                      1815 us    1.95x       1.33x
-epoch (450 steps), 3-layer, BN         0.646 s    1.64x       1.12x
-epoch (450 steps), 9-layer, BN         0.901 s    2.15x       1.30x
-start-up: import + the step's first    0 s        0.6 s warm  0.03 s
-call                                              8 s cold
-=====================================  =========  ==========  ==========
+=======================  ===============  ===============
+extension / Numba        1 core           2 cores
+=======================  ===============  ===============
+3-layer [50, 50] BN      1.07             1.03
+9-layer BN               1.03             0.99
+=======================  ===============  ===============
 
-Numba's epoch is 1.4-1.7x faster than the extension's; that outweighs its start-up (import
-0.25 s, the cached step 0.4 s; compiling it once after an install ~8 s) for any run of more
-than a few epochs. The extension comes next (it needs a compiler at install time, no JIT);
-then the reference.
+Numba's start, by contrast: ~0.4 s to load its cached step, and after an install (or for each
+new network depth) tens of seconds of compilation -- 35 s for the 3-layer network on that
+machine. Numba stays available (``--backend numba``) with its own results; the NumPy
+reference is last.
 """
 
 MODULES = {

@@ -177,21 +177,20 @@ class Outcome:
 
 
 def _accumulating_gemm():
-    """``acc(Xb, G, Wt)``: Wt <- Wt - Xb^T G in place through NumPy's own BLAS (the fused
-    step's :func:`fastnet.backends.blas.gemm`, beta = 1), or None without it.
+    """``acc(Xb, G, Wt)``: Wt <- Wt - Xb^T G in place through NumPy's own BLAS (the provider's
+    gemm with beta = 1, called from the extension or Numba), or None without it.
 
     NumPy cannot accumulate a product in place; SciPy's ``gemm`` can, but may load a BLAS
     library of its own, and two OpenBLAS thread pools in one process fight over the cores
     (measured on 2 cores: lock-step epochs 2-10 times longer). NumPy's library by address
     has neither problem.
     """
-    try:
-        from fastnet.backends import blas
-    except ImportError:  # no Numba: NumPy's product and a subtraction
+    from fastnet.backends.providers import find_gemm, gemm_from_python
+
+    gemm, table = gemm_from_python(), find_gemm()
+    if gemm is None or table is None:  # NumPy's product and a subtraction
         return None
-    if blas.BLAS is None:
-        return None
-    return lambda Xb, G, Wt: blas.gemm(blas.BLAS, Xb, True, G, False, Wt, -1.0, 1.0)
+    return lambda Xb, G, Wt: gemm(table, Xb, True, G, False, Wt, -1.0, 1.0)
 
 
 class _Stack:

@@ -90,7 +90,7 @@ def test_a_named_available_backend_is_used(name):
     assert backend.name == name and backend.available and backend.version
     # every op, plus the backend's compiled whole step or None (fastnet.training.fused)
     assert set(vars(backend.ops)) == set(OPS) | {"fused_step"}
-    assert (backend.ops.fused_step is not None) == (name == "numba")
+    assert (backend.ops.fused_step is not None) == (name in ("numba", "cython"))
 
 
 def test_names_are_case_and_space_insensitive():
