@@ -10,6 +10,7 @@
 # batch, then the small layers on one thread while the other gathers the next batch, then the
 # first layer's update in halves by rows of W1t. BLAS must run on one thread (the caller sets it).
 
+cimport openmp
 from cython.parallel cimport prange
 
 cdef extern from *:
@@ -386,3 +387,8 @@ def gemm(blas, floating[:, :] A, bint trans_a, floating[:, :] B, bint trans_b, f
     with nogil:
         _gemm(plan, &A[0, 0], A.strides[0] // size, trans_a, &B[0, 0], B.strides[0] // size, trans_b,
               &C[0, 0], C.strides[0] // size, m, n, k, <floating> alpha, <floating> beta)
+
+
+def parallel_threads():
+    """The threads the two-core step's OpenMP loops may use now (OMP_NUM_THREADS, else the cores)."""
+    return openmp.omp_get_max_threads()

@@ -5,7 +5,7 @@ the folded weight update in one call, on one core or split over two -- built wit
 extension at install, so no run waits for a compiler, and with the network held in a table of
 layers, so one compiled function serves every depth. :class:`fastnet.training.fused.FusedStep`
 calls either module through the same names: ``BLAS``, ``StepPlan``, ``fused_sgd_step``,
-``fused_sgd_step_parallel``, ``gather_rows``, ``gather_normalised_rows``.
+``fused_sgd_step_parallel``, ``gather_rows``, ``gather_normalised_rows``, ``parallel_threads``.
 
 Its arithmetic is the extension's (plain C, no fast-math: the op kernels' loops, shared with
 :mod:`fastnet.backends.cython_ops`), so its results are its own, not Numba's bit for bit;
@@ -13,10 +13,18 @@ tests/training/test_fused.py holds it to the per-op path as it holds Numba's.
 """
 from __future__ import annotations
 
-from fastnet._ckernels import StepPlan, fused_sgd_step, fused_sgd_step_parallel, gather_normalised_rows, gather_rows
+from fastnet._ckernels import (
+    StepPlan,
+    fused_sgd_step,
+    fused_sgd_step_parallel,
+    gather_normalised_rows,
+    gather_rows,
+    parallel_threads,
+)
 from fastnet.backends.providers import GemmTable, find_gemm
 
-__all__ = ["BLAS", "StepPlan", "start_cost", "fused_sgd_step", "fused_sgd_step_parallel", "gather_normalised_rows", "gather_rows"]
+__all__ = ["BLAS", "StepPlan", "fused_sgd_step", "fused_sgd_step_parallel", "gather_normalised_rows", "gather_rows",
+           "parallel_threads", "start_cost"]
 
 #: The table of the provider found at import, or None (then no compiled step: op by op).
 BLAS: GemmTable | None = find_gemm()

@@ -44,7 +44,7 @@ from fastnet.backends.numba_ops import (
 )
 from fastnet.data.normalise import normalise_rows
 
-__all__ = ["BLAS", "StepPlan", "start_cost", "fused_sgd_step", "fused_sgd_step_parallel", "gather_normalised_rows", "gather_rows",
+__all__ = ["BLAS", "StepPlan", "parallel_threads", "start_cost", "fused_sgd_step", "fused_sgd_step_parallel", "gather_normalised_rows", "gather_rows",
            "sgd_step", "sgd_step_parallel", "step_core"]
 
 # ------------------------------------------------------------------------- the batch
@@ -277,3 +277,10 @@ def start_cost() -> str:
         return f"compiled for this CPU ({total} kernels in Numba's cache): runs start at once"
     return (f"{ready} of {total} kernels compiled for this CPU: the first run compiles the rest "
             "(tens of seconds, once; each new network depth compiles the step again)")
+
+
+def parallel_threads() -> int:
+    """The threads Numba's parallel loops (the two-core step) may use now."""
+    import numba
+
+    return numba.get_num_threads()

@@ -123,6 +123,10 @@ class FusedStep:
                                self.Ss, self.Xs, self.S_hats, self.mus, self.vs, self.Gs, self.dXs, self.dgammas,
                                self.dbetas, self.P, self.loss, self.bn)
 
+    def parallel_threads(self) -> int:
+        """The threads the kernel's two-core step may run on now (Numba's or OpenMP's)."""
+        return self.kernel.parallel_threads()
+
     def use_cores(self, cores: int) -> None:
         """Take each step on ``cores`` (1 or 2) cores: with 2, :meth:`step` runs the kernel's
         ``sgd_step_parallel`` on two of Numba's threads, each calling BLAS on one thread (set

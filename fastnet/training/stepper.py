@@ -19,7 +19,7 @@ from fastnet.model.optim import (
 )
 from fastnet.training.config import TrainConfig
 from fastnet.training.fused import fused_step_for
-from fastnet.util.threads import blas_thread_count, idle_cores, numba_threads
+from fastnet.util.threads import blas_thread_count, idle_cores
 
 
 def train_step(net: Network, X: NDArray, y: NDArray, lam: float, eta: float, ops, optimizer=None, t: int = 0) -> float:
@@ -95,7 +95,7 @@ class Stepper:
         # that thread only slows the step down).
         threads = blas_thread_count()
         compiled = self.fused is not None and self.augment is None
-        self.cores = 2 if compiled and threads == 2 and numba_threads() >= 2 else 1
+        self.cores = 2 if compiled and threads == 2 and self.fused.parallel_threads() >= 2 else 1
         self.prefetch = compiled and self.cores == 1 and threads < idle_cores()
         if self.cores == 2:
             self.fused.use_cores(2)

@@ -20,7 +20,7 @@ from fastnet.training.config import TrainConfig
 from fastnet.training.fused import FusedStep, fused_step_for
 from fastnet.training.loop import fit
 from fastnet.training.stepper import Stepper, train_step
-from fastnet.util.threads import blas_thread_count, numba_threads
+from fastnet.util.threads import blas_thread_count
 
 #: The backends with a compiled step: Numba's (JIT) and the extension's (ahead of time).
 FUSED = [pytest.param(name, marks=pytest.mark.skipif(not load(name).available, reason=f"{name} unavailable: {load(name).reason}"))
@@ -325,11 +325,12 @@ def test_two_cores_put_blas_on_one_thread_until_detached(backend):
         fused.use_cores(3)
 
 
-@pytest.mark.skipif(numba_threads() < 2, reason="Numba has a single thread here")
 def test_the_stepper_steps_on_two_cores_when_blas_has_two_threads(backend):
     X, y = _data(np.float32)
     ops = resolve(backend).ops
     net = init_network(D, [20], K, bn=True, rng=np.random.default_rng(1))
+    if fused_step_for(net, ops).parallel_threads() < 2:
+        pytest.skip(f"{backend}'s parallel loops have a single thread here")
     with threadpool_limits(2, user_api="blas"):
         two = Stepper(net, X, y, 0.0, ops)
         assert two.cores == 2 and not two.prefetch and two.spare_cores == 2
