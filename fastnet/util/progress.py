@@ -21,12 +21,15 @@ class Progress:
     """A bar of ``total`` steps labelled ``label``; nothing at all unless ``enabled``."""
 
     def __init__(self, total: int, label: str = "", enabled: bool = True, stream=None):
-        from tqdm.auto import tqdm
-
         self.stream = stream or sys.stderr
         self.enabled = enabled
         notebook = enabled and in_notebook()
         self.tty = enabled and (notebook or (hasattr(self.stream, "isatty") and self.stream.isatty()))
+        self.bar = None
+        if not enabled:  # quiet: not even tqdm's import (it sits inside a run's timed part)
+            return
+        from tqdm.auto import tqdm
+
         self.bar = tqdm(total=max(int(total), 1), desc=label, disable=not self.tty, file=None if notebook else self.stream,
                         mininterval=0.1, dynamic_ncols=True, leave=False)
         self.write = tqdm.write
@@ -45,4 +48,5 @@ class Progress:
             self.write(message, file=None if self.tty and in_notebook() else self.stream)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
