@@ -53,7 +53,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", choices=["auto", "numpy", "numba", "cython"], help="kernel backend (default auto, or $FASTNET_BACKEND)")
     g.add_argument("--eval-every", type=_number(int, 0), help="also evaluate every N update steps (default: only at epoch ends)")
     g.add_argument("--threads", type=_number(int, 1), help="BLAS threads (default: the cores idle at the start, by the load average: "
-                   "with other work on the cores, more threads make BLAS far slower); recorded in metrics.json")
+                   "with other work on the cores, more threads make BLAS far slower; a resumed run: the count it started with); recorded in config.json")
     g = p.add_argument_group("bonus (Exercise 4)")
     g.add_argument("--bn-placement", choices=["before", "after"], help="batch norm before the ReLU (default, the assignment's) or after it (4.1a)")
     g.add_argument("--bn-stats", choices=["ema", "precise"], help="test-time BN statistics: exponential averages, eqs (38)-(39) (default), or PreciseBN re-estimated with the model fixed (4.1b)")

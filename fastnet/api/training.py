@@ -102,8 +102,11 @@ def resume(path, *, data=None, download: bool = False, threads: int | None = Non
         The run folder (of an interrupted or failed run).
     data : str, Path or None
         Where CIFAR-10 is, if not where the run found it.
-    download, threads, progress, plots, log
+    download, progress, plots, log
         As for :func:`train` (the loggers append to the run's logs).
+    threads : int or None
+        BLAS threads; None: the count the run started with (recorded in its ``config.json``),
+        so that the resumed steps compute what the uninterrupted run computes.
 
     Returns
     -------
@@ -121,10 +124,11 @@ def resume_into(path, *, data=None, download: bool = False, threads: int | None 
                 log=None) -> Run:
     """:func:`resume` without the hint for Python in the message of a run stopped again
     (``fastnet-train --resume``'s)."""
+    from fastnet.runs.record import recorded_threads
     from fastnet.runs.train import resume_run
     from fastnet.util.threads import blas_threads
 
-    threads = check_threads(threads)
+    threads = check_threads(threads) or recorded_threads(path)  # the run's own count: the same bits
     with blas_threads(threads):
         resume_run(path, data_dir=data, download=download, progress=progress, plots=plots, log=log)
     return Run(path)

@@ -170,9 +170,15 @@ def new_runs_in(outs: list[Path], overwrite: bool):
 
 
 def write_config(out: Path, cfg, data, backend) -> None:
-    """``config.json``: the TrainConfig, where the data came from and the backend."""
+    """``config.json``: the TrainConfig, where the data came from, the backend and the BLAS
+    thread count in force (a resume takes it again: the fused step's products are cut by it)."""
+    from fastnet.util.threads import blas_thread_count
+
     n_train = data.X_train.shape[0]
-    guard_writes(out, lambda: write_json(out / "config.json", {"train": cfg.to_dict(), "n_s_resolved": cfg.resolved_n_s(n_train), "data": {"source": data.source, "split": data.split, "n_train": n_train, "n_val": len(data.y_val), "n_test": len(data.y_test)}, "backend": backend.name}), None)
+    record = {"train": cfg.to_dict(), "n_s_resolved": cfg.resolved_n_s(n_train),
+              "data": {"source": data.source, "split": data.split, "n_train": n_train, "n_val": len(data.y_val), "n_test": len(data.y_test)},
+              "backend": backend.name, "threads": blas_thread_count()}
+    guard_writes(out, lambda: write_json(out / "config.json", record), None)
 
 
 def write_error(out: Path, exc: OSError, last_checkpoint: int | None) -> FastnetError:

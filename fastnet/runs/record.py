@@ -70,3 +70,11 @@ def load_run(path) -> RunInfo:
         except (FastnetError, KeyError, TypeError):  # a damaged history: the report shows no curve
             history = []
     return RunInfo(path.name, path, config, metrics, history, status, message)
+
+
+def recorded_threads(run_dir) -> int | None:
+    """The BLAS thread count a run started with (``config.json``'s ``threads``), or None for a
+    run that did not record one."""
+    record = read_json_or_none(Path(run_dir) / "config.json")
+    threads = record.get("threads") if isinstance(record, dict) else None
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and 1 <= threads <= 4096 else None

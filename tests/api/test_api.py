@@ -18,6 +18,7 @@ from fastnet.cli import main, train_main
 from fastnet.errors import ConfigError, FastnetError
 from fastnet.training.config import CONFIG_FIELDS
 from fastnet.training.state import Interrupted
+from fastnet.util.threads import blas_threads
 
 SMALL = dict(n_val=300, hidden=(16,), n_s=12, cycles=1, batch=50, backend="numpy")
 FLAGS = ["--n-val", "300", "--hidden", "16", "--n-s", "12", "--cycles", "1", "--batch", "50", "--backend", "numpy", "-q"]
@@ -97,7 +98,9 @@ def test_a_run_read_back(fake_cifar_dir, tmp_path):
 
 
 def test_ctrl_c_stops_a_run_that_resume_finishes_as_if_uninterrupted(fake_cifar_dir, tmp_path):
-    settings = dict(SMALL, n_s=300, batch=20)  # 30 steps an epoch, 20 epochs: long enough to interrupt
+    # 30 steps an epoch, 20 epochs: long enough to interrupt; one BLAS thread for both runs (the
+    # fused step's products are cut by the thread count), which the resume takes from config.json
+    settings = dict(SMALL, n_s=300, batch=20, threads=1)
     whole = fastnet.train(data=fake_cifar_dir, out=tmp_path / "whole", progress=False, plots=False, **settings)
     out = tmp_path / "stopped"
 
@@ -111,7 +114,9 @@ def test_ctrl_c_stops_a_run_that_resume_finishes_as_if_uninterrupted(fake_cifar_
     with pytest.raises(Interrupted) as info:
         fastnet.train(data=fake_cifar_dir, out=out, progress=False, plots=False, **settings)
     assert f"fastnet.resume({str(out)!r})" in str(info.value) and not (out / "metrics.json").exists()
-    done = fastnet.resume(out, progress=False, plots=False)
+    assert json.loads((out / "config.json").read_text())["threads"] == 1
+    with blas_threads(2):   # the load when it resumes does not matter
+        done = fastnet.resume(out, progress=False, plots=False)
     assert done.history == whole.history and done.test_accuracy == whole.test_accuracy
     a, b = arrays(done.path), arrays(whole.path)
     assert all(np.array_equal(a[k], b[k]) for k in a)
@@ -153,3 +158,13 @@ def test_experiment_and_report(fake_cifar_dir, tmp_path, two_cases):
     assert record["rows"][0]["status"] == "finished"
     pdf = fastnet.report(tmp_path / "exp")
     assert pdf.is_file() and pdf.suffix == ".pdf"
+
+
+def test_a_run_records_its_thread_count_for_its_resume(tmp_path):
+    from fastnet.runs.record import recorded_threads
+
+    (tmp_path / "config.json").write_text(json.dumps({"threads": 1}))
+    assert recorded_threads(tmp_path) == 1
+    for bad in ('{"threads": "2"}', '{"threads": true}', '{"threads": 0}', '[]'):
+        (tmp_path / "config.json").write_text(bad)
+        assert recorded_threads(tmp_path) is None   # not recorded, or not a count: the idle cores again
