@@ -62,20 +62,3 @@ def find_gemm() -> GemmTable | None:
         if table is not None:
             return table
     return None
-
-
-def gemm_from_python():
-    """``gemm(table, A, trans_a, B, trans_b, C, alpha, beta)`` callable from Python with a table
-    of :func:`find_gemm`: the extension's (built at install, nothing to compile), else Numba's
-    :func:`fastnet.backends.blas.gemm`, else None. Both make the same BLAS call, so they give the
-    same bits."""
-    try:
-        from fastnet._ckernels import gemm
-        return gemm
-    except ImportError:  # the extension is not built
-        pass
-    try:
-        from fastnet.backends import blas
-    except ImportError:  # no Numba
-        return None
-    return blas.gemm if blas.BLAS is not None else None

@@ -185,9 +185,17 @@ def _accumulating_gemm():
     (measured on 2 cores: lock-step epochs 2-10 times longer). NumPy's library by address
     has neither problem.
     """
-    from fastnet.backends.providers import find_gemm, gemm_from_python
+    from fastnet.backends.providers import find_gemm
 
-    gemm, table = gemm_from_python(), find_gemm()
+    table = find_gemm()
+    try:  # the extension's gemm (built at install: nothing to compile) ...
+        from fastnet._ckernels import gemm
+    except ImportError:
+        try:  # ... else Numba's: the same BLAS call, so the same bits (not under NUMBA_DISABLE_JIT)
+            from fastnet.backends import blas
+        except ImportError:
+            blas = None
+        gemm = blas.gemm if blas is not None and blas.BLAS is not None else None
     if gemm is None or table is None:  # NumPy's product and a subtraction
         return None
     return lambda Xb, G, Wt: gemm(table, Xb, True, G, False, Wt, -1.0, 1.0)
