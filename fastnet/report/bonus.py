@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from fastnet.experiments.records import check_gradcheck_record
 from fastnet.report.figures import curve_xy
 from fastnet.report.page import Page
 from fastnet.report.summary import duration, pct
@@ -136,7 +137,7 @@ def page_gradcheck(plt, folder: Path):
     if not g:
         p.text("gradcheck_bonus.json is missing: run `fastnet experiment bonus` (or bonus-bn-after / bonus-skip).")
         return p.fig
-    rows = g["rows"]
+    rows = check_gradcheck_record(g, folder / "gradcheck_bonus.json")["rows"]
     worst = max(r["rel_error"] for r in rows)
     p.text("Batch norm after the ReLU (x = gamma BN(max(0, Wx + b)) + beta) and the skip connections of eqs (40)-(41) change the backward "
            "pass: for BN-after the gradient passes BN's backward (eqs 25-27, 31-37 without the ReLU mask) and then the ReLU's mask; for a "

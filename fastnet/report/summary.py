@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from fastnet.experiments.catalogue import EXPERIMENTS, QUOTED, TITLES
+from fastnet.experiments.records import check_gradcheck_record
 from fastnet.report.readings import (
     experiment_record,
     first_run,
@@ -36,7 +37,7 @@ def gradcheck_record(root: Path) -> dict | None:
     computes nothing: ``fastnet report`` writes the record first when it is missing)."""
 
     p = root / "gradcheck" / "gradcheck.json"
-    return read_json(p) if p.is_file() else None
+    return check_gradcheck_record(read_json(p), p) if p.is_file() else None
 
 
 def summary_rows(root: Path) -> list[dict]:

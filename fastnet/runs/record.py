@@ -7,7 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastnet.errors import FastnetError
-from fastnet.runs.schema import check_metrics, check_status, checked
+from fastnet.runs.schema import (
+    RunFileError,
+    check_config_record,
+    check_history,
+    check_metrics,
+    check_status,
+    checked,
+    schedule_steps,
+)
 from fastnet.util.files import read_history, read_json_or_none
 
 # ------------------------------------------------------------------------ reading runs
@@ -48,27 +56,28 @@ def is_finished(run_dir) -> bool:
 
 
 def load_run(path) -> RunInfo:
-    """The run folder ``path`` as far as it can be read: damaged or missing files leave their
-    part empty (an unreadable metrics.json: not finished); a metrics.json that reads but
-    breaks its schema (:func:`fastnet.runs.schema.check_metrics`) is one RunFileError."""
+    """The run folder ``path`` as far as it can be read: missing or unreadable JSON records
+    leave their part empty (an unreadable metrics.json: not finished); a record that reads but
+    breaks its schema (:mod:`fastnet.runs.schema`: config.json, metrics.json, status.json), and
+    a history.csv that is not a table of rows fastnet writes, are one RunFileError."""
     path = Path(path)
-    config = (read_json_or_none(path / "config.json") or {}).get("train", {})
-    config = config if isinstance(config, dict) else {}
+    record = checked(check_config_record, read_json_or_none(path / "config.json"), path / "config.json")
+    total = schedule_steps(record) if record is not None else None
+    config = record["train"] if record is not None else {}
     metrics = checked(check_metrics, read_json_or_none(path / "metrics.json"), path / "metrics.json") if is_finished(path) else None
     status, message = ("finished", "") if metrics is not None else ("unfinished", "")
     if metrics is None:
-        st = read_json_or_none(path / "status.json") or {}
-        try:
-            check_status(st, path / "status.json")
+        st = read_json_or_none(path / "status.json")
+        if st is not None:
+            check_status(st, path / "status.json", total)
             status, message = st.get("status", status), st.get("message", "")
-        except FastnetError:  # only a note of why it stopped: damaged, the run counts as unfinished
-            pass
     history = []
     if (path / "history.csv").is_file():
         try:
-            history = _dedup_steps(read_history(path / "history.csv"))
-        except (FastnetError, KeyError, TypeError):  # a damaged history: the report shows no curve
-            history = []
+            rows = read_history(path / "history.csv")
+        except FastnetError as exc:  # a history that does not read as a table of numbers
+            raise RunFileError(f"{exc}; the file was damaged or edited, train the run again") from None
+        history = _dedup_steps(check_history(rows, path / "history.csv", total))
     return RunInfo(path.name, path, config, metrics, history, status, message)
 
 

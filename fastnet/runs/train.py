@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from fastnet.errors import ConfigError, FastnetError
+from fastnet.errors import FastnetError
 from fastnet.runs.folder import (
     CHECKPOINT,
     RunWriter,
@@ -16,6 +16,13 @@ from fastnet.runs.folder import (
     remove_unstarted,
 )
 from fastnet.runs.lock import RunLock
+from fastnet.runs.schema import (
+    RunFileError,
+    check_config_record,
+    check_history,
+    check_status,
+    schedule_steps,
+)
 from fastnet.training.signals import stop_on_signals
 from fastnet.util.files import read_json
 
@@ -78,7 +85,6 @@ def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=T
         data_fingerprint,
         load_checkpoint,
     )
-    from fastnet.training.config import TrainConfig
 
     out = Path(run_dir)
     if out.exists() and not out.is_dir():
@@ -90,26 +96,21 @@ def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=T
     with RunLock(out), stop_on_signals() as stop:
         if (out / "metrics.json").exists():
             raise FastnetError(f"{out} holds a finished run (it has metrics.json); there is nothing to resume")
+        config = read_json(out / "config.json")
+        cfg, total = config_from_record(config, out / "config.json"), schedule_steps(config)
         try:
             status = read_json(out / "status.json") if (out / "status.json").exists() else {}
         except FastnetError:
-            status = {}  # only a note of why the run stopped: damaged, it must not block the resume
+            status = {}  # unreadable, it is only a note of why the run stopped: it must not block the resume
+        if status:
+            check_status(status, out / "status.json", total)  # readable but edited: one sentence
         if status.get("status") == "diverged":
             raise FastnetError(f"{out} diverged ({status.get('message', 'see status.json')}); resuming would diverge again the same way, so start a new run with a lower --eta-max")
-        config = read_json(out / "config.json")
-        try:
-            if not isinstance(config.get("train"), dict):
-                raise ConfigError("it has no \"train\" settings")
-            cfg = TrainConfig.from_dict(config["train"]).validate()
-            source = config.get("data", {}).get("source")
-            backend_name = config.get("backend") or cfg.backend
-            if not isinstance(source, (str, type(None))) or not isinstance(backend_name, str):
-                raise ConfigError("its data source or backend is not a string")
-        except (KeyError, TypeError, AttributeError, FastnetError) as exc:
-            raise FastnetError(f"{out / 'config.json'} is not a fastnet run configuration ({exc})") from None
+        source, backend_name = (config.get("data") or {}).get("source"), config.get("backend") or cfg.backend
         if not (out / CHECKPOINT).exists():
             raise FastnetError(f"{out} has no {CHECKPOINT}: the run stopped before training started; start it again with --out {shlex.quote(str(out))} --overwrite")
         ckpt = load_checkpoint(out / CHECKPOINT)
+        check_checkpoint_position(ckpt, out / CHECKPOINT, total)
         if ckpt.config != cfg.to_dict():
             raise CheckpointError(f"{out / CHECKPOINT} was written with another configuration than {out / 'config.json'}; resume is impossible, start the run again")
         backend = resolve(backend_name)
@@ -132,6 +133,31 @@ def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=T
             raise CheckpointError(f"{out / CHECKPOINT} does not hold this run's optimiser state ({exc}); resume is impossible, start the run again") from None
         (out / "status.json").unlink(missing_ok=True)
         return _train(out, cfg, data, backend, ckpt.net, ckpt.history, ckpt.position, stop, progress, plots, optimizer, log)
+
+
+def config_from_record(d: dict, path: Path):
+    """The TrainConfig of a config.json record ``d``, the record checked against it
+    (:func:`fastnet.runs.schema.check_config_record`); RunFileError naming the field else."""
+    from fastnet.training.config import TrainConfig
+
+    check_config_record(d, path)
+    try:
+        cfg = TrainConfig.from_dict(d["train"]).validate()
+    except (FastnetError, TypeError, ValueError, OverflowError) as exc:
+        raise RunFileError(f"{path}: field 'train' is not a valid configuration ({str(exc)[:200]}); "
+                           f"the file was damaged or edited, train the run again") from None
+    check_config_record(d, path, cfg)
+    return cfg
+
+
+def check_checkpoint_position(ckpt, path: Path, total: int | None) -> None:
+    """The checkpoint's step and evaluation rows within the schedule config.json describes
+    (:func:`fastnet.runs.schema.check_history`); CheckpointError naming the file otherwise."""
+    from fastnet.training.checkpoint import CheckpointError
+
+    if total is not None and ckpt.position.t > total:
+        raise CheckpointError(f"{path} stands at step {ckpt.position.t}, beyond the schedule of {total} steps in config.json; resume is impossible, start the run again")
+    check_history(ckpt.history.evals, f"{path} (its evaluation rows)", ckpt.position.t)
 
 
 def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: bool, plots: bool, optimizer=None, log=None) -> dict:

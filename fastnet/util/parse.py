@@ -23,7 +23,7 @@ def whole_number(text: str, minimum: int | None = None, maximum: int = MAX_INT) 
     """``text`` as an int: digits only (a leading minus allowed, to be refused by
     ``minimum`` with its own sentence), within [minimum, maximum]."""
     if not isinstance(text, str) or not _INT.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"expected a whole number written with digits only, got {text[:40]!r}")
+        raise argparse.ArgumentTypeError(f"expected a whole number written with digits only, got {str(text)[:40]!r}")
     digits = text.lstrip("-")
     x = (int(digits) if len(digits) <= 12 else maximum + 1) * (-1 if text.startswith("-") else 1)  # never int() of 4000 digits
     if minimum is not None and x < minimum:
@@ -36,12 +36,12 @@ def whole_number(text: str, minimum: int | None = None, maximum: int = MAX_INT) 
 def real_number(text: str, minimum: float | None = None, strict: bool = False) -> float:
     """``text`` as a finite float (plain or exponent notation), >= (or > if ``strict``) minimum."""
     if isinstance(text, str) and text.strip().lstrip("+-").lower() in ("nan", "inf", "infinity"):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text[:40]!r}")
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {str(text)[:40]!r}")
     if not isinstance(text, str) or not _FLOAT.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"expected a number, got {text[:40]!r}")
+        raise argparse.ArgumentTypeError(f"expected a number, got {str(text)[:40]!r}")
     x = float(text)
     if not math.isfinite(x):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text[:40]!r}")
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {str(text)[:40]!r}")
     if minimum is not None and (x <= minimum if strict else x < minimum):
         raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum}, got {text!r}")
     return x

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 from pathlib import Path
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from fastnet.cli import main
+from fastnet.runs.record import load_run
+from fastnet.runs.schema import RunFileError
 
 FOLDER = "cifar-10-batches-py"
 SMALL = ["--n-val", "300", "--hidden", "8", "--n-s", "6", "--cycles", "1", "--batch", "50", "-q", "--backend", "numpy", "--no-plots"]
@@ -289,3 +292,74 @@ def test_a_run_failing_before_its_first_step_leaves_no_folder(tmp_path, capsys, 
 def test_report_of_an_empty_folder_writes_nothing(tmp_path, capsys):
     one_sentence(*cli(["report", tmp_path], capsys), "holds no fastnet runs")
     assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------- run-file schemas on --resume and report
+
+HEADER = "epoch,step,eta,train_loss,train_cost,train_accuracy,val_loss,val_cost,val_accuracy\n"
+
+
+@pytest.mark.parametrize("edit, says", [(lambda d: d["train"].update(cycles=0), "field 'train'"),
+                                        (lambda d: d["train"].update(lam="x"), "field 'train'"),
+                                        (lambda d: d.update(n_s_resolved=7), "n_s_resolved"),
+                                        (lambda d: d.update(backend="gpu"), "backend"),
+                                        (lambda d: d["data"].update(split="a2"), "data.split"),
+                                        (lambda d: d["data"].update(n_train=-1), "data.n_train")])
+def test_resume_of_a_config_that_breaks_its_schema_is_one_sentence(edit, says, fake_cifar_dir, finished, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    (run / "metrics.json").unlink()
+    cfg = json.loads((run / "config.json").read_text())
+    edit(cfg)
+    (run / "config.json").write_text(json.dumps(cfg))
+    code, err = cli(["train", "--resume", run, "--data-dir", fake_cifar_dir, "-q", "--no-plots"], capsys)
+    one_sentence(code, err, says)
+    assert "config.json" in err
+
+
+@pytest.mark.parametrize("status, says", [({"status": "done"}, "'status'"), ({"status": "interrupted", "steps": 13}, "schedule of 12"),
+                                          ({"status": "failed", "steps": 5, "checkpoint_step": 6}, "checkpoint_step"),
+                                          ({"status": "interrupted", "steps": "5"}, "'steps'")])
+def test_resume_and_report_of_an_edited_status_is_one_sentence(status, says, fake_cifar_dir, finished, tmp_path, capsys):
+    run = tmp_path / "exp" / "ex3-3layer-bn" / "run"
+    shutil.copytree(finished, run)
+    (run / "metrics.json").unlink()
+    (run / "status.json").write_text(json.dumps(status))
+    code, err = cli(["train", "--resume", run, "--data-dir", fake_cifar_dir, "-q", "--no-plots"], capsys)
+    one_sentence(code, err, says)
+    assert "status.json" in err
+    with pytest.raises(RunFileError, match="status.json"):  # what the report reads the run with
+        load_run(run)
+
+
+@pytest.mark.parametrize("rows, says", [("0.5,12,0.1,1,1,0.5,1,1,0.5\n0.25,6,0.1,1,1,0.5,1,1,0.5\n", "row before"),
+                                        ("0.5,13,0.1,1,1,0.5,1,1,0.5\n", "schedule of 12"),
+                                        ("0.5,12,0.1,1,1,2,1,1,0.5\n", "train_accuracy"),
+                                        ("0.5,12,0.1,-1,1,0.5,1,1,0.5\n", "train_loss"),
+                                        ("0.5,12.5,0.1,1,1,0.5,1,1,0.5\n", "whole step"),
+                                        (",12,0.1,1,1,0.5,1,1,0.5\n", "epoch"),
+                                        ("0.5,12,x,1,1,0.5,1,1,0.5\n", "not a number")])
+def test_an_edited_history_is_one_sentence_for_the_report(rows, says, finished, tmp_path):
+    """load_run is what the report reads every run with (a RunFileError: exit status 2)."""
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    (run / "history.csv").write_text(HEADER + rows)
+    with pytest.raises(RunFileError, match=f"history.csv.*{re.escape(says)}"):
+        load_run(run)
+    (run / "history.csv").write_text("eta,val_accuracy\n0.1,0.5\n")
+    with pytest.raises(RunFileError, match="epoch and step"):
+        load_run(run)
+
+
+def test_the_report_of_an_edited_history_exits_2(finished, tmp_path, capsys):
+    run = tmp_path / "exp" / "ex3-3layer-bn" / "run"
+    shutil.copytree(finished, run)
+    (run / "history.csv").write_text(HEADER + "0.5,13,0.1,1,1,0.5,1,1,0.5\n")
+    one_sentence(*cli(["report", tmp_path / "exp"], capsys), "schedule of 12")
+
+
+def test_the_schema_knows_every_backend():
+    from fastnet.runs.schema import BACKENDS
+    from fastnet.training.config import BACKEND_NAMES
+
+    assert BACKENDS == BACKEND_NAMES
