@@ -50,9 +50,15 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
     cfg.validate()
     check_loggers(log)
     created = folders_to_create(out_dir)
-    out = make_run_dir(out_dir)
     try:
-        with new_runs_in([out], overwrite) as stop:
+        out = make_run_dir(out_dir)
+    except BaseException:
+        remove_unstarted(created)
+        raise
+    # Refused by the lock: the folder is another process's run (it may have created it at the
+    # same time), so nothing is removed; from here on it is ours.
+    with new_runs_in([out], overwrite) as stop:
+        try:
             backend = resolve(cfg.backend)
             if progress:
                 print(f"fastnet: backend {backend.name} ({backend.version}), {cfg.dtype}", file=sys.stderr)
@@ -61,9 +67,9 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
             net = new_network(cfg, data.X_train.shape[1], len(data.label_names))
             # config.json is written at the first checkpoint
             return _train(out, cfg, data, backend, net, History(), None, stop, progress, plots, log=log)
-    except BaseException:
-        remove_unstarted(created)  # a run that failed before its first step leaves nothing behind
-        raise
+        except BaseException:
+            remove_unstarted(created)  # a run that failed before its first step leaves nothing behind
+            raise
 
 
 def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=True, log=None) -> dict:

@@ -20,8 +20,10 @@ from fastnet.training.config import CONFIG_FIELDS
 from fastnet.training.state import Interrupted
 from fastnet.util.threads import blas_threads
 
-SMALL = dict(n_val=300, hidden=(16,), n_s=12, cycles=1, batch=50, backend="numpy")
-FLAGS = ["--n-val", "300", "--hidden", "16", "--n-s", "12", "--cycles", "1", "--batch", "50", "--backend", "numpy", "-q"]
+# One BLAS thread in both: the idle cores (the default) may differ between two runs of a test
+SMALL = dict(n_val=300, hidden=(16,), n_s=12, cycles=1, batch=50, backend="numpy", threads=1)
+CONFIG = {k: v for k, v in SMALL.items() if k != "threads"}  # the settings alone (as in sweep files)
+FLAGS = ["--n-val", "300", "--hidden", "16", "--n-s", "12", "--cycles", "1", "--batch", "50", "--backend", "numpy", "-q", "--threads", "1"]
 
 
 def arrays(path):
@@ -100,7 +102,7 @@ def test_a_run_read_back(fake_cifar_dir, tmp_path):
 def test_ctrl_c_stops_a_run_that_resume_finishes_as_if_uninterrupted(fake_cifar_dir, tmp_path):
     # 30 steps an epoch, 20 epochs: long enough to interrupt; one BLAS thread for both runs (the
     # fused step's products are cut by the thread count), which the resume takes from config.json
-    settings = dict(SMALL, n_s=300, batch=20, threads=1)
+    settings = dict(SMALL, n_s=300, batch=20)
     whole = fastnet.train(data=fake_cifar_dir, out=tmp_path / "whole", progress=False, plots=False, **settings)
     out = tmp_path / "stopped"
 
@@ -123,7 +125,7 @@ def test_ctrl_c_stops_a_run_that_resume_finishes_as_if_uninterrupted(fake_cifar_
 
 
 def test_sweep_returns_results_and_resumes(fake_cifar_dir, tmp_path, capsys):
-    configs = {f"lam={lam:g}": dict(SMALL, lam=lam) for lam in (0.001, 0.01)}
+    configs = {f"lam={lam:g}": dict(CONFIG, lam=lam) for lam in (0.001, 0.01)}
     result = fastnet.sweep(configs, tmp_path / "sw", data_dir=fake_cifar_dir, workers=1, plots=False)
     assert [r["status"] for r in result.rows] == ["finished"] * 2 and sorted(result.executed) == sorted(configs)
     for row in result.rows:
@@ -132,7 +134,7 @@ def test_sweep_returns_results_and_resumes(fake_cifar_dir, tmp_path, capsys):
     again = fastnet.sweep(configs, tmp_path / "sw", data_dir=fake_cifar_dir, workers=1, plots=False)
     assert again.executed == [] and sorted(again.skipped) == sorted(configs)
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"base": {**SMALL, "hidden": [16]}, "grid": {"lam": [0.001, 0.01]}}))
+    spec.write_text(json.dumps({"base": {**CONFIG, "hidden": [16]}, "grid": {"lam": [0.001, 0.01]}}))
     assert main(["sweep", str(spec), "--out", str(tmp_path / "cli"), "--data-dir", str(fake_cifar_dir), "--workers", "1", "--no-plots"]) == 0
     cli = {r["lam"]: r["test_accuracy"] for r in fastnet.sweep(spec, tmp_path / "cli", data_dir=fake_cifar_dir, workers=1).rows}
     assert cli == {r["lam"]: r["test_accuracy"] for r in result.rows}
