@@ -33,6 +33,7 @@ def idle_cores() -> int:
 
 def blas_threads(threads: int | None):
     """A context in which BLAS uses ``threads`` threads (None: :func:`idle_cores`)."""
+    import numpy  # noqa: F401  NumPy's BLAS must be loaded first: a limit set before misses it
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(threads or idle_cores(), user_api="blas")

@@ -170,3 +170,14 @@ def test_a_run_records_its_thread_count_for_its_resume(tmp_path):
     for bad in ('{"threads": "2"}', '{"threads": true}', '{"threads": 0}', '[]'):
         (tmp_path / "config.json").write_text(bad)
         assert recorded_threads(tmp_path) is None   # not recorded, or not a count: the idle cores again
+
+
+def test_the_thread_limit_reaches_numpys_blas_even_before_numpy_is_imported():
+    """``--threads`` is set before anything imports NumPy (the CLI imports lazily): the limit
+    must still hold for NumPy's BLAS, loaded first for it."""
+    code = ("import sys; from fastnet.util.threads import blas_threads\n"
+            "with blas_threads(1):\n"
+            "    from threadpoolctl import threadpool_info\n"
+            "    print(sorted({p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[1]"
