@@ -31,7 +31,6 @@ TEST_BATCH = "test_batch"
 REQUIRED = (*TRAIN_BATCHES, TEST_BATCH)
 MAX_ARCHIVE_BYTES = 2 << 30    # the official archive unpacks to 178 MB
 MAX_MEMBERS = 1000             # it has 8 (the folder and 7 files)
-OFFICIAL_SIZE = 170498071      # bytes of the official archive
 TIMEOUT = 60.0                 # seconds without data before a download gives up
 _CHUNK = 1 << 20
 
@@ -72,7 +71,8 @@ def find_cifar10(data_dir: str | os.PathLike[str] | None = None, *, download: bo
     download : bool
         If nothing is found, download the archive from ``url`` into ``data_dir`` and extract it.
     url, md5, progress
-        Passed to :func:`download_cifar10`.
+        Passed to :func:`download_cifar10`; ``md5`` is also what an archive named
+        ``cifar-10-python.tar.gz`` must have to be extracted (see :func:`extract_cifar10`).
 
     Returns
     -------
@@ -87,14 +87,14 @@ def find_cifar10(data_dir: str | os.PathLike[str] | None = None, *, download: bo
     """
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     if root.is_file() and root.name.endswith((".tar.gz", ".tgz")):
-        return extract_cifar10(root, root.parent)
+        return extract_cifar10(root, root.parent, md5=md5)
     if root.is_dir() and not _missing(root):
         return root
     folder, archive = root / FOLDER, root / ARCHIVE
     if folder.exists() or archive.is_file():
-        return extract_cifar10(archive, root)   # returns a complete folder or says what is wrong
+        return extract_cifar10(archive, root, md5=md5)   # returns a complete folder or says what is wrong
     if download:
-        return extract_cifar10(download_cifar10(root, url, md5, progress), root)
+        return extract_cifar10(download_cifar10(root, url, md5, progress), root, md5=md5)
     if len(missing := _missing(root)) < len(REQUIRED):
         raise DataError(f"{root} holds only some CIFAR-10 batch files (missing "
                         f"{', '.join(missing)}); get the whole data set with `fastnet download`")
@@ -247,28 +247,28 @@ def _extract_members(tar: tarfile.TarFile, archive: Path, into: Path) -> None:
             shutil.copyfileobj(source, out, _CHUNK)
 
 
-def _check_official_md5(archive: Path, f) -> None:
-    """The md5 of ``archive`` (open as ``f``) if its name and size say it is the official
-    archive: a changed bit in it is refused even where the gzip CRC would not see it."""
-    size = os.fstat(f.fileno()).st_size
-    if archive.name != ARCHIVE or size != OFFICIAL_SIZE:
+def _check_official_md5(archive: Path, f, md5: str | None) -> None:
+    """Refuse ``archive`` (open as ``f``) if its name says it is the official archive and its
+    md5 is not ``md5``, whatever its size: a changed bit in it is refused even where the gzip
+    CRC would not see it, and a file that only borrows the name is not taken for CIFAR-10."""
+    if archive.name != ARCHIVE or md5 is None:
         return
     digest = hashlib.md5()
     while chunk := f.read(_CHUNK):
         digest.update(chunk)
     f.seek(0)
-    if digest.hexdigest() != OFFICIAL_MD5:
-        raise DataError(f"{archive} has the official archive's name and size but md5 {digest.hexdigest()}, "
-                        f"not {OFFICIAL_MD5}: it is damaged; delete it and download it again")
+    if digest.hexdigest() != md5.lower():
+        raise DataError(f"{archive} has the official archive's name but md5 {digest.hexdigest()}, not {md5.lower()}: "
+                        f"it is damaged or not the CIFAR-10 archive; delete it and download it again")
 
 
-def _unpack(archive: Path, into: Path) -> None:
+def _unpack(archive: Path, into: Path, md5: str | None) -> None:
     """Extract ``archive`` (read through the one reader) into ``into``: one pass over the
     gzip stream in tar stream mode (no seeking back, so no member can send the reader round
     in a loop), then the rest of the stream read to its end so that the gzip CRC and length
     are checked: a flipped bit anywhere is an error, not changed data."""
     with open_regular(archive, "archive", DataError) as f:
-        _check_official_md5(archive, f)
+        _check_official_md5(archive, f, md5)
         with gzip.GzipFile(fileobj=f, mode="rb") as gz:
             with tarfile.open(fileobj=gz, mode="r|") as tar:
                 _extract_members(tar, archive, into)
@@ -276,7 +276,8 @@ def _unpack(archive: Path, into: Path) -> None:
                 pass
 
 
-def extract_cifar10(archive: str | os.PathLike[str], dest_dir: str | os.PathLike[str]) -> Path:
+def extract_cifar10(archive: str | os.PathLike[str], dest_dir: str | os.PathLike[str], *,
+                    md5: str | None = OFFICIAL_MD5) -> Path:
     """Safely extract the CIFAR-10 archive into ``dest_dir``, unless that was done already.
 
     Parameters
@@ -285,6 +286,10 @@ def extract_cifar10(archive: str | os.PathLike[str], dest_dir: str | os.PathLike
         A ``.tar.gz`` whose members all lie below ``cifar-10-batches-py/``.
     dest_dir : path
         Folder to create ``cifar-10-batches-py`` in.
+    md5 : str or None
+        The md5 an archive named ``cifar-10-python.tar.gz`` must have, whatever its size (the
+        official one by default); None skips it (as for a download without an md5). An
+        archive under another name is checked by its gzip CRC and its members only.
 
     Returns
     -------
@@ -301,7 +306,8 @@ def extract_cifar10(archive: str | os.PathLike[str], dest_dir: str | os.PathLike
     Raises
     ------
     DataError
-        If the archive is unsafe, truncated, corrupt or lacks batch files, or an existing
+        If the archive is unsafe, truncated, corrupt, lacks batch files or is named as the
+        official one without its md5, or an existing
         ``cifar-10-batches-py`` is incomplete.
     """
     archive, dest = Path(archive), Path(dest_dir)
@@ -315,7 +321,7 @@ def extract_cifar10(archive: str | os.PathLike[str], dest_dir: str | os.PathLike
     try:
         dest.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".extracting-", dir=dest))
-        _unpack(archive, tmp)
+        _unpack(archive, tmp, md5)
         if missing := _missing(tmp / FOLDER):
             raise DataError(f"{archive} lacks {FOLDER}/{missing[0]}: it is not the CIFAR-10 "
                             f"python archive; delete it and download it again")

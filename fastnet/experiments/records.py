@@ -1,6 +1,8 @@
-"""The schema of the gradient-check records the experiments write (``gradcheck.json``,
-``gradcheck_bonus.json``, made by :func:`fastnet.model.gradcheck.check_record`) and the
-report reads: here, between the writer and the reader, because the report imports no model.
+"""The schemas of the records the experiments write and the report reads: the gradient-check
+records (``gradcheck.json``, ``gradcheck_bonus.json``, made by
+:func:`fastnet.model.gradcheck.check_record`), ``experiment.json``, ``lambda_search.json``
+and ``all.json`` (written in :mod:`fastnet.experiments.assignment`). Here, between the
+writer and the reader, because the report imports no model.
 
 A plain checker, as for the run files (:mod:`fastnet.runs.schema`): every violation is one
 :class:`fastnet.runs.schema.RunFileError` naming the file and the field.
@@ -23,10 +25,10 @@ def _whole(x, lo: int = 0) -> bool:
     return type(x) is int and x >= lo
 
 
-def _bad(path, field: str, want: str, value) -> RunFileError:
+def _bad(path, field: str, want: str, value, redo: str = "`fastnet gradcheck` (or the experiment)") -> RunFileError:
     shown = repr(value)
     return RunFileError(f"{path}: field {field!r} must be {want}, got {shown[:40] + ('...' if len(shown) > 40 else '')}; "
-                        f"the record was damaged or edited, delete it and run `fastnet gradcheck` (or the experiment) again")
+                        f"the record was damaged or edited, delete it and run {redo} again")
 
 
 def check_gradcheck_row(row, path, i: int) -> None:
@@ -68,4 +70,110 @@ def check_gradcheck_record(d: dict, path) -> dict:
     worst = d.get("worst_rel_error")
     if worst is not None and not (_real(worst) and worst == max(r["rel_error"] for r in rows)):
         raise _bad(path, "worst_rel_error", "the largest rel_error of the rows", worst)
+    return d
+
+
+# ------------------------------------------------- experiment.json, lambda_search.json, all.json
+
+MAX_LIST = 100_000   # runs, names or invocations in one record; the assignment has a few dozen
+_EXPERIMENT = "the experiment"
+
+
+def _is_list(v, item) -> bool:
+    return isinstance(v, list) and len(v) <= MAX_LIST and all(item(x) for x in v)
+
+
+def _fraction_or_none(v) -> bool:   # an accuracy; a run without one is written as null or NaN
+    return v is None or (isinstance(v, float) and math.isnan(v)) or (_real(v) and 0 <= v <= 1)
+
+
+def _check_fields(d, path, checks, prefix: str = "", required=()) -> None:
+    """Each ``(field, ok, want)`` of ``checks`` on ``d``: a missing field is fine unless it is
+    in ``required``; a present one must pass ``ok``."""
+    for k, ok, want in checks:
+        if (k in d or k in required) and not ok(d.get(k)):
+            raise _bad(path, prefix + k, want, d.get(k), _EXPERIMENT)
+
+
+def _section(d, path, key: str) -> dict:
+    v = d.get(key, {})
+    if not isinstance(v, dict):
+        raise _bad(path, key, "an object", v, _EXPERIMENT)
+    return v
+
+
+def check_experiment_record(d: dict, path) -> dict:
+    """``d`` (an ``experiment.json`` at ``path``) if the report can read it: the runs it lists
+    (in order) are objects with a name, the flags and times are of their kind."""
+    runs = d.get("runs", [])
+    if not _is_list(runs, lambda r: True):
+        raise _bad(path, "runs", f"a list of at most {MAX_LIST} runs", runs, _EXPERIMENT)
+    for i, r in enumerate(runs):
+        if not isinstance(r, dict):
+            raise _bad(path, f"runs[{i}]", "an object", r, _EXPERIMENT)
+        if not (isinstance(r.get("name"), str) and r["name"]):
+            raise _bad(path, f"runs[{i}].name", "a run name", r.get("name"), _EXPERIMENT)
+        if "config" in r and not isinstance(r["config"], dict):
+            raise _bad(path, f"runs[{i}].config", "an object", r["config"], _EXPERIMENT)
+    names = lambda v: _is_list(v, lambda x: isinstance(x, str))
+    seconds = lambda v: _real(v) and v >= 0
+    _check_fields(d, path, (
+        ("experiment", lambda v: isinstance(v, str), "a string"), ("title", lambda v: isinstance(v, str), "a string"),
+        ("quick", lambda v: isinstance(v, bool), "true or false"), ("full_n_s", lambda v: isinstance(v, bool), "true or false"),
+        *((k, names, "a list of run names") for k in ("executed", "skipped", "failed", "diverged")),
+        ("compute_seconds", seconds, "a non-negative number of seconds"), ("elapsed_seconds", seconds, "a non-negative number of seconds"),
+        ("best_lam", seconds, "a finite number >= 0"), ("finished_at", lambda v: isinstance(v, str), "a date and time")))
+    return d
+
+
+def check_lambda_search_record(d: dict, path) -> dict:
+    """``d`` (a ``lambda_search.json`` at ``path``) if the report can quote it: the training
+    settings, both stages' values and log10 ranges (low <= high), and the best runs' lambda
+    (>= 0) and accuracies (0..1)."""
+    lam = lambda v: _real(v) and v >= 0
+    whole = lambda v: _whole(v, 1)
+    text = lambda v: isinstance(v, str)
+    _check_fields(d, path, (("quick", lambda v: isinstance(v, bool), "true or false"), ("criterion", text, "a string")))
+    _check_fields(_section(d, path, "training"), path, (
+        ("cycles", whole, "a whole number >= 1"), ("n_s", whole, "a whole number >= 1"), ("batch", whole, "a whole number >= 1"),
+        ("eta_min", lambda v: _real(v) and v > 0, "a positive number"), ("eta_max", lambda v: _real(v) and v > 0, "a positive number"),
+        ("init", text, "a string")), "training.")
+    for stage in ("coarse", "fine"):
+        sec = _section(d, path, stage)
+        _check_fields(sec, path, (
+            ("method", text, "a string"), ("values", lambda v: _is_list(v, lam), "a list of lambdas >= 0"),
+            ("log10_range", lambda v: isinstance(v, list) and len(v) == 2 and all(_real(x) and abs(x) <= 308 for x in v) and v[0] <= v[1],
+             "[low, high], two log10 values with low <= high"),
+            ("seed", lambda v: type(v) is int, "a whole number"), ("around", lam, "a lambda >= 0")), f"{stage}.")
+    for key, fields in (("best", ("val_accuracy", "test_accuracy")), ("best_coarse", ("val_accuracy",))):
+        if key not in d:
+            continue
+        _check_fields(_section(d, path, key), path, (
+            ("lam", lam, "a lambda >= 0"), ("run", text, "a run name"),
+            *((k, _fraction_or_none, "an accuracy between 0 and 1") for k in fields)), f"{key}.", required=("lam", *fields))
+    return d
+
+
+def _check_invocation(c, path, prefix: str) -> None:
+    _check_fields(c, path, (
+        ("wall_seconds", lambda v: _real(v) and v >= 0, "a non-negative number of seconds"),
+        ("executed", lambda v: _whole(v), "a whole number >= 0"), ("runs", lambda v: _whole(v), "a whole number >= 0"),
+        ("workers", lambda v: v is None or _whole(v, 1), "a whole number >= 1 or null"),
+        ("scheduler", lambda v: v is None or isinstance(v, str), "an address or null"),
+        ("finished_at", lambda v: isinstance(v, str), "a date and time")), prefix)
+
+
+def check_all_record(d: dict, path) -> dict:
+    """``d`` (an ``all.json`` at ``path``) if the report can sum its wall time: the last
+    invocation's fields at the top and every invocation's in ``invocations``."""
+    _check_fields(d, path, (("quick", lambda v: isinstance(v, bool), "true or false"),
+                            ("experiments", lambda v: _is_list(v, lambda x: isinstance(x, str)), "a list of experiment names")))
+    _check_invocation(d, path, "")
+    calls = d.get("invocations", [])
+    if not _is_list(calls, lambda c: True):
+        raise _bad(path, "invocations", f"a list of at most {MAX_LIST} invocations", calls, _EXPERIMENT)
+    for i, c in enumerate(calls):
+        if not isinstance(c, dict):
+            raise _bad(path, f"invocations[{i}]", "an object", c, _EXPERIMENT)
+        _check_invocation(c, path, f"invocations[{i}].")
     return d

@@ -6,8 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastnet.errors import FastnetError
+from fastnet.experiments.records import (
+    check_experiment_record,
+    check_lambda_search_record,
+)
 from fastnet.runs.record import RunInfo, load_run
-from fastnet.util.files import read_json, read_json_or_none
+from fastnet.util.files import read_json
 
 
 def first_run(runs: dict[str, RunInfo]) -> RunInfo | None:
@@ -19,17 +23,17 @@ def bn_pair(root: Path, no_bn: str, bn: str) -> dict[bool, RunInfo | None]:
 
 
 def search_record(root: Path) -> dict | None:
-    """The lambda search's record (``lambda-search/lambda_search.json``), if readable."""
-    return read_json_or_none(root / "lambda-search" / "lambda_search.json")
+    """The lambda search's record (``lambda-search/lambda_search.json``), None if there is
+    none; one sentence (FastnetError) if it is unreadable or holds what fastnet never writes."""
+    p = root / "lambda-search" / "lambda_search.json"
+    return check_lambda_search_record(read_json(p), p) if p.exists() else None
 
 
 def experiment_record(root: Path, name: str) -> dict:
-
+    """``root/name/experiment.json``, ``{}`` if there is none; one sentence (FastnetError) if
+    it is unreadable or holds what fastnet never writes."""
     p = root / name / "experiment.json"
-    try:
-        return read_json(p) if p.is_file() else {}
-    except Exception:
-        return {}
+    return check_experiment_record(read_json(p), p) if p.exists() else {}
 
 
 def run_state(run: RunInfo | None) -> str:
@@ -66,12 +70,7 @@ def load_experiment(exp_dir) -> dict[str, RunInfo]:
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
         return {}
-    names = []
-    if (exp_dir / "experiment.json").is_file():
-        try:
-            names = [r["name"] for r in read_json(exp_dir / "experiment.json").get("runs", [])]
-        except Exception:
-            names = []
+    names = [r["name"] for r in experiment_record(exp_dir.parent, exp_dir.name).get("runs", [])]
     found = sorted(p.name for p in exp_dir.iterdir() if p.is_dir() and (p / "config.json").is_file())
     names = [n for n in names if n in found] + [n for n in found if n not in names]
     return {n: load_run(exp_dir / n) for n in names}

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from fastnet.experiments.catalogue import EXPERIMENTS, QUOTED, TITLES
-from fastnet.experiments.records import check_gradcheck_record
+from fastnet.experiments.records import check_all_record, check_gradcheck_record
 from fastnet.report.readings import (
     experiment_record,
     first_run,
@@ -93,12 +93,10 @@ def all_wall_time(root: Path) -> str:
     """One sentence on the wall time of ``fastnet experiment all`` from ``all.json``: the
     invocations that trained something (a resumed run takes several), or '' if none."""
 
-    if not (root / "all.json").is_file():
+    p = root / "all.json"
+    if not p.exists():
         return ""
-    try:
-        a = read_json(root / "all.json")
-    except Exception:
-        return ""
+    a = check_all_record(read_json(p), p)
     calls = a.get("invocations") or [a]
     training = [c for c in calls if c.get("executed", 1)]
     if not training:

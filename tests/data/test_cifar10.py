@@ -29,6 +29,7 @@ from fastnet.data.cifar10 import Dataset, load_cifar10
 from fastnet.data.fetch import (
     ARCHIVE,
     FOLDER,
+    OFFICIAL_MD5,
     default_data_dir,
     download_cifar10,
     extract_cifar10,
@@ -127,12 +128,24 @@ def test_find_uses_default_dir(fake_cifar_dir: Path, monkeypatch: pytest.MonkeyP
 def test_find_extracts_archive_once(fake_archive: Path, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copy(fake_archive, tmp_path / ARCHIVE)
-    folder = find_cifar10(tmp_path)
+    folder = find_cifar10(tmp_path, md5=md5_of(fake_archive))   # the fake is "official" here
     assert folder == tmp_path / FOLDER
     assert leftovers(tmp_path) == sorted([ARCHIVE, FOLDER])   # no temporary folder remains
     assert load_batch(folder / "test_batch")[0].shape == (N, 3072)
     monkeypatch.setattr(tarfile, "open", None)       # already extracted: not opened again
     assert find_cifar10(tmp_path) == folder
+
+
+def test_an_archive_named_officially_is_refused_for_its_md5(fake_archive: Path, tmp_path: Path) -> None:
+    # a valid archive, but not the official one: its name alone does not make it CIFAR-10
+    archive = Path(shutil.copy(fake_archive, tmp_path / ARCHIVE))
+    for load in (lambda: load_cifar10(tmp_path), lambda: find_cifar10(tmp_path), lambda: extract_cifar10(archive, tmp_path)):
+        with pytest.raises(DataError) as info:
+            load()
+        msg = str(info.value)
+        assert msg.count(". ") == 0 and str(archive) in msg and md5_of(fake_archive) in msg
+        assert OFFICIAL_MD5 in msg and "delete it and download it again" in msg
+        assert leftovers(tmp_path) == [ARCHIVE]   # nothing extracted, no temporary folder
 
 
 def test_missing_data_names_every_place(tmp_path: Path) -> None:
@@ -155,13 +168,13 @@ def test_incomplete_folder_names_missing_files(fake_copy: Path, given: str) -> N
 
 # ------------------------------------------------------------------------------- loading, splits
 
-@pytest.mark.parametrize("form", ["batches folder", "its parent", "archive only",
-                                  "the archive itself"])
+@pytest.mark.parametrize("form", ["batches folder", "its parent", "the archive itself"])
 def test_load_from_each_form(fake_cifar_dir: Path, fake_archive: Path, tmp_path: Path,
                              form: str) -> None:
-    if form in ("archive only", "the archive itself"):
-        given = Path(shutil.copy(fake_archive, tmp_path / ARCHIVE))
-        given = given if form == "the archive itself" else tmp_path
+    # a folder holding the archive under the official name: test_find_extracts_archive_once
+    # (with the fake's md5) and test_an_archive_named_officially_is_refused_for_its_md5
+    if form == "the archive itself":   # any name: the official one would be md5-checked
+        given = Path(shutil.copy(fake_archive, tmp_path / "fake-cifar-10.tar.gz"))
     else:
         given = fake_cifar_dir / FOLDER if form == "batches folder" else fake_cifar_dir
     ds = load_cifar10(given, n_val=100)
@@ -263,8 +276,8 @@ def test_download_file_url_with_md5(fake_archive: Path, tmp_path: Path) -> None:
 
 
 def test_find_downloads_and_extracts_when_asked(fake_archive: Path, tmp_path: Path) -> None:
-    folder = find_cifar10(tmp_path, download=True, url=fake_archive.as_uri(), md5=None,
-                          progress=False)
+    folder = find_cifar10(tmp_path, download=True, url=fake_archive.as_uri(),
+                          md5=md5_of(fake_archive), progress=False)
     assert folder == tmp_path / FOLDER and leftovers(tmp_path) == sorted([ARCHIVE, FOLDER])
 
 
@@ -546,7 +559,7 @@ def test_hostile_archive_is_refused(fake_cifar_dir: Path, tmp_path: Path,
                                     member: tarfile.TarInfo, problem: str) -> None:
     if member.name == "ABSOLUTE":
         member.name = str(tmp_path / "evil")
-    archive = tmp_path / "in" / ARCHIVE
+    archive = tmp_path / "in" / "hostile.tar.gz"   # the official name: refused for its md5 first
     archive.parent.mkdir()
     with tarfile.open(archive, "w:gz") as tar:   # a good member first, then the bad one
         tar.add(fake_cifar_dir / FOLDER / "data_batch_1", arcname=f"{FOLDER}/data_batch_1")
@@ -564,7 +577,7 @@ def test_hostile_archive_found_by_find_cifar10(tmp_path: Path) -> None:
     with tarfile.open(tmp_path / ARCHIVE, "w:gz") as tar:
         tar.addfile(_member("../evil"), io.BytesIO(b""))
     with pytest.raises(DataError, match="refusing to extract"):
-        find_cifar10(tmp_path)
+        find_cifar10(tmp_path, md5=md5_of(tmp_path / ARCHIVE))   # past the md5, to its members
     assert leftovers(tmp_path) == [ARCHIVE] and not (tmp_path.parent / "evil").exists()
 
 
@@ -580,13 +593,13 @@ def test_damaged_archive(fake_archive: Path, fake_cifar_dir: Path, tmp_path: Pat
         with tarfile.open(archive, "w:gz") as tar:
             tar.add(fake_cifar_dir / FOLDER / "data_batch_1", arcname=f"{FOLDER}/data_batch_1")
     with pytest.raises(DataError) as info:
-        find_cifar10(tmp_path)
-    assert str(archive) in str(info.value)
+        find_cifar10(tmp_path, md5=md5_of(archive))   # past the md5: the damage itself is found
+    assert str(archive) in str(info.value) and "md5" not in str(info.value)
     assert leftovers(tmp_path) == [ARCHIVE]
 
 
 def test_extract_creates_destination(fake_archive: Path, tmp_path: Path) -> None:
-    folder = extract_cifar10(fake_archive, tmp_path / "a" / "b")
+    folder = extract_cifar10(fake_archive, tmp_path / "a" / "b", md5=md5_of(fake_archive))
     assert folder == tmp_path / "a" / "b" / FOLDER and (folder / "test_batch").is_file()
 
 

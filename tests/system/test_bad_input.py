@@ -79,7 +79,8 @@ class Env:
         return self.data(**{name: transform((self.good / FOLDER / name).read_bytes())})
 
     def archive(self, members: list[tuple[tarfile.TarInfo, bytes | None]], truncate: int | None = None) -> Path:
-        """A folder holding only a cifar-10-python.tar.gz with these members."""
+        """An archive of these members under a name of its own: the official name would have
+        it refused for its md5 before any member is read."""
         root = self.tmp / "archive"
         root.mkdir(exist_ok=True)
         buf = io.BytesIO()
@@ -87,8 +88,9 @@ class Env:
             for info, content in members:
                 tar.addfile(info, io.BytesIO(content) if content is not None else None)
         raw = buf.getvalue()
-        (root / "cifar-10-python.tar.gz").write_bytes(raw[:truncate] if truncate else raw)
-        return root
+        path = root / "fake-cifar-10.tar.gz"
+        path.write_bytes(raw[:truncate] if truncate else raw)
+        return path
 
     def good_members(self) -> list:
         out = []
@@ -211,7 +213,8 @@ CASES = [
     Case("tar-symlink", lambda e: ["--data-dir", str(e.archive([tar_member(f"{FOLDER}/data_batch_1", kind=tarfile.SYMTYPE, link="/etc/passwd")] + e.good_members()[1:])), "--out", str(e.out)] + SMALL, "link"),
     Case("tar-member-outside-folder", lambda e: ["--data-dir", str(e.archive(e.good_members() + [tar_member("elsewhere/file")])), "--out", str(e.out)] + SMALL, "outside"),
     Case("tar-truncated", lambda e: ["--data-dir", str(e.archive(e.good_members(), truncate=200_000)), "--out", str(e.out)] + SMALL, "truncated or corrupt"),
-    Case("tar-not-gzip", lambda e: ["--data-dir", str(e.file("cifar-10-python.tar.gz", "not an archive").parent), "--out", str(e.out)] + SMALL, "could not extract"),
+    Case("tar-not-gzip", lambda e: ["--data-dir", str(e.file("fake-cifar-10.tar.gz", "not an archive")), "--out", str(e.out)] + SMALL, "could not extract"),
+    Case("tar-official-name-other-md5", lambda e: ["--data-dir", str(e.file("cifar-10-python.tar.gz", "not an archive").parent), "--out", str(e.out)] + SMALL, "official archive's name but md5"),
     # --- output folder -------------------------------------------------------------------------
     Case("out-under-a-regular-file", lambda e: ["--data-dir", str(e.good), "--out", str(e.file("somefile", "x") / "run")] + SMALL, "cannot write to the run folder", process=True),
     Case("out-is-a-file", lambda e: ["--data-dir", str(e.good), "--out", str(e.file("somefile", "x"))] + SMALL, "is a file, not a folder"),

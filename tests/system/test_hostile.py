@@ -138,6 +138,9 @@ def test_a_config_that_is_a_device_or_fifo_is_refused(special, tmp_path, capsys)
 
 # ------------------------------------------------------------------------------ archives
 
+FAKE = "fake-cifar-10.tar.gz"   # the official name would be refused for its md5 before any member is read
+
+
 def archive_of(members, tmp_path: Path) -> Path:
     root = tmp_path / "arch"
     root.mkdir()
@@ -145,8 +148,8 @@ def archive_of(members, tmp_path: Path) -> Path:
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for info, content in members:
             tar.addfile(info, io.BytesIO(content) if content is not None else None)
-    (root / "cifar-10-python.tar.gz").write_bytes(buf.getvalue())
-    return root
+    (root / FAKE).write_bytes(buf.getvalue())
+    return root / FAKE
 
 
 def good_members(fake_cifar_dir: Path) -> list:
@@ -160,12 +163,12 @@ def good_members(fake_cifar_dir: Path) -> list:
 
 
 def test_a_flipped_bit_in_the_gzip_stream_is_refused(fake_cifar_dir, tmp_path, capsys):
-    root = archive_of(good_members(fake_cifar_dir), tmp_path)
-    path = root / "cifar-10-python.tar.gz"
+    path = archive_of(good_members(fake_cifar_dir), tmp_path)
+    root = path.parent
     raw = bytearray(path.read_bytes())
     raw[-6] ^= 0x01   # inside the CRC-32 of the gzip trailer: the data inflate as before
     path.write_bytes(bytes(raw))
-    one_sentence(*cli(["train", "--data-dir", root, *SMALL, "--out", tmp_path / "run"], capsys), "could not extract")
+    one_sentence(*cli(["train", "--data-dir", path, *SMALL, "--out", tmp_path / "run"], capsys), "could not extract")
     assert not (tmp_path / "run").exists() and not (root / FOLDER).exists()
 
 
@@ -177,14 +180,14 @@ def test_a_member_of_negative_size_is_refused(fake_cifar_dir, tmp_path, capsys):
     block[148:155] = b"%06o\0" % sum(block) + b" "
     raw = gzip.compress(bytes(block) + b"\0" * 1024)
     (tmp_path / "arch").mkdir()
-    (tmp_path / "arch" / "cifar-10-python.tar.gz").write_bytes(raw)
-    one_sentence(*cli(["train", "--data-dir", tmp_path / "arch", *SMALL, "--out", tmp_path / "run"], capsys), "extract")
+    (tmp_path / "arch" / FAKE).write_bytes(raw)
+    one_sentence(*cli(["train", "--data-dir", tmp_path / "arch" / FAKE, *SMALL, "--out", tmp_path / "run"], capsys), "extract")
 
 
 def test_millions_of_members_stop_at_the_cap(tmp_path, capsys):
     members = [(tarfile.TarInfo(f"{FOLDER}/x{i}"), b"") for i in range(1200)]
-    root = archive_of(members, tmp_path)
-    one_sentence(*cli(["train", "--data-dir", root, *SMALL, "--out", tmp_path / "run"], capsys), "more than 1000 members")
+    path = archive_of(members, tmp_path)
+    one_sentence(*cli(["train", "--data-dir", path, *SMALL, "--out", tmp_path / "run"], capsys), "more than 1000 members")
 
 
 def test_a_malformed_sparse_header_is_one_sentence(tmp_path, capsys):
@@ -195,8 +198,8 @@ def test_a_malformed_sparse_header_is_one_sentence(tmp_path, capsys):
     block[148:156] = b"        "
     block[148:155] = b"%06o\0" % sum(block) + b" "
     (tmp_path / "arch").mkdir()
-    (tmp_path / "arch" / "cifar-10-python.tar.gz").write_bytes(gzip.compress(bytes(block) + b"\0" * 1024))
-    one_sentence(*cli(["train", "--data-dir", tmp_path / "arch", *SMALL, "--out", tmp_path / "run"], capsys), "extract")
+    (tmp_path / "arch" / FAKE).write_bytes(gzip.compress(bytes(block) + b"\0" * 1024))
+    one_sentence(*cli(["train", "--data-dir", tmp_path / "arch" / FAKE, *SMALL, "--out", tmp_path / "run"], capsys), "extract")
 
 
 # ---------------------------------------------------------------------- empty or odd data
