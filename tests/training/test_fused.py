@@ -28,6 +28,16 @@ FUSED = [pytest.param(name, marks=pytest.mark.skipif(not load(name).available, r
 pytestmark = pytest.mark.parametrize("backend", FUSED)
 
 D, K, N = 60, 10, 400
+
+
+def _numba_compiles_this(backend, hidden, dtype) -> None:
+    """Skip what would only make Numba compile its step once more: its step takes the layers as
+    tuples, so every depth and dtype is a compilation of tens of seconds on a fresh cache, and
+    the loops over layers are the same at any depth. Numba is checked on the 3-layer network in
+    float64 (the tight tolerance); the extension's step, compiled at install and auto's choice,
+    on every network and dtype."""
+    if backend == "numba" and (len(hidden) > 2 or dtype != np.float64):
+        pytest.skip("Numba's step is checked on the 3-layer network in float64 (a compilation per depth and dtype)")
 NETS = {"3-layer": [20, 15], "9-layer": [20, 15, 12, 12, 8, 8, 8, 8]}
 
 
@@ -50,6 +60,7 @@ def _worst(a, b) -> float:
 @pytest.mark.parametrize("bn", [True, False])
 @pytest.mark.parametrize("hidden", NETS.values(), ids=NETS.keys())
 def test_fused_step_equals_the_op_by_op_step(backend, dtype, tol, bn, hidden):
+    _numba_compiles_this(backend, hidden, dtype)
     X, y = _data(dtype)
     ops = resolve(backend).ops
     a = init_network(D, hidden, K, bn=bn, dtype=dtype, rng=np.random.default_rng(1))
@@ -251,6 +262,7 @@ def test_a_prefetch_from_other_arrays_is_not_taken_for_these_rows(backend):
 @pytest.mark.parametrize("bn", [True, False])
 @pytest.mark.parametrize("hidden", NETS.values(), ids=NETS.keys())
 def test_the_two_core_step_equals_the_op_by_op_step(backend, dtype, tol, bn, hidden):
+    _numba_compiles_this(backend, hidden, dtype)
     """sgd_step_parallel (the first layer's products in halves, the next batch gathered beside
     the small layers) against train_step; each batch it gathered ahead is exactly X[idx]."""
     X, y = _data(dtype)
