@@ -175,3 +175,16 @@ class StopAt(StopRequest):
     @signum.setter
     def signum(self, value):
         pass
+
+
+def tree_sum(folder: Path) -> str:
+    """A checksum of every file (name and bytes) below ``folder``: what a test compares before
+    and after to show nothing there was written."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        h.update(str(p.relative_to(folder)).encode())
+        if p.is_file() and not p.is_symlink():
+            h.update(p.read_bytes())
+    return h.hexdigest()

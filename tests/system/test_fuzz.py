@@ -8,7 +8,6 @@ The default run is short (``FASTNET_FUZZ_EXAMPLES``, default 12 cases per test, 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tree_sum
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,14 +46,6 @@ SPEC = st.one_of(JSON, st.fixed_dictionaries({}, optional={"base": st.dictionari
                                                            "grid": st.dictionaries(KEYS, st.lists(JSON, max_size=3), max_size=2)}))
 SMALL = ["--n-val", "300", "--hidden", "8", "--n-s", "3", "--cycles", "1", "--batch", "50", "-q", "--backend", "numpy", "--no-plots"]
 
-
-def tree_sum(folder: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        h.update(str(p.relative_to(folder)).encode())
-        if p.is_file() and not p.is_symlink():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")

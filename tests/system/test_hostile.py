@@ -6,7 +6,6 @@ run's folder before and after."""
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -16,6 +15,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import tree_sum
 
 from fastnet.cli import main
 from fastnet.runs.record import load_run
@@ -24,15 +24,6 @@ from fastnet.runs.schema import RunFileError
 FOLDER = "cifar-10-batches-py"
 SMALL = ["--n-val", "300", "--hidden", "8", "--n-s", "6", "--cycles", "1", "--batch", "50", "-q", "--backend", "numpy", "--no-plots"]
 
-
-def tree_sum(folder: Path) -> str:
-    """A checksum of every file (name and bytes) below ``folder``."""
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        h.update(str(p.relative_to(folder)).encode())
-        if p.is_file() and not p.is_symlink():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def cli(argv, capsys) -> tuple[int, str]:
@@ -205,8 +196,8 @@ def test_a_malformed_sparse_header_is_one_sentence(tmp_path, capsys):
 # ---------------------------------------------------------------------- empty or odd data
 
 def test_an_empty_test_batch_is_refused_at_load(fake_cifar_dir, finished, tmp_path, capsys):
-    from conftest import py2_batch_pickle
     import numpy as np
+    from conftest import py2_batch_pickle
 
     shutil.copytree(fake_cifar_dir / FOLDER, tmp_path / "d" / FOLDER)
     (tmp_path / "d" / FOLDER / "test_batch").write_bytes(py2_batch_pickle(np.zeros((0, 3072), np.uint8), np.zeros(0, int)))
@@ -245,14 +236,20 @@ def test_report_of_doctored_run_files_is_one_sentence_or_a_report(file, content,
     assert code in (0, 2) and "Traceback" not in err, err
 
 
-@pytest.mark.parametrize("edit", [lambda d: d.update(train="x"), lambda d: d.update(train={"hidden": "x"}), lambda d: d.update(data=[1])])
-def test_resume_of_a_doctored_config_is_one_sentence(edit, fake_cifar_dir, finished, tmp_path, capsys):
+def stopped_with_config(finished: Path, tmp_path: Path, edit) -> Path:
+    """A copy of the finished run made resumable (no metrics.json), its config.json edited."""
     run = tmp_path / "run"
     shutil.copytree(finished, run)
     (run / "metrics.json").unlink()
     cfg = json.loads((run / "config.json").read_text())
     edit(cfg)
     (run / "config.json").write_text(json.dumps(cfg))
+    return run
+
+
+@pytest.mark.parametrize("edit", [lambda d: d.update(train="x"), lambda d: d.update(train={"hidden": "x"}), lambda d: d.update(data=[1])])
+def test_resume_of_a_doctored_config_is_one_sentence(edit, fake_cifar_dir, finished, tmp_path, capsys):
+    run = stopped_with_config(finished, tmp_path, edit)
     code, err = cli(["train", "--resume", run, "--data-dir", fake_cifar_dir, "-q"], capsys)
     assert code == 2 and "Traceback" not in err, err
 
@@ -310,12 +307,7 @@ HEADER = "epoch,step,eta,train_loss,train_cost,train_accuracy,val_loss,val_cost,
                                         (lambda d: d["data"].update(split="a2"), "data.split"),
                                         (lambda d: d["data"].update(n_train=-1), "data.n_train")])
 def test_resume_of_a_config_that_breaks_its_schema_is_one_sentence(edit, says, fake_cifar_dir, finished, tmp_path, capsys):
-    run = tmp_path / "run"
-    shutil.copytree(finished, run)
-    (run / "metrics.json").unlink()
-    cfg = json.loads((run / "config.json").read_text())
-    edit(cfg)
-    (run / "config.json").write_text(json.dumps(cfg))
+    run = stopped_with_config(finished, tmp_path, edit)
     code, err = cli(["train", "--resume", run, "--data-dir", fake_cifar_dir, "-q", "--no-plots"], capsys)
     one_sentence(code, err, says)
     assert "config.json" in err
