@@ -102,15 +102,22 @@ def _section(d, path, key: str) -> dict:
     return v
 
 
+def _objects(d: dict, key: str, what: str, path) -> list:
+    """``d[key]`` (default []) if it is a list of at most MAX_LIST objects; else one sentence."""
+    items = d.get(key, [])
+    if not _is_list(items, lambda x: True):
+        raise _bad(path, key, f"a list of at most {MAX_LIST} {what}", items, _EXPERIMENT)
+    for i, x in enumerate(items):
+        if not isinstance(x, dict):
+            raise _bad(path, f"{key}[{i}]", "an object", x, _EXPERIMENT)
+    return items
+
+
 def check_experiment_record(d: dict, path) -> dict:
     """``d`` (an ``experiment.json`` at ``path``) if the report can read it: the runs it lists
     (in order) are objects with a name, the flags and times are of their kind."""
-    runs = d.get("runs", [])
-    if not _is_list(runs, lambda r: True):
-        raise _bad(path, "runs", f"a list of at most {MAX_LIST} runs", runs, _EXPERIMENT)
+    runs = _objects(d, "runs", "runs", path)
     for i, r in enumerate(runs):
-        if not isinstance(r, dict):
-            raise _bad(path, f"runs[{i}]", "an object", r, _EXPERIMENT)
         if not (isinstance(r.get("name"), str) and r["name"]):
             raise _bad(path, f"runs[{i}].name", "a run name", r.get("name"), _EXPERIMENT)
         if "config" in r and not isinstance(r["config"], dict):
@@ -169,11 +176,6 @@ def check_all_record(d: dict, path) -> dict:
     _check_fields(d, path, (("quick", lambda v: isinstance(v, bool), "true or false"),
                             ("experiments", lambda v: _is_list(v, lambda x: isinstance(x, str)), "a list of experiment names")))
     _check_invocation(d, path, "")
-    calls = d.get("invocations", [])
-    if not _is_list(calls, lambda c: True):
-        raise _bad(path, "invocations", f"a list of at most {MAX_LIST} invocations", calls, _EXPERIMENT)
-    for i, c in enumerate(calls):
-        if not isinstance(c, dict):
-            raise _bad(path, f"invocations[{i}]", "an object", c, _EXPERIMENT)
+    for i, c in enumerate(_objects(d, "invocations", "invocations", path)):
         _check_invocation(c, path, f"invocations[{i}].")
     return d
