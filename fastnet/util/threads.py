@@ -32,11 +32,12 @@ def idle_cores() -> int:
 
 
 def blas_threads(threads: int | None):
-    """A context in which BLAS uses ``threads`` threads (None: :func:`idle_cores`)."""
+    """A context in which BLAS uses ``threads`` threads (None: the idle cores, but never more
+    than BLAS has now, so OPENBLAS_NUM_THREADS or a limit already in force still hold)."""
     import numpy  # noqa: F401  NumPy's BLAS must be loaded first: a limit set before misses it
     from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(threads or idle_cores(), user_api="blas")
+    return threadpool_limits(threads or min(idle_cores(), blas_thread_count()), user_api="blas")
 
 
 def blas_thread_count() -> int:

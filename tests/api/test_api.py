@@ -181,3 +181,15 @@ def test_the_thread_limit_reaches_numpys_blas_even_before_numpy_is_imported():
             "    print(sorted({p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[1]"
+
+
+def test_the_default_thread_count_keeps_a_lower_limit_already_set():
+    """Without --threads a run takes the idle cores, but never more threads than BLAS was given
+    (OPENBLAS_NUM_THREADS=1, or a worker pinned to one thread)."""
+    code = ("from fastnet.util.threads import blas_threads\n"
+            "with blas_threads(None):\n"
+            "    from threadpoolctl import threadpool_info\n"
+            "    print(sorted({p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'}))")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip() == "[1]"

@@ -246,7 +246,10 @@ def same_run(a: Path, b: Path) -> None:
         for k in za.files:
             assert za[k].dtype == zb[k].dtype and za[k].tobytes() == zb[k].tobytes(), f"model.npz {k} differs"
     for name in ("history.csv", "steps.csv"):
-        assert (a / name).read_text() == (b / name).read_text(), f"{name} differs"
+        lines_a, lines_b = (a / name).read_text().splitlines(), (b / name).read_text().splitlines()
+        first = next((i for i, (x, y) in enumerate(zip(lines_a, lines_b)) if x != y), min(len(lines_a), len(lines_b)))
+        # the first differing line, not the whole file (pytest's diff of two long files takes minutes)
+        assert lines_a == lines_b, f"{name} differs from line {first + 1}: {lines_a[first:first + 1]} vs {lines_b[first:first + 1]}"
 
 
 @pytest.fixture(scope="module")
