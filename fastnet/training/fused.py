@@ -4,8 +4,10 @@
 backend; it is the truth, and it serves every configuration. For the configurations most
 runs use -- plain SGD on a network whose hidden layers are all batch norm + ReLU (BN before
 the ReLU, the assignment's) or all ReLU, without skip connections -- a backend may offer a
-compiled step that does the same arithmetic in one call (``ops.fused_step``; Numba's is
-:mod:`fastnet.backends.numba_step`). :class:`FusedStep` holds its buffers; ``fit`` uses it
+compiled step that does the same arithmetic in one call (``ops.fused_step``: the extension's,
+:mod:`fastnet.backends.cython_step`, compiled at install, and Numba's,
+:mod:`fastnet.backends.numba_step`; both offer the same names). :class:`FusedStep` holds its
+buffers; ``fit`` uses it
 whenever :func:`fused_step_for` returns one. tests/training/test_fused.py holds the two paths equal.
 
 What the fused step changes, measured in ``scripts/bench_peers.py``:
