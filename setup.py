@@ -14,7 +14,7 @@ strict = os.environ.get("FASTNET_REQUIRE_CYTHON", "") == "1"
 extensions = cythonize(
     [
         Extension(
-            "fastnet._ckernels",
+            "fastnet.ext._ckernels",
             ["kernels/_ckernels.pyx"],
             include_dirs=[numpy.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -1,6 +1,6 @@
 # cython: language_level=3
 # distutils: extra_compile_args = -fno-trapping-math -fno-math-errno
-"""Compiled loops for fastnet's Cython backend (fastnet._ckernels).
+"""Compiled loops for fastnet's Cython backend (fastnet.ext._ckernels).
 
 Loops only: validation and allocation happen in fastnet/backends/cython_ops.py, which passes
 C-contiguous arrays of one float dtype and outputs it has allocated. Every kernel is fused over
@@ -20,7 +20,7 @@ from libc.math cimport exp, log, sqrt, sqrtf
 from libc.stdlib cimport calloc, free, malloc
 
 # Bumped whenever a kernel's signature changes; cython_ops.py refuses another build.
-VERSION = "fastnet._ckernels 4"
+VERSION = "fastnet.ext._ckernels 4"
 
 
 cdef double* _scratch(Py_ssize_t m) except NULL:

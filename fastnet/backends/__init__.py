@@ -8,7 +8,7 @@ compiled whole training step.
 * ``compiled`` -- :class:`~fastnet.backends.compiled.CompiledOps`, the checked ops of both
   compiled backends (one method per op, documented by the reference) over a table of kernels;
 * ``numba_ops`` and ``cython_ops`` -- the compiled backends: their kernels (``@njit`` functions
-  in ``numba_ops``; ``kernels/_ckernels.pyx``, built as ``fastnet._ckernels``, for
+  in ``numba_ops``; ``kernels/_ckernels.pyx``, built as ``fastnet.ext._ckernels``, for
   ``cython_ops``) and the ops of one ``CompiledOps`` over them;
 * ``blas`` -- the matrix-multiply provider of compiled code: NumPy's CBLAS ``?gemm`` by address,
   and the Numba ``gemm`` that calls it;

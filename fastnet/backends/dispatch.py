@@ -143,7 +143,7 @@ def _require_cython() -> bool:
 def _raise_if_extension_missing() -> None:
     backend = load("cython")
     if not backend.available:
-        raise BackendError(f"the compiled extension fastnet._ckernels is missing ({backend.reason}) and FASTNET_REQUIRE_CYTHON=1; reinstall with a C compiler: pip install -e .")
+        raise BackendError(f"the compiled extension fastnet.ext._ckernels is missing ({backend.reason}) and FASTNET_REQUIRE_CYTHON=1; reinstall with a C compiler: pip install -e .")
 
 
 def resolve(name: str | None = None) -> Backend:

@@ -203,8 +203,10 @@ def _compiled_normaliser():
     Python), else None. Both round each element exactly as NumPy does (tests/data/test_images.py)."""
     if not _NORMALISER:
         try:
-            from fastnet._ckernels import normalise_rows
-        except ImportError:  # the extension is not built
+            import fastnet.ext._ckernels as _ck  # not ``from fastnet.ext._ckernels import``: see fastnet/ext
+
+            normalise_rows = _ck.normalise_rows
+        except (ImportError, AttributeError):  # the extension is not built, or an older build
             try:
                 from numba.core import config
 

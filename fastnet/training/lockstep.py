@@ -189,8 +189,10 @@ def _accumulating_gemm():
 
     table = find_gemm()
     try:  # the extension's gemm (built at install: nothing to compile) ...
-        from fastnet._ckernels import gemm
-    except ImportError:
+        import fastnet.ext._ckernels as _ck  # not ``from fastnet.ext._ckernels import``: see fastnet/ext
+
+        gemm = _ck.gemm
+    except (ImportError, AttributeError):  # not built, or an older build
         try:  # ... else Numba's: the same BLAS call, so the same bits (not under NUMBA_DISABLE_JIT)
             from fastnet.backends import blas
         except ImportError:

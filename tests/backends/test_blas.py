@@ -29,7 +29,7 @@ def test_gemm_is_alpha_op_a_op_b_plus_beta_c(dtype, tol, trans_a, trans_b):
     D = C.copy()
     blas.gemm(blas.BLAS, A, trans_a, B, trans_b, C, -0.5, 0.25)
     np.testing.assert_allclose(C, expected, rtol=tol, atol=tol)
-    ext = pytest.importorskip("fastnet._ckernels", reason="the extension is not built")
+    ext = pytest.importorskip("fastnet.ext._ckernels", reason="the extension is not built")
     ext.gemm(blas.BLAS, A, trans_a, B, trans_b, D, -0.5, 0.25)  # the extension's: the same BLAS call
     assert D.tobytes() == C.tobytes()
 
@@ -43,7 +43,7 @@ def test_gemm_writes_a_block_of_columns_in_place():
     blas.gemm(blas.BLAS, A, False, B[:, 2:5], False, big[:, 3:6], 1.0, 0.0)
     np.testing.assert_allclose(big[:, 3:6], A @ B[:, 2:5], rtol=1e-12)
     assert not big[:, :3].any() and not big[:, 6:].any()
-    ext = pytest.importorskip("fastnet._ckernels", reason="the extension is not built")
+    ext = pytest.importorskip("fastnet.ext._ckernels", reason="the extension is not built")
     other = np.zeros((4, 10))
     ext.gemm(blas.BLAS, A, False, B[:, 2:5], False, other[:, 3:6], 1.0, 0.0)
     assert other.tobytes() == big.tobytes()

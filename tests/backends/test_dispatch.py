@@ -3,7 +3,7 @@ strict mode, a backend lacking an op, a mock backend proving the network uses on
 lazy imports, and Numba's on-disk cache across processes.
 
 The extension is hidden the way a failed build would leave things: ``sys.modules`` maps
-``fastnet._ckernels`` to None (so importing it raises ImportError) and the registry's caches
+``fastnet.ext._ckernels`` to None (so importing it raises ImportError) and the registry's caches
 are emptied, all through ``monkeypatch`` so every test leaves the process as it found it.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import fastnet
+import fastnet.ext
 from fastnet import backends
 from fastnet.backends import (
     AUTO_ORDER,
@@ -50,9 +50,9 @@ def fresh_registry(monkeypatch):
 @pytest.fixture
 def no_extension(monkeypatch):
     """As if the extension had not been built."""
-    monkeypatch.setitem(sys.modules, "fastnet._ckernels", None)
+    monkeypatch.setitem(sys.modules, "fastnet.ext._ckernels", None)
     monkeypatch.delitem(sys.modules, "fastnet.backends.cython_ops", raising=False)
-    monkeypatch.delattr(fastnet, "_ckernels", raising=False)
+    monkeypatch.delattr(fastnet.ext, "_ckernels", raising=False)
     monkeypatch.delattr(backends, "cython_ops", raising=False)
 
 
@@ -129,7 +129,7 @@ def test_info_describes_every_backend():
 def test_missing_extension_is_unavailable_with_the_import_error_as_reason(no_extension):
     backend = load("cython")
     assert not backend.available and backend.ops is None
-    assert "fastnet._ckernels" in backend.reason
+    assert "fastnet.ext._ckernels" in backend.reason
     assert "unavailable" in backend.describe()
 
 
@@ -149,15 +149,15 @@ def test_missing_extension_falls_back_with_one_notice(no_extension):
     assert auto.name == first_available(AUTO_ORDER)
     said = notices(record)
     assert len(said) == 1, said  # one per cause per process, however often resolved
-    assert "cython" in said[0] and "fastnet._ckernels" in said[0]
+    assert "cython" in said[0] and "fastnet.ext._ckernels" in said[0]
 
 
 def test_stale_extension_is_an_import_error(monkeypatch):
     """An extension from an older build (other VERSION, missing kernels) is refused at import."""
-    stale = types.ModuleType("fastnet._ckernels")
-    stale.VERSION = "fastnet._ckernels 1"
+    stale = types.ModuleType("fastnet.ext._ckernels")
+    stale.VERSION = "fastnet.ext._ckernels 1"
     stale.relu_backward = lambda *a: None
-    monkeypatch.setitem(sys.modules, "fastnet._ckernels", stale)
+    monkeypatch.setitem(sys.modules, "fastnet.ext._ckernels", stale)
     monkeypatch.delitem(sys.modules, "fastnet.backends.cython_ops", raising=False)
     monkeypatch.delattr(backends, "cython_ops", raising=False)
     backend = load("cython")
@@ -320,7 +320,7 @@ def test_import_is_lazy():
     child = _run_child("""
         import sys, fastnet, fastnet.backends
         fastnet.backends.resolve("numpy")
-        print(sorted(m for m in ("numba", "fastnet._ckernels", "fastnet.backends.numba_ops") if m in sys.modules))
+        print(sorted(m for m in ("numba", "fastnet.ext._ckernels", "fastnet.backends.numba_ops") if m in sys.modules))
     """)
     assert child.returncode == 0, child.stderr
     assert child.stdout.strip() == "[]"

@@ -134,7 +134,7 @@ def _normalisers():
     """The compiled normalise_rows kernels this install has: the extension's and Numba's."""
     found = []
     try:
-        from fastnet._ckernels import normalise_rows
+        from fastnet.ext._ckernels import normalise_rows
         found.append(pytest.param(normalise_rows, id="extension"))
     except ImportError:
         pass

@@ -94,6 +94,6 @@ def test_info_lists_every_backend(capsys):
     from fastnet.backends import load
 
     if load("cython").available:   # whether a run would compile first is said per backend
-        assert "cython: available (fastnet._ckernels" in out and "compiled at install: runs start at once" in out
+        assert "cython: available (fastnet.ext._ckernels" in out and "compiled at install: runs start at once" in out
     if load("numba").available:
         assert "kernels" in out.split("numba:")[1].splitlines()[0]
