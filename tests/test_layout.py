@@ -1,6 +1,7 @@
 """The package's shape: layers without an import circle, private names kept private, short
 functions. ``lint-imports`` (CI, before pytest) checks the layer contracts of pyproject.toml;
-these tests check what its contracts do not say, over every module of fastnet/."""
+these tests check what its contracts do not say, over every module of fastnet/, and the import
+graph as grimp (import-linter's engine) sees it, the package ``fastnet`` itself included."""
 from __future__ import annotations
 
 import ast
@@ -24,7 +25,8 @@ def modules() -> dict[str, ast.Module]:
 
 def imports_of(name: str, tree: ast.Module, known: set[str]) -> set[str]:
     """The fastnet modules ``name`` imports, anywhere in it (inside functions too); ``from
-    package import submodule`` counts as importing the submodule."""
+    package import submodule`` counts as importing the submodule, and a module that is not a
+    .py file (the compiled extension) as its nearest package that is."""
     package = name if (PACKAGE.parent / name.replace(".", "/") / "__init__.py").exists() else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(tree):
@@ -37,7 +39,14 @@ def imports_of(name: str, tree: ast.Module, known: set[str]) -> set[str]:
                 base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
             for a in node.names:
                 found.add(f"{base}.{a.name}" if f"{base}.{a.name}" in known else base)
-    return {m for m in found if m in known and m != name}
+    nearest = {m: next((p for p in _ancestry(m) if p in known), None) for m in found}
+    return {n for n in nearest.values() if n is not None and n != name}
+
+
+def _ancestry(module: str) -> list[str]:
+    """``a.b.c``, ``a.b``, ``a``."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
 
 
 def test_no_import_cycle_counting_every_import():
@@ -63,6 +72,41 @@ def test_no_import_cycle_counting_every_import():
         if m not in state:
             cycle = visit(m)
             assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def _grimp_graph():
+    """fastnet's import graph as grimp (import-linter's engine) builds it, external packages
+    included: that is how an analyser resolves an import of a module it cannot find (a compiled
+    one), to a package it can, ``from fastnet.x._c import f`` to ``fastnet`` itself."""
+    grimp = pytest.importorskip("grimp", reason="grimp (installed with import-linter) is needed for this check")
+    try:
+        return grimp.build_graph("fastnet", include_external_packages=True, cache_dir=None)
+    except (grimp.exceptions.GrimpException, ImportError, ValueError, OSError) as exc:  # e.g. fastnet not on the path
+        pytest.skip(f"grimp could not build fastnet's import graph: {type(exc).__name__}: {exc}")
+
+
+def test_no_import_cycle_as_static_analysers_see_it():
+    """No circle in the graph a static analyser builds, the package ``fastnet`` (whose
+    ``__init__`` imports the API) included: an import it cannot resolve, such as one from the
+    compiled extension, must not land on ``fastnet`` (fastnet/ext/__init__.py)."""
+    graph = _grimp_graph()
+    ours = sorted(m for m in graph.modules if m == "fastnet" or m.startswith("fastnet."))
+    cycles = []
+    for a in ours:
+        for b in sorted(graph.find_modules_directly_imported_by(a)):
+            if chain := graph.find_shortest_chain(importer=b, imported=a):
+                cycles.append((a, *chain))
+    on_cycles = sorted({m for c in cycles for m in c})
+    assert not cycles, (f"import cycle through {len(on_cycles)} modules ({', '.join(on_cycles)}); shortest: "
+                        + " -> ".join(min(cycles, key=len)))
+
+
+def test_extension_package_imports_nothing_of_fastnet():
+    """fastnet.ext is the lowest layer, a leaf: every layer may import it."""
+    graph = _grimp_graph()
+    assert "fastnet.ext" in graph.modules
+    imported = {m for m in graph.find_modules_directly_imported_by("fastnet.ext") if m.split(".")[0] == "fastnet"}
+    assert not imported, f"fastnet.ext imports {sorted(imported)}"
 
 
 def test_graph_sees_lazy_imports():
