@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_download)
     x = sub.add_parser("experiment", help="run one of the assignment's experiments (or all) into --out")
     x.add_argument("name", help="a2-default, ex2-3layer, ex2-9layer, ex3-3layer-bn, ex3-9layer-bn, lambda-search, final-3cycles, init-sensitivity, gradcheck or all; "
-                                "bonus (Exercise 4: every bonus run) or one of bonus-bn-after, bonus-precise-bn, bonus-adaptive-bn, bonus-adam, bonus-wide, bonus-skip, bonus-augment, bonus-best")
+                                "bonus (Exercise 4: every bonus run) or one of bonus-bn-after, bonus-precise-bn, bonus-adaptive-bn, bonus-adam, bonus-wide, bonus-skip, bonus-augment, bonus-best; best-mlp (the best fully-connected network in 10 minutes, 3 seeds, one run at a time) or best-mlp-ablation")
     _add_sweep_arguments(x, default_out="experiments")
     x.add_argument("--quick", action="store_true", help="a few update steps per run (smoke test); same runs and folders")
     x.add_argument("--full-n-s", action="store_true", help="init-sensitivity with n_s = 2250 instead of 900")

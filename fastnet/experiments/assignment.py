@@ -224,7 +224,7 @@ def run_experiment(name: str, out="experiments", *, data_dir=None, workers: int 
     runs that differ only in lambda in lock-step groups (:func:`fastnet.experiments.sweep.run_sweep`).
     """
     out = Path(out)
-    if name.startswith("bonus"):  # Exercise 4: fastnet/bonus.py, all runs in OUT/bonus/
+    if name.startswith(("bonus", "best-mlp")):  # Exercise 4 and issue 17: fastnet/experiments/bonus.py, all runs in OUT/bonus/
         from fastnet.experiments.bonus import run_bonus
 
         return run_bonus(name, out, data_dir=data_dir, workers=workers, scheduler=scheduler, quick=quick, backend=backend, plots=plots, echo=echo, pool=pool,

@@ -112,7 +112,7 @@ def page_table(plt, folder: Path):
            "He init, lambda 0.005, cyclic eta 1e-5..1e-1, n_s 2250, 2 cycles (9,000 steps), seed 0, float32. Wall time includes the "
            "per-epoch evaluations on the 45,000 training and 5,000 validation images." + (" QUICK SETTINGS (smoke test)." if rec.get("quick") else ""))
     lines = [f"{'run':<26} {'variant':<44} {'test':>7} {'val':>7} {'wall':>7}"]
-    for r in (r for r in rows.values() if r.get("group") != "seeds"):
+    for r in (r for r in rows.values() if r.get("group") not in ("seeds", "best-mlp")):
         test = pct(r["test_accuracy"]) if r["status"] == "finished" else r["status"]
         lines.append(f"{r['run']:<26} {r['variant'][:44]:<44} {test:>7} {pct(r['val_accuracy']):>7} {duration(r['wall_seconds']):>7}")
     p.text("\n".join(lines), size=7.6, family="monospace")
@@ -269,10 +269,57 @@ def page_augment(plt, folder: Path):
     return p.fig
 
 
+def page_best_mlp(plt, folder: Path):
+    """The best fully-connected network in 10 minutes (issue 17): the search, the seeds, the
+    ablation and the chosen network's curves."""
+    from fastnet.experiments.catalogue import BEST_MLP, BEST_MLP_MACHINE, BEST_MLP_SEARCH
+
+    rows = _rows(folder)
+    rec = read_json_or_none(folder / "bonus.json") or {}
+    best = rec.get("best_mlp") or {}
+    p = Page(plt, "Bonus: the best fully-connected network in 10 minutes")
+    settings = ", ".join(f"{k} {list(v) if isinstance(v, tuple) else v}" for k, v in BEST_MLP.items())
+    p.text(f"fastnet experiment best-mlp: {settings}. Chosen on validation accuracy only, among the settings below, each trained "
+           f"end to end (the test accuracy was measured once, at the end of each run, and never used to choose). Search machine: "
+           f"{BEST_MLP_MACHINE or 'not recorded'}.")
+    if best.get("seeds"):
+        se = f" +- {pct(best['stderr_test_accuracy'])} (standard error)" if "stderr_test_accuracy" in best else ""
+        p.text(f"This folder's runs, {best['seeds']} seed(s): test accuracy {pct(best['mean_test_accuracy'])}{se}; each seed "
+               + ", ".join(pct(a) for a in best["test_accuracies"]) + "; wall time at most " + duration(best["max_wall_seconds"]) + ".",
+               weight="bold")
+    else:
+        p.text("No best-mlp run has finished in this folder (fastnet experiment best-mlp --out THIS_FOLDER).")
+    if BEST_MLP_SEARCH:
+        lines = [f"{'candidate':<30} {'epochs':>6} {'wall':>7} {'val':>7} {'test':>7}"]
+        for name, _, epochs, wall, val, test in BEST_MLP_SEARCH:
+            lines.append(f"{name[:30]:<30} {epochs:>6.1f} {duration(wall):>7} {pct(val):>7} {pct(test):>7}")
+        p.text("The search (settings in fastnet/experiments/catalogue.py, BEST_MLP_SEARCH):", size=10, weight="bold")
+        p.text("\n".join(lines), size=7.4, family="monospace")
+    if best.get("ablation"):
+        lines = [f"{'without':<22} {'test':>7} {'val':>7} {'it adds (test)':>15} {'(val)':>9}"]
+        for r in best["ablation"]:
+            lines.append(f"{r['ingredient']:<22} {pct(r['test_accuracy']):>7} {pct(r['val_accuracy']):>7} "
+                         f"{100 * r['test_gain']:>+13.2f}pp {100 * r['val_gain']:>+7.2f}pp")
+        p.text("Ablation (seed 0, same epochs): what each ingredient adds to the chosen network on its own", size=10, weight="bold")
+        p.text("\n".join(lines), size=7.6, family="monospace")
+    if "best-mlp" in rows:
+        ax, = p.axes(0.25)
+        info = load_run(folder / "best-mlp")
+        for key, ls in (("train_accuracy", "-"), ("val_accuracy", "--")):
+            if info.history:
+                ax.plot(*curve_xy(info.history, key), ls=ls, marker=".", ms=3, label=key.replace("_", " "))
+        ax.set_title("best MLP in 10 minutes, seed 0", fontsize=9.5)
+        ax.set_xlabel("update step")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    return p.fig
+
+
 def bonus_pages(plt, root: Path) -> list:
     """Page makers for the report when ``root/bonus`` exists (else none)."""
     folder = Path(root) / "bonus"
     if not folder.is_dir():
         return []
     return [lambda: page_table(plt, folder), lambda: page_gradcheck(plt, folder), lambda: page_bn(plt, folder),
-            lambda: page_deep(plt, folder), lambda: page_augment(plt, folder)]
+            lambda: page_deep(plt, folder), lambda: page_augment(plt, folder), lambda: page_best_mlp(plt, folder)]

@@ -16,7 +16,9 @@ def test_every_preset_is_valid_and_names_its_runs():
     for name in bonus.BONUS_EXPERIMENTS:
         runs = bonus.preset(name)
         assert runs and len({n for n, _ in runs}) == len(runs)
-    assert {n for n, _ in bonus.preset("bonus")} == set(BONUS_RUNS)
+    best_mlp = {run for run, (group, _, _) in BONUS_RUNS.items() if group == "best-mlp"}
+    assert {n for n, _ in bonus.preset("bonus")} == set(BONUS_RUNS) - best_mlp  # best-mlp runs alone, in its own presets
+    assert {n for name in bonus.ALONE_PRESETS for n, _ in bonus.preset(name)} == best_mlp
 
 
 def test_presets_change_only_what_they_study():
@@ -56,7 +58,7 @@ def test_quick_bonus_experiment_and_report(fake_cifar_dir, tmp_path, capsys):
 
     from fastnet.report import pdf as report
 
-    assert pdf_pages(out / "report.pdf") == report.REPORT_PAGES + 5  # the bonus section's pages
+    assert pdf_pages(out / "report.pdf") == report.REPORT_PAGES + 6  # the bonus section's pages
 
 
 def test_seed_statistics():
@@ -69,3 +71,31 @@ def test_seed_statistics():
     assert stats["3layer-BN"]["std_test_accuracy"] == pytest.approx(0.02)
     assert stats["3layer-BN-precise"]["mean_precise_minus_ema"] == pytest.approx(0.015)
     assert "mean_precise_minus_ema" not in stats["3layer-BN"]
+
+
+def test_best_mlp_runs_one_at_a_time_and_its_statistics(fake_cifar_dir, tmp_path, capsys, monkeypatch):
+    """best-mlp's wall time is what it shows: its runs train in this process, one after the
+    other, whatever --workers says; bonus.json then holds the mean and standard error."""
+    import math
+
+    import fastnet.experiments.sweep as sweep
+
+    seen = {}
+    real = sweep.run_sweep
+
+    def spy(runs, out_dir, **kw):
+        seen.update(kw)
+        return real(runs, out_dir, **kw)
+
+    monkeypatch.setattr(sweep, "run_sweep", spy)
+    out = tmp_path / "exp"
+    code = main(["experiment", "best-mlp", "--quick", "--data-dir", str(fake_cifar_dir), "--out", str(out), "--workers", "2", "--no-plots"])
+    assert code == 0, capsys.readouterr().err
+    assert seen["workers"] == 1 and seen["pool"] is None and seen["lockstep"] is False
+    rec = json.loads((out / "bonus" / "bonus.json").read_text())
+    best = rec["best_mlp"]
+    accs = [r["test_accuracy"] for r in rec["rows"] if r["run"] in bonus.BONUS_PRESETS["best-mlp"]]
+    assert best["seeds"] == len(accs) == len(bonus.BEST_MLP_SEEDS)
+    assert math.isclose(best["mean_test_accuracy"], sum(accs) / len(accs))
+    mean = sum(accs) / len(accs)
+    assert math.isclose(best["stderr_test_accuracy"], math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1) / len(accs)))

@@ -1,0 +1,72 @@
+"""The search behind ``fastnet experiment best-mlp``: train candidate settings one at a time and
+log what each reached, so the table in the README and the report can be traced to runs.
+
+Each candidate is a ``fastnet-train`` run (through :func:`fastnet.train`, in its own folder
+under ``--out``) of the settings given as JSON; one line per finished run goes to
+``OUT/search.jsonl``: the settings, epochs, training and wall seconds, validation accuracy (what
+the choice is made on) and test accuracy (measured once, at the end of the run, never used to
+choose). Candidates already logged are skipped, so the script can be stopped and started again.
+
+    python scripts/search_best_mlp.py --out search --threads 2 \\
+        '{"name": "w1024-aug2", "hidden": [1024, 512, 256], "lam": 0.001, "augment": true, "augment_shift": 2, "n_s": 4500, "cycles": 1}'
+
+Wall time is only meaningful on an otherwise idle machine: the script prints the load average
+before each run, and the log keeps it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    import fastnet
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("candidates", nargs="+", help="JSON objects: a 'name' and fastnet-train settings")
+    ap.add_argument("--out", default="search", help="folder of the runs and search.jsonl")
+    ap.add_argument("--threads", type=int, default=None, help="BLAS threads per run (default: the idle cores)")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "search.jsonl"
+    done = {json.loads(line)["name"] for line in log.read_text().splitlines() if line.strip()} if log.exists() else set()
+    for text in args.candidates:
+        settings = json.loads(text)
+        name = settings.pop("name")
+        if name in done:
+            print(f"{name}: logged already, skipped", flush=True)
+            continue
+        load = os.getloadavg()[0]
+        print(f"{name}: {settings} (load {load:.2f})", flush=True)
+        t0 = time.perf_counter()
+        run = fastnet.train(out=out / name, overwrite=True, threads=args.threads, progress=False, plots=False, **settings)
+        wall = time.perf_counter() - t0
+        m = json.loads((run.path / "metrics.json").read_text())
+        n_train = 45_000
+        epochs = m.get("steps", 0) * settings.get("batch", 100) / n_train
+        row = {"name": name, "settings": settings, "epochs": round(epochs, 2), "train_seconds": round(m.get("train_seconds", 0.0), 1),
+               "wall_seconds": round(wall, 1), "val_accuracy": m.get("val_accuracy"), "test_accuracy": m.get("test_accuracy"),
+               "load_before": round(load, 2), "cpu": cpu_model(), "threads": args.threads, "date": time.strftime("%Y-%m-%d %H:%M")}
+        with log.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{name}: val {row['val_accuracy']:.4f} test {row['test_accuracy']:.4f}, {epochs:.1f} epochs, "
+              f"{row['train_seconds']:.0f} s training, {wall:.0f} s wall", flush=True)
+
+
+if __name__ == "__main__":
+    main()
