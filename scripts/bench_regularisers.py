@@ -19,7 +19,7 @@ import fastnet.training.stepper as stepper_mod
 from fastnet.backends import resolve
 from fastnet.data.cifar10 import load_cifar10
 from fastnet.training.config import TrainConfig, new_network, new_optimizer
-from fastnet.training.regularise import regulariser
+from fastnet.training.regularisers import regulariser
 from fastnet.training.stepper import Stepper, augmenter
 from fastnet.util.parse import layer_sizes
 from fastnet.util.threads import blas_threads

@@ -21,7 +21,7 @@ subset. Everything random in them is drawn from generators seeded by the
 run's seed and the update step, so a bonus run also resumes bit for bit (Adam's moments are
 checkpointed).
 
-Regularisers for long runs (issue 17; :mod:`fastnet.training.regularise`), off by default in
+Regularisers for long runs (issue 17; :mod:`fastnet.training.regularisers`), off by default in
 the same way: ``label_smoothing``, ``mixup``, ``dropout`` and ``decay`` = "decoupled".
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from fastnet.training.checkpointer import Checkpointer, Clock
 from fastnet.training.config import TrainConfig, new_optimizer
 from fastnet.training.evaluation import Evaluator, due_within_epoch
 from fastnet.training.loggers import NO_LOGGER, Logger
-from fastnet.training.regularise import regulariser
+from fastnet.training.regularisers import regulariser
 from fastnet.training.schedule import Schedule, Step
 from fastnet.training.state import History, Interrupted, Position, StopRequest
 from fastnet.training.stepper import Stepper, augmenter, divergence, locate_nonfinite

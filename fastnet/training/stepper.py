@@ -33,7 +33,7 @@ def train_step(net: Network, X: NDArray, y: NDArray, lam: float, eta: float, ops
     A non-finite loss is returned without any update, so that the network stays as it was
     when it produced that loss and :func:`locate_nonfinite` can say what went wrong.
 
-    Issue 17 (:mod:`fastnet.training.regularise`): ``y`` may be soft targets T (n, K), the loss
+    Issue 17 (:mod:`fastnet.training.regularisers`): ``y`` may be soft targets T (n, K), the loss
     then the cross-entropy against them; ``dropout``, a mask per hidden layer; ``decoupled``,
     weight decay apart from the gradient -- W <- (1 - 2 eta lam) W before the optimiser's step
     on the gradient without the L2 term (AdamW).
@@ -93,7 +93,7 @@ class Stepper:
 
     def __init__(self, net: Network, X: NDArray, y: NDArray, lam: float, ops, optimizer=None, augment=None, regularise=None):
         self.net, self.X, self.y, self.lam, self.ops, self.augment = net, X, y, lam, ops, augment
-        self.regularise = regularise  # issue 17: a fastnet.training.regularise.Regularise, or None
+        self.regularise = regularise  # issue 17: a fastnet.training.regularisers.Regularise, or None
         self.optimizer = optimizer if optimizer is not None and optimizer.name != "sgd" else None
         self.fused = fused_step_for(net, ops, optimizer=optimizer.name if optimizer is not None else "sgd", regularised=regularise is not None)
         if self.fused is not None:

@@ -9,9 +9,9 @@ dropout mask or the soft targets is caught.
 """
 import pytest
 
-import fastnet.model.network as network
 from fastnet.backends import resolve
 from fastnet.model import gradcheck as gc
+from fastnet.model import network
 
 OPS = resolve("numpy").ops
 

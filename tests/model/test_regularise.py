@@ -6,9 +6,21 @@ import numpy as np
 import pytest
 
 from fastnet.backends import resolve
-from fastnet.model.network import backward, evaluate, forward_eval, forward_train, init_network
+from fastnet.model.network import (
+    backward,
+    evaluate,
+    forward_eval,
+    forward_train,
+    init_network,
+)
 from fastnet.model.optim import Adam, decays_apart, decoupled_decay
-from fastnet.model.regularise import dropout_masks, mixup, mixup_draw, one_hot, smoothed_targets
+from fastnet.model.regularise import (
+    dropout_masks,
+    mixup,
+    mixup_draw,
+    one_hot,
+    smoothed_targets,
+)
 
 OPS = resolve("numpy").ops
 

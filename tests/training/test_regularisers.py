@@ -21,7 +21,7 @@ from fastnet.training.checkpoint import load_checkpoint, save_checkpoint
 from fastnet.training.config import TrainConfig, new_network, new_optimizer
 from fastnet.training.lockstep import lockstep_blocker
 from fastnet.training.loop import fit
-from fastnet.training.regularise import DROPOUT_TAG, MIXUP_TAG, regulariser
+from fastnet.training.regularisers import DROPOUT_TAG, MIXUP_TAG, regulariser
 from fastnet.training.state import History, Interrupted
 from fastnet.training.stepper import Stepper, augmenter
 from fastnet.util.threads import blas_threads
@@ -127,7 +127,7 @@ def step_once(cfg, fake, t=5):
 
 def test_label_smoothing_trains_against_the_smoothed_targets(fake):
     cfg = small_cfg(label_smoothing=0.2)
-    loss, stepper, before, idx = step_once(cfg, fake)
+    loss, _, before, idx = step_once(cfg, fake)
     T = smoothed_targets(fake.y_train[idx], 10, 0.2, np.float32)
     want = forward_train(before, fake.X_train[idx], T, OPS).loss.mean(dtype=np.float64)
     assert loss == want
@@ -166,7 +166,7 @@ def test_dropout_masks_come_from_the_step_and_nothing_drops_at_test_time(fake):
 
 @pytest.mark.parametrize("kw", [dict(label_smoothing=0.1), dict(mixup=0.2), dict(dropout=0.1)])
 def test_each_option_changes_training_and_still_learns(fake, kw):
-    base_net, base_hist, _ = trained(small_cfg(), fake)
+    _, base_hist, _ = trained(small_cfg(), fake)
     net, hist, _ = trained(small_cfg(**kw), fake)
     assert hist.step_loss != base_hist.step_loss and np.isfinite(hist.step_loss).all()
     assert evaluate(net, fake.X_test, fake.y_test, 0.0, OPS).accuracy > 0.3  # 10 classes: chance is 0.1
@@ -265,3 +265,14 @@ def test_a_run_folder_records_the_options_and_evaluate_gives_its_test_accuracy(f
     assert saved["dropout"] == 0.2 and saved["label_smoothing"] == 0.1 and "mixup" not in saved and "decay" not in saved
     again = evaluate_run(tmp_path / "run", data_dir=fake_cifar_dir, backend="numpy")
     assert again["test_accuracy"] == metrics["test_accuracy"]
+
+
+def test_gradcheck_regul_adds_the_regulariser_cases(monkeypatch, capsys):
+    from fastnet.cli import main
+    from fastnet.model import gradcheck as gc
+
+    monkeypatch.setattr(gc, "STANDARD_CASES", [])
+    monkeypatch.setattr(gc, "REGUL_CASES", [{"hidden": [6], "bn": False, "lam": 0.1, "label_smoothing": 0.1, "dropout": 0.3}])
+    assert main(["gradcheck", "--regul"]) == 0
+    out = capsys.readouterr().out
+    assert "2-layer no BN lam=0.1 ls=0.1 drop=0.3" in out and "worst relative error" in out
