@@ -71,6 +71,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips and translations of every training batch, on the fly")
     g.add_argument("--augment-shift", type=_number(int, 0), help="--augment: largest translation in pixels (default 3)")
     g.add_argument("--eval-train-images", type=_number(int, 0), help="measure the training loss and accuracy on a fixed random subset of N training images (default 0: all)")
+    add_regulariser_arguments(p)
     g = p.add_argument_group("output")
     g.add_argument("--config", help="a JSON file of settings (keys as in config.json); flags given here override it")
     g.add_argument("--out", help="run folder to write (default runs/<date-time>)")
@@ -81,6 +82,17 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log", action="append", choices=["tensorboard", "mlflow"], help="also log each step's loss and learning rate and each evaluation "
                    "to TensorBoard (RUN_DIR/tensorboard) or MLflow (RUN_DIR/mlruns); repeat for both; needs pip install 'fastnet[tensorboard]' / '[mlflow]'")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its checkpoint, with its own configuration (only --data-dir, --download, --no-plots, -q may be given too)")
+
+
+# ---- regularisers for long runs (issue 17)
+def add_regulariser_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of TrainConfig's regularisers for long runs; each off by default."""
+    g = p.add_argument_group("regularisers for long runs (issue 17; training only, never at test time)")
+    g.add_argument("--label-smoothing", type=_number(float, 0), help="train against targets (1 - eps) onehot + eps/K, eps in [0, 1) (default 0: off)")
+    g.add_argument("--mixup", type=_number(float, 0), help="MixUp alpha: each batch mixed with a permutation of itself, lambda ~ Beta(alpha, alpha) (default 0: off; e.g. 0.2)")
+    g.add_argument("--dropout", type=_number(float, 0), help="inverted dropout probability p on every hidden layer's output, in [0, 1) (default 0: off)")
+    g.add_argument("--decay", choices=["l2", "decoupled"], help="l2: lambda ||W||^2 in the cost, eq (20) (default); decoupled: AdamW's weight decay, "
+                   "applied to the weights apart from Adam's moments (for sgd the same step as l2)")
 
 
 def config_flags() -> tuple[str, ...]:
@@ -151,7 +163,7 @@ def cmd_evaluate(args) -> int:
 def cmd_gradcheck(args) -> int:
     from fastnet import api
 
-    result = api.gradcheck(args.backend, bonus=getattr(args, "bonus", False))
+    result = api.gradcheck(args.backend, bonus=getattr(args, "bonus", False), regul=getattr(args, "regul", False))
     print(result)
     return 0 if result.passed else 1
 
@@ -243,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gradcheck", help="analytic vs numerical gradients, 2-4 layers, with and without BN")
     g.add_argument("--backend", choices=["auto", "numpy", "numba", "cython"], default="numpy")
     g.add_argument("--bonus", action="store_true", help="also the bonus architectures: BN after the ReLU, skip connections (eqs 40-41)")
+    g.add_argument("--regul", action="store_true", help="also the regularisers for long runs (issue 17): label smoothing, MixUp, dropout, decoupled decay")
     g.set_defaults(func=cmd_gradcheck)
     i = sub.add_parser("info", help="backends, versions and threads")
     i.set_defaults(func=cmd_info)

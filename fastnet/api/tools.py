@@ -72,14 +72,17 @@ class GradcheckResult:
         return pd.DataFrame(self.rows)
 
 
-def gradcheck(backend: str = "numpy", *, bonus: bool = False) -> GradcheckResult:
+def gradcheck(backend: str = "numpy", *, bonus: bool = False, regul: bool = False) -> GradcheckResult:
     """Analytic gradients against centred finite differences in float64: 2-4 layers, with and
-    without BN, lambda 0 and 0.1 (``bonus``: also BN after the ReLU and skip connections).
+    without BN, lambda 0 and 0.1 (``bonus``: also BN after the ReLU and skip connections;
+    ``regul``: also the regularisers for long runs of issue 17 -- label smoothing, MixUp,
+    dropout, decoupled weight decay).
 
     Parameters
     ----------
     backend : {"numpy", "numba", "cython", "auto"}
     bonus : bool
+    regul : bool
 
     Returns
     -------
@@ -89,7 +92,7 @@ def gradcheck(backend: str = "numpy", *, bonus: bool = False) -> GradcheckResult
     from fastnet.model import gradcheck as gc
 
     b = resolve(backend)
-    cases = gc.STANDARD_CASES + (gc.BONUS_CASES if bonus else [])
+    cases = gc.STANDARD_CASES + (gc.BONUS_CASES if bonus else []) + (gc.REGUL_CASES if regul else [])
     checks = gc.check_cases(cases, b.ops)
     table = gc.format_table([(gc.case_name(**case), check) for case, check in checks])
     return GradcheckResult(b.name, gc.H, [gc.check_row(case, check) for case, check in checks], table)

@@ -9,7 +9,8 @@ Importing this module raises ImportError, and nothing else, when the extension i
 older than this wrapper; ``fastnet.backends.load`` turns that into the backend's ``reason``.
 
 ``linear_forward`` and ``linear_backward`` are matrix products: the reference ops, which call
-BLAS through NumPy, are re-exported (a hand loop would be a slower BLAS).
+BLAS through NumPy, are re-exported (a hand loop would be a slower BLAS); so is the
+soft-target cross-entropy (``REFERENCE_OPS``: O(n K) work, issue 17).
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from fastnet.backends.reference import (
     Xent,
     linear_backward,  # noqa: F401 -- the two products are the reference's (BLAS), this backend's ops too
     linear_forward,  # noqa: F401
+    softmax_xent_soft,  # noqa: F401 -- REFERENCE_OPS: soft targets (issue 17) are the reference's in every backend
+    softmax_xent_soft_backward,  # noqa: F401
 )
 
 # ImportError when the extension was not built. import_module asks the import system, so

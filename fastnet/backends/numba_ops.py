@@ -13,6 +13,7 @@ over the ``@njit`` kernels below, ``<kernel_name(op)>_kernel``, which fill the o
 
 ``linear_forward`` and ``linear_backward`` are matrix products; a loop written here would only
 be a slower BLAS, so this module re-exports the reference ops, which call BLAS through NumPy.
+So it does the soft-target cross-entropy (``REFERENCE_OPS``: O(n K) work, issue 17).
 
 Start-up (measured 2026-11-25, AMD EPYC, 2 cores, numba 0.68.1): importing this module takes
 ~0.3 s (Numba itself); the first call of each kernel then compiles it, 4-6 s for all of them
@@ -34,6 +35,8 @@ from fastnet.backends.reference import (
     Xent,
     linear_backward,  # noqa: F401 -- the two products are the reference's (BLAS), this backend's ops too
     linear_forward,  # noqa: F401
+    softmax_xent_soft,  # noqa: F401 -- REFERENCE_OPS: soft targets (issue 17) are the reference's in every backend
+    softmax_xent_soft_backward,  # noqa: F401
 )
 
 NAME = "numba"

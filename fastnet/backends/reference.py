@@ -307,6 +307,47 @@ def softmax_xent_backward(P: NDArray, y: NDArray) -> NDArray:
     return G
 
 
+# ---------------------------------------- softmax cross-entropy against soft targets (issue 17)
+# Label smoothing and MixUp train against targets T whose rows are distributions over the K
+# classes instead of one-hot rows Y. The loss is the cross-entropy against them and eq (21)
+# becomes G = P - T (the rows of T sum to 1). Every backend runs these two (REFERENCE_OPS).
+
+
+def softmax_xent_soft(S: NDArray, T: NDArray) -> Xent:
+    """Softmax probabilities, eqs (4)/(19), and each sample's cross-entropy against soft
+    targets: ``l_i = -sum_k T_ik log p_ik``.
+
+    Parameters
+    ----------
+    S : (n, K) float array of scores.
+    T : (n, K) array of S's dtype; each row a distribution over the K classes (not checked:
+        the callers build them so). A one-hot T gives ``softmax_xent``'s loss exactly.
+
+    Returns
+    -------
+    Xent(P, loss). log p is taken as the max-shifted scores minus log-sum-exp, as in
+    ``softmax_xent``, so it is finite for logits of any magnitude (where p underflows to 0,
+    a positive target still costs a finite amount).
+    """
+    op = "softmax_xent_soft"
+    S = chk.matrix(op, "S", S)
+    T = chk.matrix(op, "T", T, S.dtype, S.shape, " to match S")
+    Z = S - S.max(axis=1, keepdims=True)
+    E = np.exp(Z)
+    total = E.sum(axis=1, keepdims=True)
+    log_P = Z - np.log(total)
+    return Xent(E / total, -(T * log_P).sum(axis=1))
+
+
+def softmax_xent_soft_backward(P: NDArray, T: NDArray) -> NDArray:
+    """Gradient of the per-sample cross-entropy against soft targets w.r.t. the scores:
+    ``G = P - T``, eq (21) with T for Y (true when each row of T sums to 1)."""
+    op = "softmax_xent_soft_backward"
+    P = chk.matrix(op, "P", P)
+    T = chk.matrix(op, "T", T, P.dtype, P.shape, " to match P")
+    return P - T
+
+
 # ----------------------------------------------------------------------------- parameters
 
 

@@ -22,6 +22,13 @@ eps_64^(1/3), keeps both around 1e-11..1e-10 absolute. Measured over the standar
 
 Entries whose perturbation flips a ReLU (the cost is not differentiable there) are skipped and
 counted: a kink inside [theta - h, theta + h] makes the difference quotient meaningless.
+
+Regularisers for long runs (issue 17, :data:`REGUL_CASES`, ``fastnet gradcheck --regul``): the
+cost is then the cross-entropy against soft targets (label smoothing; MixUp with a fixed
+lambda and permutation, its inputs mixed once), with fixed dropout masks, and for decoupled
+weight decay the gradient the optimiser is given, without the 2 lam W term, against the cost
+without lam ||W||^2 (the decay itself, W <- (1 - 2 eta lam) W, is no gradient: tests/model/
+test_optim.py checks it). Held to the same bounds as the standard cases.
 """
 from __future__ import annotations
 
@@ -37,6 +44,7 @@ from fastnet.model.network import (
     forward_train,
     init_network,
 )
+from fastnet.model.regularise import dropout_masks, mixup, smoothed_targets
 
 H = 1e-5
 FLOOR = 1e-8
@@ -56,17 +64,19 @@ class ParamCheck:
     skipped_kinks: int
 
 
-def _masks(net: Network, X, y, ops) -> list[np.ndarray]:
+def _masks(net: Network, X, y, ops, dropout=None) -> list[np.ndarray]:
     """Every ReLU's pattern: x^(l) > 0, or max(0, s) > 0 (``H``) where BN follows the ReLU."""
-    return [(lc.H if lc.H is not None else lc.X) > 0 for lc in forward_train(net, X, y, ops).hidden]
+    return [(lc.H if lc.H is not None else lc.X) > 0 for lc in forward_train(net, X, y, ops, dropout=dropout).hidden]
 
 
-def check_gradients(net: Network, X, y, lam: float, ops, h: float = H, floor: float = FLOOR) -> list[ParamCheck]:
-    """Compare every analytic gradient entry with its centred difference (float64 only)."""
+def check_gradients(net: Network, X, y, lam: float, ops, h: float = H, floor: float = FLOOR, *, dropout=None) -> list[ParamCheck]:
+    """Compare every analytic gradient entry with its centred difference (float64 only).
+
+    ``y``: labels or soft targets; ``dropout``: fixed masks, one per hidden layer (issue 17)."""
     if net.dtype != np.float64 or X.dtype != np.float64:
         raise ValueError("gradient checks run in float64: build the network and data with dtype=float64")
-    analytic = backward(net, forward_train(net, X, y, ops), y, lam, ops)
-    base_masks = _masks(net, X, y, ops)
+    analytic = backward(net, forward_train(net, X, y, ops, dropout=dropout), y, lam, ops)
+    base_masks = _masks(net, X, y, ops, dropout)
     results = []
     for name, theta in net.params().items():
         g_a = analytic[name]
@@ -75,9 +85,9 @@ def check_gradients(net: Network, X, y, lam: float, ops, h: float = H, floor: fl
         for i in np.ndindex(theta.shape):
             old = theta[i]
             theta[i] = old + h
-            j_plus, m_plus = batch_cost(net, X, y, lam, ops), _masks(net, X, y, ops)
+            j_plus, m_plus = batch_cost(net, X, y, lam, ops, dropout=dropout), _masks(net, X, y, ops, dropout)
             theta[i] = old - h
-            j_minus, m_minus = batch_cost(net, X, y, lam, ops), _masks(net, X, y, ops)
+            j_minus, m_minus = batch_cost(net, X, y, lam, ops, dropout=dropout), _masks(net, X, y, ops, dropout)
             theta[i] = old
             g_n[i] = (j_plus - j_minus) / (2 * h)
             skipped[i] = any((a != b).any() or (a != c).any() for a, b, c in zip(base_masks, m_plus, m_minus))
@@ -113,9 +123,30 @@ BONUS_CASES = (
 )
 
 
+# ---- regularisers for long runs (issue 17): label smoothing, MixUp with a fixed lambda (its
+# permutation drawn from the case's generator), dropout with fixed masks (p = 0.3 drops about
+# a third of every hidden layer's outputs), decoupled weight decay, and all of them together.
+REGUL_CASES = (
+    [{"hidden": hidden, "bn": bn, "lam": 0.1, "label_smoothing": 0.1} for hidden, bn in (([20, 15], True), ([20], False))]
+    + [{"hidden": [20, 15], "bn": True, "lam": 0.1, "mixup_lam": 0.3},
+       {"hidden": [20, 15], "bn": True, "lam": 0.1, "mixup_lam": 0.3, "label_smoothing": 0.1}]
+    + [{"hidden": hidden, "bn": bn, "lam": 0.1, "dropout": 0.3} for hidden, bn in (([20, 15, 12], True), ([20, 15], False))]
+    + [{"hidden": [12, 10, 12], "bn": True, "lam": 0.1, "dropout": 0.3, "skip": True},
+       {"hidden": [20, 15], "bn": True, "lam": 0.1, "dropout": 0.3, "bn_placement": "after"},
+       {"hidden": [20, 15], "bn": True, "lam": 0.1, "decay": "decoupled"},
+       {"hidden": [20, 15], "bn": True, "lam": 0.1, "label_smoothing": 0.1, "mixup_lam": 0.3, "dropout": 0.3, "decay": "decoupled"}]
+)
+
+
 def run_case(hidden, bn: bool, lam: float, ops, d: int = 10, n: int = 16, K: int = 10, seed: int = 0,
-             bn_placement: str = "before", skip: bool = False) -> list[ParamCheck]:
-    """One standard check on random data: d inputs, n samples, K classes, He initialisation."""
+             bn_placement: str = "before", skip: bool = False, label_smoothing: float = 0.0, mixup_lam: float | None = None,
+             dropout: float = 0.0, decay: str = "l2") -> list[ParamCheck]:
+    """One standard check on random data: d inputs, n samples, K classes, He initialisation.
+
+    Issue 17: ``label_smoothing`` eps and ``mixup_lam`` (a fixed MixUp lambda, the batch mixed
+    once with a permutation drawn here) make the targets soft; ``dropout`` p draws fixed
+    masks; ``decay`` "decoupled" checks the gradient without the L2 term (what Adam is given
+    under decoupled decay) against the cost without lam ||W||^2."""
     rng = np.random.default_rng(seed)
     net = init_network(d, hidden, K, bn=bn, init="he", dtype=np.float64, rng=rng, bn_placement=bn_placement, skip=skip)
     if bn:  # start gamma, beta away from 1, 0 so that their gradients are exercised generally
@@ -127,7 +158,12 @@ def run_case(hidden, bn: bool, lam: float, ops, d: int = 10, n: int = 16, K: int
             layer.b += 0.1 * rng.standard_normal(layer.b.shape)
     X = rng.standard_normal((n, d))
     y = rng.integers(0, K, n)
-    return check_gradients(net, X, y, lam, ops)
+    masks = dropout_masks(rng, n, hidden, dropout, np.float64) if dropout else None
+    if label_smoothing or mixup_lam is not None:
+        y = smoothed_targets(y, K, label_smoothing, np.float64)
+    if mixup_lam is not None:
+        X, y = mixup(X, y, mixup_lam, rng.permutation(n))
+    return check_gradients(net, X, y, 0.0 if decay == "decoupled" else lam, ops, dropout=masks)
 
 
 def check_cases(cases, ops) -> list[tuple[dict, ParamCheck]]:
@@ -156,13 +192,17 @@ def check_record(cases, ops, backend: str, **extra) -> dict:
 def format_table(rows: list[tuple[str, ParamCheck]]) -> str:
     """A plain-text table of (case, check) rows."""
     head = ("network", "param", "shape", "rel err", "entry rel", "abs err", "checked", "kinks")
-    lines = ["%-36s %-7s %-7s %9s %9s %9s %7s %5s" % head]
+    w = max([36, *(len(case) for case, _ in rows)])  # the issue-17 cases have longer names
+    lines = [f"%-{w}s %-7s %-7s %9s %9s %9s %7s %5s" % head]
     for case, c in rows:
         shape = "x".join(map(str, c.shape))
-        lines.append("%-36s %-7s %-7s %9.1e %9.1e %9.1e %7d %5d" % (case, c.name, shape, c.rel_error, c.max_rel_error, c.max_abs_error, c.checked, c.skipped_kinks))
+        lines.append(f"%-{w}s %-7s %-7s %9.1e %9.1e %9.1e %7d %5d" % (case, c.name, shape, c.rel_error, c.max_rel_error, c.max_abs_error, c.checked, c.skipped_kinks))
     return "\n".join(lines)
 
 
-def case_name(hidden, bn: bool, lam: float, bn_placement: str = "before", skip: bool = False) -> str:
+def case_name(hidden, bn: bool, lam: float, bn_placement: str = "before", skip: bool = False, label_smoothing: float = 0.0,
+              mixup_lam: float | None = None, dropout: float = 0.0, decay: str = "l2") -> str:
     extra = (" BN-after" if bn_placement == "after" else "") + (" skip" if skip else "")
-    return f"{len(hidden) + 1}-layer {'BN' if bn else 'no BN'}{extra} lam={lam:g}"
+    regul = ((f" ls={label_smoothing:g}" if label_smoothing else "") + (f" mix={mixup_lam:g}" if mixup_lam is not None else "")
+             + (f" drop={dropout:g}" if dropout else "") + (" decoupled" if decay == "decoupled" else ""))
+    return f"{len(hidden) + 1}-layer {'BN' if bn else 'no BN'}{extra} lam={lam:g}{regul}"

@@ -23,6 +23,15 @@ With skip connections, for l = 2, 4, ... (while l + 1 is a hidden layer) the sco
 l + 1 receive x^(l-1): s^(l+1) = W_{l+1} max(W_l x^(l-1), 0) + x^(l-1), eq (40), followed by
 that layer's own activation, x^(l+1) = max(BN(s^(l+1)), 0) with batch norm, eq (41). The
 backward pass adds dJ/ds^(l+1) to the gradient arriving at x^(l-1), the start of the skip.
+
+Regularisers for long runs (issue 17; the arrays come from :mod:`fastnet.model.regularise`):
+
+* soft targets -- ``forward_train``, ``backward`` and ``batch_cost`` take either labels y (n,)
+  or targets T (n, K) whose rows are distributions (label smoothing, MixUp); the loss is then
+  the cross-entropy against T and eq (21) reads G = P - T;
+* dropout -- ``dropout=``, one mask D^(l) (n, m_l) per hidden layer, entries 0 or 1 / (1 - p):
+  hidden layer l passes on x^(l) * D^(l) (after its activation), and the backward pass
+  multiplies the gradient arriving at that output by the same D^(l). Test time has no masks.
 """
 from __future__ import annotations
 
@@ -224,6 +233,13 @@ class LayerCache(NamedTuple):
     mu: NDArray | None = None  # BN layers: batch mean, eq (13)
     v: NDArray | None = None  # BN layers: batch variance, eq (14)
     H: NDArray | None = None  # relu_bn layers: the ReLU's output max(0, W x + b), BN's input
+    D: NDArray | None = None  # dropout (issue 17): the mask, 0 or 1 / (1 - p) per entry
+    X_D: NDArray | None = None  # dropout: X * D, what the layer passes on
+
+
+def layer_output(lc: LayerCache) -> NDArray:
+    """What a hidden layer passes on: x^(l), or x^(l) * D^(l) with dropout."""
+    return lc.X if lc.D is None else lc.X_D
 
 
 @dataclass
@@ -245,9 +261,10 @@ def _scores(l: int, layer: Layer, X: NDArray, outputs: list[NDArray], skips: dic
     return S
 
 
-def hidden_forward_train(net: Network, X: NDArray, ops) -> list[LayerCache]:
+def hidden_forward_train(net: Network, X: NDArray, ops, dropout: list[NDArray] | None = None) -> list[LayerCache]:
     """The hidden layers of the forward pass with batch statistics: eqs (12)-(17) / (1)-(2),
-    and the bonus kinds; one LayerCache per hidden layer."""
+    and the bonus kinds; one LayerCache per hidden layer. ``dropout``: a mask per hidden layer
+    (module docstring), applied to each layer's output."""
     caches: list[LayerCache] = []
     outputs = [X]  # x^(0), x^(1), ...
     skips = net.skips()
@@ -264,20 +281,33 @@ def hidden_forward_train(net: Network, X: NDArray, ops) -> list[LayerCache]:
             lc = LayerCache(ops.bias_relu_forward(S, layer.b))  # (1), (2)
         else:  # mid
             lc = LayerCache(ops.bias_relu_forward(S, np.zeros(S.shape[1], S.dtype)))  # (40): max(W_l x, 0)
+        if dropout is not None:  # inverted dropout (issue 17): x^(l) * D^(l)
+            lc = lc._replace(D=dropout[l - 1], X_D=lc.X * dropout[l - 1])
         caches.append(lc)
-        X = lc.X
+        X = layer_output(lc)
         outputs.append(X)
     return caches
 
 
-def forward_train(net: Network, X: NDArray, y: NDArray, ops) -> Cache:
-    """Forward pass with batch statistics: eqs (12)-(19) with BN, (1)-(4) without."""
-    cache = Cache(X0=X, hidden=hidden_forward_train(net, X, ops))
-    X = cache.hidden[-1].X if cache.hidden else X
+def forward_train(net: Network, X: NDArray, y: NDArray, ops, *, dropout: list[NDArray] | None = None) -> Cache:
+    """Forward pass with batch statistics: eqs (12)-(19) with BN, (1)-(4) without.
+
+    ``y``: labels (n,), or soft targets T (n, K); ``dropout``: a mask per hidden layer (module
+    docstring)."""
+    cache = Cache(X0=X, hidden=hidden_forward_train(net, X, ops, dropout))
+    X = layer_output(cache.hidden[-1]) if cache.hidden else X
     last = net.layers[-1]
     S = ops.linear_forward(X, last.W, last.b)  # (18)
-    cache.P, cache.loss = ops.softmax_xent(S, y)  # (19) and l_cross
+    if soft_targets(y):
+        cache.P, cache.loss = ops.softmax_xent_soft(S, y)  # (19) and the cross-entropy against T
+    else:
+        cache.P, cache.loss = ops.softmax_xent(S, y)  # (19) and l_cross
     return cache
+
+
+def soft_targets(y: NDArray) -> bool:
+    """Whether ``y`` holds soft targets T (n, K), rather than labels (n,)."""
+    return np.ndim(y) == 2
 
 
 def forward_eval(net: Network, X: NDArray, ops) -> NDArray:
@@ -339,10 +369,15 @@ def backward(net: Network, cache: Cache, y: NDArray, lam: float, ops, *, dX0_out
     Skip connections: where layer e's scores received x^(s) (eq 40), dJ/ds^(e) is also a
     gradient of x^(s); it is kept in ``pending[s]`` and added to what layer s + 1's linear map
     sends back to x^(s), before layer s's own activation is differentiated.
+
+    ``y``: the labels or soft targets the forward pass was given; dropout masks are in the cache.
     """
     grads: dict[str, NDArray] = {}
-    G = ops.softmax_xent_backward(cache.P, y)  # (21)
-    inputs = [cache.X0] + [lc.X for lc in cache.hidden]  # x^(0), ..., x^(k-1)
+    if soft_targets(y):
+        G = ops.softmax_xent_soft_backward(cache.P, y)  # (21) with T for Y: P - T
+    else:
+        G = ops.softmax_xent_backward(cache.P, y)  # (21)
+    inputs = [cache.X0] + [layer_output(lc) for lc in cache.hidden]  # x^(0), ..., x^(k-1) (with dropout: x * D)
     kinds = net.kinds()
     skips = net.skips()
     pending: dict[int, NDArray] = {}
@@ -362,6 +397,8 @@ def backward(net: Network, cache: Cache, y: NDArray, lam: float, ops, *, dX0_out
         if l - 1 in pending:
             dX = dX + pending.pop(l - 1)
         below, lower, kind = cache.hidden[l - 2], net.layers[l - 2], kinds[l - 2]  # layer l-1
+        if below.D is not None:
+            dX = dX * below.D  # dropout (issue 17): back through x * D, to the activation's output
         if kind == "bn_relu":
             bg = ops.bn_relu_backward(dX, below.X, below.S_hat, lower.gamma, below.v, net.eps)  # (24)-(27), (30)-(37)
             grads[f"gamma{l - 1}"], grads[f"beta{l - 1}"] = bg.dgamma, bg.dbeta
@@ -475,9 +512,10 @@ def evaluate(net: Network, X: NDArray, y: NDArray, lam: float, ops, chunk: int =
     return Metrics(loss, loss + l2_penalty(net, lam), correct / n)
 
 
-def batch_cost(net: Network, X: NDArray, y: NDArray, lam: float, ops) -> float:
-    """J of eq (20) on one mini-batch with *batch* BN statistics (what the gradients are of)."""
-    cache = forward_train(net, X, y, ops)
+def batch_cost(net: Network, X: NDArray, y: NDArray, lam: float, ops, *, dropout: list[NDArray] | None = None) -> float:
+    """J of eq (20) on one mini-batch with *batch* BN statistics (what the gradients are of);
+    ``y`` labels or soft targets, ``dropout`` fixed masks, as :func:`forward_train` takes them."""
+    cache = forward_train(net, X, y, ops, dropout=dropout)
     return float(cache.loss.mean(dtype=np.float64)) + l2_penalty(net, lam)
 
 

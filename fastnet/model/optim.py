@@ -17,6 +17,8 @@ Bonus (Exercise 4.2a): learning-rate decay and Adam.
   ``load_state()`` for the checkpoint (Adam's moment estimates; SGD has none). Adam's bias
   corrections use t + 1, the number of updates made including this one, so they are fixed by
   the position in the run and need not be stored.
+
+Issue 17: decoupled weight decay (:func:`decays_apart`, :func:`decoupled_decay`).
 """
 from __future__ import annotations
 
@@ -177,6 +179,30 @@ class Adam:
             if not np.isfinite(a).all() or (which == "v" and (a < 0).any()):
                 raise ValueError(f"its Adam moment {key} holds NaN, inf or (for v) negative values")
             target[...] = a
+
+
+# ---- decoupled weight decay (issue 17)
+#: "l2": lambda ||W||^2 in the cost, eq (20), its gradient 2 lam W in every update (the
+#: assignment's); "decoupled": weight decay applied to the weights directly, outside the
+#: optimiser's moments (AdamW, Loshchilov & Hutter 2019): W <- W - eta (update + 2 lam W).
+DECAYS = ("l2", "decoupled")
+
+
+def decays_apart(decay: str, optimizer: str) -> bool:
+    """Whether the weight decay is applied apart from the gradient (AdamW), not through it.
+
+    Only with an optimiser that keeps moments: for plain SGD, W - eta (g + 2 lam W) is the l2
+    step itself, one formula, so "decoupled" takes the l2 step's very arithmetic (bit for bit
+    the same run, the fused step included)."""
+    return decay == "decoupled" and optimizer != "sgd"
+
+
+def decoupled_decay(weights, eta: float, lam: float) -> None:
+    """W <- (1 - 2 eta lam) W in place for each weight matrix W (not biases, gamma, beta: eq 20
+    penalises the weights only). Taken before the optimiser's step, which does not read W, it
+    makes that step W - eta (update + 2 lam W) with the W of before the step, as AdamW."""
+    for W in weights:
+        W *= W.dtype.type(1 - 2 * eta * lam)
 
 
 def make_optimizer(name: str, params: dict, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):

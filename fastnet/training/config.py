@@ -21,6 +21,7 @@ from fastnet.model.network import (
     init_network,
 )
 from fastnet.model.optim import (
+    DECAYS,
     OPTIMIZERS,
     check_adam,
     check_cyclic,
@@ -83,6 +84,11 @@ class TrainConfig:
     precise_every: int = bonus(0, "bn_stats precise: also re-estimate and evaluate every N steps (0: at epoch ends and after training)")
     precise_images: int = bonus(10_000, "bn_stats precise: training images per estimate, in batches of batch")
     eval_train_images: int = bonus(0, "measure the training loss and accuracy on a fixed random subset of N training images (0: all)")
+    # ---- regularisers for long runs (issue 17): each off by default; training only, never at test time
+    label_smoothing: float = bonus(0.0, "label smoothing eps in [0, 1): train against (1 - eps) onehot + eps / K (0: off)")
+    mixup: float = bonus(0.0, "MixUp alpha >= 0: each batch mixed with a permutation of itself, lambda ~ Beta(alpha, alpha) per batch (0: off)")
+    dropout: float = bonus(0.0, "inverted dropout probability p in [0, 1) on every hidden layer's output, scaled by 1 / (1 - p) in training (0: off)")
+    decay: str = bonus("l2", "weight decay: l2 (lambda ||W||^2 in the cost, eq 20) or decoupled (AdamW's, apart from Adam's moments; for sgd the same step as l2)")
 
     def validate(self) -> "TrainConfig":
         """Refuse impossible settings before any work is done; returns self.
@@ -117,7 +123,19 @@ class TrainConfig:
         if self.backend not in BACKEND_NAMES:
             raise ConfigError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
         self._validate_bonus()
+        self._validate_regularisers()
         return self
+
+    def _validate_regularisers(self) -> None:
+        """The regularisers for long runs (issue 17): one sentence per bad value."""
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1) (0: off), got {self.label_smoothing:g}")
+        if not self.mixup >= 0:
+            raise ConfigError(f"mixup is the alpha of Beta(alpha, alpha) and must be >= 0 (0: off), got {self.mixup:g}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout is a probability in [0, 1) (0: off), got {self.dropout:g}")
+        if self.decay not in DECAYS:
+            raise ConfigError(f"unknown decay {self.decay!r}; choose one of {', '.join(DECAYS)}")
 
     def _validate_bonus(self) -> None:
         """The bonus settings (Exercise 4): refused before any work, one sentence each."""

@@ -36,14 +36,16 @@ from fastnet.data.images import NormalisedImages
 from fastnet.model.network import Network
 
 
-def fused_step_for(net: Network, ops, *, optimizer: str = "sgd") -> "FusedStep | None":
+def fused_step_for(net: Network, ops, *, optimizer: str = "sgd", regularised: bool = False) -> "FusedStep | None":
     """A :class:`FusedStep` for ``net`` when ``ops`` offers one and the network qualifies, else None.
 
     Qualifies: plain SGD, at least one hidden layer, hidden layers all ``bn_relu`` or all
-    ``relu`` (no batch norm after the ReLU, no skip connections), float32 or float64.
+    ``relu`` (no batch norm after the ReLU, no skip connections), float32 or float64, and
+    not ``regularised`` (issue 17: label smoothing, MixUp or dropout; the compiled step knows
+    labels and no masks).
     """
     kernel = getattr(ops, "fused_step", None)
-    if kernel is None or optimizer != "sgd" or net.k < 2 or net.skip:
+    if kernel is None or optimizer != "sgd" or net.k < 2 or net.skip or regularised:
         return None
     kinds = set(net.kinds())
     if kinds not in ({"bn_relu"}, {"relu"}) or net.dtype not in (np.float32, np.float64):

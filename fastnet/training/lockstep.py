@@ -31,9 +31,9 @@ The others go on (the step is redone for them without it). Likewise for non-fini
 found at the end of an epoch.
 
 **Grouping.** :func:`lockstep_blocker` says why a configuration cannot be trained in a group
-(plain SGD only, batch norm before the ReLU or none, no skip connections, augmentation or
-PreciseBN); :func:`group_key` is equal for configurations that may share a group (everything
-but :data:`FREE_FIELDS`); :func:`plan_units` splits a sweep's pending runs into groups and
+(plain SGD only, batch norm before the ReLU or none, no skip connections, augmentation,
+PreciseBN, label smoothing, MixUp or dropout); :func:`group_key` is equal for configurations
+that may share a group (everything but :data:`FREE_FIELDS`); :func:`plan_units` splits a sweep's pending runs into groups and
 single runs. :func:`run_group_to_folders` writes each model's run folder as
 :func:`fastnet.runs.train.run_to_folder` would, with ``"lockstep"`` in its metrics.
 
@@ -100,6 +100,8 @@ def lockstep_blocker(cfg: TrainConfig) -> str | None:
         return "augmentation is not grouped"
     if cfg.bn_stats != "ema":
         return "PreciseBN statistics are not grouped"
+    if cfg.label_smoothing or cfg.mixup or cfg.dropout:
+        return "label smoothing, MixUp and dropout are not grouped"
     return None
 
 

@@ -20,6 +20,9 @@ and ``bn_stats`` = "precise" with ``precise_every``, ``precise_images``
 subset. Everything random in them is drawn from generators seeded by the
 run's seed and the update step, so a bonus run also resumes bit for bit (Adam's moments are
 checkpointed).
+
+Regularisers for long runs (issue 17; :mod:`fastnet.training.regularisers`), off by default in
+the same way: ``label_smoothing``, ``mixup``, ``dropout`` and ``decay`` = "decoupled".
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from fastnet.training.checkpointer import Checkpointer, Clock
 from fastnet.training.config import TrainConfig, new_optimizer
 from fastnet.training.evaluation import Evaluator, due_within_epoch
 from fastnet.training.loggers import NO_LOGGER, Logger
+from fastnet.training.regularisers import regulariser
 from fastnet.training.schedule import Schedule, Step
 from fastnet.training.state import History, Interrupted, Position, StopRequest
 from fastnet.training.stepper import Stepper, augmenter, divergence, locate_nonfinite
@@ -81,7 +85,8 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
     pos = sched.check(start) if start is not None else sched.start()
     clock = Clock([history])
     save = Checkpointer([net], [checkpoint], clock, lams=[cfg.lam])
-    stepper = Stepper(net, data.X_train, data.y_train, cfg.lam, ops, optimizer, augmenter(cfg) if cfg.augment else None)
+    stepper = Stepper(net, data.X_train, data.y_train, cfg.lam, ops, optimizer, augmenter(cfg) if cfg.augment else None,
+                      regularise=regulariser(cfg, net))
     bar = Progress(sched.total, "train", enabled=progress)
     evaluator = Evaluator(data, cfg, ops, sched, clock, bar, threads=stepper.spare_cores, logger=logger)
     stop = stop if stop is not None else StopRequest()

@@ -15,6 +15,7 @@ from fastnet.model.network import (
     update_running_stats,
 )
 from fastnet.model.optim import (
+    decoupled_decay,
     sgd_step,
 )
 from fastnet.training.config import TrainConfig
@@ -22,7 +23,8 @@ from fastnet.training.fused import fused_step_for
 from fastnet.util.threads import blas_thread_count, idle_cores
 
 
-def train_step(net: Network, X: NDArray, y: NDArray, lam: float, eta: float, ops, optimizer=None, t: int = 0) -> float:
+def train_step(net: Network, X: NDArray, y: NDArray, lam: float, eta: float, ops, optimizer=None, t: int = 0, *,
+               dropout: list[NDArray] | None = None, decoupled: bool = False) -> float:
     """One update of mini-batch gradient descent; returns the batch's mean cross-entropy.
 
     Forward with batch statistics, running averages (eqs 38-39), backward (eqs 21-37), step
@@ -30,14 +32,21 @@ def train_step(net: Network, X: NDArray, y: NDArray, lam: float, eta: float, ops
     step, from 0, which Adam's bias correction needs).
     A non-finite loss is returned without any update, so that the network stays as it was
     when it produced that loss and :func:`locate_nonfinite` can say what went wrong.
+
+    Issue 17 (:mod:`fastnet.training.regularisers`): ``y`` may be soft targets T (n, K), the loss
+    then the cross-entropy against them; ``dropout``, a mask per hidden layer; ``decoupled``,
+    weight decay apart from the gradient -- W <- (1 - 2 eta lam) W before the optimiser's step
+    on the gradient without the L2 term (AdamW).
     """
-    cache = forward_train(net, X, y, ops)
+    cache = forward_train(net, X, y, ops, dropout=dropout)
     loss = float(cache.loss.mean(dtype=np.float64))
     if not math.isfinite(loss):
         return loss
     if net.bn:
         update_running_stats(net, cache)
-    grads = backward(net, cache, y, lam, ops)
+    grads = backward(net, cache, y, 0.0 if decoupled else lam, ops)
+    if decoupled:
+        decoupled_decay([layer.W for layer in net.layers], eta, lam)
     if optimizer is None:
         sgd_step(net.params(), grads, eta, ops)
     else:
@@ -76,15 +85,17 @@ class Stepper:
     batch, ``next_idx``, gathered during the step); with BLAS on one thread and a core it
     leaves free, the next batch is gathered in a second thread while a step runs
     (``self.prefetch``).
-    ``augment(Xb, t)``, if given, transforms each gathered batch.
+    ``augment(Xb, t)``, if given, transforms each gathered batch; ``regularise`` (issue 17), if
+    given, then gives the step its inputs, targets and dropout masks (op by op).
     ``self.Xb`` is the last batch trained on. Call :meth:`close` when training stops (it gives
     the network ordinary C-contiguous arrays back). Benchmarks use it to time what fit runs.
     """
 
-    def __init__(self, net: Network, X: NDArray, y: NDArray, lam: float, ops, optimizer=None, augment=None):
+    def __init__(self, net: Network, X: NDArray, y: NDArray, lam: float, ops, optimizer=None, augment=None, regularise=None):
         self.net, self.X, self.y, self.lam, self.ops, self.augment = net, X, y, lam, ops, augment
+        self.regularise = regularise  # issue 17: a fastnet.training.regularisers.Regularise, or None
         self.optimizer = optimizer if optimizer is not None and optimizer.name != "sgd" else None
-        self.fused = fused_step_for(net, ops, optimizer=optimizer.name if optimizer is not None else "sgd")
+        self.fused = fused_step_for(net, ops, optimizer=optimizer.name if optimizer is not None else "sgd", regularised=regularise is not None)
         if self.fused is not None:
             self.fused.check_labels(y)  # once here; each step then trusts the gathered labels
         # Two cores for the run (BLAS threads, set by --threads or the idle cores): the fused
@@ -124,6 +135,9 @@ class Stepper:
             return fused.step(self.Xb, y[idx], self.lam, eta)
         # SGD is stateless: train_step's default; an optimiser with state gets itself and t
         step_kw = {} if self.optimizer is None else {"optimizer": self.optimizer, "t": t}
+        if self.regularise is not None:  # ---- regularisers for long runs (issue 17)
+            self.Xb, targets, masks = self.regularise(self.Xb, y[idx], t)
+            return train_step(self.net, self.Xb, targets, self.lam, eta, self.ops, **step_kw, dropout=masks, decoupled=self.regularise.decoupled)
         return train_step(self.net, self.Xb, y[idx], self.lam, eta, self.ops, **step_kw)
 
     def close(self) -> None:

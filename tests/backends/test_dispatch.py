@@ -301,6 +301,8 @@ def test_training_step_with_the_mock_covers_every_op(mock_ops):
     net = init_network(5, (4,), 3, bn=True, dtype=np.float64, rng=np.random.default_rng(0), bn_placement="after")
     train_step(net, X, y, lam=0.0, eta=0.001, ops=mock_ops, optimizer=Adam(net.params()), t=0)
     evaluate(net, X, y, 0.0, mock_ops)
+    # soft targets (label smoothing, MixUp: issue 17)
+    train_step(net, X, np.full((10, 3), 1 / 3), lam=0.0, eta=0.001, ops=mock_ops)
     assert [op for op, n in mock_ops.calls.items() if n == 0] == []
     assert mock_ops.bypassed == []
 

@@ -145,6 +145,12 @@ def make_inputs(op: str, n: int, m: int, dtype, rng: np.random.Generator) -> tup
         mom1, mom2 = 0.3 * rng.standard_normal((n, m)), rng.uniform(0.05, 2.0, (n, m))
         return (c(theta), c(grad), c(mom1), c(mom2), float(rng.uniform(0, 0.01)), float(rng.uniform(0.8, 0.95)),
                 float(rng.uniform(0.99, 0.9999)), 1e-8, int(rng.integers(1, 10_000)))
+    if op == "softmax_xent_soft":  # soft targets (issue 17): rows of T are distributions
+        T = rng.dirichlet(np.full(m, 0.5), size=n)
+        return c(3 * rng.standard_normal((n, m))), c(T)
+    if op == "softmax_xent_soft_backward":
+        S, T = make_inputs("softmax_xent_soft", n, m, dtype, rng)
+        return ref.softmax_xent_soft(S, T).P, T
     raise KeyError(op)
 
 
