@@ -21,8 +21,8 @@ def test_field_lists_follow_the_dataclass():
     assert kinds["bn"] is bool and kinds["lam"] is float and kinds["n_s"] is int and kinds["backend"] is str
     assert kinds["sigma"] is float and kinds["decay_steps"] is int  # optional ones keep their type
     assert set(kinds) == set(CONFIG_FIELDS) - {"hidden"}
-    assert config._OPTIONAL == ("sigma", "n_s", "decay_steps")
-    assert BONUS_FIELDS[0] == "bn_placement" and BONUS_FIELDS[-1] == "eval_train_images" and len(BONUS_FIELDS) == 16
+    assert config._OPTIONAL == ("sigma", "n_s", "decay_steps", "whiten_dims")
+    assert BONUS_FIELDS[0] == "bn_placement" and BONUS_FIELDS[-1] == "eval_train_images" and len(BONUS_FIELDS) == 20
     assert BONUS_DEFAULTS["precise_images"] == 10_000 and BONUS_DEFAULTS["decay_steps"] is None
 
 
