@@ -100,6 +100,8 @@ def lockstep_blocker(cfg: TrainConfig) -> str | None:
         return "augmentation is not grouped"
     if cfg.bn_stats != "ema":
         return "PreciseBN statistics are not grouped"
+    if cfg.contrast or cfg.whiten != "none":  # issue 17: each run fits (and stores) its own
+        return "input whitening is not grouped"
     return None
 
 
