@@ -90,17 +90,35 @@ def flip_permutation(image_shape: tuple[int, int, int] = IMAGE_SHAPE) -> NDArray
     return np.arange(C * H * W).reshape(C, H, W)[:, :, ::-1].ravel()
 
 
+def pair_halves(Y: NDArray, image_shape: tuple[int, int, int] = IMAGE_SHAPE) -> tuple[NDArray, NDArray]:
+    """Views of the rows of Y (n, C*H*W) as the left halves of the images and the mirrored
+    right halves, (n, C, H, W/2) each: element (c, r, j) of the second is pixel (c, r, W-1-j),
+    the pair order of :func:`mirror_pairs`. No copy (C-contiguous Y)."""
+    C, H, W = image_shape
+    Y4 = np.ascontiguousarray(Y).reshape(len(Y), C, H, W)
+    return Y4[..., : W // 2], Y4[..., ::-1][..., : W // 2]
+
+
+def _combine(op, L: NDArray, R: NDArray, dtype=np.float64) -> NDArray:
+    """``op(L, R)`` into a new C-contiguous (n, D/2) array: its layout, and so the order of any
+    sum over it, does not depend on which operand is the mirrored view."""
+    out = np.empty(L.shape, dtype)
+    op(L, R, out=out)
+    return out.reshape(len(L), -1)
+
+
 def contrast_normalise(X: NDArray[np.float64], eps: float = CONTRAST_EPS, image_shape: tuple[int, int, int] = IMAGE_SHAPE) -> NDArray[np.float64]:
     """Each row minus its mean, divided by ``sqrt(its variance + eps)`` (float64, a new array).
     Mean and variance are sums over the mirror pairs, so the result of a flipped row is the
     flipped result bit for bit."""
     X = np.asarray(X, np.float64)
-    A, B = mirror_pairs(image_shape)
     d = X.shape[1]
-    mu = (X[:, A] + X[:, B]).sum(axis=1) / d
+    mu = _combine(np.add, *pair_halves(X, image_shape)).sum(axis=1) / d
     D = X - mu[:, None]
-    v = (D[:, A] ** 2 + D[:, B] ** 2).sum(axis=1) / d
-    return D / np.sqrt(v + eps)[:, None]
+    L, R = pair_halves(D, image_shape)
+    v = (_combine(np.multiply, L, L) + _combine(np.multiply, R, R)).sum(axis=1) / d
+    D /= np.sqrt(v + eps)[:, None]
+    return D
 
 
 def wanted(contrast: bool, mode: str) -> bool:
@@ -179,17 +197,17 @@ class Whitening:
             X = contrast_normalise(X, self.contrast_eps, self.image_shape)
         if self.mode == "none":
             return X.astype(dt)
-        A, B = mirror_pairs(self.image_shape)
-        Y = X - self.mean
-        e = ((Y[:, A] + Y[:, B]) * _C).astype(dt)  # a flip keeps e (a + b == b + a) ...
-        o = ((Y[:, A] - Y[:, B]) * _C).astype(dt)  # ... and negates o exactly
+        L, R = pair_halves(X - self.mean, self.image_shape)
+        e = (_combine(np.add, L, R) * _C).astype(dt)  # a flip keeps e (a + b == b + a) ...
+        o = (_combine(np.subtract, L, R) * _C).astype(dt)  # ... and negates o exactly
         ew, ow = e @ mats[0], o @ mats[1]
         if self.mode == "pca":
             return np.concatenate([ew, ow], axis=1)
         out = np.empty((len(X), self.n_in), dt)
+        left, right = pair_halves(out, self.image_shape)  # views: writing them fills out
         c = dt.type(_C)
-        out[:, A] = (ew + ow) * c
-        out[:, B] = (ew - ow) * c
+        left[...] = ((ew + ow) * c).reshape(left.shape)
+        right[...] = ((ew - ow) * c).reshape(right.shape)
         return out
 
     def matrix(self) -> NDArray[np.float64]:
@@ -300,15 +318,14 @@ def fit_whitening(X, *, contrast: bool = False, mode: str = "zca", eps: float = 
         raise ValueError(f"dims keeps 1..{n_in} PCA components; got {dims} for {mode}")
     rows = _row_reader(X, contrast, image_shape, block)
     total = np.zeros(n_in)
-    for R in rows():  # pass 1: the mean (then symmetrised: that of the 2n rows)
-        total += R.sum(axis=0)
+    for rows_ in rows():  # pass 1: the mean (then symmetrised: that of the 2n rows)
+        total += rows_.sum(axis=0)
     m = total / n
     mean = (m + m[flip_permutation(image_shape)]) / 2  # bitwise symmetric: a + b == b + a
-    A, B = mirror_pairs(image_shape)
     S_e, S_o = np.zeros((n_in // 2, n_in // 2)), np.zeros((n_in // 2, n_in // 2))
-    for R in rows():  # pass 2: centred second moments in the pair basis
-        Y = R - mean
-        e, o = (Y[:, A] + Y[:, B]) * _C, (Y[:, A] - Y[:, B]) * _C
+    for rows_ in rows():  # pass 2: centred second moments in the pair basis
+        L, R = pair_halves(rows_ - mean, image_shape)
+        e, o = _combine(np.add, L, R) * _C, _combine(np.subtract, L, R) * _C
         S_e += e.T @ e  # numpy runs A.T @ A as a symmetric rank-k update: half a product
         S_o += o.T @ o
     (lam_e, V_e), (lam_o, V_o) = _eig(S_e / n), _eig(S_o / n)
