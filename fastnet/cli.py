@@ -75,7 +75,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    "divided by sqrt(its variance + 0.01), before any whitening")
     w.add_argument("--whiten", choices=["none", "pca", "zca"], help="whiten the inputs (default none): zca keeps the image shape (so --augment flips and "
                    "shifts it), pca feeds the components (with --augment: flips only, --augment-shift 0)")
-    w.add_argument("--whiten-eps", type=_number(float, 0, strict=True), help="whitening: epsilon added to the eigenvalues, 1 / sqrt(lambda + eps) (default 0.1)")
+    w.add_argument("--whiten-eps", type=_number(float, 0, strict=True), help="whitening: epsilon added to the eigenvalues, 1 / sqrt(lambda + eps) (default 10; the eigenvalues of the normalised pixels sum to 3072)")
     w.add_argument("--whiten-dims", type=_number(int, 1), help="--whiten pca: keep the top N components, the network's input width (default: all 3072)")
     g.add_argument("--eval-train-images", type=_number(int, 0), help="measure the training loss and accuracy on a fixed random subset of N training images (default 0: all)")
     g = p.add_argument_group("output")

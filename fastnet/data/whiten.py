@@ -25,7 +25,10 @@ normalised per pixel (:mod:`fastnet.data.images`). In order:
    matrix; the output is image-shaped. ``pca``: ``z = (x - m) U_d diag(1 / sqrt(lambda + eps))``
    for the d components of largest eigenvalue (``dims``; all 3072 if None), the even ones
    first, then the odd ones, each group by decreasing eigenvalue. ``eps`` regularises the
-   small eigenvalues (a fully-connected network would otherwise be fed amplified noise).
+   small eigenvalues (a fully-connected network would otherwise be fed amplified noise). The
+   eigenvalues of per-pixel normalised CIFAR-10 sum to 3072 (830 the largest, 0.16 the 512th);
+   a run's default, eps = 10, was chosen on validation accuracy: [512, 256], 2 epochs, zca
+   with eps 0.1 / 1 / 10 / 100 gave 45.2 / 49.7 / 53.9 / 54.0 % against 52.5 % unwhitened.
 
 Over the 2n rows (training rows and their flips) the whitened rows have covariance exactly
 ``diag(lambda / (lambda + eps))`` for pca and ``U diag(lambda / (lambda + eps)) U^T`` for zca
@@ -299,7 +302,7 @@ def _positive(x) -> bool:
 
 # ----------------------------------------------------------------------------------- the fit
 
-def fit_whitening(X, *, contrast: bool = False, mode: str = "zca", eps: float = 0.1, dims: int | None = None,
+def fit_whitening(X, *, contrast: bool = False, mode: str = "zca", eps: float = 10.0, dims: int | None = None,
                   image_shape: tuple[int, int, int] = IMAGE_SHAPE, block: int = BLOCK) -> Whitening:
     """The whitening of the rows of X (the training set: an (n, D) float array or
     NormalisedImages), fitted as the module docstring says; deterministic for one BLAS

@@ -83,7 +83,7 @@ class TrainConfig:
     # ---- input whitening (issue 17): fitted once per run on the training rows, stored with the model (fastnet/data/whiten.py)
     contrast: bool = bonus(False, "per-image contrast normalisation: each image minus its mean, divided by sqrt(its variance + 0.01)")
     whiten: str = bonus("none", "input whitening fitted on the training set and its mirror images: none, pca or zca (zca keeps the image shape)")
-    whiten_eps: float = bonus(0.1, "whitening: epsilon added to the covariance eigenvalues, 1 / sqrt(lambda + eps)")
+    whiten_eps: float = bonus(10.0, "whitening: epsilon added to the covariance eigenvalues, 1 / sqrt(lambda + eps); the pixels are normalised, so the eigenvalues sum to 3072")
     whiten_dims: int | None = bonus(None, "whiten pca: keep the top N components, the network's input width (None: all 3072)")
     # ---- end of input whitening
     bn_stats: str = bonus("ema", "test-time BN statistics: ema (exponential averages, eqs 38-39) or precise (PreciseBN, 4.1b)")

@@ -54,7 +54,7 @@ def parse(argv):
 
 def test_flags_parse_into_the_configuration():
     cfg = config_from_args(parse(["--whiten", "pca", "--whiten-dims", "512"]))
-    assert (cfg.whiten, cfg.whiten_dims, cfg.contrast, cfg.whiten_eps) == ("pca", 512, False, 0.1)
+    assert (cfg.whiten, cfg.whiten_dims, cfg.contrast, cfg.whiten_eps) == ("pca", 512, False, 10.0)
     cfg = config_from_args(parse(["--contrast", "--whiten", "zca", "--whiten-eps", "0.01"]))
     assert (cfg.contrast, cfg.whiten, cfg.whiten_eps) == (True, "zca", 0.01)
     assert config_from_args(parse(["--no-contrast"])).contrast is False
