@@ -70,6 +70,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--skip", action=argparse.BooleanOptionalAction, default=None, help="skip connections, eqs (40)-(41): hidden layer l+1 receives x^(l-1) for l = 2, 4, ... (needs equal widths there)")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips and translations of every training batch, on the fly")
     g.add_argument("--augment-shift", type=_number(int, 0), help="--augment: largest translation in pixels (default 3)")
+    w = p.add_argument_group("input whitening (issue 17; fitted once on the training set and its mirror images, stored with the model)")
+    w.add_argument("--contrast", action=argparse.BooleanOptionalAction, default=None, help="per-image contrast normalisation: each image minus its mean, "
+                   "divided by sqrt(its variance + 0.01), before any whitening")
+    w.add_argument("--whiten", choices=["none", "pca", "zca"], help="whiten the inputs (default none): zca keeps the image shape (so --augment flips and "
+                   "shifts it), pca feeds the components (with --augment: flips only, --augment-shift 0)")
+    w.add_argument("--whiten-eps", type=_number(float, 0, strict=True), help="whitening: epsilon added to the eigenvalues, 1 / sqrt(lambda + eps) (default 10; the eigenvalues of the normalised pixels sum to 3072)")
+    w.add_argument("--whiten-dims", type=_number(int, 1), help="--whiten pca: keep the top N components, the network's input width (default: all 3072)")
     g.add_argument("--eval-train-images", type=_number(int, 0), help="measure the training loss and accuracy on a fixed random subset of N training images (default 0: all)")
     add_regulariser_arguments(p)
     g = p.add_argument_group("output")

@@ -67,11 +67,12 @@ class Run:
 
     @cached_property
     def _model(self):
-        from fastnet.model.files import load_network
+        """(network, mean, std, whitening or None) of model.npz."""
+        from fastnet.runs.evaluate import load_model_inputs
 
         if not (self.path / "model.npz").is_file():
             raise FastnetError(f"{self.path} holds no model.npz: the run did not finish ({self.status}); resume it with fastnet.resume({str(self.path)!r})")
-        return load_network(self.path / "model.npz")
+        return load_model_inputs(self.path / "model.npz")
 
     @property
     def network(self):
@@ -87,15 +88,28 @@ class Run:
     def inputs(self, X) -> NDArray:
         """``X`` as the network takes it: uint8 pixels (n, 3072) are normalised by the training
         set's mean and std stored with the model; float rows (as :func:`fastnet.load_cifar10`
-        gives them) are taken as already normalised."""
+        gives them) are taken as already normalised. A run with input whitening (issue 17)
+        then puts both through the whitening stored with the model, as its training did."""
+        net, mean, std, whitening = self._model
+        if whitening is not None:
+            return self._whitened(X, mean, std, whitening)
         if not isinstance(X, np.ndarray):
             return X  # a Dataset's NormalisedImages: normalised as it is read
-        net, mean, std = self._model
         if X.ndim != 2 or X.shape[1] != net.sizes[0]:
             raise FastnetError(f"expected an array of shape (n, {net.sizes[0]}), got {X.shape}")
         if X.dtype == np.uint8:
             return np.ascontiguousarray(((X - mean) / std).astype(net.dtype))
         return np.ascontiguousarray(X, dtype=net.dtype)
+
+    def _whitened(self, X, mean, std, whitening) -> NDArray:
+        from fastnet.runs.evaluate import pixel_inputs
+
+        net = self.network
+        if X.ndim != 2 or X.shape[1] != whitening.n_in:
+            raise FastnetError(f"expected images of shape (n, {whitening.n_in}) (the whitening applies to them), got {X.shape}")
+        if isinstance(X, np.ndarray) and X.dtype == np.uint8:
+            return pixel_inputs(X, mean, std, net.dtype, whitening)
+        return whitening.transform(X, net.dtype)
 
     def predict(self, X) -> NDArray:
         """The class (0..9) the network gives each row of ``X`` (see :meth:`inputs`)."""

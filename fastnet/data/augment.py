@@ -47,9 +47,7 @@ def augment_batch(X: NDArray, rng: np.random.Generator, shift: int = 3, flip: bo
     if not 0 <= shift <= MAX_SHIFT:
         raise ConfigError(f"the augmentation shift must be 0..{MAX_SHIFT} pixels, got {shift}")
     imgs = X.reshape(n, C, H, W)
-    dy = rng.integers(0, 2 * shift + 1, n)  # offsets into the padded image: shift = no move
-    dx = rng.integers(0, 2 * shift + 1, n)
-    flipped = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
+    dy, dx, flipped = augment_draws(rng, n, shift, flip)
     if shift:
         padded = np.zeros((n, C, H + 2 * shift, W + 2 * shift), X.dtype)
         padded[:, :, shift : shift + H, shift : shift + W] = imgs
@@ -64,6 +62,16 @@ def augment_batch(X: NDArray, rng: np.random.Generator, shift: int = 3, flip: bo
     if flipped.any():
         out[flipped] = out[flipped][:, :, :, ::-1]
     return out.reshape(n, C * H * W)
+
+
+def augment_draws(rng: np.random.Generator, n: int, shift: int, flip: bool) -> tuple[NDArray, NDArray, NDArray]:
+    """The random draws of :func:`augment_batch` for n images, in its order: offsets dy, dx
+    into the padded image (``shift`` = no move) and which images are flipped. PCA-whitened
+    rows are flipped with the same draws (:func:`fastnet.data.whiten.flip_batch`)."""
+    dy = rng.integers(0, 2 * shift + 1, n)
+    dx = rng.integers(0, 2 * shift + 1, n)
+    flipped = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
+    return dy, dx, flipped
 
 
 def augmented_copies(X: NDArray, copies: int, rng: np.random.Generator, shift: int = 3, flip: bool = True) -> NDArray:

@@ -40,6 +40,9 @@ class Dataset:
         The ``cifar-10-batches-py`` folder loaded.
     split : str
         ``"a3"`` or ``"a2"`` (see :func:`load_cifar10`).
+    whitening : fastnet.data.whiten.Whitening or None
+        The input transform the rows went through (:func:`fastnet.data.whiten.whiten_dataset`:
+        then every X is a float array of its width); None: the rows are normalised pixels.
     """
 
     X_train: NDArray[np.floating] = field(repr=False)
@@ -53,6 +56,7 @@ class Dataset:
     label_names: list[str]
     source: str
     split: str
+    whitening: Any = field(default=None, repr=False)
 
     def summary(self) -> str:
         """One line: split, set sizes, dtype and source folder."""

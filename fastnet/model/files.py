@@ -5,6 +5,13 @@ The file holds every parameter and running statistic under its name (``W1``, ``g
 of the architecture (``meta``, a 0-d unicode array). Loading uses ``allow_pickle=False`` and
 checks every array against the described architecture, so a file from another network, or a
 damaged one, is refused with one sentence.
+
+A run with input whitening (issue 17) also stores it, as arrays named ``whiten.*``
+(``whiten.meta``, JSON settings; ``whiten.mean``, ``whiten.even``, ``whiten.odd``,
+``whiten.eigenvalues``: :meth:`fastnet.data.whiten.Whitening.to_arrays`). This layer stores
+and returns them as they are (:func:`load_model`); the runs layer rebuilds and checks the
+whitening. Files without them are unchanged, and :func:`load_network` refuses a file with
+them (it would drop what the inputs must go through).
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ from fastnet.util.files import atomic_savez
 from fastnet.util.reader import open_regular
 
 FORMAT = "fastnet-model-1"
+INPUTS_PREFIX = "whiten."  # the arrays of the input whitening (issue 17), kept as they are
 
 
 class ModelFileError(FastnetError):
@@ -44,14 +52,19 @@ def network_meta(net: Network) -> dict:
             "bn_placement": net.bn_placement, "skip": net.skip}
 
 
-def save_network(path, net: Network, norm_mean=None, norm_std=None) -> None:
-    """Write the network to ``path`` (an .npz of plain arrays, no pickles), atomically and durably."""
+def save_network(path, net: Network, norm_mean=None, norm_std=None, inputs: dict | None = None) -> None:
+    """Write the network to ``path`` (an .npz of plain arrays, no pickles), atomically and durably.
+    ``inputs``: the arrays of the input whitening (names starting ``whiten.``), if any."""
     arrays = {"meta": np.array(json.dumps(network_meta(net)))}
     arrays.update(net.params())
     arrays.update(net.running_stats())
     if norm_mean is not None:
         arrays["norm_mean"] = np.asarray(norm_mean, np.float64)
         arrays["norm_std"] = np.asarray(norm_std, np.float64)
+    for name, a in (inputs or {}).items():
+        if not name.startswith(INPUTS_PREFIX):
+            raise ValueError(f"input-transform arrays are named {INPUTS_PREFIX}*, got {name!r}")
+        arrays[name] = a
     atomic_savez(path, arrays)  # a full disk leaves no half-written model behind
 
 
@@ -99,7 +112,18 @@ def read_npz(path) -> dict[str, np.ndarray]:
 
 
 def load_network(path) -> tuple[Network, np.ndarray | None, np.ndarray | None]:
-    """The network saved at ``path``, with its input normalisation (mean, std) if stored."""
+    """The network saved at ``path``, with its input normalisation (mean, std) if stored.
+    ModelFileError for a file with an input whitening: :func:`load_model` returns it too."""
+    net, mean, std, inputs = load_model(path)
+    if inputs:
+        raise ModelFileError(f"model file {path} holds an input whitening the network's inputs must go through; "
+                             f"load it with fastnet.model.files.load_model, or fastnet.load_run(RUN_DIR), which applies it")
+    return net, mean, std
+
+
+def load_model(path) -> tuple[Network, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
+    """The network saved at ``path``, its input normalisation (mean, std) if stored, and the
+    arrays of its input whitening ({} if none; checked by the runs layer, which rebuilds it)."""
     path = Path(path)
     try:
         arrays = read_npz(path)
@@ -111,9 +135,10 @@ def load_network(path) -> tuple[Network, np.ndarray | None, np.ndarray | None]:
         meta = parse_meta(arrays.pop("meta", None))
         net = network_from_arrays(meta, arrays)
         mean = std = None
+        inputs = {k: arrays.pop(k) for k in sorted(arrays) if k.startswith(INPUTS_PREFIX)}
         if "norm_mean" in arrays:
             mean, std = arrays.pop("norm_mean"), arrays.pop("norm_std", None)
-            d = net.sizes[0]
+            d = net.sizes[0] if not inputs else mean.shape[0] if mean.ndim == 1 else -1  # whitened: of the pixels, not the network's input
             if std is None or mean.shape != (d,) or std.shape != (d,) or mean.dtype != np.float64 or std.dtype != np.float64:
                 raise ValueError(f"its input normalisation is not two float64 arrays of shape ({d},)")
             if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
@@ -122,7 +147,7 @@ def load_network(path) -> tuple[Network, np.ndarray | None, np.ndarray | None]:
             raise ValueError(f"it has unexpected arrays {sorted(arrays)[:5]}")
     except (ValueError, KeyError, TypeError, OverflowError) as exc:
         raise ModelFileError(f"model file {path} does not describe a fastnet network: {str(exc)[:200]}") from None
-    return net, mean, std
+    return net, mean, std, inputs
 
 
 def parse_meta(meta_array) -> dict:

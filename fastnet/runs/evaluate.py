@@ -13,7 +13,7 @@ from fastnet.data.batches import N_CLASSES, load_batch
 from fastnet.data.fetch import find_cifar10
 from fastnet.errors import FastnetError
 from fastnet.model.bn_stats import Stats, precise_stats, using_stats
-from fastnet.model.files import load_network
+from fastnet.model.files import ModelFileError, load_model
 from fastnet.model.network import Network, evaluate
 from fastnet.util.files import read_json
 
@@ -54,7 +54,7 @@ def load_run_for_test(run_dir, data_dir=None, backend=None):
     run_dir = Path(run_dir)
     if not (run_dir / "model.npz").exists():
         raise FastnetError(f"{run_dir} is not a finished fastnet run (no model.npz)")
-    net, mean, std = load_network(run_dir / "model.npz")
+    net, mean, std, whitening = load_model_inputs(run_dir / "model.npz")
     if mean is None:
         raise FastnetError(f"{run_dir / 'model.npz'} holds no input normalisation; it was not written by fastnet-train")
     config = read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else {}
@@ -62,15 +62,45 @@ def load_run_for_test(run_dir, data_dir=None, backend=None):
         source = config.get("data", {}).get("source") if isinstance(config.get("data"), dict) else None
         data_dir = source if isinstance(source, str) else None
     X, y = load_batch(find_cifar10(data_dir) / "test_batch")
-    if net.sizes[0] != X.shape[1] or net.sizes[-1] != N_CLASSES:  # the data are CIFAR-10: 10 classes exactly
-        raise FastnetError(f"{run_dir / 'model.npz'} is a network for {net.sizes[0]} inputs and {net.sizes[-1]} classes, not for CIFAR-10's {X.shape[1]} and 10; it belongs to another task")
-    Xn = np.ascontiguousarray(((X - mean) / std).astype(net.dtype))
+    n_in = whitening.n_in if whitening is not None else net.sizes[0]
+    if n_in != X.shape[1] or mean.shape != (X.shape[1],) or net.sizes[-1] != N_CLASSES:  # the data are CIFAR-10: 10 classes exactly
+        raise FastnetError(f"{run_dir / 'model.npz'} is a network for {n_in} inputs and {net.sizes[-1]} classes, not for CIFAR-10's {X.shape[1]} and 10; it belongs to another task")
+    Xn = pixel_inputs(X, mean, std, net.dtype, whitening)
     name = backend or config.get("backend")
     try:
         ops = resolve(name if isinstance(name, str) else None).ops
     except ValueError as exc:
         raise FastnetError(f"{run_dir / 'config.json'}: {exc}") from None
     return net, Xn, y, ops, config
+
+
+def load_model_inputs(path):
+    """A model file's (network, per-pixel mean, std, whitening or None): its input whitening
+    (issue 17) rebuilt and checked against the network; ModelFileError naming the file else."""
+    from fastnet.data.whiten import from_arrays
+
+    net, mean, std, inputs = load_model(path)
+    if not inputs:
+        return net, mean, std, None
+    try:
+        whitening = from_arrays(inputs)
+    except ValueError as exc:
+        raise ModelFileError(f"model file {path} does not describe a fastnet network: {str(exc)[:200]}") from None
+    if whitening.width != net.sizes[0] or mean is None:
+        raise ModelFileError(f"model file {path} holds a whitening to {whitening.width} values for a network of {net.sizes[0]} inputs"
+                             f"{' and no per-pixel normalisation' if mean is None else ''}; it was damaged or edited")
+    return net, mean, std, whitening
+
+
+def pixel_inputs(U: NDArray[np.uint8], mean: NDArray, std: NDArray, dtype, whitening=None) -> NDArray:
+    """uint8 pixel rows as a run's network takes them: normalised by the training mean and std,
+    then, for a whitened run, through the arithmetic that made its training rows (the run's
+    own test rows bit for bit: :class:`NormalisedImages`, then the whitening's transform)."""
+    if whitening is None:
+        return np.ascontiguousarray(((U - mean) / std).astype(dtype))
+    from fastnet.data.images import NormalisedImages
+
+    return whitening.transform(NormalisedImages(np.ascontiguousarray(U), mean, std, dtype), dtype)
 
 
 def evaluate_adaptive(run_dir, data_dir=None, backend=None, images: int | None = None, copies: int = 0, seed: int = 0) -> dict:
@@ -84,6 +114,8 @@ def evaluate_adaptive(run_dir, data_dir=None, backend=None, images: int | None =
     if images is not None and images > X.shape[0]:
         raise FastnetError(f"--adaptive-images {images} is more than the {X.shape[0]} test images")
     train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    if copies and train.get("whiten") == "pca":  # issue 17: no image to translate
+        raise FastnetError(f"{run_dir} feeds its network PCA components, not images, so there is nothing to flip and translate; drop --augment")
     batch = train.get("batch", 100)
     batch = batch if isinstance(batch, int) and batch >= 2 else 100
     stored = evaluate(net, X, y, 0.0, ops)

@@ -11,6 +11,8 @@ Layout::
     RUN_DIR/checkpoint.npz the state to continue from (see fastnet.training.checkpoint): written when
                            training starts, after every epoch and when SIGINT/SIGTERM stops it
     RUN_DIR/status.json    why an unfinished run stopped: interrupted, diverged or failed
+    RUN_DIR/whitening.npz  a run with input whitening (issue 17): the whitening fitted when it started,
+                           which a resume loads instead of fitting again (model.npz holds it too)
     RUN_DIR/.lock          locked (flock) by the process writing the folder, with its pid, while it runs
 
 Every file is written to ``NAME.tmp`` and renamed into place, so an interrupted run never
@@ -31,7 +33,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from fastnet.errors import DivergenceError, FastnetError
-from fastnet.util.files import write_csv, write_json
+from fastnet.util.files import atomic_savez, write_csv, write_json
 from fastnet.util.names import safe_component
 
 HISTORY_FIELDS = ("epoch", "step", "eta", "train_loss", "train_cost", "train_accuracy", "val_loss", "val_cost", "val_accuracy")
@@ -46,7 +48,8 @@ def prepare_run_dir(path, overwrite: bool = False) -> Path:
 
 #: What fastnet itself writes into a run folder: a folder holding anything else (and no
 #: config.json) is the user's, and fastnet does not write into it.
-RUN_FILES = ("config.json", "history.csv", "steps.csv", "metrics.json", "model.npz", "checkpoint.npz", "status.json", ".lock")
+RUN_FILES = ("config.json", "history.csv", "steps.csv", "metrics.json", "model.npz", "checkpoint.npz", "status.json", ".lock",
+             "whitening.npz")
 
 
 def is_own_entry(name: str) -> bool:
@@ -88,6 +91,7 @@ def check_fresh(path: Path, overwrite: bool) -> None:
         hint = "; it can be continued with fastnet-train --resume " + shlex.quote(str(path)) if not (path / "metrics.json").exists() and (path / CHECKPOINT).exists() else ""
         raise FastnetError(f"{path} already holds a run; choose another --out or pass --overwrite{hint}")
 CHECKPOINT = "checkpoint.npz"
+WHITENING = "whitening.npz"  # issue 17: the input whitening of a run that has one
 
 
 def write_history(run_dir, history) -> None:
@@ -126,7 +130,7 @@ def begin_folder(out: Path, overwrite: bool) -> None:
 def replace_old_run(out: Path) -> None:
     """The new run in ``out`` has started: remove what marks an old run as finished or
     stopped (its checkpoint is about to be replaced)."""
-    for stale in ("metrics.json", "status.json"):
+    for stale in ("metrics.json", "status.json", WHITENING):
         (out / stale).unlink(missing_ok=True)
 
 
@@ -205,7 +209,8 @@ def write_outputs(out: Path, cfg, data, backend, net, history, plots: bool):
     from fastnet.model.network import evaluate
 
     write_history(out, history)
-    save_network(out / "model.npz", net, data.mean, data.std)
+    whitening = getattr(data, "whitening", None)
+    save_network(out / "model.npz", net, data.mean, data.std, inputs=whitening.to_arrays() if whitening is not None else None)
     test = evaluate(net, data.X_test, data.y_test, cfg.lam, backend.ops)
     if plots:
         from fastnet.runs.figures import plot_run
@@ -291,6 +296,8 @@ class RunWriter:
         if not self.started:
             write_config(self.out, self.cfg, self.data, self.backend)
             replace_old_run(self.out)
+            if getattr(self.data, "whitening", None) is not None:  # issue 17: a resume loads it, never fits it again
+                atomic_savez(self.out / WHITENING, self.data.whitening.to_arrays())
             self.started = True
         opt = self.optimizer
         save_checkpoint(self.out / CHECKPOINT, self.net, self.history, position, self.config, data=self.fingerprint,

@@ -9,6 +9,7 @@ from pathlib import Path
 from fastnet.errors import FastnetError
 from fastnet.runs.folder import (
     CHECKPOINT,
+    WHITENING,
     RunWriter,
     folders_to_create,
     make_run_dir,
@@ -64,9 +65,10 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
                 print(f"fastnet: backend {backend.name} ({backend.version}), {cfg.dtype}", file=sys.stderr)
             if data is None:
                 data = load_cifar10(data_dir, split=cfg.split, n_val=cfg.n_val, dtype=np.dtype(cfg.dtype), download=download, progress=progress)
+            data, whiten_seconds = whitened(data, cfg, progress)  # issue 17: the input whitening, fitted on the training rows
             net = new_network(cfg, data.X_train.shape[1], len(data.label_names))
             # config.json is written at the first checkpoint
-            return _train(out, cfg, data, backend, net, History(), None, stop, progress, plots, log=log)
+            return _train(out, cfg, data, backend, net, History(), None, stop, progress, plots, log=log, whiten_seconds=whiten_seconds)
         except BaseException:
             remove_unstarted(created)  # a run that failed before its first step leaves nothing behind
             raise
@@ -121,8 +123,10 @@ def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=T
             raise CheckpointError(f"{out / CHECKPOINT} was written with another configuration than {out / 'config.json'}; resume is impossible, start the run again")
         backend = resolve(backend_name)
         data = load_cifar10(data_dir if data_dir is not None else source, split=cfg.split, n_val=cfg.n_val, dtype=np.dtype(cfg.dtype), download=download, progress=progress)
+        data, whiten_seconds = whitened(data, cfg, progress, stored=stored_whitening(out, cfg))  # issue 17: loaded, never fitted again
         if ckpt.data and ckpt.data != data_fingerprint(data):
-            raise FastnetError(f"the data in {data.source} is not the data {out} was trained on (different images or split); pass --data-dir with the original data")
+            raise FastnetError(f"the data in {data.source} is not the data {out} was trained on (different images or split"
+                               f"{', or another ' + WHITENING if 'whitening' in ckpt.data else ''}); pass --data-dir with the original data")
         if (ckpt.net.sizes != [data.X_train.shape[1], *cfg.hidden, len(data.label_names)] or ckpt.net.dtype != np.dtype(cfg.dtype)
                 or ckpt.net.bn != cfg.bn or ckpt.net.bn_placement != cfg.bn_placement or ckpt.net.skip != cfg.skip):
             raise CheckpointError(f"{out / CHECKPOINT} holds a network of sizes {ckpt.net.sizes} ({ckpt.net.dtype}), not the one config.json describes; resume is impossible")
@@ -138,7 +142,60 @@ def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=T
         except ValueError as exc:
             raise CheckpointError(f"{out / CHECKPOINT} does not hold this run's optimiser state ({exc}); resume is impossible, start the run again") from None
         (out / "status.json").unlink(missing_ok=True)
-        return _train(out, cfg, data, backend, ckpt.net, ckpt.history, ckpt.position, stop, progress, plots, optimizer, log)
+        return _train(out, cfg, data, backend, ckpt.net, ckpt.history, ckpt.position, stop, progress, plots, optimizer, log, whiten_seconds=whiten_seconds)
+
+
+def whitened(data, cfg, progress: bool = False, stored=None):
+    """The data set a run trains on, and the seconds its input whitening took (None without
+    one; issue 17): ``data`` as it is, or its rows put through ``stored`` (a resumed run's
+    whitening) or through a whitening fitted on its training rows (:mod:`fastnet.data.whiten`).
+    A Dataset already whitened is taken as it is if its whitening has the run's settings."""
+    import time
+
+    import numpy as np
+
+    from fastnet.data.whiten import fit_whitening, wanted, whiten_dataset
+    from fastnet.errors import ConfigError
+
+    have = getattr(data, "whitening", None)
+    if have is not None and have.settings() != whitening_settings(cfg):
+        raise ConfigError(f"the data set given is whitened with {have.settings()}, not as the configuration says; pass the data set load_cifar10 gives")
+    if have is not None or not wanted(cfg.contrast, cfg.whiten):
+        return data, None
+    start = time.perf_counter()
+    w = stored if stored is not None else fit_whitening(data.X_train, contrast=cfg.contrast, mode=cfg.whiten, eps=cfg.whiten_eps, dims=cfg.whiten_dims)
+    data = whiten_dataset(data, w, np.dtype(cfg.dtype))
+    seconds = time.perf_counter() - start
+    if progress:
+        how = f", loaded from {WHITENING}" if stored is not None else f", fitted on the {len(data.y_train)} training images" if w.mode != "none" else ""
+        print(f"fastnet: input {w.describe()}{how}, applied in {seconds:.1f} s", file=sys.stderr)
+    return data, seconds
+
+
+def whitening_settings(cfg) -> dict:
+    """The whitening settings of a TrainConfig, as :meth:`fastnet.data.whiten.Whitening.settings` names them."""
+    return {"contrast": cfg.contrast, "whiten": cfg.whiten, "whiten_eps": cfg.whiten_eps, "whiten_dims": cfg.whiten_dims}
+
+
+def stored_whitening(out: Path, cfg):
+    """The whitening a run in ``out`` started with (``whitening.npz``), checked against ``cfg``;
+    None for a run without one. CheckpointError if it is missing, damaged or another's."""
+    from fastnet.data.whiten import from_arrays, wanted
+    from fastnet.model.files import read_npz
+    from fastnet.training.checkpoint import CheckpointError
+
+    if not wanted(cfg.contrast, cfg.whiten):
+        return None
+    path = out / WHITENING
+    try:
+        w = from_arrays(read_npz(path))
+    except FileNotFoundError:
+        raise CheckpointError(f"{out} has no {WHITENING}, the input whitening it trained with; resume is impossible, start the run again") from None
+    except ValueError as exc:
+        raise CheckpointError(f"{path} is not a usable whitening ({str(exc)[:200]}); resume is impossible, start the run again") from None
+    if w.settings() != whitening_settings(cfg):
+        raise CheckpointError(f"{path} was written with other whitening settings than {out / 'config.json'}; resume is impossible, start the run again")
+    return w
 
 
 def config_from_record(d: dict, path: Path):
@@ -166,11 +223,13 @@ def check_checkpoint_position(ckpt, path: Path, total: int | None) -> None:
     check_history(ckpt.history.evals, f"{path} (its evaluation rows)", ckpt.position.t)
 
 
-def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: bool, plots: bool, optimizer=None, log=None) -> dict:
+def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: bool, plots: bool, optimizer=None, log=None,
+           whiten_seconds: float | None = None) -> dict:
     """fit with checkpoints into ``out``, then the outputs; status.json if it stops early.
 
     ``optimizer``: the one loaded from the checkpoint when resuming (fresh otherwise); its
-    state (Adam's moments) goes into every checkpoint; ``log``: the loggers to open into ``out``."""
+    state (Adam's moments) goes into every checkpoint; ``log``: the loggers to open into ``out``;
+    ``whiten_seconds``: the time of the input whitening, recorded in metrics.json (issue 17)."""
     import time
 
     from fastnet.training.config import new_optimizer
@@ -186,6 +245,8 @@ def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: b
         fit(net, data, cfg, backend.ops, history, progress=progress, start=start, checkpoint=writer.checkpoint, stop=stop, optimizer=optimizer,
             logger=logger)
         bonus_metrics = finish_bn_stats(net, data, cfg, backend.ops)  # PreciseBN: EMA figures, then the final statistics
+        if whiten_seconds is not None:
+            bonus_metrics["whiten_seconds"] = whiten_seconds
         return writer.finish(plots, time.perf_counter() - wall, resumed_from, bonus_metrics)
     except BaseException as exc:
         stopped = writer.stopped(exc)

@@ -69,7 +69,10 @@ def data_fingerprint(data) -> dict:
     h = hashlib.sha256()
     for a in (data.y_train, data.y_val, data.mean, data.std):
         h.update(np.ascontiguousarray(a).tobytes())
-    return {"n_train": int(len(data.y_train)), "n_val": int(len(data.y_val)), "sha256": h.hexdigest()}
+    fingerprint = {"n_train": int(len(data.y_train)), "n_val": int(len(data.y_val)), "sha256": h.hexdigest()}
+    if getattr(data, "whitening", None) is not None:  # issue 17: the rows went through this whitening
+        fingerprint["whitening"] = data.whitening.sha256()
+    return fingerprint
 
 
 def save_checkpoint(path, net: Network, history: History, position: Position, config: dict, *,

@@ -10,6 +10,7 @@ from typing import get_args, get_type_hints
 
 import numpy as np
 
+from fastnet.data.whiten import MODES as WHITEN_MODES
 from fastnet.errors import ConfigError
 from fastnet.model.network import (
     DEFAULT_ALPHA,
@@ -80,6 +81,12 @@ class TrainConfig:
     warmup: int = bonus(0, "step/exponential/cosine: steps of linear warm-up from eta_min to eta_max")
     augment: bool = bonus(False, "random horizontal flips and translations of every training batch, on the fly")
     augment_shift: int = bonus(3, "augment: largest translation in pixels (0..8)")
+    # ---- input whitening (issue 17): fitted once per run on the training rows, stored with the model (fastnet/data/whiten.py)
+    contrast: bool = bonus(False, "per-image contrast normalisation: each image minus its mean, divided by sqrt(its variance + 0.01)")
+    whiten: str = bonus("none", "input whitening fitted on the training set and its mirror images: none, pca or zca (zca keeps the image shape)")
+    whiten_eps: float = bonus(10.0, "whitening: epsilon added to the covariance eigenvalues, 1 / sqrt(lambda + eps); the pixels are normalised, so the eigenvalues sum to 3072")
+    whiten_dims: int | None = bonus(None, "whiten pca: keep the top N components, the network's input width (None: all 3072)")
+    # ---- end of input whitening
     bn_stats: str = bonus("ema", "test-time BN statistics: ema (exponential averages, eqs 38-39) or precise (PreciseBN, 4.1b)")
     precise_every: int = bonus(0, "bn_stats precise: also re-estimate and evaluate every N steps (0: at epoch ends and after training)")
     precise_images: int = bonus(10_000, "bn_stats precise: training images per estimate, in batches of batch")
@@ -124,6 +131,7 @@ class TrainConfig:
             raise ConfigError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
         self._validate_bonus()
         self._validate_regularisers()
+        self._validate_whitening()  # issue 17
         return self
 
     def _validate_regularisers(self) -> None:
@@ -160,6 +168,20 @@ class TrainConfig:
             raise ConfigError(f"eval_train_images must be non-negative (0: all), got {self.eval_train_images}")
         if self.bn_stats == "precise" and self.precise_images < max(2, self.batch):
             raise ConfigError(f"precise_images must be at least one batch ({self.batch}), got {self.precise_images}")
+
+    def _validate_whitening(self) -> None:
+        """Input whitening (issue 17): one sentence per bad value."""
+        if self.whiten not in WHITEN_MODES:
+            raise ConfigError(f"unknown whitening {self.whiten!r}; choose one of {', '.join(WHITEN_MODES)}")
+        if not self.whiten_eps > 0:
+            raise ConfigError(f"whiten_eps must be positive (it is added to eigenvalues that may be 0), got {self.whiten_eps}")
+        if self.whiten_dims is not None and self.whiten != "pca":
+            raise ConfigError("--whiten-dims keeps the top PCA components and needs --whiten pca (zca keeps all 3072 values, image-shaped)")
+        if self.whiten_dims is not None and not 1 <= self.whiten_dims <= 3072:
+            raise ConfigError(f"whiten_dims must be 1..3072 components, got {self.whiten_dims}")
+        if self.whiten == "pca" and self.augment and self.augment_shift > 0:
+            raise ConfigError("PCA-whitened rows are not images and cannot be translated, only flipped (a sign change of the odd components): "
+                              "pass --augment-shift 0 with --whiten pca, or use --whiten zca to keep translations")
 
     def _check_types(self) -> None:
         """ConfigError naming the first field whose value has the wrong type or is not finite."""
@@ -289,11 +311,24 @@ def estimated_seconds(cfg: TrainConfig, n_train: int | None = None) -> float:
     (forward and backward, 6 flops per weight and image) plus its evaluations (an epoch's
     end: the training and validation images forward, 2 flops per weight and image)."""
     n_train = n_train if n_train is not None else (10_000 if cfg.split == "a2" else max(1, 50_000 - cfg.n_val))
-    sizes = [3072, *cfg.hidden, 10]
+    sizes = [input_width(cfg), *cfg.hidden, 10]
     weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
     steps = 2 * cfg.resolved_n_s(n_train) * cfg.cycles
     epochs = steps * cfg.batch / n_train
-    return (6.0 * weights * cfg.batch * steps + 2.0 * weights * 60_000 * epochs) / FLOPS
+    return (6.0 * weights * cfg.batch * steps + 2.0 * weights * 60_000 * epochs + whitening_flops(cfg, n_train)) / FLOPS
+
+
+def input_width(cfg: TrainConfig) -> int:
+    """The network's input width: 3072, or the PCA components kept (issue 17)."""
+    return cfg.whiten_dims if cfg.whiten == "pca" and cfg.whiten_dims else 3072
+
+
+def whitening_flops(cfg: TrainConfig, n_train: int) -> float:
+    """The whitening's fit (second moments of two 1536-wide halves, two eigendecompositions)
+    and its transform of 60,000 images (1536 x width per half); 0 without whitening."""
+    if cfg.whiten == "none":
+        return 0.0
+    return 2 * n_train * 1536.0**2 + 2 * 10 * 1536.0**3 + 2 * 60_000 * 1536.0 * input_width(cfg)
 
 
 def check_time_limit(cfg: TrainConfig, confirmed: bool, limit: float | None = None) -> None:

@@ -102,6 +102,8 @@ def lockstep_blocker(cfg: TrainConfig) -> str | None:
         return "PreciseBN statistics are not grouped"
     if cfg.label_smoothing or cfg.mixup or cfg.dropout:
         return "label smoothing, MixUp and dropout are not grouped"
+    if cfg.contrast or cfg.whiten != "none":  # issue 17: each run fits (and stores) its own
+        return "input whitening is not grouped"
     return None
 
 

@@ -85,7 +85,7 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
     pos = sched.check(start) if start is not None else sched.start()
     clock = Clock([history])
     save = Checkpointer([net], [checkpoint], clock, lams=[cfg.lam])
-    stepper = Stepper(net, data.X_train, data.y_train, cfg.lam, ops, optimizer, augmenter(cfg) if cfg.augment else None,
+    stepper = Stepper(net, data.X_train, data.y_train, cfg.lam, ops, optimizer, augmenter(cfg, getattr(data, "whitening", None)) if cfg.augment else None,
                       regularise=regulariser(cfg, net))
     bar = Progress(sched.total, "train", enabled=progress)
     evaluator = Evaluator(data, cfg, ops, sched, clock, bar, threads=stepper.spare_cores, logger=logger)

@@ -65,9 +65,17 @@ def divergence(t: int, eta: float, where: str, lam: float | None = None) -> Dive
     return DivergenceError(f"training diverged at step {t} (learning rate {eta:.3g}): {where} is not finite; {advice}")
 
 
-def augmenter(cfg: TrainConfig):
-    """``augment(Xb, t)``: the flips and translations of step t, from a generator seeded by (seed, t)."""
+def augmenter(cfg: TrainConfig, whitening=None):
+    """``augment(Xb, t)``: the flips and translations of step t, from a generator seeded by (seed, t).
+    ``whitening`` (issue 17), the one the rows went through: PCA rows are flipped as sign
+    changes of their odd components (the same draws; no translation), image-shaped rows as images."""
     from fastnet.data.augment import augment_batch
+
+    if whitening is not None and not whitening.image_shaped:
+        from fastnet.data.whiten import flip_batch
+
+        signs = whitening.signs
+        return lambda Xb, t: flip_batch(Xb, signs, np.random.default_rng([cfg.seed, 3, t]))
 
     def augment(Xb: NDArray, t: int) -> NDArray:
         return augment_batch(Xb, np.random.default_rng([cfg.seed, 3, t]), cfg.augment_shift)
