@@ -188,3 +188,20 @@ def tree_sum(folder: Path) -> str:
         if p.is_file() and not p.is_symlink():
             h.update(p.read_bytes())
     return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def fake(fake_cifar_dir):
+    """The synthetic data set as the training tests load it: 1200 training rows, 300 validation."""
+    from fastnet.data.cifar10 import load_cifar10
+
+    return load_cifar10(fake_cifar_dir, n_val=300, progress=False)
+
+
+def small_cfg(**kw):
+    """A short run on :func:`fake`: 1200 training rows / batch 50 = 24 steps per epoch; 60 steps
+    = 2.5 epochs; numpy backend; ``kw`` overrides."""
+    from fastnet.training.config import TrainConfig
+
+    base = dict(hidden=(20, 20), n_s=30, cycles=1, batch=50, eta_max=0.05, n_val=300, backend="numpy")
+    return TrainConfig(**(base | kw)).validate()

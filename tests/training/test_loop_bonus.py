@@ -10,14 +10,13 @@ import signal
 
 import numpy as np
 import pytest
-from conftest import StopAt
+from conftest import StopAt, small_cfg
 
 import fastnet.training.loop as loop_mod
 import fastnet.training.stepper as train_mod
 from fastnet.backends import resolve
 from fastnet.cli import main
 from fastnet.data.augment import augment_batch
-from fastnet.data.cifar10 import load_cifar10
 from fastnet.errors import ConfigError
 from fastnet.model.bn_stats import precise_stats, using_stats
 from fastnet.model.network import (
@@ -36,17 +35,6 @@ from fastnet.training.loop import fit
 from fastnet.training.state import History, Interrupted
 
 OPS = resolve("numpy").ops
-
-
-@pytest.fixture(scope="module")
-def fake(fake_cifar_dir):
-    return load_cifar10(fake_cifar_dir, n_val=300, progress=False)
-
-
-def small_cfg(**kw) -> TrainConfig:
-    # 1200 training rows / batch 50 = 24 steps per epoch; 60 steps = 2.5 epochs
-    base = dict(hidden=(20, 20), n_s=30, cycles=1, batch=50, eta_max=0.05, n_val=300, backend="numpy")
-    return TrainConfig(**(base | kw)).validate()
 
 
 # ------------------------------------------------------------------------------ schedules

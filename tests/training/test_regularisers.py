@@ -7,11 +7,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import StopAt
+from conftest import StopAt, small_cfg
 
 from fastnet.backends import load, resolve
 from fastnet.cli import build_parser, config_from_args, train_main
-from fastnet.data.cifar10 import load_cifar10
 from fastnet.errors import ConfigError
 from fastnet.model.network import evaluate, forward_train, l2_penalty
 from fastnet.model.regularise import mixup, smoothed_targets
@@ -29,17 +28,6 @@ from fastnet.util.threads import blas_threads
 OPS = resolve("numpy").ops
 FUSED = [pytest.param(name, marks=pytest.mark.skipif(not load(name).available, reason=f"{name} unavailable")) for name in ("cython",)]
 OFF = dict(label_smoothing=0.0, mixup=0.0, dropout=0.0, decay="l2")
-
-
-@pytest.fixture(scope="module")
-def fake(fake_cifar_dir):
-    return load_cifar10(fake_cifar_dir, n_val=300, progress=False)
-
-
-def small_cfg(**kw) -> TrainConfig:
-    # 1200 training rows / batch 50 = 24 steps per epoch; 60 steps = 2.5 epochs
-    base = dict(hidden=(20, 20), n_s=30, cycles=1, batch=50, eta_max=0.05, n_val=300, backend="numpy")
-    return TrainConfig(**(base | kw)).validate()
 
 
 def trained(cfg, fake, ops=OPS, optimizer=None):
