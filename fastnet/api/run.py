@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from fastnet.data.augment import tta_views
 from fastnet.errors import FastnetError
 
 
@@ -112,16 +113,18 @@ class Run:
         return whitening.transform(X, net.dtype)
 
     def predict(self, X) -> NDArray:
-        """The class (0..9) the network gives each row of ``X`` (see :meth:`inputs`)."""
+        """The class (0..9) the network gives each row of ``X`` (see :meth:`inputs`), with the
+        run's test-time augmentation (issue 17) if it had one."""
         from fastnet.model.network import predict
 
-        return predict(self.network, self.inputs(X), self._ops)
+        return predict(self.network, self.inputs(X), self._ops, views=tta_views(self.config.tta))
 
     def evaluate(self, X, y) -> dict:
-        """Loss, cost (with the run's lambda) and accuracy on ``X``, ``y`` in test mode."""
+        """Loss, cost (with the run's lambda) and accuracy on ``X``, ``y`` in test mode, with the
+        run's test-time augmentation (issue 17) if it had one."""
         from fastnet.model.network import evaluate
 
-        m = evaluate(self.network, self.inputs(X), np.asarray(y), self.config.lam, self._ops)
+        m = evaluate(self.network, self.inputs(X), np.asarray(y), self.config.lam, self._ops, views=tta_views(self.config.tta))
         return {"accuracy": m.accuracy, "loss": m.loss, "cost": m.cost, "n": len(y)}
 
     def plot(self):

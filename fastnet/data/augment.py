@@ -22,6 +22,8 @@ from fastnet.errors import ConfigError
 
 IMAGE_SHAPE = (3, 32, 32)
 MAX_SHIFT = 8
+#: Test-time augmentation (issue 17): the views of each test image whose predictions are averaged.
+TTA_MODES = ("none", "flip", "flip-shift")
 
 
 def augment_batch(X: NDArray, rng: np.random.Generator, shift: int = 3, flip: bool = True,
@@ -77,3 +79,47 @@ def augment_draws(rng: np.random.Generator, n: int, shift: int, flip: bool) -> t
 def augmented_copies(X: NDArray, copies: int, rng: np.random.Generator, shift: int = 3, flip: bool = True) -> NDArray:
     """X followed by ``copies`` augmented copies of it, (n (1 + copies), d) (adaptive BN's pool)."""
     return np.concatenate([X] + [augment_batch(X, rng, shift, flip) for _ in range(copies)])
+
+
+def flipped(X: NDArray, image_shape: tuple[int, int, int] = IMAGE_SHAPE) -> NDArray:
+    """The mirror images of the rows of X (columns reversed), C-contiguous."""
+    n = X.shape[0]
+    return np.ascontiguousarray(X.reshape(n, *image_shape)[..., ::-1]).reshape(n, -1)
+
+
+def shifted(X: NDArray, dy: int, dx: int, image_shape: tuple[int, int, int] = IMAGE_SHAPE) -> NDArray:
+    """The rows of X moved by (dy, dx) pixels (down, right), the uncovered border zero -- the
+    translation of :func:`augment_batch`, the same for every row."""
+    C, H, W = image_shape
+    n = X.shape[0]
+    imgs = X.reshape(n, C, H, W)
+    out = np.zeros_like(imgs)
+    out[:, :, max(dy, 0) : H + min(dy, 0), max(dx, 0) : W + min(dx, 0)] = imgs[:, :, max(-dy, 0) : H - max(dy, 0), max(-dx, 0) : W - max(dx, 0)]
+    return out.reshape(n, C * H * W)
+
+
+def tta_views(mode: str):
+    """Test-time augmentation: ``views(X)``, the list of versions of the rows X whose predicted
+    probabilities are averaged, or None for ``mode`` "none".
+
+    "flip": each image and its mirror image (2 views). "flip-shift": those and, each with its
+    mirror image, the image moved by one pixel up, down, left and right (10 views). One pixel,
+    whatever the training shift: measured on the best-mlp preset (2-px training shifts), the
+    four one-pixel moves add ~0.3 points to the flip's ~0.6.
+    """
+    if mode not in TTA_MODES:
+        raise ConfigError(f"unknown test-time augmentation {mode!r}; choose one of {', '.join(TTA_MODES)}")
+    if mode == "none":
+        return None
+    moves = ((1, 0), (-1, 0), (0, 1), (0, -1)) if mode == "flip-shift" else ()
+
+    def views(X: NDArray) -> list[NDArray]:
+        if X.ndim != 2 or X.shape[1] != int(np.prod(IMAGE_SHAPE)):
+            raise ConfigError(f"test-time augmentation needs image rows of {int(np.prod(IMAGE_SHAPE))} values, got shape {X.shape}")
+        out = [X, flipped(X)]
+        for dy, dx in moves:
+            moved = shifted(X, dy, dx)
+            out += [moved, flipped(moved)]
+        return out
+
+    return views

@@ -447,7 +447,8 @@ def _for_eval(net: Network) -> Network:
     return replace(net, layers=[layer if layer.W.flags.c_contiguous else replace(layer, W=np.ascontiguousarray(layer.W)) for layer in net.layers])
 
 
-def evaluate(net: Network, X: NDArray, y: NDArray, lam: float, ops, chunk: int = EVAL_CHUNK, *, rows: NDArray | None = None, threads: int = 1) -> Metrics:
+def evaluate(net: Network, X: NDArray, y: NDArray, lam: float, ops, chunk: int = EVAL_CHUNK, *, rows: NDArray | None = None, threads: int = 1,
+             views=None) -> Metrics:
     """Loss, cost and accuracy of the network in test mode (running BN statistics).
 
     X is read ``chunk`` rows at a time: an (n, d) array, or anything whose row slices are
@@ -455,6 +456,10 @@ def evaluate(net: Network, X: NDArray, y: NDArray, lam: float, ops, chunk: int =
     Per-sample losses are summed in float64, chunk by chunk in order. ``chunk`` changes the
     figures by float rounding at most (BLAS may round a row's product differently in blocks
     of another size).
+
+    ``views`` (issue 17, test-time augmentation; :func:`fastnet.data.augment.tta_views`):
+    ``views(Xc)`` gives versions of a chunk's rows; the prediction of a row is then the mean
+    of its softmax probabilities over them, and its loss -log of that mean at the label.
 
     ``rows`` (integer indices, optional): measure only these rows of X and y -- the figures
     of ``evaluate(net, X[rows], y[rows], ...)`` -- gathered a chunk at a time into a reused
@@ -492,6 +497,10 @@ def evaluate(net: Network, X: NDArray, y: NDArray, lam: float, ops, chunk: int =
             else:
                 Xc = X[idx]
             yc = y[idx]
+        if views is not None:
+            P = averaged_probabilities(net, views(Xc), ops)
+            loss = -np.log(np.maximum(P[np.arange(len(yc)), yc], np.finfo(np.float64).tiny))
+            return float(loss.sum()), int(np.count_nonzero(P.argmax(axis=1) == yc))
         S = forward_eval(net, Xc, ops)
         return float(ops.softmax_xent(S, yc).loss.sum(dtype=np.float64)), int(np.count_nonzero(S.argmax(axis=1) == yc))
 
@@ -519,7 +528,22 @@ def batch_cost(net: Network, X: NDArray, y: NDArray, lam: float, ops, *, dropout
     return float(cache.loss.mean(dtype=np.float64)) + l2_penalty(net, lam)
 
 
-def predict(net: Network, X: NDArray, ops, chunk: int = EVAL_CHUNK) -> NDArray:
-    """Predicted class of each row of X (test mode); X is read ``chunk`` rows at a time, as in :func:`evaluate`."""
+def averaged_probabilities(net: Network, versions, ops) -> NDArray:
+    """The softmax probabilities of each row, float64, averaged over ``versions`` (arrays of
+    the same rows: test-time augmentation's views), in order."""
+    total = None
+    for Xv in versions:
+        S = forward_eval(net, Xv, ops)
+        P = np.exp(S - S.max(axis=1, keepdims=True), dtype=np.float64)
+        P /= P.sum(axis=1, keepdims=True)
+        total = P if total is None else total + P
+    return total / len(versions)
+
+
+def predict(net: Network, X: NDArray, ops, chunk: int = EVAL_CHUNK, *, views=None) -> NDArray:
+    """Predicted class of each row of X (test mode); X is read ``chunk`` rows at a time, as in
+    :func:`evaluate`; ``views``: test-time augmentation, as there."""
     net = _for_eval(net)
+    if views is not None:
+        return np.concatenate([averaged_probabilities(net, views(X[s : s + chunk]), ops).argmax(axis=1) for s in range(0, X.shape[0], chunk)])
     return np.concatenate([forward_eval(net, X[s : s + chunk], ops).argmax(axis=1) for s in range(0, X.shape[0], chunk)])

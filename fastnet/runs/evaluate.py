@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fastnet.backends import resolve
-from fastnet.data.augment import augmented_copies
+from fastnet.data.augment import augmented_copies, tta_views
 from fastnet.data.batches import N_CLASSES, load_batch
 from fastnet.data.fetch import find_cifar10
 from fastnet.errors import FastnetError
@@ -20,13 +20,21 @@ from fastnet.util.files import read_json
 
 def evaluate_run(run_dir, data_dir=None, backend=None) -> dict:
     """``fastnet evaluate RUN_DIR``: reload a run's model and measure it on the CIFAR-10 test
-    batch, beside the test accuracy the run recorded."""
-    net, X, y, ops, _ = load_run_for_test(run_dir, data_dir, backend)
-    m = evaluate(net, X, y, 0.0, ops)
+    batch, beside the test accuracy the run recorded (with the run's test-time augmentation)."""
+    net, X, y, ops, config = load_run_for_test(run_dir, data_dir, backend)
+    m = evaluate(net, X, y, 0.0, ops, views=run_views(config))
     metrics = Path(run_dir) / "metrics.json"
     recorded = read_json(metrics).get("test_accuracy") if metrics.exists() else None
     recorded = recorded if isinstance(recorded, (int, float)) and not isinstance(recorded, bool) else None
     return {"test_accuracy": m.accuracy, "n_test": int(len(y)), "recorded_test_accuracy": recorded}
+
+
+def run_views(config: dict):
+    """The test-time augmentation (issue 17) a run's config.json asks for, as its own test
+    evaluation used it: :func:`fastnet.data.augment.tta_views` of its ``tta``."""
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    tta = train.get("tta", "none")
+    return tta_views(tta if isinstance(tta, str) else repr(tta))
 
 
 def adaptive_stats(net: Network, X: NDArray, batch: int, ops, *, images: int | None = None, copies: int = 0,
@@ -106,7 +114,7 @@ def pixel_inputs(U: NDArray[np.uint8], mean: NDArray, std: NDArray, dtype, white
 def evaluate_adaptive(run_dir, data_dir=None, backend=None, images: int | None = None, copies: int = 0, seed: int = 0) -> dict:
     """``fastnet evaluate RUN_DIR --adaptive-bn``: test accuracy with the run's stored BN
     statistics and with adaptive BN (statistics of the test images; the model file is not
-    changed). Batches of the run's own batch size."""
+    changed). Batches of the run's own batch size; both with the run's test-time augmentation."""
 
     net, X, y, ops, config = load_run_for_test(run_dir, data_dir, backend)
     if not net.bn:
@@ -118,9 +126,10 @@ def evaluate_adaptive(run_dir, data_dir=None, backend=None, images: int | None =
         raise FastnetError(f"{run_dir} feeds its network PCA components, not images, so there is nothing to flip and translate; drop --augment")
     batch = train.get("batch", 100)
     batch = batch if isinstance(batch, int) and batch >= 2 else 100
-    stored = evaluate(net, X, y, 0.0, ops)
+    views = run_views(config)
+    stored = evaluate(net, X, y, 0.0, ops, views=views)
     stats, used = adaptive_stats(net, X, batch, ops, images=images, copies=copies, seed=seed)
     with using_stats(net, stats):
-        adapted = evaluate(net, X, y, 0.0, ops)
+        adapted = evaluate(net, X, y, 0.0, ops, views=views)
     return {"test_accuracy": stored.accuracy, "adaptive_test_accuracy": adapted.accuracy, "test_loss": stored.loss,
             "adaptive_test_loss": adapted.loss, "n_test": int(len(y)), "stats_images": used, "copies": copies, "batch": batch}

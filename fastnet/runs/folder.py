@@ -204,19 +204,24 @@ def guard_writes(out: Path, work, last_checkpoint):
 
 def write_outputs(out: Path, cfg, data, backend, net, history, plots: bool):
     """After training: history.csv, steps.csv, model.npz, the test evaluation and the figures.
-    Returns (test Metrics, the last history row). OSError passes through."""
+    Returns (test Metrics, the last history row, further test figures for metrics.json: with
+    test-time augmentation, the accuracy without it). OSError passes through."""
     from fastnet.model.files import save_network
+    from fastnet.data.augment import tta_views
     from fastnet.model.network import evaluate
 
     write_history(out, history)
     whitening = getattr(data, "whitening", None)
     save_network(out / "model.npz", net, data.mean, data.std, inputs=whitening.to_arrays() if whitening is not None else None)
-    test = evaluate(net, data.X_test, data.y_test, cfg.lam, backend.ops)
+    test = evaluate(net, data.X_test, data.y_test, cfg.lam, backend.ops, views=tta_views(cfg.tta))
+    figures = {}
+    if cfg.tta != "none":  # issue 17: what test-time augmentation adds, measured in the same run
+        figures["test_accuracy_without_tta"] = evaluate(net, data.X_test, data.y_test, cfg.lam, backend.ops).accuracy
     if plots:
         from fastnet.runs.figures import plot_run
 
         plot_run(history.evals, out, title=describe(cfg))
-    return test, history.evals[-1]
+    return test, history.evals[-1], figures
 
 
 def record_stop(out: Path, exc: BaseException, history, saved_step: int | None) -> BaseException:
@@ -260,9 +265,12 @@ def run_metrics(cfg, data, backend, history, test, last: dict, wall: float, resu
 
 def describe(cfg) -> str:
     """A short title for a configuration, e.g. '3-layer [50, 50] BN lam=0.005' (bonus settings
-    appended where used, e.g. '... BN-after skip adam cosine aug preciseBN')."""
+    appended where used, e.g. '... BN-after skip adam cosine aug preciseBN zca ls=0.1 tta-flip')."""
     tags = [tag for tag, on in (("BN-after", cfg.bn_placement == "after"), ("skip", cfg.skip), (cfg.optimizer, cfg.optimizer != "sgd"),
-                                (cfg.schedule, cfg.schedule != "cyclic"), ("aug", cfg.augment), ("preciseBN", cfg.bn_stats == "precise")) if on]
+                                (cfg.schedule, cfg.schedule != "cyclic"), ("aug", cfg.augment), ("preciseBN", cfg.bn_stats == "precise"),
+                                # issue 17's options, named where used
+                                ("contrast", cfg.contrast), (cfg.whiten, cfg.whiten != "none"), (f"ls={cfg.label_smoothing:g}", cfg.label_smoothing),
+                                (f"mixup={cfg.mixup:g}", cfg.mixup), (f"dropout={cfg.dropout:g}", cfg.dropout), (f"tta-{cfg.tta}", cfg.tta != "none")) if on]
     return f"{len(cfg.hidden) + 1}-layer {list(cfg.hidden)} {'BN' if cfg.bn else 'no BN'} lam={cfg.lam:g}" + "".join(" " + t for t in tags)
 
 
@@ -316,7 +324,7 @@ class RunWriter:
     def finish(self, plots: bool, wall: float, resumed_from: int | None = None, extra: dict | None = None) -> dict:
         """The outputs of the finished run (:func:`write_outputs`), then ``metrics.json``;
         returns the metrics. OSError passes through (:meth:`stopped` makes it a sentence)."""
-        test, last = write_outputs(self.out, self.cfg, self.data, self.backend, self.net, self.history, plots)
-        metrics = run_metrics(self.cfg, self.data, self.backend, self.history, test, last, wall, resumed_from, extra)
+        test, last, figures = write_outputs(self.out, self.cfg, self.data, self.backend, self.net, self.history, plots)
+        metrics = run_metrics(self.cfg, self.data, self.backend, self.history, test, last, wall, resumed_from, {**figures, **(extra or {})})
         write_json(self.out / "metrics.json", metrics)
         return metrics

@@ -10,6 +10,7 @@ from typing import get_args, get_type_hints
 
 import numpy as np
 
+from fastnet.data.augment import TTA_MODES
 from fastnet.data.whiten import MODES as WHITEN_MODES
 from fastnet.errors import ConfigError
 from fastnet.model.network import (
@@ -96,6 +97,9 @@ class TrainConfig:
     mixup: float = bonus(0.0, "MixUp alpha >= 0: each batch mixed with a permutation of itself, lambda ~ Beta(alpha, alpha) per batch (0: off)")
     dropout: float = bonus(0.0, "inverted dropout probability p in [0, 1) on every hidden layer's output, scaled by 1 / (1 - p) in training (0: off)")
     decay: str = bonus("l2", "weight decay: l2 (lambda ||W||^2 in the cost, eq 20) or decoupled (AdamW's, apart from Adam's moments; for sgd the same step as l2)")
+    # ---- test-time augmentation (issue 17): validation and test images only
+    tta: str = bonus("none", "test-time augmentation of validation and test images: none, flip (each image and its mirror) or flip-shift "
+                             "(also moved 1 px up, down, left, right: 10 views); the predicted probabilities are averaged")
 
     def validate(self) -> "TrainConfig":
         """Refuse impossible settings before any work is done; returns self.
@@ -144,6 +148,10 @@ class TrainConfig:
             raise ConfigError(f"dropout is a probability in [0, 1) (0: off), got {self.dropout:g}")
         if self.decay not in DECAYS:
             raise ConfigError(f"unknown decay {self.decay!r}; choose one of {', '.join(DECAYS)}")
+        if self.tta not in TTA_MODES:
+            raise ConfigError(f"unknown test-time augmentation {self.tta!r}; choose one of {', '.join(TTA_MODES)}")
+        if self.tta != "none" and self.whiten == "pca":
+            raise ConfigError("--tta needs image-shaped inputs; PCA-whitened rows are not images (use --whiten zca or --tta none)")
 
     def _validate_bonus(self) -> None:
         """The bonus settings (Exercise 4): refused before any work, one sentence each."""

@@ -104,6 +104,8 @@ def lockstep_blocker(cfg: TrainConfig) -> str | None:
         return "label smoothing, MixUp and dropout are not grouped"
     if cfg.contrast or cfg.whiten != "none":  # issue 17: each run fits (and stores) its own
         return "input whitening is not grouped"
+    if cfg.tta != "none":  # issue 17: the group measures its models itself, without views
+        return "test-time augmentation is not grouped"
     return None
 
 

@@ -22,8 +22,8 @@ def test_field_lists_follow_the_dataclass():
     assert kinds["sigma"] is float and kinds["decay_steps"] is int  # optional ones keep their type
     assert set(kinds) == set(CONFIG_FIELDS) - {"hidden"}
     assert config._OPTIONAL == ("sigma", "n_s", "decay_steps", "whiten_dims")
-    assert BONUS_FIELDS[0] == "bn_placement" and "eval_train_images" in BONUS_FIELDS and len(BONUS_FIELDS) == 24
-    assert BONUS_FIELDS[-4:] == ("label_smoothing", "mixup", "dropout", "decay")  # issue 17
+    assert BONUS_FIELDS[0] == "bn_placement" and "eval_train_images" in BONUS_FIELDS and len(BONUS_FIELDS) == 25
+    assert BONUS_FIELDS[-5:] == ("label_smoothing", "mixup", "dropout", "decay", "tta")  # issue 17
     assert {"contrast", "whiten", "whiten_eps", "whiten_dims"} <= set(BONUS_FIELDS)  # issue 17
     assert BONUS_DEFAULTS["precise_images"] == 10_000 and BONUS_DEFAULTS["decay_steps"] is None
 
