@@ -101,8 +101,9 @@ def add_regulariser_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--decay", choices=["l2", "decoupled"], help="l2: lambda ||W||^2 in the cost, eq (20) (default); decoupled: AdamW's weight decay, "
                    "applied to the weights apart from Adam's moments (for sgd the same step as l2)")
     t = p.add_argument_group("test-time augmentation (issue 17)")
-    t.add_argument("--tta", choices=["none", "flip", "flip-shift"], help="average the predicted probabilities of each validation and test image over views of it: "
-                   "flip (it and its mirror image) or flip-shift (also moved 1 px up, down, left and right: 10 views) (default none)")
+    t.add_argument("--tta", choices=["none", "flip", "flip-shift"], help="average the predicted probabilities of each test image over views of it: flip (it and its "
+                   "mirror image) or flip-shift (also moved 1 px up, down, left and right: 10 views) (default none); metrics.json also gets "
+                   "val_accuracy_tta and test_accuracy_without_tta; the history's rows are measured without it")
 
 
 def config_flags() -> tuple[str, ...]:

@@ -204,8 +204,9 @@ def guard_writes(out: Path, work, last_checkpoint):
 
 def write_outputs(out: Path, cfg, data, backend, net, history, plots: bool):
     """After training: history.csv, steps.csv, model.npz, the test evaluation and the figures.
-    Returns (test Metrics, the last history row, further test figures for metrics.json: with
-    test-time augmentation, the accuracy without it). OSError passes through."""
+    Returns (test Metrics, the last history row, further figures for metrics.json: with
+    test-time augmentation, the test accuracy without it and the validation accuracy with it).
+    OSError passes through."""
     from fastnet.model.files import save_network
     from fastnet.data.augment import tta_views
     from fastnet.model.network import evaluate
@@ -217,6 +218,8 @@ def write_outputs(out: Path, cfg, data, backend, net, history, plots: bool):
     figures = {}
     if cfg.tta != "none":  # issue 17: what test-time augmentation adds, measured in the same run
         figures["test_accuracy_without_tta"] = evaluate(net, data.X_test, data.y_test, cfg.lam, backend.ops).accuracy
+        if len(data.y_val):  # the figure a search compares (the history's rows are measured without views: cheap, every epoch)
+            figures["val_accuracy_tta"] = evaluate(net, data.X_val, data.y_val, cfg.lam, backend.ops, views=tta_views(cfg.tta)).accuracy
     if plots:
         from fastnet.runs.figures import plot_run
 

@@ -97,9 +97,10 @@ class TrainConfig:
     mixup: float = bonus(0.0, "MixUp alpha >= 0: each batch mixed with a permutation of itself, lambda ~ Beta(alpha, alpha) per batch (0: off)")
     dropout: float = bonus(0.0, "inverted dropout probability p in [0, 1) on every hidden layer's output, scaled by 1 / (1 - p) in training (0: off)")
     decay: str = bonus("l2", "weight decay: l2 (lambda ||W||^2 in the cost, eq 20) or decoupled (AdamW's, apart from Adam's moments; for sgd the same step as l2)")
-    # ---- test-time augmentation (issue 17): validation and test images only
-    tta: str = bonus("none", "test-time augmentation of validation and test images: none, flip (each image and its mirror) or flip-shift "
-                             "(also moved 1 px up, down, left, right: 10 views); the predicted probabilities are averaged")
+    # ---- test-time augmentation (issue 17): the finished run's test (and final validation) figures only
+    tta: str = bonus("none", "test-time augmentation of the finished run's test images (and its final validation figure, val_accuracy_tta): none, "
+                             "flip (each image and its mirror) or flip-shift (also moved 1 px up, down, left, right: 10 views); the predicted "
+                             "probabilities are averaged. The history's rows are measured without it")
 
     def validate(self) -> "TrainConfig":
         """Refuse impossible settings before any work is done; returns self.

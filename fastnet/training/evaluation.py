@@ -15,7 +15,6 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from fastnet.data.augment import tta_views
 from fastnet.model.network import Metrics, Network, evaluate
 from fastnet.training.config import TrainConfig
 from fastnet.training.loggers import NO_LOGGER, Logger
@@ -79,7 +78,7 @@ class PreciseStats:
     def extra(self, net: Network) -> dict:
         """``val_accuracy_ema``: the validation accuracy with the averages (if there is a validation set)."""
         d = self.data
-        return {"val_accuracy_ema": evaluate(net, d.X_val, d.y_val, self.cfg.lam, self.ops, views=tta_views(self.cfg.tta)).accuracy} if len(d.y_val) else {}
+        return {"val_accuracy_ema": evaluate(net, d.X_val, d.y_val, self.cfg.lam, self.ops).accuracy} if len(d.y_val) else {}
 
     def using(self, net: Network, t: int):
         from fastnet.model.bn_stats import precise_estimate, using_stats
@@ -105,7 +104,6 @@ class Evaluator:
         self.logger = logger
         self.rows = train_eval_rows(cfg, data.X_train.shape[0])
         self.stats = bn_stats_for(cfg, data, ops)
-        self.views = tta_views(cfg.tta)  # issue 17: validation rows with test-time augmentation, training rows without
 
     def measure(self, net: Network, epoch: float, t: int) -> dict:
         """The row of ``net`` after update step t (``epoch``: epochs done, fractional)."""
@@ -115,7 +113,7 @@ class Evaluator:
             # The training subset is gathered a chunk at a time, never copied whole; with BLAS on
             # one thread and a core to spare, evaluation takes both cores itself.
             tr = evaluate(net, d.X_train, d.y_train, self.lam, self.ops, rows=self.rows, threads=self.threads)
-            va = evaluate(net, d.X_val, d.y_val, self.lam, self.ops, threads=self.threads, views=self.views) if len(d.y_val) else None
+            va = evaluate(net, d.X_val, d.y_val, self.lam, self.ops, threads=self.threads) if len(d.y_val) else None
         return eval_row(epoch, t, self.schedule.last_eta(t), tr, va, extra)
 
     def record(self, net: Network, history, epoch: float, t: int) -> None:

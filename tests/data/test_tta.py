@@ -1,7 +1,7 @@
 """Test-time augmentation (issue 17): the views of fastnet/data/augment.py, the averaged
 predictions of fastnet/model/network.py's evaluate and predict, and runs that use them
-(metrics.json records the accuracy with and without; ``fastnet evaluate`` and ``load_run``
-apply the run's own views)."""
+(metrics.json records the test accuracy with and without, and the validation accuracy with;
+``fastnet evaluate`` and ``load_run`` apply the run's own views)."""
 from __future__ import annotations
 
 import json
@@ -122,6 +122,9 @@ def test_a_run_records_both_and_evaluate_applies_the_runs_views(fake_cifar_dir, 
     without = evaluate(run.network, data.X_test, data.y_test, 0.0, OPS).accuracy
     with_views = evaluate(run.network, data.X_test, data.y_test, 0.0, OPS, views=tta_views("flip-shift")).accuracy
     assert metrics["test_accuracy"] == with_views and metrics["test_accuracy_without_tta"] == without
+    val = evaluate(run.network, data.X_val, data.y_val, 0.0, OPS, views=tta_views("flip-shift")).accuracy
+    assert metrics["val_accuracy_tta"] == val
+    assert metrics["val_accuracy"] == run.history[-1]["val_accuracy"]  # the rows: without views
     assert run.evaluate(data.X_test, data.y_test)["accuracy"] == with_views
     assert np.mean(run.predict(data.X_test) == data.y_test) == with_views
     capsys.readouterr()
