@@ -99,3 +99,23 @@ def test_best_mlp_runs_one_at_a_time_and_its_statistics(fake_cifar_dir, tmp_path
     assert math.isclose(best["mean_test_accuracy"], sum(accs) / len(accs))
     mean = sum(accs) / len(accs)
     assert math.isclose(best["stderr_test_accuracy"], math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1) / len(accs)))
+
+
+def test_best_mlp_ablation_compares_final_validation_figures_and_splits_out_tta():
+    """The ablation compares each run's final validation figure (with test-time augmentation
+    where the run had it) and adds test-time augmentation's own share from the seed-0 run's
+    figures with and without it."""
+    nan = float("nan")
+    key = next(iter(bonus.BEST_MLP_ABLATION))
+    rows = [{"run": "best-mlp", "status": "finished", "test_accuracy": 0.64, "val_accuracy": 0.645, "val_accuracy_tta": 0.655,
+             "test_accuracy_without_tta": 0.63, "wall_seconds": 590.0},
+            {"run": f"best-mlp-without-{key.replace(' ', '-')}", "status": "finished", "test_accuracy": 0.60, "val_accuracy": 0.61,
+             "val_accuracy_tta": 0.62, "test_accuracy_without_tta": 0.59, "wall_seconds": 580.0},
+            {"run": "best-mlp-seed1", "status": "finished", "test_accuracy": 0.62, "val_accuracy": 0.63, "val_accuracy_tta": nan,
+             "test_accuracy_without_tta": nan, "wall_seconds": 600.0}]
+    best = bonus.best_mlp_stats(rows)
+    assert best["seeds"] == 2 and best["val_accuracies"] == [0.655, 0.63]  # seed 1 had no views: its history's figure
+    by = {r["ingredient"]: r for r in best["ablation"]}
+    assert by[key]["test_gain"] == pytest.approx(0.04) and by[key]["val_gain"] == pytest.approx(0.035)
+    tta = by["test-time augmentation"]
+    assert tta["test_gain"] == pytest.approx(0.01) and tta["val_gain"] == pytest.approx(0.01) and tta["test_accuracy"] == 0.63
