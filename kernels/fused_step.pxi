@@ -288,12 +288,14 @@ def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb,
                             floating eta, floating keep, floating step, double eps, double alpha,
                             source, const double[::1] mean, const double[::1] inv_std, bint normalise,
                             const Py_ssize_t[::1] y, const Py_ssize_t[::1] next_idx,
-                            floating[:, ::1] Xn, Py_ssize_t[::1] yn):
-    """:func:`fused_sgd_step` on ``parts`` (1 or 2) threads, gathering rows ``next_idx`` of
-    ``source`` (uint8 images if ``normalise``, else an array of the plan's dtype; the caller
-    checked the indices) into (Xn, yn) meanwhile. The products are cut where no sum is: the
-    forward one by rows of the batch, the update by rows of W1t, so each entry is the same
-    BLAS dot product as on one core."""
+                            floating[:, ::1] Xn, Py_ssize_t[::1] yn, int threads=0):
+    """:func:`fused_sgd_step` cut in ``parts`` (1 or 2) on ``threads`` threads (0: one per
+    part), gathering rows ``next_idx`` of ``source`` (uint8 images if ``normalise``, else an
+    array of the plan's dtype; the caller checked the indices) into (Xn, yn) meanwhile. The
+    products are cut where no sum is: the forward one by rows of the batch, the update by rows
+    of W1t, so each entry is the same BLAS dot product as on one core. Two parts on one thread
+    run one after the other: the same products, so the same bits as on two threads (the
+    fallback of a loaded machine, fastnet/training/load_guard.py)."""
     cdef Py_ssize_t n = plan.n, d = plan.d, m1 = plan.layers[0].m, r0, r1, c0, c1, n_next = next_idx.shape[0]
     cdef int p
     cdef const unsigned char* U = NULL
@@ -305,6 +307,10 @@ def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb,
     if Xb.shape[0] != n or Xb.shape[1] != d or yb.shape[0] != n or (sizeof(floating) == 8) != plan.wide:
         raise ValueError(f"the batch must be ({n}, {d}) of the plan's dtype with {n} labels")
     if parts not in (1, 2):
+        raise ValueError("the fused step is cut in 1 or 2 parts")
+    if threads == 0:
+        threads = parts
+    if threads not in (1, 2):
         raise ValueError("the fused step runs on 1 or 2 threads")
     if n_next:
         if Xn.shape[0] != n_next or Xn.shape[1] != d or yn.shape[0] != n_next:
@@ -317,18 +323,18 @@ def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb,
             Xsrc = &rows[0, 0]
     plan.counter = 0
     with nogil:
-        for p in prange(parts, num_threads=parts, schedule="static", chunksize=1):  # (12) by rows of the batch
+        for p in prange(parts, num_threads=threads, schedule="static", chunksize=1):  # (12) by rows of the batch
             r0, r1 = n * p // parts, n * (p + 1) // parts
             _gemm(plan, &Xb[r0, 0], d, False, <floating*> plan.W1t, m1, False, <floating*> plan.layers[0].S + r0 * m1,
                   m1, r1 - r0, m1, d, 1, 0)
-        for p in prange(parts, num_threads=parts, schedule="static", chunksize=1):
+        for p in prange(parts, num_threads=threads, schedule="static", chunksize=1):
             if p == 0:  # the small layers on one thread; the next batch on every thread free
                 plan.result = _step_core(plan, &yb[0], first, eta, keep, step, eps, alpha, plan.scratch)
             if n_next:
                 _gather_share(Xsrc, U, mean_p, inv_p, d, &y[0], &next_idx[0], n_next, &Xn[0, 0], &yn[0],
                               &plan.counter)
         if plan.result - plan.result == 0:
-            for p in prange(parts, num_threads=parts, schedule="static", chunksize=1):  # the update by rows of W1t
+            for p in prange(parts, num_threads=threads, schedule="static", chunksize=1):  # the update by rows of W1t
                 c0, c1 = d * p // parts, d * (p + 1) // parts
                 _gemm(plan, &Xb[0, c0], d, True, <floating*> plan.layers[0].G, m1, False,
                       <floating*> plan.W1t + c0 * m1, m1, c1 - c0, m1, n, -step, keep)

@@ -260,11 +260,23 @@ def fused_sgd_step(plan, Xb, yb, first, eta, keep, step, eps, alpha):
 
 
 def fused_sgd_step_parallel(plan, parts, Xb, yb, first, eta, keep, step, eps, alpha,
-                            X, mean, inv_std, normalise, y, next_idx, Xn, yn):
-    """:func:`sgd_step_parallel` on the plan's arrays and scratch."""
+                            X, mean, inv_std, normalise, y, next_idx, Xn, yn, threads=0):
+    """:func:`sgd_step_parallel` on the plan's arrays and scratch, cut in ``parts`` on
+    ``threads`` of Numba's threads (0: one per part). Two parts on one thread run one after
+    the other: the same products, so the same bits as on two threads."""
+    import numba
+
     blas, arrays, counter, result = plan
-    return sgd_step_parallel(blas, parts, Xb, yb, *arrays, first, eta, keep, step, eps, alpha,
-                             X, mean, inv_std, normalise, y, next_idx, Xn, yn, counter, result)
+    before = numba.get_num_threads()
+    threads = threads or parts
+    if threads != before:
+        numba.set_num_threads(threads)
+    try:
+        return sgd_step_parallel(blas, parts, Xb, yb, *arrays, first, eta, keep, step, eps, alpha,
+                                 X, mean, inv_std, normalise, y, next_idx, Xn, yn, counter, result)
+    finally:
+        if threads != before:
+            numba.set_num_threads(before)
 
 
 def start_cost() -> str:

@@ -86,6 +86,7 @@ def save_checkpoint(path, net: Network, history: History, position: Position, co
         "evals": history.evals,
         "train_seconds": history.train_seconds,
         "eval_seconds": history.eval_seconds,
+        "one_core_steps": history.one_core_steps,
         "data": data or {},
         "optimizer": optimizer,
     }
@@ -142,7 +143,8 @@ def load_checkpoint(path) -> Checkpoint:
         if not isinstance(evals, list) or not all(isinstance(r, dict) for r in evals):
             raise ValueError("its evaluation history is not a list of rows")
         history = History(evals=evals, step_eta=step_eta.tolist(), step_loss=step_loss.tolist(),
-                          train_seconds=float(meta.get("train_seconds", 0.0)), eval_seconds=float(meta.get("eval_seconds", 0.0)))
+                          train_seconds=float(meta.get("train_seconds", 0.0)), eval_seconds=float(meta.get("eval_seconds", 0.0)),
+                          one_core_steps=int(meta.get("one_core_steps", 0)))
         optimizer = meta.get("optimizer", "sgd")
         if not isinstance(optimizer, str):
             raise ValueError("its optimiser name is not a string")

@@ -243,7 +243,7 @@ class FusedStep:
         return self._Xbs[self._turn], self._ybs[self._turn]
 
     def step(self, Xb: NDArray, yb: NDArray, lam: float, eta: float, *, checked: bool = True,
-             ahead: tuple[NDArray, NDArray, NDArray] | None = None) -> float:
+             ahead: tuple[NDArray, NDArray, NDArray] | None = None, threads: int = 2) -> float:
         """One SGD step on (Xb, yb) -- like ``train_step(net, Xb, yb, lam, eta, ops)``; returns
         the batch's mean cross-entropy, and leaves the network untouched if it is not finite.
 
@@ -253,6 +253,10 @@ class FusedStep:
 
         ``ahead = (X, y, idx)``: the next batch, which the next :meth:`gather` of those rows
         then returns at once; gathered during the step on two cores, else after it.
+
+        ``threads`` (on two cores): 1 runs the step's two halves one after the other on one
+        thread -- the same bits, for a machine whose second core is busy
+        (:mod:`fastnet.training.load_guard`).
         """
         if checked:
             d, K = self.net.sizes[0], self.net.sizes[-1]
@@ -282,7 +286,7 @@ class FusedStep:
                 self._source = (*self._source_of(X), np.asarray(y, np.intp))
             else:  # nothing to gather: no rows, of the last source's types (no new compilation)
                 idx = self._no_rows
-            loss = k.fused_sgd_step_parallel(args[0], 2, *args[1:], *self._source, idx, Xn, yn)
+            loss = k.fused_sgd_step_parallel(args[0], 2, *args[1:], *self._source, idx, Xn, yn, threads)
         else:
             loss = k.fused_sgd_step(*args)
             if ahead is not None:

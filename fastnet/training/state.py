@@ -14,6 +14,7 @@ class History:
     step_loss: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
+    one_core_steps: int = 0  # two-core steps run on one thread while the second core was busy (fastnet/training/load_guard.py)
 
     @property
     def steps(self) -> int:

@@ -3,6 +3,7 @@ and the divergence errors that name the first array that is not finite."""
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,6 +21,7 @@ from fastnet.model.optim import (
 )
 from fastnet.training.config import TrainConfig
 from fastnet.training.fused import fused_step_for
+from fastnet.training.load_guard import LoadGuard
 from fastnet.util.threads import blas_thread_count, idle_cores
 
 
@@ -90,9 +92,10 @@ class Stepper:
     configuration qualifies (``self.fused``), else :func:`train_step` op by op; the two compute
     the same step. With the fused step and BLAS given two threads, each step runs on
     two cores (``self.cores == 2``: the step's own split, BLAS on one thread in each; the next
-    batch, ``next_idx``, gathered during the step); with BLAS on one thread and a core it
-    leaves free, the next batch is gathered in a second thread while a step runs
-    (``self.prefetch``).
+    batch, ``next_idx``, gathered during the step; while another process holds the second
+    core, the two halves on one thread, ``self.guard``: the same bits); with BLAS on one
+    thread and a core it leaves free, the next batch is gathered in a second thread while a
+    step runs (``self.prefetch``).
     ``augment(Xb, t)``, if given, transforms each gathered batch; ``regularise`` (issue 17), if
     given, then gives the step its inputs, targets and dropout masks (op by op).
     ``self.Xb`` is the last batch trained on. Call :meth:`close` when training stops (it gives
@@ -118,6 +121,7 @@ class Stepper:
         self.prefetch = compiled and self.cores == 1 and threads < idle_cores()
         if self.cores == 2:
             self.fused.use_cores(2)
+        self.guard = LoadGuard()  # issue 15: the two-core step on one thread while the second core is busy
         self.Xb = None
 
     @property
@@ -134,7 +138,10 @@ class Stepper:
         if fused is not None and self.augment is None:
             self.Xb, yb = fused.gather(X, y, idx)  # into the step's own buffers
             if self.cores == 2:  # gathered during the step
-                return fused.step(self.Xb, yb, self.lam, eta, checked=False, ahead=ahead)
+                start = time.perf_counter()
+                loss = fused.step(self.Xb, yb, self.lam, eta, checked=False, ahead=ahead, threads=self.guard.threads())
+                self.guard.observe(time.perf_counter() - start)
+                return loss
             if ahead is not None and self.prefetch:
                 fused.prefetch(*ahead)
             return fused.step(self.Xb, yb, self.lam, eta, checked=False)

@@ -288,6 +288,29 @@ def test_the_two_core_step_equals_the_op_by_op_step(backend, dtype, tol, bn, hid
     assert _worst(a, b) <= tol
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_two_halves_on_one_thread_are_the_bits_of_two(backend, dtype):
+    """The load guard's fallback (fastnet/training/load_guard.py) changes only the threads that
+    run the two halves: a run switching between one and two threads step by step ends with
+    exactly the arrays of a run on two threads throughout."""
+    _numba_compiles_this(backend, NETS["3-layer"], dtype)
+    X, y = _data(dtype)
+    ops = resolve(backend).ops
+    nets = [init_network(D, NETS["3-layer"], K, bn=True, dtype=dtype, rng=np.random.default_rng(1)) for _ in range(2)]
+    steps = [fused_step_for(net, ops) for net in nets]
+    for fused in steps:
+        fused.use_cores(2)
+    rng = np.random.default_rng(2)
+    for t in range(12):
+        idx = rng.permutation(N)[:50]
+        losses = [fused.step(X[idx], y[idx], 0.01, 0.05, threads=threads) for fused, threads in zip(steps, (2, 1 + t % 2))]
+        assert losses[0] == losses[1]
+    for fused in steps:
+        fused.detach()
+    A, B = (_arrays(net) for net in nets)
+    assert all(np.array_equal(A[k], B[k]) for k in A)
+
+
 def test_the_two_core_step_gathers_byte_images_exactly(backend):
     from fastnet.data.images import NormalisedImages
 

@@ -1,0 +1,85 @@
+"""Steady speed under load (issue 15): the two-core step falls back to one core while another
+process holds the second, and returns when it is free.
+
+The fused step on two cores (:mod:`fastnet.training.fused`) splits every step in two halves
+and waits for both. When another CPU-bound process takes one of the two cores, the half on
+the shared core runs at a fraction of its speed, and the whole step with it: measured on
+2 cores, a 3-layer run took 9x longer beside one competing process instead of ~2x. Two
+halves on *one* thread, one after the other, do the same products -- the same bits -- at the
+one core's full speed. So the guard only chooses how many threads run the two halves, and a
+run's results never depend on the load.
+
+The choice is made from the step's own wall time (no load average, which lags by a minute),
+as medians of :data:`WINDOW` steps:
+
+* on two threads, once the median is :data:`SLOWER` times the best seen on two threads, one
+  thread is tried;
+* every :data:`PROBE_EVERY` steps on one thread (four times that on two), the other count is
+  tried;
+* a try lasts one window, and the faster of the two medians is kept.
+
+On an idle machine this costs one window of one-thread steps in every 4 x PROBE_EVERY (under
+1 % of the steps, at ~1.6x a step's time). A switch costs nothing but a different thread count
+on the next call.
+"""
+from __future__ import annotations
+
+import statistics
+from collections import deque
+
+#: Steps per median: enough that a single slow step (a page fault, an evaluation's tail) does
+#: not switch, few enough to react within a fraction of a second on small networks.
+WINDOW = 16
+#: How much slower than its best the two-core step must get before one core is tried.
+SLOWER = 1.5
+#: Steps on one core between two tries of two cores.
+PROBE_EVERY = 256
+
+
+class LoadGuard:
+    """Which thread count (2 or 1) the next two-core step should run on: call
+    :meth:`threads` before a step and :meth:`observe` with its wall time after it.
+    ``one_core_steps``: the steps taken on one thread so far; ``switches``: how often the
+    count changed."""
+
+    def __init__(self, window: int = WINDOW, slower: float = SLOWER, probe_every: int = PROBE_EVERY):
+        self.window, self.slower, self.probe_every = window, slower, probe_every
+        self.current = 2
+        self.recent: deque[float] = deque(maxlen=window)
+        self.median: dict[int, float] = {}  # the last median measured on each thread count
+        self.best_two: float | None = None  # the best median seen on two threads
+        self.since_switch = 0
+        self.trying = False  # the current count is a try: after one window, keep the faster
+        self.one_core_steps = 0
+        self.switches = 0
+
+    def threads(self) -> int:
+        return self.current
+
+    def observe(self, seconds: float) -> None:
+        """Record the wall time of the step just taken on :meth:`threads` threads."""
+        self.one_core_steps += self.current == 1
+        self.since_switch += 1
+        self.recent.append(seconds)
+        if len(self.recent) < self.window:
+            return
+        now = self.median[self.current] = statistics.median(self.recent)
+        other = 3 - self.current
+        if self.trying:
+            self.trying = False
+            if other in self.median and now >= self.median[other]:
+                self._switch(other, trying=False)
+            return
+        if self.current == 2:
+            self.best_two = now if self.best_two is None else min(self.best_two, now)
+            if now > self.slower * self.best_two:
+                self._switch(1, trying=True)
+                return
+        if self.since_switch >= self.probe_every * (4 if self.current == 2 else 1):
+            self._switch(other, trying=True)
+
+    def _switch(self, threads: int, trying: bool) -> None:
+        self.current, self.trying = threads, trying
+        self.recent.clear()
+        self.since_switch = 0
+        self.switches += 1

@@ -1,0 +1,53 @@
+"""The load guard (fastnet/training/load_guard.py) on synthetic step times: it keeps two threads
+on an idle machine, falls back to one within a window once the second core is taken, and
+returns when it is free. (That the fallback changes no bits is tests/training/test_fused.py's.)"""
+from __future__ import annotations
+
+from fastnet.training.load_guard import PROBE_EVERY, WINDOW, LoadGuard
+
+IDLE = {2: 1.0, 1: 1.6}  # seconds per step: the split's idle speed-up
+LOADED = {2: 6.0, 1: 1.8}  # another process on one core: the two halves wait for the shared one
+
+
+def run(guard: LoadGuard, machine: dict, steps: int) -> list[int]:
+    """The thread counts chosen over ``steps`` steps on a machine with these step times."""
+    chosen = []
+    for _ in range(steps):
+        threads = guard.threads()
+        chosen.append(threads)
+        guard.observe(machine[threads])
+    return chosen
+
+
+def test_an_idle_machine_keeps_two_threads_but_for_rare_tries():
+    guard = LoadGuard()
+    chosen = run(guard, IDLE, 20 * PROBE_EVERY)
+    assert chosen[: 4 * PROBE_EVERY] == [2] * (4 * PROBE_EVERY)
+    assert chosen.count(1) <= 5 * WINDOW + 5  # one window per try, one try per 4 x PROBE_EVERY steps
+    assert guard.current == 2 and guard.one_core_steps == chosen.count(1)
+
+
+def test_a_busy_second_core_moves_the_step_to_one_thread_and_back():
+    guard = LoadGuard()
+    run(guard, IDLE, 100)
+    loaded = run(guard, LOADED, 10 * PROBE_EVERY)
+    first_one = loaded.index(1)
+    assert first_one <= WINDOW  # within a window of the load's start
+    # afterwards mostly one thread: the tries of two last a window each, one per PROBE_EVERY steps
+    assert loaded[first_one:].count(2) <= (10 * PROBE_EVERY // PROBE_EVERY + 1) * WINDOW
+    idle_again = run(guard, IDLE, PROBE_EVERY + 2 * WINDOW)
+    assert idle_again[-WINDOW:] == [2] * WINDOW and guard.current == 2
+
+
+def test_a_run_that_starts_loaded_finds_one_thread_at_its_first_try():
+    guard = LoadGuard()
+    chosen = run(guard, LOADED, 8 * PROBE_EVERY)
+    assert chosen[-WINDOW:] == [1] * WINDOW
+    assert chosen.index(1) <= 4 * PROBE_EVERY + WINDOW
+
+
+def test_one_slow_step_does_not_switch():
+    guard = LoadGuard()
+    run(guard, IDLE, 100)
+    guard.observe(50.0)  # one step stalled (page faults, a long evaluation tail)
+    assert run(guard, IDLE, WINDOW) == [2] * WINDOW and guard.switches == 0
