@@ -4,7 +4,8 @@ process holds the second, and returns when it is free.
 The fused step on two cores (:mod:`fastnet.training.fused`) splits every step in two halves
 and waits for both. When another CPU-bound process takes one of the two cores, the half on
 the shared core runs at a fraction of its speed, and the whole step with it: measured on
-2 cores, a 3-layer run took 9x longer beside one competing process instead of ~2x. Two
+2 cores, a 3-layer epoch took 13.7x longer beside one competing process
+(``scripts/bench_load.py``). Two
 halves on *one* thread, one after the other, do the same products -- the same bits -- at the
 one core's full speed. So the guard only chooses how many threads run the two halves, and a
 run's results never depend on the load.
@@ -16,7 +17,9 @@ as medians of :data:`WINDOW` steps:
   thread is tried;
 * every :data:`PROBE_EVERY` steps on one thread (four times that on two), the other count is
   tried;
-* a try lasts one window, and the faster of the two medians is kept.
+* a try lasts one window, and the faster of the two medians is kept; it ends at its first
+  step if that step is :data:`ABORT` times the other count's median, and every failed try
+  doubles the steps to the next (up to :data:`MAX_BACKOFF` times).
 
 On an idle machine this costs one window of one-thread steps in every 4 x PROBE_EVERY (under
 1 % of the steps, at ~1.6x a step's time). A switch costs nothing but a different thread count
@@ -34,6 +37,10 @@ WINDOW = 16
 SLOWER = 1.5
 #: Steps on one core between two tries of two cores.
 PROBE_EVERY = 256
+#: A try ends at once on a step this many times slower than the other count's median.
+ABORT = 1.5
+#: Failed tries in a row stretch the steps between tries up to this factor.
+MAX_BACKOFF = 16
 
 
 class LoadGuard:
@@ -50,6 +57,7 @@ class LoadGuard:
         self.best_two: float | None = None  # the best median seen on two threads
         self.since_switch = 0
         self.trying = False  # the current count is a try: after one window, keep the faster
+        self.backoff = 1  # tries that failed in a row double the steps to the next (up to MAX_BACKOFF)
         self.one_core_steps = 0
         self.switches = 0
 
@@ -60,22 +68,31 @@ class LoadGuard:
         """Record the wall time of the step just taken on :meth:`threads` threads."""
         self.one_core_steps += self.current == 1
         self.since_switch += 1
+        other = 3 - self.current
+        if self.trying and other in self.median and seconds > ABORT * self.median[other]:
+            # a try that is plainly slower ends at its first step, and the next one waits longer:
+            # under load, each two-thread step costs many one-thread ones
+            self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+            self._switch(other, trying=False)
+            return
         self.recent.append(seconds)
         if len(self.recent) < self.window:
             return
         now = self.median[self.current] = statistics.median(self.recent)
-        other = 3 - self.current
         if self.trying:
             self.trying = False
             if other in self.median and now >= self.median[other]:
+                self.backoff = min(self.backoff * 2, MAX_BACKOFF)
                 self._switch(other, trying=False)
+            else:
+                self.backoff = 1
             return
         if self.current == 2:
             self.best_two = now if self.best_two is None else min(self.best_two, now)
             if now > self.slower * self.best_two:
                 self._switch(1, trying=True)
                 return
-        if self.since_switch >= self.probe_every * (4 if self.current == 2 else 1):
+        if self.since_switch >= self.probe_every * self.backoff * (4 if self.current == 2 else 1):
             self._switch(other, trying=True)
 
     def _switch(self, threads: int, trying: bool) -> None:
