@@ -104,6 +104,8 @@ def lockstep_blocker(cfg: TrainConfig) -> str | None:
         return "label smoothing, MixUp and dropout are not grouped"
     if cfg.contrast or cfg.whiten != "none":  # issue 17: each run fits (and stores) its own
         return "input whitening is not grouped"
+    if cfg.gemm == "mkl":  # the group's products go to NumPy's OpenBLAS (accumulate_into)
+        return "the MKL matrix-multiply provider is not grouped"
     return None
 
 

@@ -31,7 +31,7 @@ import math
 from fastnet.errors import ConfigError
 from fastnet.model.network import Network, evaluate
 from fastnet.training.checkpointer import Checkpointer, Clock
-from fastnet.training.config import TrainConfig, new_optimizer
+from fastnet.training.config import TrainConfig, gemm_for, new_optimizer
 from fastnet.training.evaluation import Evaluator, due_within_epoch
 from fastnet.training.loggers import NO_LOGGER, Logger
 from fastnet.training.regularisers import regulariser
@@ -42,7 +42,8 @@ from fastnet.util.progress import Progress
 
 
 def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = None, progress: bool = True, *,
-        start: Position | None = None, checkpoint=None, stop: StopRequest | None = None, optimizer=None, logger: Logger = NO_LOGGER) -> History:
+        start: Position | None = None, checkpoint=None, stop: StopRequest | None = None, optimizer=None, logger: Logger = NO_LOGGER,
+        gemm: str | None = None) -> History:
     """Train ``net`` in place on ``data`` (a fastnet.data.cifar10.Dataset) as ``cfg`` says.
 
     The training set is reshuffled every epoch; the learning rate (cyclic by default) is
@@ -73,6 +74,9 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
     logger : fastnet.training.loggers.Logger, optional
         Told every step's loss and learning rate and every evaluation row (TensorBoard,
         MLflow); the caller opens and closes it.
+    gemm : str, optional
+        The matrix-multiply provider of the fused step, "openblas" or "mkl" (a run folder's, as
+        it recorded it); None: ``cfg.gemm`` resolved for this network (:func:`gemm_for`).
 
     Raises DivergenceError at the first non-finite loss (checked every step) or parameter
     (checked every epoch and before a checkpoint), naming the step, the learning rate and the
@@ -87,6 +91,12 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
     save = Checkpointer([net], [checkpoint], clock, lams=[cfg.lam])
     stepper = Stepper(net, data.X_train, data.y_train, cfg.lam, ops, optimizer, augmenter(cfg, getattr(data, "whitening", None)) if cfg.augment else None,
                       regularise=regulariser(cfg, net))
+    if stepper.fused is not None:
+        try:
+            stepper.fused.use_gemm(gemm if gemm is not None else gemm_for(cfg, net.sizes[0]))
+        except BaseException:
+            stepper.close()
+            raise
     bar = Progress(sched.total, "train", enabled=progress)
     evaluator = Evaluator(data, cfg, ops, sched, clock, bar, threads=stepper.spare_cores, logger=logger)
     stop = stop if stop is not None else StopRequest()
