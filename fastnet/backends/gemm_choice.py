@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import time
 from pathlib import Path
 
@@ -107,7 +108,10 @@ def cpu_model() -> str:
 
 
 def cache_path() -> Path:
-    """The JSON file of auto's measurements: in the user cache directory (platformdirs)."""
+    """The JSON file of auto's measurements: ``$FASTNET_GEMM_CACHE`` if set (the tests' own),
+    else in the user cache directory (platformdirs)."""
+    if os.environ.get("FASTNET_GEMM_CACHE"):
+        return Path(os.environ["FASTNET_GEMM_CACHE"])
     try:
         from platformdirs import user_cache_dir
 

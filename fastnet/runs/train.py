@@ -61,7 +61,8 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
     with new_runs_in([out], overwrite) as stop:
         try:
             backend = resolve(cfg.backend)
-            gemm = gemm_for(cfg, input_width(cfg))  # auto: measured once per CPU and shape; a provider not installed: refused here
+            # auto: measured once per CPU and shape (for a fused step); a provider not installed: refused here
+            gemm = gemm_for(cfg, input_width(cfg), fused=getattr(backend.ops, "fused_step", None) is not None)
             if progress:
                 print(f"fastnet: backend {backend.name} ({backend.version}), {cfg.dtype}{gemm_note(backend, gemm)}", file=sys.stderr)
             if data is None:

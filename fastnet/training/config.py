@@ -302,11 +302,17 @@ def new_network(cfg: TrainConfig, d: int, K: int) -> Network:
                         bn_placement=cfg.bn_placement, skip=cfg.skip)
 
 
-def gemm_for(cfg: TrainConfig, d: int, name: str | None = None) -> str:
+def gemm_for(cfg: TrainConfig, d: int, name: str | None = None, *, fused: bool = True) -> str:
     """The matrix-multiply provider a run of ``cfg`` on ``d`` inputs uses ("openblas" or "mkl"),
     for ``name`` (default ``cfg.gemm``): auto's choice for its first layer's shape
-    (:mod:`fastnet.backends.gemm_choice`). ConfigError, before any work, if it is not installed."""
-    return resolve_gemm(cfg.gemm if name is None else name, batch=cfg.batch, d=d, m1=cfg.hidden[0], dtype=cfg.dtype)
+    (:mod:`fastnet.backends.gemm_choice`). ConfigError, before any work, if it is not installed.
+    ``fused`` False (a backend without a fused step): every product is NumPy's, so auto is
+    OpenBLAS without a measurement."""
+    name = cfg.gemm if name is None else name
+    if name == "auto" and not fused:
+        check_gemm_name(name)
+        return "openblas"
+    return resolve_gemm(name, batch=cfg.batch, d=d, m1=cfg.hidden[0], dtype=cfg.dtype)
 
 
 def new_optimizer(cfg: TrainConfig, net: Network):
