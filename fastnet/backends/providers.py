@@ -118,11 +118,20 @@ def _load_mkl() -> ctypes.CDLL | None:
         path = mkl_library_path()
         if path is None:
             return None
+        from fastnet.util.threads import blas_thread_count
+
+        threads = blas_thread_count()  # before MKL is loaded: NumPy's BLAS alone
         try:
             lib = ctypes.CDLL(path)
         except OSError:
             return None
         _setup_mkl(lib)
+        # A thread limit already in force (--threads, a threadpool_limits block, the two-core
+        # step's) was set before MKL was loaded and never reached it: MKL would run on every
+        # core -- on a shared 2-core machine 5x slower than on one, its second thread waiting
+        # for a core -- and another thread count than the run records rounds differently.
+        # MKL starts with NumPy's BLAS's count; limits set later reach both libraries.
+        lib.MKL_Set_Num_Threads(threads)
         _mkl, _mkl_path = lib, path
     return _mkl
 

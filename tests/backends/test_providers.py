@@ -184,3 +184,19 @@ def test_info_lists_the_providers_and_autos_choice(two_providers, monkeypatch):
     monkeypatch.setitem(gemm_choice._tables, "mkl", None)
     lines = gemm_choice.describe()
     assert "mkl: not installed (pip install 'fastnet[mkl]')" in lines and lines[-1].startswith("auto: openblas (MKL not installed")
+
+
+@needs_mkl
+def test_a_thread_limit_set_before_mkl_is_loaded_holds_for_it():
+    """--threads 1 (or the two-core step's limit) is set before a run loads MKL, and
+    threadpoolctl only limits the libraries already loaded: MKL starts with NumPy's BLAS's
+    count, else it runs on every core (measured 5x slower on a shared 2-core machine) and with
+    another thread count than the run records. In a fresh process, where MKL is not loaded yet."""
+    import subprocess
+    import sys
+
+    code = ("import numpy\nfrom threadpoolctl import threadpool_limits\nfrom fastnet.backends import providers\n"
+            "with threadpool_limits(1, user_api='blas'):\n    assert providers.mkl_cblas() is not None\n"
+            "    print(providers._load_mkl().MKL_Get_Max_Threads())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.strip() == "1"
