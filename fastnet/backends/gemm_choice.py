@@ -165,19 +165,20 @@ _GEMM_TYPES = {np.float32: ctypes.c_float, np.float64: ctypes.c_double}
 
 
 def gemm_caller(tab: GemmTable, dtype):
-    """``call(A, trans_a, B, C, alpha, beta)``: C = alpha op(A) B + beta C by the table's ?gemm
-    (row-major, C-contiguous arrays), through ctypes -- for the measurement, which must work
-    with or without Numba and the extension; the call costs both providers the same."""
+    """``call(A, trans_a, B, C, alpha, beta, trans_b=False)``: C = alpha op(A) op(B) + beta C by
+    the table's ?gemm (row-major, C-contiguous arrays), through ctypes -- for the measurement
+    and scripts/bench_gemm.py, which must work with or without Numba and the extension; the
+    call costs both providers the same."""
     dt = np.dtype(dtype).type
     real, it = _GEMM_TYPES[dt], ctypes.c_int64 if tab[2] else ctypes.c_int
     P = ctypes.c_void_p
     fn = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_int, ctypes.c_int, it, it, it, real, P, it, P, it, real, P, it)(
         int(tab[0] if dt is np.float32 else tab[1]))
 
-    def call(A, trans_a, B, C, alpha, beta):
+    def call(A, trans_a, B, C, alpha, beta, trans_b=False):
         m, n = C.shape
         k = A.shape[0] if trans_a else A.shape[1]
-        fn(101, 112 if trans_a else 111, 111, m, n, k, alpha, A.ctypes.data, A.shape[1], B.ctypes.data, B.shape[1],
+        fn(101, 112 if trans_a else 111, 112 if trans_b else 111, m, n, k, alpha, A.ctypes.data, A.shape[1], B.ctypes.data, B.shape[1],
            beta, C.ctypes.data, n)
 
     return call
