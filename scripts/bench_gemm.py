@@ -15,10 +15,15 @@ alternates, so load from other processes hits both alike), medians per provider 
 2. the matrix-multiply floor of an epoch (450 steps of batch 100) on 1 and 2 BLAS threads: every
    product a step cannot avoid (each layer's forward and weight-gradient update, the input
    gradient of every layer but the first) in the fused step's orientation, into preallocated
-   arrays, on one fixed batch (no gathers); from ``--steps`` steps per round, scaled to 450.
+   arrays, on one fixed batch (no gathers); from ``--steps`` steps per round, scaled to 450;
+3. the extension's whole fused step (BN networks, 1 core, and 2 cores with the step's own
+   split) on each provider: what a run's training steps cost (``--fused 0`` skips it).
 
-Every product goes through the provider's CBLAS ?gemm at its address (ctypes), as the fused
-step calls it; BLAS threads are set with threadpoolctl, which reaches MKL's GNU OpenMP threads
+Each row is measured in a process of its own, as a run would be: OpenBLAS's small products are
+~1.5x faster once its process has run a wide one (100 x 3072 x 1024) or one on two threads, so
+a [50, 50] row measured after such a row would not show what a [50, 50] run on one thread sees;
+the row "after one 1024-wide product" shows that state, the one ``--gemm auto`` measures in. Every product
+goes through the provider's CBLAS ?gemm at its address (ctypes), as the fused step calls it; BLAS threads are set with threadpoolctl, which reaches MKL's GNU OpenMP threads
 too. Without MKL (``pip install 'fastnet[mkl]'``) only OpenBLAS is timed.
 """
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -70,6 +76,40 @@ def floor_step(tab, hidden, dtype=np.float32, seed=0):
     return run
 
 
+def fused_steps(tables, hidden, cores: int, rounds: int, steps: int):
+    """Seconds per step of the extension's fused step (BN network [D, *hidden, K]) on each
+    provider, on ``cores`` cores (2: the step's own split, BLAS on one thread per core), on
+    batches gathered from 5,000 random rows; None without the extension."""
+    from fastnet.backends import load
+    from fastnet.model.network import init_network
+    from fastnet.training.fused import fused_step_for
+
+    backend = load("cython")
+    if not backend.available or backend.ops.fused_step is None:
+        return None
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((5000, D)).astype(np.float32), rng.integers(0, K, 5000)
+    batches = [rng.integers(0, 5000, BATCH) for _ in range(steps)]
+    with threadpool_limits(cores, user_api="blas"):
+        fused = {}
+        for name in tables:
+            net = init_network(D, hidden, K, bn=True, dtype=np.float32, rng=np.random.default_rng(1))
+            fused[name] = fused_step_for(net, backend.ops, gemm=name)
+            fused[name].use_cores(cores)
+
+        def runner(f):
+            def run():
+                for idx in batches:
+                    Xb, yb = f.gather(X, y, idx)
+                    f.step(Xb, yb, 0.005, 0.01, checked=False)
+            return run
+
+        times = interleaved({name: runner(f) for name, f in fused.items()}, rounds, 1)
+        for f in fused.values():
+            f.detach()
+    return {name: [t / steps for t in ts] for name, ts in times.items()}
+
+
 def interleaved(runs: dict, rounds: int, reps: int) -> dict[str, list[float]]:
     """Seconds per call of each of ``runs``, ``rounds`` rounds of ``reps`` calls, interleaved."""
     for run in runs.values():
@@ -92,12 +132,56 @@ def fmt_row(label, times, scale=1.0, unit="ms"):
     return f"{label:<34s} {cells}{ratio}", med
 
 
+CELLS = {  # kind: the row's label
+    "first": "first layer's 2 products, 1 thread",
+    "first-warm": "  the same after one 1024-wide product (auto's)",
+    "floor 1": "epoch floor, 1 thread",
+    "floor 2": "epoch floor, 2 threads",
+    "fused 1": "fused step, 1 core",
+    "fused 2": "fused step, 2 cores",
+}
+
+
+def measure_cell(label: str, kind: str, args):
+    """One row (``kind`` of :data:`CELLS`) for one network, in this process: (line, medians)."""
+    tables = gemm_choice.available()
+    hidden = NETS[label]
+    if kind.startswith("first"):
+        runs = {name: gemm_choice.first_layer_products(tab, BATCH, D, hidden[0], np.float32) for name, tab in tables.items()}
+        with threadpool_limits(1, user_api="blas"):
+            if kind == "first-warm":
+                for tab in tables.values():
+                    gemm_choice.first_layer_products(tab, BATCH, D, gemm_choice.WIDE_WARMUP, np.float32)()
+            start = time.perf_counter()
+            next(iter(runs.values()))()
+            reps = max(1, int(0.1 / max(time.perf_counter() - start, 1e-6)))
+            times = interleaved(runs, args.rounds, reps)
+        return fmt_row(f"  {CELLS[kind]}", times, 1e3)
+    n = int(kind.split()[1])
+    if kind.startswith("floor"):
+        runs = {name: floor_step(tab, hidden) for name, tab in tables.items()}
+        with threadpool_limits(n, user_api="blas"):
+            times = interleaved(runs, args.rounds, args.steps)
+        return fmt_row(f"  {CELLS[kind]}", times, EPOCH_STEPS, "s")
+    times = fused_steps(tables, hidden, n, args.rounds, args.fused)
+    if times is None:
+        return "  (the extension is not built: no fused step)", {}
+    return fmt_row(f"  {CELLS[kind]}", times, 1e3)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds per cell (default 5)")
     ap.add_argument("--steps", type=int, default=45, help="steps per round of the epoch floor, scaled to 450 (default 45)")
+    ap.add_argument("--fused", type=int, default=20, help="steps per round of the fused step per provider (0: skip those rows; default 20)")
     ap.add_argument("--json", help="also write the medians here")
+    ap.add_argument("--cell", nargs=2, metavar=("NET", "KIND"), help=argparse.SUPPRESS)  # one row, in this process (the worker)
     args = ap.parse_args(argv)
+    if args.cell:
+        line, med = measure_cell(*args.cell, args)
+        print(line)
+        print("JSON " + json.dumps(med))
+        return 0
     tables = gemm_choice.available()
     print(f"# bench_gemm {datetime.date.today()}  CPU: {cpu_model()}  load: {loadavg()}")
     for name in tables:
@@ -106,31 +190,28 @@ def main(argv=None) -> int:
         print(f"# {name}: {providers.library_path(name)}  {version}")
     if "mkl" not in tables:
         print("# mkl: not installed (pip install 'fastnet[mkl]'): OpenBLAS alone")
-    print(f"# {args.rounds} interleaved rounds per row; medians; float32\n")
-    out = {"cpu": cpu_model(), "date": str(datetime.date.today()), "first_layer": {}, "floor": {}}
-
-    print("first layer's two products, batch 100, 1 thread (per step):")
-    for label, hidden in NETS.items():
-        m1 = hidden[0]
-        runs = {name: gemm_choice.first_layer_products(tab, BATCH, D, m1, np.float32) for name, tab in tables.items()}
-        with threadpool_limits(1, user_api="blas"):
-            start = time.perf_counter()
-            next(iter(runs.values()))()
-            reps = max(1, int(0.1 / max(time.perf_counter() - start, 1e-6)))
-            times = interleaved(runs, args.rounds, reps)
-        line, med = fmt_row(f"  {label} (100x3072 -> {m1})", times, 1e3)
-        print(line, flush=True)
-        out["first_layer"][label] = med
-
-    print(f"\nmatrix-multiply floor of an epoch (450 steps of batch 100; {args.steps} steps per round, scaled):")
-    for threads in (1, 2):
-        for label, hidden in NETS.items():
-            runs = {name: floor_step(tab, hidden) for name, tab in tables.items()}
-            with threadpool_limits(threads, user_api="blas"):
-                times = interleaved(runs, args.rounds, args.steps)
-            line, med = fmt_row(f"  {label}, {threads} thread{'s' if threads > 1 else ' '}", times, EPOCH_STEPS, "s")
-            print(line, flush=True)
-            out["floor"][f"{label} {threads}"] = med
+    print(f"# {args.rounds} interleaved rounds per row, medians, float32, batch 100; floor: {args.steps} steps per round scaled to an "
+          f"epoch of {EPOCH_STEPS}; fused step: {args.fused} steps per round, BN network. Each row in a fresh process.")
+    out = {"cpu": cpu_model(), "date": str(datetime.date.today()), "load": loadavg(), "nets": {}}
+    for label in NETS:
+        print(f"\n{label}:", flush=True)
+        for kind in CELLS:
+            if kind.startswith("fused") and not args.fused:
+                continue
+            # Every row in a process of its own, as a run is: OpenBLAS 0.3.31's small products run
+            # ~1.5x faster once its process has made a wide product (N ~ 1024) or one on two
+            # threads, so a row measured after such a row would not be what a run sees.
+            cmd = [sys.executable, __file__, "--cell", label, kind, "--rounds", str(args.rounds), "--steps", str(args.steps), "--fused", str(args.fused)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode:
+                print(proc.stdout + proc.stderr, file=sys.stderr)
+                return proc.returncode
+            for line in proc.stdout.splitlines():
+                if line.startswith("JSON "):
+                    out["nets"].setdefault(label, {})[kind] = json.loads(line[5:])
+                else:
+                    print(line, flush=True)
+    print(f"\n# load after: {loadavg()}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0
