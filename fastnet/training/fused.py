@@ -20,6 +20,9 @@ What the fused step changes, measured in ``scripts/bench_peers.py``:
   :meth:`FusedStep.detach`;
 * the weight gradient never exists as a separate array pass: W = (1 - 2 eta lam) W - (eta/n) G^T X;
 * the mini-batch is gathered into a reused buffer; nothing is allocated per step;
+* its products call the CBLAS ?gemm of the provider handed to it (``gemm``: NumPy's OpenBLAS
+  by default, Intel MKL with ``--gemm``; :mod:`fastnet.backends.gemm_choice`), by the table
+  given to the kernel's plan, never a module global;
 * on two cores (:meth:`FusedStep.use_cores`) the step splits itself: the first layer's two
   products in halves, one per core, BLAS on one thread in each, and the small layers on one
   core while the other gathers the next batch -- instead of OpenBLAS's two threads, which
