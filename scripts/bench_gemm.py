@@ -22,9 +22,11 @@ alternates, so load from other processes hits both alike), medians per provider 
 Each row is measured in a process of its own, as a run would be: OpenBLAS's small products are
 ~1.5x faster once its process has run a wide one (100 x 3072 x 1024) or one on two threads, so
 a [50, 50] row measured after such a row would not show what a [50, 50] run on one thread sees;
-the row "after one 1024-wide product" shows that state, the one ``--gemm auto`` measures in. Every product
-goes through the provider's CBLAS ?gemm at its address (ctypes), as the fused step calls it; BLAS threads are set with threadpoolctl, which reaches MKL's GNU OpenMP threads
-too. Without MKL (``pip install 'fastnet[mkl]'``) only OpenBLAS is timed.
+the row "after one 1024-wide product" shows that state, the one ``--gemm auto`` measures in.
+Every product goes through the provider's CBLAS ?gemm at its address (ctypes), as the fused
+step calls it; BLAS threads are set with threadpoolctl. MKL runs sequential (fastnet's
+setting, fastnet/backends/providers.py), so its 2-thread floor is its 1-thread floor. Without
+MKL (``pip install 'fastnet[mkl]'``) only OpenBLAS is timed.
 """
 from __future__ import annotations
 

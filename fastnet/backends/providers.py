@@ -18,7 +18,8 @@ Two providers:
 * ``openblas`` (:func:`numpy_cblas`): NumPy's own OpenBLAS, always there; the default.
 * ``mkl`` (:func:`mkl_cblas`): Intel MKL's single dynamic library ``libmkl_rt`` from the
   ``mkl`` wheel (``pip install 'fastnet[mkl]'``), when it is installed. NumPy never loads it,
-  so it is loaded here, and set up before its first product (:func:`_setup_mkl`).
+  so it is loaded here, and set up before its first product (:func:`_setup_mkl`): LP64,
+  sequential (each product on its caller's thread), reproducible rounding.
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def numpy_cblas() -> GemmTable | None:
 MKL_NAMES = ("libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so")
 #: mkl_service.h: MKL_INTERFACE_LP64 (32-bit integers, as the table's flag 0 says) and the
 #: threading layers.
-_MKL_INTERFACE_LP64, _MKL_THREADING_SEQUENTIAL, _MKL_THREADING_GNU = 0, 1, 3
+_MKL_INTERFACE_LP64, _MKL_THREADING_SEQUENTIAL = 0, 1
 #: mkl_service.h: conditional numerical reproducibility, MKL_CBWR_AUTO (the same bits on this
 #: CPU for the same thread count, whatever the alignment of the arrays).
 _MKL_CBWR_AUTO = 2
@@ -95,18 +96,22 @@ def _setup_mkl(lib: ctypes.CDLL) -> None:
     """Settings that must precede MKL's first product (each is ignored once MKL has run one):
 
     * the LP64 interface, whose 32-bit integers the table declares (flag 0);
-    * the GNU OpenMP threading layer: the libgomp the extension's two-core step already runs
-      on, so one OpenMP runtime is in the process (not Intel's libiomp5 beside it), and MKL's
-      thread count is an ordinary OpenMP count that threadpoolctl sets and restores like
-      OpenBLAS's -- ``threadpool_limits(1, user_api="blas")`` holds MKL to one thread in the
-      two-core step, and a run on two threads without that step gives MKL its two threads as it
-      gives them to OpenBLAS (the sequential layer would take them away: checked in
-      tests/backends/test_providers.py);
+    * the sequential threading layer: every MKL product runs on the thread that calls it, so
+      its bits never depend on threads MKL would start. The fused step makes its own two-core
+      split (one BLAS thread per core), so it loses nothing. The GNU OpenMP layer was tried
+      first: threadpoolctl could set its count, but a limit set before MKL was loaded never
+      reached it (MKL then ran on both cores, 5x slower on this shared machine), and called
+      from Numba's TBB worker threads (Numba's layer once the ``mkl`` wheel brings ``tbb``)
+      MKL ignored the limit and two-core runs differed in their last bits (4 of 19 repeats of
+      tests/training/test_fused.py's two-run test). The price: a run on two BLAS threads that
+      steps on one core (``--augment``) gets one MKL thread where OpenBLAS would use two; on
+      this shared 2-core machine MKL's two OpenMP threads were the slower anyway (the [50, 50]
+      floor 60 s against OpenBLAS's 7 s with another process on a core);
     * conditional numerical reproducibility (MKL_CBWR_AUTO): without it MKL may round
       differently for arrays at other alignments, so two runs could differ in their last bits.
     """
     lib.MKL_Set_Interface_Layer(_MKL_INTERFACE_LP64)
-    lib.MKL_Set_Threading_Layer(_MKL_THREADING_GNU)
+    lib.MKL_Set_Threading_Layer(_MKL_THREADING_SEQUENTIAL)
     lib.MKL_CBWR_Set(_MKL_CBWR_AUTO)
 
 
@@ -118,20 +123,11 @@ def _load_mkl() -> ctypes.CDLL | None:
         path = mkl_library_path()
         if path is None:
             return None
-        from fastnet.util.threads import blas_thread_count
-
-        threads = blas_thread_count()  # before MKL is loaded: NumPy's BLAS alone
         try:
             lib = ctypes.CDLL(path)
         except OSError:
             return None
         _setup_mkl(lib)
-        # A thread limit already in force (--threads, a threadpool_limits block, the two-core
-        # step's) was set before MKL was loaded and never reached it: MKL would run on every
-        # core -- on a shared 2-core machine 5x slower than on one, its second thread waiting
-        # for a core -- and another thread count than the run records rounds differently.
-        # MKL starts with NumPy's BLAS's count; limits set later reach both libraries.
-        lib.MKL_Set_Num_Threads(threads)
         _mkl, _mkl_path = lib, path
     return _mkl
 

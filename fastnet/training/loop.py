@@ -75,8 +75,7 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
         Told every step's loss and learning rate and every evaluation row (TensorBoard,
         MLflow); the caller opens and closes it.
     gemm : str, optional
-        The matrix-multiply provider of the fused step, "openblas" or "mkl" (a run folder's, as
-        it recorded it); None: ``cfg.gemm`` resolved for this network (:func:`gemm_for`).
+        The fused step's matrix-multiply provider, "openblas" or "mkl"; None: ``cfg.gemm`` (:func:`use_gemm`).
 
     Raises DivergenceError at the first non-finite loss (checked every step) or parameter
     (checked every epoch and before a checkpoint), naming the step, the learning rate and the
@@ -91,12 +90,7 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
     save = Checkpointer([net], [checkpoint], clock, lams=[cfg.lam])
     stepper = Stepper(net, data.X_train, data.y_train, cfg.lam, ops, optimizer, augmenter(cfg, getattr(data, "whitening", None)) if cfg.augment else None,
                       regularise=regulariser(cfg, net))
-    if stepper.fused is not None:
-        try:
-            stepper.fused.use_gemm(gemm if gemm is not None else gemm_for(cfg, net.sizes[0]))
-        except BaseException:
-            stepper.close()
-            raise
+    use_gemm(stepper, cfg, gemm)
     bar = Progress(sched.total, "train", enabled=progress)
     evaluator = Evaluator(data, cfg, ops, sched, clock, bar, threads=stepper.spare_cores, logger=logger)
     stop = stop if stop is not None else StopRequest()
@@ -127,6 +121,19 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
         bar.close()
         stepper.close()
     return history
+
+
+def use_gemm(stepper: Stepper, cfg: TrainConfig, gemm: str | None) -> None:
+    """Hand the fused step (if the stepper has one) its matrix-multiply provider: ``gemm``, or
+    ``cfg.gemm`` resolved for the network (:func:`gemm_for`); a provider that is not installed
+    closes the stepper and raises."""
+    if stepper.fused is None:
+        return
+    try:
+        stepper.fused.use_gemm(gemm if gemm is not None else gemm_for(cfg, stepper.net.sizes[0]))
+    except BaseException:
+        stepper.close()
+        raise
 
 
 def take_step(stepper: Stepper, step: Step, eta: float, history: History) -> None:

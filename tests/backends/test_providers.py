@@ -55,19 +55,16 @@ def test_the_mkl_table_is_lp64_and_the_extension_calls_it_alike():
 
 
 @needs_mkl
-def test_threadpoolctl_limits_mkl_to_one_thread_and_gives_its_threads_back():
-    """The two-core step holds BLAS to one thread per core with threadpool_limits(1, "blas"):
-    with MKL's GNU OpenMP layer that limit reaches MKL too (the sequential layer would leave it
-    no threads to give a run on two threads without that step)."""
+def test_mkl_runs_each_product_on_its_callers_thread():
+    """The sequential layer: one thread whatever limits are set (the fused step splits itself
+    over the cores), as threadpoolctl reports it."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
     lib = providers._load_mkl()
     pools = [p for p in threadpool_info() if p.get("internal_api") == "mkl"]
-    assert pools and pools[0]["threading_layer"] == "gnu"
-    before = lib.MKL_Get_Max_Threads()
-    with threadpool_limits(1, user_api="blas"):
+    assert pools and pools[0]["threading_layer"] == "sequential" and pools[0]["num_threads"] == 1
+    with threadpool_limits(2, user_api="blas"):
         assert lib.MKL_Get_Max_Threads() == 1
-    assert lib.MKL_Get_Max_Threads() == before
 
 
 @needs_mkl
@@ -187,16 +184,15 @@ def test_info_lists_the_providers_and_autos_choice(two_providers, monkeypatch):
 
 
 @needs_mkl
-def test_a_thread_limit_set_before_mkl_is_loaded_holds_for_it():
-    """--threads 1 (or the two-core step's limit) is set before a run loads MKL, and
-    threadpoolctl only limits the libraries already loaded: MKL starts with NumPy's BLAS's
-    count, else it runs on every core (measured 5x slower on a shared 2-core machine) and with
-    another thread count than the run records. In a fresh process, where MKL is not loaded yet."""
+def test_mkl_loaded_inside_a_thread_limit_still_runs_on_one_thread():
+    """--threads 2 (or a threadpool_limits block) is in force before a run loads MKL, and
+    threadpoolctl only sets the libraries already loaded: MKL must not depend on it. In a fresh
+    process, where MKL is not loaded yet."""
     import subprocess
     import sys
 
     code = ("import numpy\nfrom threadpoolctl import threadpool_limits\nfrom fastnet.backends import providers\n"
-            "with threadpool_limits(1, user_api='blas'):\n    assert providers.mkl_cblas() is not None\n"
+            "with threadpool_limits(2, user_api='blas'):\n    assert providers.mkl_cblas() is not None\n"
             "    print(providers._load_mkl().MKL_Get_Max_Threads())\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
     assert out.strip() == "1"
