@@ -22,7 +22,8 @@ alternates, so load from other processes hits both alike), medians per provider 
 Each row is measured in a process of its own, as a run would be: OpenBLAS's small products are
 ~1.5x faster once its process has run a wide one (100 x 3072 x 1024) or one on two threads, so
 a [50, 50] row measured after such a row would not show what a [50, 50] run on one thread sees;
-the row "after one 1024-wide product" shows that state, the one ``--gemm auto`` measures in.
+the row "after one 1024-wide product" shows that state; ``--gemm auto`` measures in the run's
+own process before its first step, as its steps will find OpenBLAS.
 Every product goes through the provider's CBLAS ?gemm at its address (ctypes), as the fused
 step calls it; BLAS threads are set with threadpoolctl. MKL runs sequential (fastnet's
 setting, fastnet/backends/providers.py), so its 2-thread floor is its 1-thread floor. Without
@@ -136,7 +137,7 @@ def fmt_row(label, times, scale=1.0, unit="ms"):
 
 CELLS = {  # kind: the row's label
     "first": "first layer's 2 products, 1 thread",
-    "first-warm": "  the same after one 1024-wide product (auto's)",
+    "first-warm": "  the same after one 1024-wide product",
     "floor 1": "epoch floor, 1 thread",
     "floor 2": "epoch floor, 2 threads",
     "fused 1": "fused step, 1 core",
@@ -151,9 +152,9 @@ def measure_cell(label: str, kind: str, args):
     if kind.startswith("first"):
         runs = {name: gemm_choice.first_layer_products(tab, BATCH, D, hidden[0], np.float32) for name, tab in tables.items()}
         with threadpool_limits(1, user_api="blas"):
-            if kind == "first-warm":
+            if kind == "first-warm":  # OpenBLAS's fast state (gemm_choice.measure's comment)
                 for tab in tables.values():
-                    gemm_choice.first_layer_products(tab, BATCH, D, gemm_choice.WIDE_WARMUP, np.float32)()
+                    gemm_choice.first_layer_products(tab, BATCH, D, 1024, np.float32)()
             start = time.perf_counter()
             next(iter(runs.values()))()
             reps = max(1, int(0.1 / max(time.perf_counter() - start, 1e-6)))

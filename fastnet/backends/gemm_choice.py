@@ -75,17 +75,20 @@ def missing_message(name: str) -> str:
     return f"--gemm {name}: its library was not found among the loaded libraries; choose --gemm auto"
 
 
-def resolve(name: str, *, batch: int, d: int, m1: int, dtype: str = "float32", measure_fn=None) -> str:
+def resolve(name: str, *, batch: int, d: int, m1: int, dtype: str = "float32", one_thread: bool = True, measure_fn=None) -> str:
     """The provider a run with ``--gemm name`` uses, for its first layer's shape (batch rows, d
     inputs, m1 units) and dtype: "openblas" or "mkl". ConfigError, before any work, for an
     unknown name or a provider that is not installed (with the command that installs it).
-    ``measure_fn``: what measures ``auto``'s products (:func:`measure`; tests hand in a fake)."""
+    ``one_thread``: whether the run's step calls BLAS on one thread (per core); if not, auto is
+    OpenBLAS unmeasured -- MKL runs sequential (:mod:`fastnet.backends.providers`), OpenBLAS on
+    the run's threads. ``measure_fn``: what measures auto's products (:func:`measure`; tests
+    hand in a fake)."""
     check_name(name)
     if name != "auto":
         if table(name) is None:
             raise ConfigError(missing_message(name))
         return name
-    if table("mkl") is None or table("openblas") is None:
+    if table("mkl") is None or table("openblas") is None or not one_thread:
         return "openblas" if table("openblas") is not None else "mkl" if table("mkl") is not None else "openblas"
     return auto_choice(batch, d, m1, dtype, measure_fn=measure_fn)["choice"]
 
@@ -201,27 +204,23 @@ def first_layer_products(tab: GemmTable, batch: int, d: int, m1: int, dtype, rng
     return run
 
 
-#: Units of the product each provider runs once before auto's measurement. OpenBLAS 0.3.31 runs
-#: the small products of a step ~1.5x faster once its process has made one product this wide
-#: (or one on two threads) -- measured on AMD EPYC (Zen 1): the [50] first layer's two products
-#: 3.0 ms in a fresh process, 1.95 ms after; MKL 2.5 ms either way. A run may be in either state
-#: (a two-thread evaluation flips it), so auto compares MKL with OpenBLAS at its best: MKL is
-#: only chosen where it beats that, never slower than OpenBLAS could have been.
-WIDE_WARMUP = 1024
-
-
+#: OpenBLAS 0.3.31 runs a step's small products ~1.5x faster once its process has made one
+#: product ~1024 wide, or one on two threads (AMD EPYC Zen 1: the [50] first layer's two products
+#: 3.0 ms in a fresh process, 1.95 ms after; MKL 2.5 ms either way). A run whose step calls BLAS
+#: on one thread per core makes neither (its evaluations run on one BLAS thread too), so auto
+#: measures in the process as it is at the start of the run, as its steps will find OpenBLAS:
+#: real runs of [50, 50] on one thread took 3.6 / 3.2 s on MKL against 4.7 / 4.0 s on OpenBLAS
+#: (900 steps, two runs each, 2026-12-02). Runs whose step calls BLAS on several threads never
+#: consider MKL (:func:`resolve`'s ``threads``).
 def measure(batch: int, d: int, m1: int, dtype: str = "float32", rounds: int = ROUNDS) -> dict[str, float]:
     """Seconds per step of the first layer's two products for each installed provider: one
-    BLAS thread, each library first warmed by one product :data:`WIDE_WARMUP` wide, the
-    providers interleaved round by round (each round long enough to time,
+    BLAS thread, the providers interleaved round by round (each round long enough to time,
     ~:data:`ROUND_SECONDS`), the median of ``rounds``."""
     from threadpoolctl import threadpool_limits
 
     runs = {name: first_layer_products(tab, batch, d, m1, dtype) for name, tab in available().items()}
     times: dict[str, list[float]] = {name: [] for name in runs}
     with threadpool_limits(1, user_api="blas"):
-        for tab in available().values():  # each library at its best (WIDE_WARMUP)
-            first_layer_products(tab, batch, d, WIDE_WARMUP, dtype)()
         for run in runs.values():  # warm: MKL's first call sets itself up
             run()
         start = time.perf_counter()

@@ -46,6 +46,7 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
     from fastnet.data.cifar10 import load_cifar10
     from fastnet.training.config import gemm_for, input_width, new_network
     from fastnet.training.loggers import check_loggers
+    from fastnet.util.threads import blas_thread_count
     from fastnet.training.state import History
 
     cfg.validate()
@@ -62,7 +63,7 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
         try:
             backend = resolve(cfg.backend)
             # auto: measured once per CPU and shape (for a fused step); a provider not installed: refused here
-            gemm = gemm_for(cfg, input_width(cfg), fused=getattr(backend.ops, "fused_step", None) is not None)
+            gemm = gemm_for(cfg, input_width(cfg), fused=getattr(backend.ops, "fused_step", None) is not None, threads=blas_thread_count())
             if progress:
                 print(f"fastnet: backend {backend.name} ({backend.version}), {cfg.dtype}{gemm_note(backend, gemm)}", file=sys.stderr)
             if data is None:

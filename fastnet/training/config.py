@@ -302,17 +302,20 @@ def new_network(cfg: TrainConfig, d: int, K: int) -> Network:
                         bn_placement=cfg.bn_placement, skip=cfg.skip)
 
 
-def gemm_for(cfg: TrainConfig, d: int, name: str | None = None, *, fused: bool = True) -> str:
-    """The matrix-multiply provider a run of ``cfg`` on ``d`` inputs uses ("openblas" or "mkl"),
-    for ``name`` (default ``cfg.gemm``): auto's choice for its first layer's shape
-    (:mod:`fastnet.backends.gemm_choice`). ConfigError, before any work, if it is not installed.
-    ``fused`` False (a backend without a fused step): every product is NumPy's, so auto is
-    OpenBLAS without a measurement."""
+def gemm_for(cfg: TrainConfig, d: int, name: str | None = None, *, fused: bool = True, threads: int = 1) -> str:
+    """The matrix-multiply provider a run of ``cfg`` on ``d`` inputs and ``threads`` BLAS threads
+    uses ("openblas" or "mkl"), for ``name`` (default ``cfg.gemm``): auto's choice for its first
+    layer's shape (:mod:`fastnet.backends.gemm_choice`). ConfigError, before any work, if it is
+    not installed. ``fused`` False (a backend without a fused step): every product is NumPy's,
+    so auto is OpenBLAS without a measurement. The step calls BLAS on one thread per core with
+    one thread, or two without augmentation (the two-core split, :class:`Stepper`); else auto
+    keeps OpenBLAS's threads."""
     name = cfg.gemm if name is None else name
     if name == "auto" and not fused:
         check_gemm_name(name)
         return "openblas"
-    return resolve_gemm(name, batch=cfg.batch, d=d, m1=cfg.hidden[0], dtype=cfg.dtype)
+    one_thread = threads == 1 or (threads == 2 and not cfg.augment)
+    return resolve_gemm(name, batch=cfg.batch, d=d, m1=cfg.hidden[0], dtype=cfg.dtype, one_thread=one_thread)
 
 
 def new_optimizer(cfg: TrainConfig, net: Network):

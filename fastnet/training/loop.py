@@ -39,6 +39,7 @@ from fastnet.training.schedule import Schedule, Step
 from fastnet.training.state import History, Interrupted, Position, StopRequest
 from fastnet.training.stepper import Stepper, augmenter, divergence, locate_nonfinite
 from fastnet.util.progress import Progress
+from fastnet.util.threads import blas_thread_count
 
 
 def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = None, progress: bool = True, *,
@@ -130,7 +131,8 @@ def use_gemm(stepper: Stepper, cfg: TrainConfig, gemm: str | None) -> None:
     if stepper.fused is None:
         return
     try:
-        stepper.fused.use_gemm(gemm if gemm is not None else gemm_for(cfg, stepper.net.sizes[0]))
+        one = 1 if stepper.cores == 2 else blas_thread_count()  # the threads each product runs on
+        stepper.fused.use_gemm(gemm if gemm is not None else gemm_for(cfg, stepper.net.sizes[0], threads=one))
     except BaseException:
         stepper.close()
         raise

@@ -153,6 +153,19 @@ def test_auto_measures_once_per_shape_and_reads_the_cache_after(two_providers):
     assert len(json.loads(two_providers.read_text())) == 3
 
 
+def test_auto_keeps_openblas_for_a_step_on_several_blas_threads(two_providers):
+    """MKL runs sequential: a run whose step calls BLAS on several threads keeps OpenBLAS's."""
+    def measure(*args):
+        raise AssertionError("nothing may be measured")
+
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, one_thread=False, measure_fn=measure) == "openblas"
+    from fastnet.training.config import TrainConfig, gemm_for
+
+    augmented = TrainConfig(augment=True).validate()
+    assert gemm_for(augmented, 3072, threads=2) == "openblas"  # one core, OpenBLAS on two threads
+    assert gemm_for(TrainConfig().validate(), 3072, threads=4) == "openblas"
+
+
 def test_auto_keeps_openblas_unless_mkl_wins_by_the_margin(two_providers):
     just_faster = {"openblas": 1.0, "mkl": 1.0 * (gemm_choice.MARGIN + 0.02)}
     assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=lambda *a: just_faster) == "openblas"
