@@ -51,6 +51,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=_number(int, 0), help="random seed: initialisation and shuffling (default 0)")
     g.add_argument("--dtype", choices=["float32", "float64"], help="floating-point type for training (default float32)")
     g.add_argument("--backend", choices=["auto", "numpy", "numba", "cython"], help="kernel backend (default auto, or $FASTNET_BACKEND)")
+    g.add_argument("--gemm", choices=["auto", "openblas", "mkl"], help="matrix-multiply provider of the fused step: openblas (NumPy's), mkl (needs pip install "
+                   "'fastnet[mkl]') or auto (default: MKL where installed and measured faster on this CPU for the first layer's products, else OpenBLAS); "
+                   "the provider used is recorded in config.json and metrics.json, and a resumed run uses it again")
     g.add_argument("--eval-every", type=_number(int, 0), help="also evaluate every N update steps (default: only at epoch ends)")
     g.add_argument("--threads", type=_number(int, 1), help="BLAS threads (default: the cores idle at the start, by the load average: "
                    "with other work on the cores, more threads make BLAS far slower; a resumed run: the count it started with); recorded in config.json")
@@ -191,6 +194,11 @@ def cmd_info(args) -> int:
     for b in info():
         print("  " + b.describe())
     print(f"auto order: {', '.join(AUTO_ORDER)}; auto picks: {resolve('auto').name}")
+    from fastnet.backends import gemm_choice
+
+    print("matrix-multiply providers of the fused step (--gemm):")
+    for line in gemm_choice.describe():
+        print("  " + line)
     from threadpoolctl import threadpool_info
 
     for pool in threadpool_info():

@@ -35,6 +35,21 @@ def _sigint_not_ignored():
     yield
     if previous is signal.SIG_IGN:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _gemm_cache_of_the_session(tmp_path_factory):
+    """``--gemm auto``'s measurements go to a file of this session (subprocesses too), never to
+    the user's cache: a test run leaves no choice behind, and finds none made elsewhere."""
+    previous = os.environ.get("FASTNET_GEMM_CACHE")
+    os.environ["FASTNET_GEMM_CACHE"] = str(tmp_path_factory.mktemp("gemm") / "gemm_choice.json")
+    yield
+    if previous is None:
+        os.environ.pop("FASTNET_GEMM_CACHE", None)
+    else:
+        os.environ["FASTNET_GEMM_CACHE"] = previous
+
+
 NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 

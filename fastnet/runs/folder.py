@@ -173,15 +173,17 @@ def new_runs_in(outs: list[Path], overwrite: bool):
         yield stop
 
 
-def write_config(out: Path, cfg, data, backend) -> None:
-    """``config.json``: the TrainConfig, where the data came from, the backend and the BLAS
-    thread count in force (a resume takes it again: the fused step's products are cut by it)."""
+def write_config(out: Path, cfg, data, backend, gemm: str = "openblas") -> None:
+    """``config.json``: the TrainConfig, where the data came from, the backend, the
+    matrix-multiply provider ``gemm`` the run resolved (``--gemm auto`` recorded as what it
+    chose) and the BLAS thread count in force (a resume takes both again: the fused step's
+    products are cut by the thread count and rounded by the provider)."""
     from fastnet.util.threads import blas_thread_count
 
     n_train = data.X_train.shape[0]
     record = {"train": cfg.to_dict(), "n_s_resolved": cfg.resolved_n_s(n_train),
               "data": {"source": data.source, "split": data.split, "n_train": n_train, "n_val": len(data.y_val), "n_test": len(data.y_test)},
-              "backend": backend.name, "threads": blas_thread_count()}
+              "backend": backend.name, "gemm": gemm, "threads": blas_thread_count()}
     guard_writes(out, lambda: write_json(out / "config.json", record), None)
 
 
@@ -252,8 +254,9 @@ def record_stop(out: Path, exc: BaseException, history, saved_step: int | None) 
     return exc
 
 
-def run_metrics(cfg, data, backend, history, test, last: dict, wall: float, resumed_from: int | None, extra: dict | None = None) -> dict:
-    """The contents of ``metrics.json`` of a finished run."""
+def run_metrics(cfg, data, backend, history, test, last: dict, wall: float, resumed_from: int | None, extra: dict | None = None,
+                gemm: str = "openblas") -> dict:
+    """The contents of ``metrics.json`` of a finished run (``gemm``: its matrix-multiply provider)."""
     return {
         "test_accuracy": test.accuracy, "test_loss": test.loss, "test_cost": test.cost,
         "val_accuracy": last["val_accuracy"], "val_loss": last["val_loss"], "val_cost": last["val_cost"],
@@ -261,7 +264,7 @@ def run_metrics(cfg, data, backend, history, test, last: dict, wall: float, resu
         "train_seconds": history.train_seconds, "eval_seconds": history.eval_seconds, "wall_seconds": wall,
         "one_core_steps": history.one_core_steps,
         "epochs": last["epoch"], "steps": history.steps, "n_s": cfg.resolved_n_s(data.X_train.shape[0]),
-        "backend": backend.name, "backend_version": backend.version, "dtype": cfg.dtype,
+        "backend": backend.name, "backend_version": backend.version, "gemm": gemm, "dtype": cfg.dtype,
         "environment": environment(), "status": "finished", "resumed_from_step": resumed_from,
         **(extra or {}),
     }
@@ -286,14 +289,17 @@ class RunWriter:
 
     ``optimizer``: the one training ``net`` (its state goes into every checkpoint; None:
     plain SGD, which has none); ``saved_step``: the step of the checkpoint already in the
-    folder (a resumed run), if any.
+    folder (a resumed run), if any; ``gemm``: the matrix-multiply provider of its fused step
+    (recorded in config.json and metrics.json; a lock-step group's products are OpenBLAS's).
     """
 
-    def __init__(self, out: Path, cfg, data, backend, net, history, *, optimizer=None, saved_step: int | None = None):
+    def __init__(self, out: Path, cfg, data, backend, net, history, *, optimizer=None, saved_step: int | None = None,
+                 gemm: str = "openblas"):
         from fastnet.training.checkpoint import data_fingerprint
 
         self.out, self.cfg, self.data, self.backend, self.net, self.history = out, cfg, data, backend, net, history
         self.optimizer = optimizer
+        self.gemm = gemm
         self.saved_step = saved_step
         self.started = saved_step is not None  # a resumed run started long ago
         self.config = cfg.to_dict()
@@ -306,7 +312,7 @@ class RunWriter:
         from fastnet.training.checkpoint import save_checkpoint
 
         if not self.started:
-            write_config(self.out, self.cfg, self.data, self.backend)
+            write_config(self.out, self.cfg, self.data, self.backend, self.gemm)
             replace_old_run(self.out)
             if getattr(self.data, "whitening", None) is not None:  # issue 17: a resume loads it, never fits it again
                 atomic_savez(self.out / WHITENING, self.data.whitening.to_arrays())
@@ -329,6 +335,6 @@ class RunWriter:
         """The outputs of the finished run (:func:`write_outputs`), then ``metrics.json``;
         returns the metrics. OSError passes through (:meth:`stopped` makes it a sentence)."""
         test, last, figures = write_outputs(self.out, self.cfg, self.data, self.backend, self.net, self.history, plots)
-        metrics = run_metrics(self.cfg, self.data, self.backend, self.history, test, last, wall, resumed_from, {**figures, **(extra or {})})
+        metrics = run_metrics(self.cfg, self.data, self.backend, self.history, test, last, wall, resumed_from, {**figures, **(extra or {})}, gemm=self.gemm)
         write_json(self.out / "metrics.json", metrics)
         return metrics

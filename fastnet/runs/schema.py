@@ -22,6 +22,7 @@ SECONDS = ("train_seconds", "eval_seconds", "wall_seconds")
 COUNTS = ("epochs", "steps", "n_s")
 STATUSES = ("interrupted", "diverged", "failed")
 BACKENDS = ("auto", "numpy", "numba", "cython")  # fastnet.training.config.BACKEND_NAMES, held equal by a test
+GEMMS = ("openblas", "mkl")  # fastnet.backends.gemm_choice.PROVIDER_NAMES (report imports no backends), held equal by a test
 
 
 class RunFileError(FastnetError):
@@ -54,7 +55,7 @@ def check_metrics(d: dict, path) -> dict:
     for k in COUNTS:
         if d.get(k) is not None and not (_real(d[k]) and d[k] >= 0):
             raise _bad(path, k, "a non-negative number", d[k])
-    for k in ("backend", "dtype", "status"):
+    for k in ("backend", "gemm", "dtype", "status"):
         if d.get(k) is not None and not isinstance(d[k], str):
             raise _bad(path, k, "a string", d[k])
     n_s, steps = d.get("n_s"), d.get("steps")
@@ -103,6 +104,8 @@ def check_config_record(d: dict, path, cfg=None) -> dict:
             raise _bad(path, f"data.{k}", "a whole number of images", data[k])
     if d.get("backend") is not None and d["backend"] not in BACKENDS:
         raise _bad(path, "backend", f"one of {', '.join(BACKENDS)}", d["backend"])
+    if d.get("gemm") is not None and d["gemm"] not in GEMMS:
+        raise _bad(path, "gemm", f"one of {', '.join(GEMMS)}", d["gemm"])
     n_s = d.get("n_s_resolved")
     if n_s is not None and not _whole(n_s, 1):
         raise _bad(path, "n_s_resolved", "a whole number of steps >= 1", n_s)

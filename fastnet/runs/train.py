@@ -44,8 +44,9 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
 
     from fastnet.backends import resolve
     from fastnet.data.cifar10 import load_cifar10
-    from fastnet.training.config import new_network
+    from fastnet.training.config import gemm_for, input_width, new_network
     from fastnet.training.loggers import check_loggers
+    from fastnet.util.threads import blas_thread_count
     from fastnet.training.state import History
 
     cfg.validate()
@@ -61,14 +62,16 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
     with new_runs_in([out], overwrite) as stop:
         try:
             backend = resolve(cfg.backend)
+            # auto: measured once per CPU and shape (for a fused step); a provider not installed: refused here
+            gemm = gemm_for(cfg, input_width(cfg), fused=getattr(backend.ops, "fused_step", None) is not None, threads=blas_thread_count())
             if progress:
-                print(f"fastnet: backend {backend.name} ({backend.version}), {cfg.dtype}", file=sys.stderr)
+                print(f"fastnet: backend {backend.name} ({backend.version}), {cfg.dtype}{gemm_note(backend, gemm)}", file=sys.stderr)
             if data is None:
                 data = load_cifar10(data_dir, split=cfg.split, n_val=cfg.n_val, dtype=np.dtype(cfg.dtype), download=download, progress=progress)
             data, whiten_seconds = whitened(data, cfg, progress)  # issue 17: the input whitening, fitted on the training rows
             net = new_network(cfg, data.X_train.shape[1], len(data.label_names))
             # config.json is written at the first checkpoint
-            return _train(out, cfg, data, backend, net, History(), None, stop, progress, plots, log=log, whiten_seconds=whiten_seconds)
+            return _train(out, cfg, data, backend, net, History(), None, stop, progress, plots, log=log, whiten_seconds=whiten_seconds, gemm=gemm)
         except BaseException:
             remove_unstarted(created)  # a run that failed before its first step leaves nothing behind
             raise
@@ -122,6 +125,7 @@ def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=T
         if ckpt.config != cfg.to_dict():
             raise CheckpointError(f"{out / CHECKPOINT} was written with another configuration than {out / 'config.json'}; resume is impossible, start the run again")
         backend = resolve(backend_name)
+        gemm = recorded_gemm(config, out)
         data = load_cifar10(data_dir if data_dir is not None else source, split=cfg.split, n_val=cfg.n_val, dtype=np.dtype(cfg.dtype), download=download, progress=progress)
         data, whiten_seconds = whitened(data, cfg, progress, stored=stored_whitening(out, cfg))  # issue 17: loaded, never fitted again
         if ckpt.data and ckpt.data != data_fingerprint(data):
@@ -131,7 +135,7 @@ def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=T
                 or ckpt.net.bn != cfg.bn or ckpt.net.bn_placement != cfg.bn_placement or ckpt.net.skip != cfg.skip):
             raise CheckpointError(f"{out / CHECKPOINT} holds a network of sizes {ckpt.net.sizes} ({ckpt.net.dtype}), not the one config.json describes; resume is impossible")
         if progress:
-            print(f"fastnet: resuming {out} at step {ckpt.position.t} on backend {backend.name} ({backend.version}), {cfg.dtype}", file=sys.stderr)
+            print(f"fastnet: resuming {out} at step {ckpt.position.t} on backend {backend.name} ({backend.version}), {cfg.dtype}{gemm_note(backend, gemm)}", file=sys.stderr)
         from fastnet.training.config import new_optimizer
 
         optimizer = new_optimizer(cfg, ckpt.net)
@@ -142,7 +146,27 @@ def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=T
         except ValueError as exc:
             raise CheckpointError(f"{out / CHECKPOINT} does not hold this run's optimiser state ({exc}); resume is impossible, start the run again") from None
         (out / "status.json").unlink(missing_ok=True)
-        return _train(out, cfg, data, backend, ckpt.net, ckpt.history, ckpt.position, stop, progress, plots, optimizer, log, whiten_seconds=whiten_seconds)
+        return _train(out, cfg, data, backend, ckpt.net, ckpt.history, ckpt.position, stop, progress, plots, optimizer, log, whiten_seconds=whiten_seconds,
+                      gemm=gemm)
+
+
+def gemm_note(backend, gemm: str) -> str:
+    """", matrix products by mkl" for the progress line of a run whose fused step calls MKL; ""
+    otherwise (OpenBLAS, every run's products before the choice existed)."""
+    return f", matrix products by {gemm}" if gemm != "openblas" and getattr(backend.ops, "fused_step", None) is not None else ""
+
+
+def recorded_gemm(config: dict, out: Path) -> str:
+    """The matrix-multiply provider a run recorded (config.json's ``gemm``; "openblas" for a run
+    recorded before the choice existed: every product then was OpenBLAS's), checked installed:
+    a resume on another provider would round differently."""
+    from fastnet.backends.gemm_choice import table
+
+    name = config.get("gemm") or "openblas"
+    if table(name) is None:
+        raise FastnetError(f"{out} was trained with the {name} matrix-multiply provider (config.json 'gemm'), which is not installed here; "
+                           + ("pip install 'fastnet[mkl]' to resume it" if name == "mkl" else "resume it where it is"))
+    return name
 
 
 def whitened(data, cfg, progress: bool = False, stored=None):
@@ -224,12 +248,13 @@ def check_checkpoint_position(ckpt, path: Path, total: int | None) -> None:
 
 
 def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: bool, plots: bool, optimizer=None, log=None,
-           whiten_seconds: float | None = None) -> dict:
+           whiten_seconds: float | None = None, gemm: str = "openblas") -> dict:
     """fit with checkpoints into ``out``, then the outputs; status.json if it stops early.
 
     ``optimizer``: the one loaded from the checkpoint when resuming (fresh otherwise); its
     state (Adam's moments) goes into every checkpoint; ``log``: the loggers to open into ``out``;
-    ``whiten_seconds``: the time of the input whitening, recorded in metrics.json (issue 17)."""
+    ``whiten_seconds``: the time of the input whitening, recorded in metrics.json (issue 17);
+    ``gemm``: the matrix-multiply provider of the fused step, recorded in config.json and metrics.json."""
     import time
 
     from fastnet.training.config import new_optimizer
@@ -238,12 +263,12 @@ def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: b
 
     resumed_from = start.t if start is not None else None
     optimizer = optimizer if optimizer is not None else new_optimizer(cfg, net)
-    writer = RunWriter(out, cfg, data, backend, net, history, optimizer=optimizer, saved_step=resumed_from)
+    writer = RunWriter(out, cfg, data, backend, net, history, optimizer=optimizer, saved_step=resumed_from, gemm=gemm)
     logger = open_loggers(log, out, cfg.to_dict())
     wall = time.perf_counter()
     try:
         fit(net, data, cfg, backend.ops, history, progress=progress, start=start, checkpoint=writer.checkpoint, stop=stop, optimizer=optimizer,
-            logger=logger)
+            logger=logger, gemm=gemm)
         bonus_metrics = finish_bn_stats(net, data, cfg, backend.ops)  # PreciseBN: EMA figures, then the final statistics
         if whiten_seconds is not None:
             bonus_metrics["whiten_seconds"] = whiten_seconds

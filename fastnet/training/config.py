@@ -10,6 +10,8 @@ from typing import get_args, get_type_hints
 
 import numpy as np
 
+from fastnet.backends.gemm_choice import check_name as check_gemm_name
+from fastnet.backends.gemm_choice import resolve as resolve_gemm
 from fastnet.data.augment import TTA_MODES
 from fastnet.data.whiten import MODES as WHITEN_MODES
 from fastnet.errors import ConfigError
@@ -39,6 +41,12 @@ def setting(default, doc: str):
     return field(default=default, metadata={"doc": doc})
 
 
+def recorded_if_set(default, doc: str):
+    """A setting of how a run computes, not of what: ``to_dict`` leaves it out while it is at
+    its default, so the configurations of runs made before it existed read back unchanged."""
+    return field(default=default, metadata={"omit_default": True, "doc": doc})
+
+
 def bonus(default, doc: str):
     """A bonus setting (Exercise 4): ``to_dict`` leaves it out while it is at its default."""
     return field(default=default, metadata={"bonus": True, "doc": doc})
@@ -66,6 +74,8 @@ class TrainConfig:
     seed: int = setting(0, "random seed: initialisation and shuffling")
     dtype: str = setting("float32", "floating-point type for training: float32 or float64")
     backend: str = setting("auto", "kernel backend: auto, numpy, numba or cython (auto: $FASTNET_BACKEND, else the first available)")
+    gemm: str = recorded_if_set("auto", "matrix-multiply provider of the fused step: auto, openblas (NumPy's) or mkl (pip install 'fastnet[mkl]'); "
+                                "auto: MKL where it is installed and measured faster for the first layer's products on this CPU, else OpenBLAS")
     split: str = setting("a3", "a3: batches 1-5 minus n_val for training; a2: batch 1 train, batch 2 validation")
     n_val: int = setting(5000, "validation images held out of batches 1-5 for split a3")
     eval_every: int = setting(0, "also evaluate every N update steps (0: only at epoch ends)")
@@ -134,6 +144,7 @@ class TrainConfig:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed}")
         if self.backend not in BACKEND_NAMES:
             raise ConfigError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
+        check_gemm_name(self.gemm)  # whether its library is installed: checked when a run starts (gemm_for)
         self._validate_bonus()
         self._validate_regularisers()
         self._validate_whitening()  # issue 17
@@ -232,7 +243,7 @@ class TrainConfig:
         defaults (so the assignment's runs keep the configuration they always had)."""
         d = asdict(self)
         d["hidden"] = list(self.hidden)
-        for name, default in BONUS_DEFAULTS.items():
+        for name, default in OMITTED_AT_DEFAULT.items():
             if d[name] == default and type(d[name]) is type(default):
                 del d[name]
         return d
@@ -265,6 +276,8 @@ _FIELD_KINDS = {name: _scalar_kind(_HINTS[name]) for name in CONFIG_FIELDS if _s
 _OPTIONAL = tuple(name for name in CONFIG_FIELDS if type(None) in get_args(_HINTS[name]))
 BONUS_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.metadata.get("bonus"))
 BONUS_DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.name in BONUS_FIELDS}
+#: What ``to_dict`` leaves out at its default: the bonus settings and the recorded_if_set ones.
+OMITTED_AT_DEFAULT = {f.name: f.default for f in fields(TrainConfig) if f.metadata.get("bonus") or f.metadata.get("omit_default")}
 BN_STATS = ("ema", "precise")
 BACKEND_NAMES = ("auto", "numpy", "numba", "cython")
 
@@ -296,6 +309,22 @@ def new_network(cfg: TrainConfig, d: int, K: int) -> Network:
     rng = np.random.default_rng([cfg.seed, 1])  # its own stream: independent of the shuffling
     return init_network(d, cfg.hidden, K, bn=cfg.bn, init=cfg.init, sigma=cfg.sigma, dtype=cfg.dtype, eps=cfg.eps, alpha=cfg.alpha, rng=rng,
                         bn_placement=cfg.bn_placement, skip=cfg.skip)
+
+
+def gemm_for(cfg: TrainConfig, d: int, name: str | None = None, *, fused: bool = True, threads: int = 1) -> str:
+    """The matrix-multiply provider a run of ``cfg`` on ``d`` inputs and ``threads`` BLAS threads
+    uses ("openblas" or "mkl"), for ``name`` (default ``cfg.gemm``): auto's choice for its first
+    layer's shape (:mod:`fastnet.backends.gemm_choice`). ConfigError, before any work, if it is
+    not installed. ``fused`` False (a backend without a fused step): every product is NumPy's,
+    so auto is OpenBLAS without a measurement. The step calls BLAS on one thread per core with
+    one thread, or two without augmentation (the two-core split, :class:`Stepper`); else auto
+    keeps OpenBLAS's threads."""
+    name = cfg.gemm if name is None else name
+    if name == "auto" and not fused:
+        check_gemm_name(name)
+        return "openblas"
+    one_thread = threads == 1 or (threads == 2 and not cfg.augment)
+    return resolve_gemm(name, batch=cfg.batch, d=d, m1=cfg.hidden[0], dtype=cfg.dtype, one_thread=one_thread)
 
 
 def new_optimizer(cfg: TrainConfig, net: Network):

@@ -20,6 +20,9 @@ What the fused step changes, measured in ``scripts/bench_peers.py``:
   :meth:`FusedStep.detach`;
 * the weight gradient never exists as a separate array pass: W = (1 - 2 eta lam) W - (eta/n) G^T X;
 * the mini-batch is gathered into a reused buffer; nothing is allocated per step;
+* its products call the CBLAS ?gemm of the provider handed to it (``gemm``: NumPy's OpenBLAS
+  by default, Intel MKL with ``--gemm``; :mod:`fastnet.backends.gemm_choice`), by the table
+  given to the kernel's plan, never a module global;
 * on two cores (:meth:`FusedStep.use_cores`) the step splits itself: the first layer's two
   products in halves, one per core, BLAS on one thread in each, and the small layers on one
   core while the other gathers the next batch -- instead of OpenBLAS's two threads, which
@@ -36,13 +39,14 @@ from fastnet.data.images import NormalisedImages
 from fastnet.model.network import Network
 
 
-def fused_step_for(net: Network, ops, *, optimizer: str = "sgd", regularised: bool = False) -> "FusedStep | None":
+def fused_step_for(net: Network, ops, *, optimizer: str = "sgd", regularised: bool = False,
+                   gemm: str | None = None) -> "FusedStep | None":
     """A :class:`FusedStep` for ``net`` when ``ops`` offers one and the network qualifies, else None.
 
     Qualifies: plain SGD, at least one hidden layer, hidden layers all ``bn_relu`` or all
     ``relu`` (no batch norm after the ReLU, no skip connections), float32 or float64, and
     not ``regularised`` (issue 17: label smoothing, MixUp or dropout; the compiled step knows
-    labels and no masks).
+    labels and no masks). ``gemm``: the matrix-multiply provider (:meth:`FusedStep.use_gemm`).
     """
     kernel = getattr(ops, "fused_step", None)
     if kernel is None or optimizer != "sgd" or net.k < 2 or net.skip or regularised:
@@ -50,7 +54,7 @@ def fused_step_for(net: Network, ops, *, optimizer: str = "sgd", regularised: bo
     kinds = set(net.kinds())
     if kinds not in ({"bn_relu"}, {"relu"}) or net.dtype not in (np.float32, np.float64):
         return None
-    return FusedStep(net, kernel)
+    return FusedStep(net, kernel, gemm)
 
 
 class FusedStep:
@@ -58,11 +62,14 @@ class FusedStep:
 
     The network's arrays are updated in place: the step holds the very arrays of
     ``net.layers`` (the first layer's as its transpose), so the network is always current.
+    ``gemm``: the matrix-multiply provider its products call (:meth:`use_gemm`).
     """
 
-    def __init__(self, net: Network, kernel):
+    def __init__(self, net: Network, kernel, gemm: str | None = None):
         self.net = net
         self.kernel = kernel
+        self.gemm = gemm
+        self.plan = None
         self.dtype = net.dtype
         layers = net.layers
         for layer in layers:  # the kernel needs C-contiguous arrays: make them the layer's own
@@ -122,10 +129,34 @@ class FusedStep:
         self._Xbs = [np.empty((n, sizes[0]), dt) for _ in range(2)]
         self._ybs = [np.empty(n, np.intp) for _ in range(2)]
         self._turn = 0
+        self.plan = self._plan()
+
+    def use_gemm(self, name: str | None) -> None:
+        """Call the products of every following step through the provider ``name`` ("openblas",
+        "mkl": :func:`fastnet.backends.gemm_choice.table`; None: the kernel's own table, the
+        first provider found -- NumPy's OpenBLAS). ValueError if its library is not installed."""
+        if name is not None:
+            self._table(name)  # refused now, not at the first step
+        self.gemm = name
+        if self.plan is not None:
+            self.plan = self._plan()
+
+    def _table(self, name: str | None):
+        if name is None:
+            return self.kernel.BLAS
+        from fastnet.backends.gemm_choice import table
+
+        tab = table(name)
+        if tab is None:
+            raise ValueError(f"the matrix-multiply provider {name!r} is not installed")
+        return tab
+
+    def _plan(self):
+        """The kernel's plan of the step's arrays, with the table of :attr:`gemm`'s provider."""
         k = self.kernel
-        self.plan = k.StepPlan(k.BLAS, self.W1t, self.Ws, self.bs, self.gammas, self.betas, self.mu_avs, self.v_avs,
-                               self.Ss, self.Xs, self.S_hats, self.mus, self.vs, self.Gs, self.dXs, self.dgammas,
-                               self.dbetas, self.P, self.loss, self.bn)
+        return k.StepPlan(self._table(self.gemm), self.W1t, self.Ws, self.bs, self.gammas, self.betas, self.mu_avs, self.v_avs,
+                           self.Ss, self.Xs, self.S_hats, self.mus, self.vs, self.Gs, self.dXs, self.dgammas,
+                           self.dbetas, self.P, self.loss, self.bn)
 
     def parallel_threads(self) -> int:
         """The threads the kernel's two-core step may run on now (Numba's or OpenMP's)."""

@@ -31,7 +31,7 @@ import math
 from fastnet.errors import ConfigError
 from fastnet.model.network import Network, evaluate
 from fastnet.training.checkpointer import Checkpointer, Clock
-from fastnet.training.config import TrainConfig, new_optimizer
+from fastnet.training.config import TrainConfig, gemm_for, new_optimizer
 from fastnet.training.evaluation import Evaluator, due_within_epoch
 from fastnet.training.loggers import NO_LOGGER, Logger
 from fastnet.training.regularisers import regulariser
@@ -39,10 +39,12 @@ from fastnet.training.schedule import Schedule, Step
 from fastnet.training.state import History, Interrupted, Position, StopRequest
 from fastnet.training.stepper import Stepper, augmenter, divergence, locate_nonfinite
 from fastnet.util.progress import Progress
+from fastnet.util.threads import blas_thread_count
 
 
 def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = None, progress: bool = True, *,
-        start: Position | None = None, checkpoint=None, stop: StopRequest | None = None, optimizer=None, logger: Logger = NO_LOGGER) -> History:
+        start: Position | None = None, checkpoint=None, stop: StopRequest | None = None, optimizer=None, logger: Logger = NO_LOGGER,
+        gemm: str | None = None) -> History:
     """Train ``net`` in place on ``data`` (a fastnet.data.cifar10.Dataset) as ``cfg`` says.
 
     The training set is reshuffled every epoch; the learning rate (cyclic by default) is
@@ -73,6 +75,8 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
     logger : fastnet.training.loggers.Logger, optional
         Told every step's loss and learning rate and every evaluation row (TensorBoard,
         MLflow); the caller opens and closes it.
+    gemm : str, optional
+        The fused step's matrix-multiply provider, "openblas" or "mkl"; None: ``cfg.gemm`` (:func:`use_gemm`).
 
     Raises DivergenceError at the first non-finite loss (checked every step) or parameter
     (checked every epoch and before a checkpoint), naming the step, the learning rate and the
@@ -87,6 +91,7 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
     save = Checkpointer([net], [checkpoint], clock, lams=[cfg.lam])
     stepper = Stepper(net, data.X_train, data.y_train, cfg.lam, ops, optimizer, augmenter(cfg, getattr(data, "whitening", None)) if cfg.augment else None,
                       regularise=regulariser(cfg, net))
+    use_gemm(stepper, cfg, gemm)
     bar = Progress(sched.total, "train", enabled=progress)
     evaluator = Evaluator(data, cfg, ops, sched, clock, bar, threads=stepper.spare_cores, logger=logger)
     stop = stop if stop is not None else StopRequest()
@@ -118,6 +123,20 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
         history.one_core_steps += stepper.guard.one_core_steps
         stepper.close()
     return history
+
+
+def use_gemm(stepper: Stepper, cfg: TrainConfig, gemm: str | None) -> None:
+    """Hand the fused step (if the stepper has one) its matrix-multiply provider: ``gemm``, or
+    ``cfg.gemm`` resolved for the network (:func:`gemm_for`); a provider that is not installed
+    closes the stepper and raises."""
+    if stepper.fused is None:
+        return
+    try:
+        one = 1 if stepper.cores == 2 else blas_thread_count()  # the threads each product runs on
+        stepper.fused.use_gemm(gemm if gemm is not None else gemm_for(cfg, stepper.net.sizes[0], threads=one))
+    except BaseException:
+        stepper.close()
+        raise
 
 
 def take_step(stepper: Stepper, step: Step, eta: float, history: History) -> None:

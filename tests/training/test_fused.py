@@ -377,3 +377,92 @@ def test_the_stepper_steps_on_two_cores_when_blas_has_two_threads(backend):
         one = Stepper(net, X, y, 0.0, ops)
         assert one.cores == 1
         one.close()
+
+
+# ------------------------------------------------- the matrix-multiply provider (--gemm)
+# Intel MKL (pip install 'fastnet[mkl]') rounds its products in its own order, as OpenBLAS
+# does in its: against the op-by-op step (NumPy's OpenBLAS) it is held to the tolerances above.
+
+from fastnet.backends import gemm_choice  # noqa: E402
+
+needs_mkl = pytest.mark.skipif(gemm_choice.table("mkl") is None, reason="Intel MKL is not installed (pip install 'fastnet[mkl]')")
+
+
+def _fused_run(backend, dtype, bn, hidden, gemm, cores, steps=25):
+    """(the op-by-op network, the fused one, their losses) after ``steps`` steps."""
+    X, y = _data(dtype)
+    ops = resolve(backend).ops
+    a = init_network(D, hidden, K, bn=bn, dtype=dtype, rng=np.random.default_rng(1))
+    b = copy.deepcopy(a)
+    fused = fused_step_for(b, ops, gemm=gemm)
+    assert fused.gemm == gemm
+    fused.use_cores(cores)
+    rng = np.random.default_rng(2)
+    losses = []
+    for t in range(steps):
+        idx = rng.permutation(N)[:50]
+        eta = 0.02 + 0.001 * t
+        la = train_step(a, X[idx], y[idx], 0.01, eta, ops)
+        Xb, yb = fused.gather(X, y, idx)
+        losses.append((la, fused.step(Xb, yb, 0.01, eta, checked=False)))
+    fused.detach()
+    return a, b, losses
+
+
+@needs_mkl
+@pytest.mark.parametrize("cores", [1, 2])
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+@pytest.mark.parametrize("hidden", NETS.values(), ids=NETS.keys())
+def test_the_fused_step_on_mkl_equals_the_op_by_op_step(backend, dtype, tol, hidden, cores):
+    _numba_compiles_this(backend, hidden, dtype)
+    a, b, losses = _fused_run(backend, dtype, True, hidden, "mkl", cores)
+    for la, lb in losses:
+        assert lb == pytest.approx(la, rel=10 * tol)
+    assert _worst(a, b) <= tol
+
+
+@pytest.mark.parametrize("gemm", ["openblas", pytest.param("mkl", marks=needs_mkl)])
+@pytest.mark.parametrize("cores", [1, 2])
+def test_two_runs_on_one_provider_are_bit_identical(backend, gemm, cores):
+    _numba_compiles_this(backend, NETS["3-layer"], np.float64)
+    dtype = np.float64 if backend == "numba" else np.float32
+    _, first, l1 = _fused_run(backend, dtype, True, NETS["3-layer"], gemm, cores, steps=10)
+    _, second, l2 = _fused_run(backend, dtype, True, NETS["3-layer"], gemm, cores, steps=10)
+    assert [lb for _, lb in l1] == [lb for _, lb in l2]
+    A, B = _arrays(first), _arrays(second)
+    assert all(A[k].tobytes() == B[k].tobytes() for k in A)
+
+
+def test_the_default_table_is_openblas_bit_for_bit(backend):
+    """No provider named (every caller before --gemm existed): the kernel's own table, NumPy's
+    OpenBLAS -- the same bits as naming "openblas"."""
+    _numba_compiles_this(backend, NETS["3-layer"], np.float64)
+    dtype = np.float64 if backend == "numba" else np.float32
+    _, default, l1 = _fused_run(backend, dtype, True, NETS["3-layer"], None, 1, steps=10)
+    _, named, l2 = _fused_run(backend, dtype, True, NETS["3-layer"], "openblas", 1, steps=10)
+    assert np.array_equal(gemm_choice.table("openblas"), resolve(backend).ops.fused_step.BLAS)
+    A, B = _arrays(default), _arrays(named)
+    assert l1 == l2 and all(A[k].tobytes() == B[k].tobytes() for k in A)
+
+
+def test_fit_hands_the_fused_step_the_provider_it_resolved(backend, monkeypatch):
+    from types import SimpleNamespace
+
+    used = []
+    monkeypatch.setattr(FusedStep, "use_gemm", lambda self, name: used.append(name))
+    X, y = _data(np.float64)
+    data = SimpleNamespace(X_train=X[:300], y_train=y[:300], X_val=X[300:], y_val=y[300:])
+    cfg = TrainConfig(hidden=[20], batch=50, n_s=3, cycles=1, dtype="float64").validate()
+    monkeypatch.setitem(gemm_choice._tables, "mkl", None)  # auto without MKL: OpenBLAS, nothing measured
+    fit(init_network(D, cfg.hidden, K, dtype=np.float64, rng=np.random.default_rng(4)), data, cfg, resolve(backend).ops, progress=False)
+    fit(init_network(D, cfg.hidden, K, dtype=np.float64, rng=np.random.default_rng(4)), data, cfg, resolve(backend).ops, progress=False, gemm="mkl")
+    assert used == ["openblas", "mkl"]
+
+
+def test_a_provider_that_is_not_installed_is_refused_before_a_step(backend, monkeypatch):
+    monkeypatch.setitem(gemm_choice._tables, "mkl", None)
+    net = init_network(D, [20], K, rng=np.random.default_rng(1))
+    fused = fused_step_for(net, resolve(backend).ops)
+    with pytest.raises(ValueError, match="'mkl' is not installed"):
+        fused.use_gemm("mkl")
+    fused.detach()

@@ -1,0 +1,211 @@
+"""The matrix-multiply providers (fastnet/backends/providers.py) and the choice between them
+(fastnet/backends/gemm_choice.py, ``--gemm``).
+
+Tolerances of a product against ``np.dot`` (which rounds in its own order): float32 1e-5 of the
+largest entry -- a K-term sum of products of standard normals rounds by ~sqrt(K) * 6e-8, 3.3e-6
+for K = 3072, the deepest product of a step; float64 1e-12 (the same bound with eps 1.1e-16 is
+6e-15, so 1e-12 leaves room for any blocking order).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastnet.backends import gemm_choice, providers
+from fastnet.errors import ConfigError
+
+NO_MKL = "Intel MKL is not installed (pip install 'fastnet[mkl]'; CI installs it with .[dev,mkl])"
+needs_mkl = pytest.mark.skipif(gemm_choice.table("mkl") is None, reason=NO_MKL)
+PROVIDERS = [pytest.param("openblas"), pytest.param("mkl", marks=needs_mkl)]
+TOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m, k, n", [(100, 3072, 50), (100, 50, 50), (7, 5, 3)])
+def test_each_providers_gemm_by_address_is_the_product(name, dtype, m, k, n):
+    """S = X W (beta 0) and the weight-gradient update W = 0.5 W - 0.25 X^T G (beta 0.5), through
+    the provider's ?gemm at its address, as the fused step calls them."""
+    tab = gemm_choice.table(name)
+    assert tab.dtype == np.int64 and tab.shape == (3,) and tab[2] in (0, 1)
+    call = gemm_choice.gemm_caller(tab, dtype)
+    rng = np.random.default_rng(0)
+    X, W, G = (rng.standard_normal(s).astype(dtype) for s in ((m, k), (k, n), (m, n)))
+    S = np.full((m, n), np.nan, dtype)
+    call(X, False, W, S, 1.0, 0.0)  # beta 0: what C held (NaN) is never read
+    expected = np.dot(X, W)
+    assert np.abs(S - expected).max() <= TOL[dtype] * np.abs(expected).max()
+    W2 = W.copy()
+    call(X, True, G, W2, -0.25, 0.5)
+    expected = 0.5 * W - 0.25 * np.dot(X.T, G)
+    assert np.abs(W2 - expected).max() <= TOL[dtype] * np.abs(expected).max()
+
+
+@needs_mkl
+def test_the_mkl_table_is_lp64_and_the_extension_calls_it_alike():
+    tab = gemm_choice.table("mkl")
+    assert tab[2] == 0  # MKL_Set_Interface_Layer(LP64): 32-bit integers
+    ext = pytest.importorskip("fastnet.ext._ckernels", reason="the extension is not built")
+    rng = np.random.default_rng(1)
+    A, B = rng.standard_normal((9, 40)).astype(np.float32), rng.standard_normal((40, 6)).astype(np.float32)
+    C, D = np.zeros((9, 6), np.float32), np.zeros((9, 6), np.float32)
+    ext.gemm(tab, A, False, B, False, C, 1.0, 0.0)
+    gemm_choice.gemm_caller(tab, np.float32)(A, False, B, D, 1.0, 0.0)
+    assert C.tobytes() == D.tobytes()  # the same MKL call, the same bits
+
+
+@needs_mkl
+def test_mkl_runs_each_product_on_its_callers_thread():
+    """The sequential layer: one thread whatever limits are set (the fused step splits itself
+    over the cores), as threadpoolctl reports it."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    lib = providers._load_mkl()
+    pools = [p for p in threadpool_info() if p.get("internal_api") == "mkl"]
+    assert pools and pools[0]["threading_layer"] == "sequential" and pools[0]["num_threads"] == 1
+    with threadpool_limits(2, user_api="blas"):
+        assert lib.MKL_Get_Max_Threads() == 1
+
+
+@needs_mkl
+def test_mkl_gives_the_same_bits_for_arrays_at_any_alignment():
+    """CNR (MKL_CBWR_AUTO): two runs whose buffers the allocator placed differently round alike."""
+    rng = np.random.default_rng(2)
+    A0, B0 = rng.standard_normal((100, 3072)).astype(np.float32), rng.standard_normal((3072, 50)).astype(np.float32)
+    call = gemm_choice.gemm_caller(gemm_choice.table("mkl"), np.float32)
+    results = []
+    for offset in (0, 4, 16, 36):  # bytes past a 64-byte boundary
+        arrays = []
+        for a in (A0, B0, np.zeros((100, 50), np.float32)):
+            buf = np.empty(a.nbytes + 128, np.uint8)
+            start = (-buf.ctypes.data) % 64 + offset
+            v = buf[start:start + a.nbytes].view(np.float32).reshape(a.shape)
+            v[...] = a
+            arrays.append(v)
+        A, B, C = arrays
+        call(A, False, B, C, 1.0, 0.0)
+        results.append(C.tobytes())
+    assert len(set(results)) == 1
+
+
+def test_find_gemm_still_prefers_numpys_openblas():
+    """The default of every compiled product is what it was before MKL was a provider."""
+    found = providers.find_gemm()
+    assert found is not None and np.array_equal(found, providers.numpy_cblas())
+    assert list(providers.NAMED) == list(gemm_choice.PROVIDER_NAMES)
+
+
+def test_the_run_schema_knows_the_providers():
+    from fastnet.runs.schema import GEMMS
+
+    assert GEMMS == gemm_choice.PROVIDER_NAMES
+
+
+# ------------------------------------------------------------------------------- the choice
+
+
+def test_a_provider_asked_for_but_not_installed_is_one_sentence(monkeypatch):
+    monkeypatch.setitem(gemm_choice._tables, "mkl", None)
+    with pytest.raises(ConfigError, match=r"--gemm mkl needs Intel MKL.*pip install 'fastnet\[mkl\]'"):
+        gemm_choice.resolve("mkl", batch=100, d=3072, m1=50)
+    with pytest.raises(ConfigError, match="unknown matrix-multiply provider 'blis'"):
+        gemm_choice.resolve("blis", batch=100, d=3072, m1=50)
+
+
+def test_without_mkl_auto_is_openblas_and_measures_nothing(monkeypatch):
+    monkeypatch.setitem(gemm_choice._tables, "mkl", None)
+
+    def measure(*args):
+        raise AssertionError("nothing to choose between: nothing may be measured")
+
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=measure) == "openblas"
+    assert gemm_choice.resolve("openblas", batch=100, d=3072, m1=50, measure_fn=measure) == "openblas"
+
+
+@pytest.fixture
+def two_providers(monkeypatch, tmp_path):
+    """Both providers 'installed' (placeholder tables: nothing is called) and auto's cache in tmp_path."""
+    monkeypatch.setitem(gemm_choice._tables, "openblas", np.zeros(3, np.int64))
+    monkeypatch.setitem(gemm_choice._tables, "mkl", np.ones(3, np.int64))
+    monkeypatch.setenv("FASTNET_GEMM_CACHE", str(tmp_path / "gemm_choice.json"))
+    return tmp_path / "gemm_choice.json"
+
+
+def test_auto_measures_once_per_shape_and_reads_the_cache_after(two_providers):
+    calls = []
+
+    def fake(batch, d, m1, dtype):
+        calls.append((batch, d, m1, dtype))
+        return {"openblas": 2.0e-3, "mkl": 1.0e-3}
+
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=fake) == "mkl"
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=fake) == "mkl"
+    assert calls == [(100, 3072, 50, "float32")]  # the second run read the file
+    import json
+
+    cached = json.loads(two_providers.read_text())
+    (key, entry), = cached.items()
+    assert key == gemm_choice.cache_key(100, 3072, 50, "float32") and gemm_choice.cpu_model() in key
+    assert entry["choice"] == "mkl" and entry["seconds"] == {"openblas": 2.0e-3, "mkl": 1.0e-3}
+    # another shape (or dtype) is measured on its own, beside the first in the same file
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=1024, measure_fn=lambda *a: {"openblas": 1.0, "mkl": 1.5}) == "openblas"
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, dtype="float64", measure_fn=lambda *a: {"openblas": 1.0, "mkl": 1.5}) == "openblas"
+    assert len(json.loads(two_providers.read_text())) == 3
+
+
+def test_auto_keeps_openblas_for_a_step_on_several_blas_threads(two_providers):
+    """MKL runs sequential: a run whose step calls BLAS on several threads keeps OpenBLAS's."""
+    def measure(*args):
+        raise AssertionError("nothing may be measured")
+
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, one_thread=False, measure_fn=measure) == "openblas"
+    from fastnet.training.config import TrainConfig, gemm_for
+
+    augmented = TrainConfig(augment=True).validate()
+    assert gemm_for(augmented, 3072, threads=2) == "openblas"  # one core, OpenBLAS on two threads
+    assert gemm_for(TrainConfig().validate(), 3072, threads=4) == "openblas"
+
+
+def test_auto_keeps_openblas_unless_mkl_wins_by_the_margin(two_providers):
+    just_faster = {"openblas": 1.0, "mkl": 1.0 * (gemm_choice.MARGIN + 0.02)}
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=lambda *a: just_faster) == "openblas"
+
+
+def test_a_damaged_cache_is_measured_again(two_providers):
+    two_providers.write_text("{not json")
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=lambda *a: {"openblas": 2.0, "mkl": 1.0}) == "mkl"
+    two_providers.write_text('{"%s": {"choice": "blis"}}' % gemm_choice.cache_key(100, 3072, 50, "float32"))
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=lambda *a: {"openblas": 1.0, "mkl": 2.0}) == "openblas"
+
+
+@needs_mkl
+def test_the_measurement_times_both_providers_on_a_small_shape(monkeypatch):
+    """The real measurement runs and returns a positive median per provider (no speed is asserted)."""
+    monkeypatch.setattr(gemm_choice, "ROUND_SECONDS", 0.001)
+    seconds = gemm_choice.measure(20, 64, 8, "float32", rounds=3)
+    assert set(seconds) == {"openblas", "mkl"} and all(s > 0 for s in seconds.values())
+
+
+def test_info_lists_the_providers_and_autos_choice(two_providers, monkeypatch):
+    monkeypatch.setattr(gemm_choice, "measure", lambda *a: {"openblas": 1.0, "mkl": 2.0})
+    lines = gemm_choice.describe()
+    assert lines[0].startswith("openblas: ") and lines[1].startswith("mkl: ")
+    assert lines[-1].startswith("auto: openblas for batch 100 x 3072 -> 50 float32")
+    monkeypatch.setitem(gemm_choice._tables, "mkl", None)
+    lines = gemm_choice.describe()
+    assert "mkl: not installed (pip install 'fastnet[mkl]')" in lines and lines[-1].startswith("auto: openblas (MKL not installed")
+
+
+@needs_mkl
+def test_mkl_loaded_inside_a_thread_limit_still_runs_on_one_thread():
+    """--threads 2 (or a threadpool_limits block) is in force before a run loads MKL, and
+    threadpoolctl only sets the libraries already loaded: MKL must not depend on it. In a fresh
+    process, where MKL is not loaded yet."""
+    import subprocess
+    import sys
+
+    code = ("import numpy\nfrom threadpoolctl import threadpool_limits\nfrom fastnet.backends import providers\n"
+            "with threadpool_limits(2, user_api='blas'):\n    assert providers.mkl_cblas() is not None\n"
+            "    print(providers._load_mkl().MKL_Get_Max_Threads())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.strip() == "1"
