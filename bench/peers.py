@@ -55,6 +55,7 @@ from fastnet.model.optim import cyclic_lr
 
 THREE = (50, 50)
 NINE = (50, 30, 20, 20, 10, 10, 10, 10)
+WIDE = (1024, 512, 256)  # the bonus presets' and best-mlp's network
 N_TRAIN = 45_000
 D = 3072
 K = 10

@@ -54,7 +54,7 @@ from machine import cpu_model, loadavg  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 FASTNET = ("numpy", "numba", "cython", "auto")
-NETS = {"3": peers.THREE, "9": peers.NINE}
+NETS = {"3": peers.THREE, "9": peers.NINE, "wide": peers.WIDE}
 JAX_FLAGS_1 = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
@@ -503,7 +503,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed epochs per implementation (default 3)")
     p.add_argument("--min", action="store_true", help="report the minimum of the repeats instead of the median")
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
-    p.add_argument("--nets", default="3,9", help="comma-separated: 3 and/or 9 layers (default 3,9)")
+    p.add_argument("--nets", default="3,9", help="comma-separated: 3, 9 (layers) and/or wide ([1024, 512, 256]) (default 3,9)")
     p.add_argument("--bn", choices=("both", "on", "off"), default="both")
     p.add_argument("--skip", default="", help="comma-separated implementations to leave out: numpy,numba,cython,auto,torch,jax")
     p.add_argument("--orientations", action="store_true", help="also time every product in every memory orientation")

@@ -360,10 +360,22 @@ def test_two_cores_put_blas_on_one_thread_until_detached(backend):
         fused.use_cores(3)
 
 
+def test_the_split_is_for_networks_whose_first_layer_is_the_work(backend):
+    from fastnet.training.stepper import split_pays
+
+    def net(hidden):
+        return init_network(3072, hidden, 10, bn=True, rng=np.random.default_rng(0))
+
+    assert split_pays(net((50, 50))) and split_pays(net((50, 30, 20, 20, 10, 10, 10, 10)))
+    assert not split_pays(net((1024, 512, 256)))  # 83 %: BLAS's own two threads are faster
+
+
 def test_the_stepper_steps_on_two_cores_when_blas_has_two_threads(backend):
-    X, y = _data(np.float32)
+    # 300 inputs: the first layer is 97 % of the step's work, where the split pays (split_pays)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((N, 300)).astype(np.float32), rng.integers(0, K, N)
     ops = resolve(backend).ops
-    net = init_network(D, [20], K, bn=True, rng=np.random.default_rng(1))
+    net = init_network(300, [20], K, bn=True, rng=np.random.default_rng(1))
     if fused_step_for(net, ops).parallel_threads() < 2:
         pytest.skip(f"{backend}'s parallel loops have a single thread here")
     with threadpool_limits(2, user_api="blas"):
