@@ -120,8 +120,7 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
     finally:
         stop.deferring = False
         bar.close()
-        history.one_core_steps += stepper.guard.one_core_steps
-        stepper.close()
+        stepper.close(history)
     return history
 
 

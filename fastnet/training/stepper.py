@@ -155,7 +155,11 @@ class Stepper:
             return train_step(self.net, self.Xb, targets, self.lam, eta, self.ops, **step_kw, dropout=masks, decoupled=self.regularise.decoupled)
         return train_step(self.net, self.Xb, y[idx], self.lam, eta, self.ops, **step_kw)
 
-    def close(self) -> None:
+    def close(self, history=None) -> None:
+        """Training stopped: the network gets ordinary arrays back; ``history`` (a History),
+        if given, counts the steps the load guard ran on one core."""
+        if history is not None:
+            history.one_core_steps += self.guard.one_core_steps
         if self.fused is not None:
             self.fused.detach()
 
