@@ -544,6 +544,8 @@ def predict(net: Network, X: NDArray, ops, chunk: int = EVAL_CHUNK, *, views=Non
     """Predicted class of each row of X (test mode); X is read ``chunk`` rows at a time, as in
     :func:`evaluate`; ``views``: test-time augmentation, as there."""
     net = _for_eval(net)
-    if views is not None:
-        return np.concatenate([averaged_probabilities(net, views(X[s : s + chunk]), ops).argmax(axis=1) for s in range(0, X.shape[0], chunk)])
-    return np.concatenate([forward_eval(net, X[s : s + chunk], ops).argmax(axis=1) for s in range(0, X.shape[0], chunk)])
+
+    def classes(Xc: NDArray) -> NDArray:
+        return (forward_eval(net, Xc, ops) if views is None else averaged_probabilities(net, views(Xc), ops)).argmax(axis=1)
+
+    return np.concatenate([classes(X[s : s + chunk]) for s in range(0, X.shape[0], chunk)])

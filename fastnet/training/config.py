@@ -13,6 +13,7 @@ import numpy as np
 from fastnet.backends.gemm_choice import check_name as check_gemm_name
 from fastnet.backends.gemm_choice import resolve as resolve_gemm
 from fastnet.data.augment import TTA_MODES
+from fastnet.data.batches import N_CLASSES
 from fastnet.data.whiten import MODES as WHITEN_MODES
 from fastnet.errors import ConfigError
 from fastnet.model.network import (
@@ -33,6 +34,7 @@ from fastnet.model.optim import (
     learning_rate,
     make_optimizer,
 )
+from fastnet.training.fused import split_pays
 from fastnet.util.parse import MAX_INT
 
 
@@ -317,13 +319,13 @@ def gemm_for(cfg: TrainConfig, d: int, name: str | None = None, *, fused: bool =
     layer's shape (:mod:`fastnet.backends.gemm_choice`). ConfigError, before any work, if it is
     not installed. ``fused`` False (a backend without a fused step): every product is NumPy's,
     so auto is OpenBLAS without a measurement. The step calls BLAS on one thread per core with
-    one thread, or two without augmentation (the two-core split, :class:`Stepper`); else auto
-    keeps OpenBLAS's threads."""
+    one thread, or two without augmentation where the two-core split pays (:func:`split_pays`,
+    as :class:`Stepper` decides); else auto keeps OpenBLAS's threads."""
     name = cfg.gemm if name is None else name
     if name == "auto" and not fused:
         check_gemm_name(name)
         return "openblas"
-    one_thread = threads == 1 or (threads == 2 and not cfg.augment)
+    one_thread = threads == 1 or (threads == 2 and not cfg.augment and split_pays([d, *cfg.hidden, N_CLASSES]))
     return resolve_gemm(name, batch=cfg.batch, d=d, m1=cfg.hidden[0], dtype=cfg.dtype, one_thread=one_thread)
 
 

@@ -57,6 +57,23 @@ def fused_step_for(net: Network, ops, *, optimizer: str = "sgd", regularised: bo
     return FusedStep(net, kernel, gemm)
 
 
+#: The two-core split pays when the first layer's products are at least this share of the
+#: step's multiply-adds: the layers above it run on one core while the other only gathers.
+#: [50, 50]: 98 %, the split 1.1-1.3x faster than OpenBLAS's two threads (README, bench_peers);
+#: [1024, 512, 256]: 83 %, the split 15 % slower (17.0 against 14.75 s an epoch, medians of 3
+#: interleaved rounds, 2026-12-02, AMD EPYC Zen 1).
+SPLIT_SHARE = 0.9
+
+
+def split_pays(sizes) -> bool:
+    """Whether the two-core split (:meth:`FusedStep.use_cores`) beats BLAS's own two threads on
+    a network of layer ``sizes`` (d, m_1, ..., K): its first layer's products are
+    :data:`SPLIT_SHARE` of the step's work or more. The stepper and the provider choice
+    (:func:`fastnet.training.config.gemm_for`) both ask it."""
+    first = sizes[0] * sizes[1]
+    return first >= SPLIT_SHARE * sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
 class FusedStep:
     """The buffers of the fused step for one network and batch size (made on first use).
 

@@ -20,7 +20,7 @@ from fastnet.model.optim import (
     sgd_step,
 )
 from fastnet.training.config import TrainConfig
-from fastnet.training.fused import fused_step_for
+from fastnet.training.fused import fused_step_for, split_pays
 from fastnet.training.load_guard import LoadGuard
 from fastnet.util.threads import blas_thread_count, idle_cores
 
@@ -117,7 +117,7 @@ class Stepper:
         # that thread only slows the step down).
         threads = blas_thread_count()
         compiled = self.fused is not None and self.augment is None
-        self.cores = 2 if compiled and threads == 2 and split_pays(net) and self.fused.parallel_threads() >= 2 else 1
+        self.cores = 2 if compiled and threads == 2 and split_pays(net.sizes) and self.fused.parallel_threads() >= 2 else 1
         self.prefetch = compiled and self.cores == 1 and threads < idle_cores()
         if self.cores == 2:
             self.fused.use_cores(2)
@@ -162,22 +162,6 @@ class Stepper:
             history.one_core_steps += self.guard.one_core_steps
         if self.fused is not None:
             self.fused.detach()
-
-
-#: The two-core split pays when the first layer's products are at least this share of the
-#: step's multiply-adds: the layers above it run on one core while the other only gathers.
-#: [50, 50]: 98 %, the split 1.1-1.3x faster than OpenBLAS's two threads (README, bench_peers);
-#: [1024, 512, 256]: 83 %, the split 15 % slower (17.0 against 14.75 s an epoch, medians of 3
-#: interleaved rounds, 2026-12-02, AMD EPYC Zen 1).
-SPLIT_SHARE = 0.9
-
-
-def split_pays(net: Network) -> bool:
-    """Whether the fused step's two-core split beats BLAS's own two threads on ``net``: its
-    first layer's products are :data:`SPLIT_SHARE` of the step's work or more."""
-    sizes = net.sizes
-    first = sizes[0] * sizes[1]
-    return first >= SPLIT_SHARE * sum(a * b for a, b in zip(sizes, sizes[1:]))
 
 
 def first_nonfinite(net: Network) -> str | None:

@@ -361,10 +361,10 @@ def test_two_cores_put_blas_on_one_thread_until_detached(backend):
 
 
 def test_the_split_is_for_networks_whose_first_layer_is_the_work(backend):
-    from fastnet.training.stepper import split_pays
+    from fastnet.training.fused import split_pays
 
     def net(hidden):
-        return init_network(3072, hidden, 10, bn=True, rng=np.random.default_rng(0))
+        return init_network(3072, hidden, 10, bn=True, rng=np.random.default_rng(0)).sizes
 
     assert split_pays(net((50, 50))) and split_pays(net((50, 30, 20, 20, 10, 10, 10, 10)))
     assert not split_pays(net((1024, 512, 256)))  # 83 %: BLAS's own two threads are faster
