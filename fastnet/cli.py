@@ -54,6 +54,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gemm", choices=["auto", "openblas", "mkl"], help="matrix-multiply provider of the fused step: openblas (NumPy's), mkl (needs pip install "
                    "'fastnet[mkl]') or auto (default: MKL where installed and measured faster on this CPU for the first layer's products, else OpenBLAS); "
                    "the provider used is recorded in config.json and metrics.json, and a resumed run uses it again")
+    g.add_argument("--precision", choices=["fp32", "bf16"], help="the fused step's first-layer products: fp32 (default) or bf16 (bfloat16 inputs, float32 sums "
+                   "and weights; cython backend, CPUs with AVX512_BF16); recorded in config.json, and a resumed run keeps it")
     g.add_argument("--eval-every", type=_number(int, 0), help="also evaluate every N update steps (default: only at epoch ends)")
     g.add_argument("--threads", type=_number(int, 1), help="BLAS threads (default: the cores idle at the start, by the load average: "
                    "with other work on the cores, more threads make BLAS far slower; a resumed run: the count it started with); recorded in config.json")

@@ -9,6 +9,12 @@
 # OpenMP loops of two iterations: the first layer's forward product in halves by rows of the
 # batch, then the small layers on one thread while the other gathers the next batch, then the
 # first layer's update in halves by rows of W1t. BLAS must run on one thread (the caller sets it).
+#
+# With bf16 (StepPlan.use_bf16, --precision bf16) the first layer's two products run on the
+# kernels of bf16_gemm.h instead of BLAS: the batch, W1t and the first layer's score gradient
+# as bf16 pairs, the sums and the weights in float32. W1t's bf16 copy is rewritten by the
+# update itself. Each entry of a product is summed by one tile in one order, so the bits do
+# not depend on how the rows are shared between threads.
 
 cimport openmp
 from cython.parallel cimport prange
@@ -20,6 +26,21 @@ cdef extern from *:
     }
     """
     long long fastnet_fetch_add(long long* p, long long v) noexcept nogil
+
+cdef extern from "bf16_gemm.h":
+    int fastnet_bf16_supported() noexcept nogil
+    void pairs_of_rows(const float* A, Py_ssize_t lda, Py_ssize_t rows, Py_ssize_t cols, unsigned int* out,
+                       Py_ssize_t ldo) noexcept nogil
+    void pairs_of_columns(const float* A, Py_ssize_t lda, Py_ssize_t rows, Py_ssize_t cols, unsigned int* out,
+                          Py_ssize_t ldo) noexcept nogil
+    void gemm_pairs(const unsigned int* A, Py_ssize_t a_row, Py_ssize_t a_pair, const unsigned int* B,
+                    Py_ssize_t ldb, float* C, Py_ssize_t ldc, unsigned int* Cv, Py_ssize_t ldcv, Py_ssize_t M,
+                    Py_ssize_t N, Py_ssize_t P, float alpha, float beta) noexcept nogil
+
+
+def bf16_supported():
+    """Whether this CPU runs the bf16 products (AVX-512 with AVX512_BF16, as the build allows)."""
+    return bool(fastnet_bf16_supported())
 
 # cblas_?gemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc), with
 # 32- or 64-bit integers (the enums stay int in both).
@@ -80,6 +101,14 @@ cdef class StepPlan:
     cdef size_t gemm_fn
     cdef bint ilp64
     cdef list arrays
+    # bf16 (use_bf16): the first layer's operands as pairs of bf16 (bf16_gemm.h); dp2, np2:
+    # d and n halved, rounded up
+    cdef bint bf16
+    cdef unsigned int* W1p        # (dp2, m1): W1t, pairs down its columns
+    cdef unsigned int* Xr         # (n, dp2): the batch, pairs along its rows
+    cdef unsigned int* Xc         # (np2, d): the batch, pairs down its columns
+    cdef unsigned int* Gc         # (np2, m1): the first layer's score gradient, pairs down its columns
+    cdef Py_ssize_t dp2, np2
 
     def __cinit__(self):
         self.layers = NULL
@@ -137,6 +166,48 @@ cdef class StepPlan:
         self.scratch = <double*> malloc(2 * 3 * max(self.width, self.K) * sizeof(double))
         if self.scratch == NULL:
             raise MemoryError()
+
+    def use_bf16(self, W1p, Xr, Xc, Gc):
+        """Run the first layer's two products in bf16 from now on, on these uint32 buffers
+        (shapes in the fields' comments); W1p is filled from W1t here, and kept current by
+        every update. Float32 plans only, on a CPU that runs them (:func:`bf16_supported`)."""
+        cdef Py_ssize_t m1 = self.layers[0].m
+        if self.wide:
+            raise ValueError("bf16 products train float32 networks")
+        if not fastnet_bf16_supported():
+            raise RuntimeError("this CPU has no AVX512_BF16 (or the extension was built without it)")
+        self.dp2, self.np2 = (self.d + 1) // 2, (self.n + 1) // 2
+        for a, shape in ((W1p, (self.dp2, m1)), (Xr, (self.n, self.dp2)), (Xc, (self.np2, self.d)), (Gc, (self.np2, m1))):
+            if a.dtype.char not in "IL" or a.dtype.itemsize != 4 or a.shape != shape or not a.flags.c_contiguous:
+                raise ValueError(f"a bf16 buffer must be C-contiguous uint32 of shape {shape}, got {a.dtype} {a.shape}")
+        self.arrays += [W1p, Xr, Xc, Gc]
+        self.W1p, self.Xr, self.Xc, self.Gc = <unsigned int*> _addr(W1p), <unsigned int*> _addr(Xr), \
+            <unsigned int*> _addr(Xc), <unsigned int*> _addr(Gc)
+        with nogil:
+            pairs_of_columns(<float*> self.W1t, m1, self.d, m1, self.W1p, m1)
+        self.bf16 = True
+
+
+cdef void _bf16_forward(StepPlan plan, const float* Xb, int p, int parts) noexcept nogil:
+    """Share p of (12) in bf16: rows r0..r1 of the batch to pairs, then S1's rows r0..r1 = X W1t."""
+    cdef Py_ssize_t d = plan.d, m1 = plan.layers[0].m, r0 = plan.n * p // parts, r1 = plan.n * (p + 1) // parts
+    pairs_of_rows(Xb + r0 * d, d, r1 - r0, d, plan.Xr + r0 * plan.dp2, plan.dp2)
+    gemm_pairs(plan.Xr + r0 * plan.dp2, plan.dp2, 1, plan.W1p, m1, <float*> plan.layers[0].S + r0 * m1, m1, NULL, 0,
+               r1 - r0, m1, plan.dp2, 1, 0)
+
+
+cdef void _bf16_pack_for_update(StepPlan plan, const float* Xb) noexcept nogil:
+    """The batch as pairs down its columns (the update's A, summed over the batch)."""
+    pairs_of_columns(Xb, plan.d, plan.n, plan.d, plan.Xc, plan.d)
+
+
+cdef void _bf16_update(StepPlan plan, int p, int parts, float keep, float step) noexcept nogil:
+    """Share p of the first layer's update in bf16: rows c0..c1 of W1t = keep W1t - step X^T G1
+    (c0 even, so that W1p's word rows c0/2.. are rewritten whole), with G1 packed by the caller."""
+    cdef Py_ssize_t d = plan.d, m1 = plan.layers[0].m
+    cdef Py_ssize_t c0 = min(d, 2 * (plan.dp2 * p // parts)), c1 = min(d, 2 * (plan.dp2 * (p + 1) // parts))
+    gemm_pairs(plan.Xc + c0, 1, d, plan.Gc, m1, <float*> plan.W1t + c0 * m1, m1, plan.W1p + (c0 // 2) * m1, m1,
+               c1 - c0, m1, plan.np2, -step, keep)
 
 
 cdef inline void _gemm(StepPlan plan, const floating* A, Py_ssize_t lda, bint ta, const floating* B, Py_ssize_t ldb,
@@ -243,21 +314,33 @@ cdef double _step_core(StepPlan plan, const Py_ssize_t* y, bint first, floating 
 
 
 def fused_sgd_step(StepPlan plan, const floating[:, ::1] Xb, const Py_ssize_t[::1] yb, bint first,
-                   floating eta, floating keep, floating step, double eps, double alpha):
+                   floating eta, floating keep, floating step, double eps, double alpha, int bf16_threads=1):
     """One SGD step on (Xb, yb) on one core, in place: numba_step.sgd_step's contract (the
     arrays are the plan's; ``eta``, ``keep`` = 1 - 2 eta lambda, ``step`` = eta / n in their
-    dtype). Returns the mean cross-entropy; a non-finite one updates nothing."""
+    dtype). Returns the mean cross-entropy; a non-finite one updates nothing. A bf16 plan's
+    first-layer products run on ``bf16_threads`` (1 or 2) threads, as BLAS's would."""
     cdef Py_ssize_t n = plan.n, d = plan.d, m1 = plan.layers[0].m
     cdef double loss
+    cdef int p, parts = 2 if bf16_threads == 2 else 1
     if Xb.shape[0] != n or Xb.shape[1] != d or yb.shape[0] != n or (sizeof(floating) == 8) != plan.wide:
         raise ValueError(f"the batch must be ({n}, {d}) of the plan's dtype with {n} labels")
     with nogil:
-        _gemm(plan, &Xb[0, 0], d, False, <floating*> plan.W1t, m1, False, <floating*> plan.layers[0].S, m1,
-              n, m1, d, 1, 0)  # (12): X W1^T, W1^T stored
+        if floating is float and plan.bf16:
+            for p in prange(parts, num_threads=parts, schedule="static", chunksize=1):
+                _bf16_forward(plan, &Xb[0, 0], p, parts)
+            _bf16_pack_for_update(plan, &Xb[0, 0])
+        else:
+            _gemm(plan, &Xb[0, 0], d, False, <floating*> plan.W1t, m1, False, <floating*> plan.layers[0].S, m1,
+                  n, m1, d, 1, 0)  # (12): X W1^T, W1^T stored
         loss = _step_core(plan, &yb[0], first, eta, keep, step, eps, alpha, plan.scratch)
         if loss - loss == 0:  # the first layer: no input gradient
-            _gemm(plan, &Xb[0, 0], d, True, <floating*> plan.layers[0].G, m1, False, <floating*> plan.W1t, m1,
-                  d, m1, n, -step, keep)
+            if floating is float and plan.bf16:
+                pairs_of_columns(<float*> plan.layers[0].G, m1, n, m1, plan.Gc, m1)
+                for p in prange(parts, num_threads=parts, schedule="static", chunksize=1):
+                    _bf16_update(plan, p, parts, keep, step)
+            else:
+                _gemm(plan, &Xb[0, 0], d, True, <floating*> plan.layers[0].G, m1, False, <floating*> plan.W1t, m1,
+                      d, m1, n, -step, keep)
     return loss
 
 
@@ -324,20 +407,30 @@ def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb,
     plan.counter = 0
     with nogil:
         for p in prange(parts, num_threads=threads, schedule="static", chunksize=1):  # (12) by rows of the batch
-            r0, r1 = n * p // parts, n * (p + 1) // parts
-            _gemm(plan, &Xb[r0, 0], d, False, <floating*> plan.W1t, m1, False, <floating*> plan.layers[0].S + r0 * m1,
-                  m1, r1 - r0, m1, d, 1, 0)
+            if floating is float and plan.bf16:
+                _bf16_forward(plan, &Xb[0, 0], p, parts)
+            else:
+                r0, r1 = n * p // parts, n * (p + 1) // parts
+                _gemm(plan, &Xb[r0, 0], d, False, <floating*> plan.W1t, m1, False, <floating*> plan.layers[0].S + r0 * m1,
+                      m1, r1 - r0, m1, d, 1, 0)
         for p in prange(parts, num_threads=threads, schedule="static", chunksize=1):
             if p == 0:  # the small layers on one thread; the next batch on every thread free
                 plan.result = _step_core(plan, &yb[0], first, eta, keep, step, eps, alpha, plan.scratch)
+                if floating is float and plan.bf16 and plan.result - plan.result == 0:
+                    pairs_of_columns(<float*> plan.layers[0].G, m1, n, m1, plan.Gc, m1)
+            if floating is float and plan.bf16 and p == parts - 1:
+                _bf16_pack_for_update(plan, &Xb[0, 0])
             if n_next:
                 _gather_share(Xsrc, U, mean_p, inv_p, d, &y[0], &next_idx[0], n_next, &Xn[0, 0], &yn[0],
                               &plan.counter)
         if plan.result - plan.result == 0:
             for p in prange(parts, num_threads=threads, schedule="static", chunksize=1):  # the update by rows of W1t
-                c0, c1 = d * p // parts, d * (p + 1) // parts
-                _gemm(plan, &Xb[0, c0], d, True, <floating*> plan.layers[0].G, m1, False,
-                      <floating*> plan.W1t + c0 * m1, m1, c1 - c0, m1, n, -step, keep)
+                if floating is float and plan.bf16:
+                    _bf16_update(plan, p, parts, keep, step)
+                else:
+                    c0, c1 = d * p // parts, d * (p + 1) // parts
+                    _gemm(plan, &Xb[0, c0], d, True, <floating*> plan.layers[0].G, m1, False,
+                          <floating*> plan.W1t + c0 * m1, m1, c1 - c0, m1, n, -step, keep)
     return plan.result
 
 

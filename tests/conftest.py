@@ -220,3 +220,20 @@ def small_cfg(**kw):
 
     base = dict(hidden=(20, 20), n_s=30, cycles=1, batch=50, eta_max=0.05, n_val=300, backend="numpy")
     return TrainConfig(**(base | kw)).validate()
+
+
+class StopAfter(StopRequest):
+    """A stop request that arrives at the ``k``-th look (fit looks before every step)."""
+
+    def __init__(self, k):
+        super().__init__()
+        self.k, self.looks = k, 0
+
+    @property
+    def signum(self):
+        self.looks += 1
+        return 2 if self.looks > self.k else None
+
+    @signum.setter
+    def signum(self, value):
+        pass

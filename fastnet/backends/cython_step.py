@@ -6,6 +6,8 @@ extension at install, so no run waits for a compiler, and with the network held 
 layers, so one compiled function serves every depth. :class:`fastnet.training.fused.FusedStep`
 calls either module through the same names: ``BLAS``, ``StepPlan``, ``fused_sgd_step``,
 ``fused_sgd_step_parallel``, ``gather_rows``, ``gather_normalised_rows``, ``parallel_threads``.
+Only this one also has ``bf16_supported``: its plans can run the first layer's two products
+on bf16 inputs (``StepPlan.use_bf16``, kernels/bf16_gemm.h; ``--precision bf16``).
 
 Its arithmetic is the extension's (plain C, no fast-math: the op kernels' loops, shared with
 :mod:`fastnet.backends.cython_ops`), so its results are its own, not Numba's bit for bit;
@@ -24,8 +26,9 @@ fused_sgd_step_parallel = _ck.fused_sgd_step_parallel
 gather_normalised_rows = _ck.gather_normalised_rows
 gather_rows = _ck.gather_rows
 parallel_threads = _ck.parallel_threads
+bf16_supported = _ck.bf16_supported
 
-__all__ = ["BLAS", "StepPlan", "fused_sgd_step", "fused_sgd_step_parallel", "gather_normalised_rows", "gather_rows",
+__all__ = ["BLAS", "StepPlan", "bf16_supported", "fused_sgd_step", "fused_sgd_step_parallel", "gather_normalised_rows", "gather_rows",
            "parallel_threads", "start_cost"]
 
 #: The table of the provider found at import, or None (then no compiled step: op by op).

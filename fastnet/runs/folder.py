@@ -265,7 +265,7 @@ def run_metrics(cfg, data, backend, history, test, last: dict, wall: float, resu
         "one_core_steps": history.one_core_steps,
         "epochs": last["epoch"], "steps": history.steps, "n_s": cfg.resolved_n_s(data.X_train.shape[0]),
         "backend": backend.name, "backend_version": backend.version, "gemm": gemm, "dtype": cfg.dtype,
-        "environment": environment(), "status": "finished", "resumed_from_step": resumed_from,
+        "precision": cfg.precision, "environment": environment(), "status": "finished", "resumed_from_step": resumed_from,
         **(extra or {}),
     }
 
@@ -277,7 +277,8 @@ def describe(cfg) -> str:
                                 (cfg.schedule, cfg.schedule != "cyclic"), ("aug", cfg.augment), ("preciseBN", cfg.bn_stats == "precise"),
                                 # issue 17's options, named where used
                                 ("contrast", cfg.contrast), (cfg.whiten, cfg.whiten != "none"), (f"ls={cfg.label_smoothing:g}", cfg.label_smoothing),
-                                (f"mixup={cfg.mixup:g}", cfg.mixup), (f"dropout={cfg.dropout:g}", cfg.dropout), (f"tta-{cfg.tta}", cfg.tta != "none")) if on]
+                                (f"mixup={cfg.mixup:g}", cfg.mixup), (f"dropout={cfg.dropout:g}", cfg.dropout), (f"tta-{cfg.tta}", cfg.tta != "none"),
+                                ("bf16", cfg.precision == "bf16")) if on]
     return f"{len(cfg.hidden) + 1}-layer {list(cfg.hidden)} {'BN' if cfg.bn else 'no BN'} lam={cfg.lam:g}" + "".join(" " + t for t in tags)
 
 

@@ -65,7 +65,7 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
             # auto: measured once per CPU and shape (for a fused step); a provider not installed: refused here
             gemm = gemm_for(cfg, input_width(cfg), fused=getattr(backend.ops, "fused_step", None) is not None, threads=blas_thread_count())
             if progress:
-                print(f"fastnet: backend {backend.name} ({backend.version}), {cfg.dtype}{gemm_note(backend, gemm)}", file=sys.stderr)
+                print(f"fastnet: backend {backend.name} ({backend.version}), {cfg.dtype}{gemm_note(backend, gemm)}{precision_note(cfg)}", file=sys.stderr)
             if data is None:
                 data = load_cifar10(data_dir, split=cfg.split, n_val=cfg.n_val, dtype=np.dtype(cfg.dtype), download=download, progress=progress)
             data, whiten_seconds = whitened(data, cfg, progress)  # issue 17: the input whitening, fitted on the training rows
@@ -135,7 +135,7 @@ def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=T
                 or ckpt.net.bn != cfg.bn or ckpt.net.bn_placement != cfg.bn_placement or ckpt.net.skip != cfg.skip):
             raise CheckpointError(f"{out / CHECKPOINT} holds a network of sizes {ckpt.net.sizes} ({ckpt.net.dtype}), not the one config.json describes; resume is impossible")
         if progress:
-            print(f"fastnet: resuming {out} at step {ckpt.position.t} on backend {backend.name} ({backend.version}), {cfg.dtype}{gemm_note(backend, gemm)}", file=sys.stderr)
+            print(f"fastnet: resuming {out} at step {ckpt.position.t} on backend {backend.name} ({backend.version}), {cfg.dtype}{gemm_note(backend, gemm)}{precision_note(cfg)}", file=sys.stderr)
         from fastnet.training.config import new_optimizer
 
         optimizer = new_optimizer(cfg, ckpt.net)
@@ -154,6 +154,11 @@ def gemm_note(backend, gemm: str) -> str:
     """", matrix products by mkl" for the progress line of a run whose fused step calls MKL; ""
     otherwise (OpenBLAS, every run's products before the choice existed)."""
     return f", matrix products by {gemm}" if gemm != "openblas" and getattr(backend.ops, "fused_step", None) is not None else ""
+
+
+def precision_note(cfg) -> str:
+    """", first-layer products in bf16" for the progress line of a --precision bf16 run; "" otherwise."""
+    return ", first-layer products in bf16" if cfg.precision == "bf16" else ""
 
 
 def recorded_gemm(config: dict, out: Path) -> str:

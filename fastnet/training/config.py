@@ -38,6 +38,10 @@ from fastnet.training.fused import split_pays
 from fastnet.util.parse import MAX_INT
 
 
+#: ``--precision``: fp32, or bf16 inputs to the first layer's two products (fastnet/training/fused.py).
+PRECISIONS = ("fp32", "bf16")
+
+
 def setting(default, doc: str):
     """A setting of the assignment's runs; ``doc`` is its meaning, shown by ``help(fastnet.train)``."""
     return field(default=default, metadata={"doc": doc})
@@ -78,6 +82,8 @@ class TrainConfig:
     backend: str = setting("auto", "kernel backend: auto, numpy, numba or cython (auto: $FASTNET_BACKEND, else the first available)")
     gemm: str = recorded_if_set("auto", "matrix-multiply provider of the fused step: auto, openblas (NumPy's) or mkl (pip install 'fastnet[mkl]'); "
                                 "auto: MKL where it is installed and measured faster for the first layer's products on this CPU, else OpenBLAS")
+    precision: str = recorded_if_set("fp32", "precision of the first layer's two products in the fused step: fp32, or bf16 (bfloat16 inputs, float32 sums "
+                                     "and weights; the cython backend on a CPU with AVX512_BF16); everything else stays float32")
     split: str = setting("a3", "a3: batches 1-5 minus n_val for training; a2: batch 1 train, batch 2 validation")
     n_val: int = setting(5000, "validation images held out of batches 1-5 for split a3")
     eval_every: int = setting(0, "also evaluate every N update steps (0: only at epoch ends)")
@@ -147,6 +153,10 @@ class TrainConfig:
         if self.backend not in BACKEND_NAMES:
             raise ConfigError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
         check_gemm_name(self.gemm)  # whether its library is installed: checked when a run starts (gemm_for)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.precision == "bf16" and self.dtype != "float32":
+            raise ConfigError("--precision bf16 trains float32 weights (bf16 inputs to the first layer's products); it does not combine with --dtype float64")
         self._validate_bonus()
         self._validate_regularisers()
         self._validate_whitening()  # issue 17

@@ -26,7 +26,10 @@ What the fused step changes, measured in ``scripts/bench_peers.py``:
 * on two cores (:meth:`FusedStep.use_cores`) the step splits itself: the first layer's two
   products in halves, one per core, BLAS on one thread in each, and the small layers on one
   core while the other gathers the next batch -- instead of OpenBLAS's two threads, which
-  leave the gather and the small layers serial between the products.
+  leave the gather and the small layers serial between the products;
+* with ``--precision bf16`` (:meth:`FusedStep.use_bf16`, the extension's step only) the first
+  layer's two products take bf16 inputs and sum in float32 (kernels/bf16_gemm.h, AVX512_BF16);
+  the weights stay float32, and every other product is BLAS's, as before.
 """
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ from numpy.typing import NDArray
 
 from fastnet.data.images import NormalisedImages
 from fastnet.model.network import Network
+from fastnet.backends.gemm_choice import cpu_model
+from fastnet.util.threads import blas_thread_count
 
 
 def fused_step_for(net: Network, ops, *, optimizer: str = "sgd", regularised: bool = False,
@@ -86,6 +91,7 @@ class FusedStep:
         self.net = net
         self.kernel = kernel
         self.gemm = gemm
+        self.bf16 = False
         self.plan = None
         self.dtype = net.dtype
         layers = net.layers
@@ -158,6 +164,26 @@ class FusedStep:
         if self.plan is not None:
             self.plan = self._plan()
 
+    def use_bf16(self, on: bool = True) -> None:
+        """Run the first layer's two products of every following step on bf16 inputs with
+        float32 sums (``--precision bf16``), or in float32 again. ValueError, in a sentence, where
+        that cannot run: a kernel without bf16 products (Numba's), a float64 network, or a CPU
+        without AVX512_BF16."""
+        if on:
+            supported = getattr(self.kernel, "bf16_supported", None)
+            if supported is None:
+                raise ValueError("bf16 products are the compiled extension's (--backend cython); this backend's fused step has none")
+            if self.dtype != np.float32:
+                raise ValueError("bf16 products train float32 networks (--dtype float32)")
+            if not supported():
+                raise ValueError(f"this CPU ({cpu_model()}) has no AVX512_BF16, which bf16 products need "
+                                 "(Intel Cooper Lake or Sapphire Rapids and later, AMD Zen 4 and later)")
+        self.bf16 = bool(on)
+        # the one-core form's bf16 products on as many threads as BLAS has (the bits do not depend on them)
+        self._bf16_threads = 2 if blas_thread_count() >= 2 else 1
+        if self.plan is not None:
+            self.plan = self._plan()
+
     def _table(self, name: str | None):
         if name is None:
             return self.kernel.BLAS
@@ -171,9 +197,15 @@ class FusedStep:
     def _plan(self):
         """The kernel's plan of the step's arrays, with the table of :attr:`gemm`'s provider."""
         k = self.kernel
-        return k.StepPlan(self._table(self.gemm), self.W1t, self.Ws, self.bs, self.gammas, self.betas, self.mu_avs, self.v_avs,
-                           self.Ss, self.Xs, self.S_hats, self.mus, self.vs, self.Gs, self.dXs, self.dgammas,
-                           self.dbetas, self.P, self.loss, self.bn)
+        plan = k.StepPlan(self._table(self.gemm), self.W1t, self.Ws, self.bs, self.gammas, self.betas, self.mu_avs, self.v_avs,
+                          self.Ss, self.Xs, self.S_hats, self.mus, self.vs, self.Gs, self.dXs, self.dgammas,
+                          self.dbetas, self.P, self.loss, self.bn)
+        if self.bf16:  # the operands as bf16 pairs (kernels/bf16_gemm.h); W1t's copy is made from W1t now
+            (d, m1), n = self.W1t.shape, self.n
+            dp2, np2 = (d + 1) // 2, (n + 1) // 2
+            plan.use_bf16(np.empty((dp2, m1), np.uint32), np.empty((n, dp2), np.uint32), np.empty((np2, d), np.uint32),
+                          np.empty((np2, m1), np.uint32))
+        return plan
 
     def parallel_threads(self) -> int:
         """The threads the kernel's two-core step may run on now (Numba's or OpenMP's)."""
@@ -335,10 +367,12 @@ class FusedStep:
             else:  # nothing to gather: no rows, of the last source's types (no new compilation)
                 idx = self._no_rows
             loss = k.fused_sgd_step_parallel(args[0], 2, *args[1:], *self._source, idx, Xn, yn, threads)
+        elif self.bf16:
+            loss = k.fused_sgd_step(*args, self._bf16_threads)
         else:
             loss = k.fused_sgd_step(*args)
-            if ahead is not None:
-                self._gather_call(*ahead, Xn, yn)()
+        if self.cores != 2 and ahead is not None:
+            self._gather_call(*ahead, Xn, yn)()
         if ahead is not None:
             self._pending = (None, ahead, Xn, yn)
         if np.isfinite(loss):

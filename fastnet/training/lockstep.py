@@ -108,6 +108,8 @@ def lockstep_blocker(cfg: TrainConfig) -> str | None:
         return "test-time augmentation is not grouped"
     if cfg.gemm == "mkl":  # the group's products go to NumPy's OpenBLAS (accumulate_into)
         return "the MKL matrix-multiply provider is not grouped"
+    if cfg.precision != "fp32":  # the group's first layer is one float32 product for all its models
+        return "bf16 products are not grouped"
     return None
 
 

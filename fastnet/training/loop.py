@@ -126,16 +126,31 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
 
 def use_gemm(stepper: Stepper, cfg: TrainConfig, gemm: str | None) -> None:
     """Hand the fused step (if the stepper has one) its matrix-multiply provider: ``gemm``, or
-    ``cfg.gemm`` resolved for the network (:func:`gemm_for`); a provider that is not installed
-    closes the stepper and raises."""
-    if stepper.fused is None:
-        return
+    ``cfg.gemm`` resolved for the network (:func:`gemm_for`), and its precision
+    (``cfg.precision``); a provider that is not installed, or bf16 where it cannot run, closes
+    the stepper and raises (ConfigError for bf16, in a sentence)."""
     try:
+        if cfg.precision == "bf16":
+            use_bf16(stepper)
+        if stepper.fused is None:
+            return
         one = 1 if stepper.cores == 2 else blas_thread_count()  # the threads each product runs on
         stepper.fused.use_gemm(gemm if gemm is not None else gemm_for(cfg, stepper.net.sizes[0], threads=one))
     except BaseException:
         stepper.close()
         raise
+
+
+def use_bf16(stepper: Stepper) -> None:
+    """``--precision bf16``: the fused step's first-layer products on bf16 inputs; ConfigError
+    where the run takes no fused step or the step or the CPU has no bf16."""
+    if stepper.fused is None:
+        raise ConfigError("--precision bf16 runs in the compiled fused step, which this run does not take (it needs the cython backend, "
+                          "plain SGD, hidden layers all BN before ReLU or all plain ReLU, no skips, no label smoothing, MixUp or dropout)")
+    try:
+        stepper.fused.use_bf16()
+    except ValueError as e:
+        raise ConfigError(f"--precision bf16: {e}") from None
 
 
 def take_step(stepper: Stepper, step: Step, eta: float, history: History) -> None:

@@ -10,14 +10,13 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from conftest import small_cfg
+from conftest import StopAfter, small_cfg
 
 import fastnet.runs.train as run_train
 from fastnet.backends import gemm_choice, load
 from fastnet.cli import main, train_main
 from fastnet.errors import FastnetError
 from fastnet.training.fused import FusedStep
-from fastnet.training.state import StopRequest
 
 pytestmark = pytest.mark.skipif(not load("cython").available, reason="the extension is not built: no fused step")
 needs_mkl = pytest.mark.skipif(gemm_choice.table("mkl") is None, reason="Intel MKL is not installed (pip install 'fastnet[mkl]')")
@@ -75,23 +74,6 @@ def test_a_run_records_the_provider_it_resolved(fake, tmp_path, fake_auto, used,
     assert used == [resolved]
 
 
-class _StopAfter(StopRequest):
-    """A stop request that arrives at the ``k``-th look (fit looks before every step)."""
-
-    def __init__(self, k):
-        super().__init__()
-        self.k, self.looks = k, 0
-
-    @property
-    def signum(self):
-        self.looks += 1
-        return 2 if self.looks > self.k else None
-
-    @signum.setter
-    def signum(self, value):
-        pass
-
-
 @needs_mkl
 def test_a_resumed_run_takes_the_provider_it_recorded(fake, tmp_path, fake_auto, used, monkeypatch):
     """Started on auto = MKL, interrupted, resumed after auto would choose OpenBLAS: MKL again, and
@@ -105,7 +87,7 @@ def test_a_resumed_run_takes_the_provider_it_recorded(fake, tmp_path, fake_auto,
     @contextmanager
     def stopping(outs, overwrite):
         with real(outs, overwrite):
-            yield _StopAfter(30)
+            yield StopAfter(30)
 
     monkeypatch.setattr(run_train, "new_runs_in", stopping)
     out = tmp_path / "stopped"

@@ -1,0 +1,210 @@
+"""``--precision bf16``: the fused step's first-layer products on bfloat16 inputs with float32
+sums (kernels/bf16_gemm.h), against a NumPy reference of that arithmetic.
+
+The reference rounds the products' inputs to bf16 (:func:`bf16`, round to nearest, ties to
+even, as VCVTNE2PS2BF16) and multiplies them in float64. The kernel sums the same bf16 values
+in float32, so the two agree to float32 summation error: relative 1e-5 of the largest entry
+over sums of at most 64 terms here (float32's epsilon is 1.2e-7). Had the kernel skipped the
+rounding of either input, the difference would be bf16's 2^-9 = 2e-3.
+
+Shapes are odd on purpose (d = 37 inputs, batches of 9 rows, 50 first-layer units): every
+pair has a zero partner somewhere and every tile a masked edge. Tests that run the kernels
+skip on a CPU without AVX512_BF16; the refusals are tested everywhere.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import StopAfter, small_cfg
+
+import fastnet.runs.train as run_train
+from fastnet.backends import load, resolve
+from fastnet.backends.gemm_choice import cpu_model
+from fastnet.errors import ConfigError
+from fastnet.model.network import init_network
+from fastnet.training.config import TrainConfig
+from fastnet.training.fused import FusedStep, fused_step_for
+from fastnet.training.lockstep import lockstep_blocker
+from fastnet.training.loop import fit
+
+built = load("cython").available
+needs_extension = pytest.mark.skipif(not built, reason="the extension is not built: no fused step")
+has_bf16 = built and resolve("cython").ops.fused_step.bf16_supported()
+needs_bf16 = pytest.mark.skipif(not has_bf16, reason=f"this CPU ({cpu_model()}) has no AVX512_BF16")
+
+RTOL = 1e-5  # of the largest entry: float32 sums of <= 64 bf16 products (module docstring)
+
+
+def bf16(a) -> np.ndarray:
+    """``a`` rounded to bfloat16 (nearest, ties to even), as float64: the products' inputs."""
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+    return u.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def close(got, want) -> bool:
+    return float(np.abs(np.asarray(got, np.float64) - want).max()) <= RTOL * float(np.abs(want).max())
+
+
+def _net(d=37, hidden=(50, 20), seed=1, sigma=None):
+    init = dict(init="normal", sigma=sigma) if sigma else {}
+    return init_network(d, hidden, 10, bn=True, rng=np.random.default_rng(seed), dtype="float32", **init)
+
+
+def _batches(d=37, n=9, count=3, seed=2):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((n, d)).astype(np.float32), rng.integers(0, 10, n)) for _ in range(count)]
+
+
+def _bf16_step(net) -> FusedStep:
+    fused = fused_step_for(net, resolve("cython").ops)
+    fused.use_bf16()
+    return fused
+
+
+def test_bf16_reference_rounds_to_nearest_even():
+    one = np.float32(1.0)
+    ulp = 2.0 ** -7  # bf16 keeps 7 fraction bits
+    assert bf16([one + ulp / 2])[0] == 1.0  # a tie goes to the even neighbour
+    assert bf16([one + 3 * ulp / 2])[0] == 1.0 + 2 * ulp
+    assert bf16([one + ulp / 2 + 2.0 ** -20])[0] == 1.0 + ulp
+
+
+@needs_bf16
+def test_the_forward_product_is_bf16_inputs_summed_in_float32():
+    """Two steps: the second forward product also reads the bf16 copy of W1 that the first
+    step's update wrote."""
+    net = _net()
+    fused = _bf16_step(net)
+    for X, y in _batches(count=2):
+        W1t = fused.W1t.copy()
+        fused.step(X, y, 0.01, 0.05)
+        assert close(fused.Ss[0], bf16(X) @ bf16(W1t))
+    fused.detach()
+
+
+@needs_bf16
+def test_the_update_is_bf16_inputs_summed_in_float32():
+    """W1 small and the step large, so that the update's sum X^T G1 can be read back from W1:
+    W1 - (eta / n) X^T G1 (lam 0), with G1 the step's own float32 gradient rounded to bf16."""
+    net = _net(sigma=1e-4)
+    fused = _bf16_step(net)
+    (X, y), = _batches(count=1)
+    eta, n = 5.0, X.shape[0]
+    before = fused.W1t.astype(np.float64)
+    fused.step(X, y, 0.0, eta)
+    got = (before - fused.W1t) / (eta / n)  # W1t's rounding: 1e-4 / 2^24 against sums of 0.1
+    assert close(got, bf16(X).T @ bf16(fused.Gs[0]))
+    assert not close(got, X.T.astype(np.float64) @ fused.Gs[0].astype(np.float64))  # the rounding is seen
+    fused.detach()
+
+
+def _train(cores, threads, hidden=(50, 20), bf16_threads=None):
+    net = _net(hidden=hidden)
+    fused = _bf16_step(net)
+    if bf16_threads is not None:
+        fused._bf16_threads = bf16_threads
+    fused.use_cores(cores)
+    losses = [fused.step(X, y, 0.01, 0.05, threads=threads) for X, y in _batches(count=4)]
+    fused.detach()
+    return losses, [a.copy() for a in net.params().values()]
+
+
+@needs_bf16
+def test_bf16_bits_do_not_depend_on_threads_or_the_step_form():
+    """Each entry is summed by one tile in one order: one thread or two, the one-core step or
+    the two-core split, the same bits."""
+    ref_losses, ref = _train(1, 2, bf16_threads=1)
+    for cores, threads, bf16_threads in ((1, 2, 2), (2, 1, None), (2, 2, None)):
+        losses, params = _train(cores, threads, bf16_threads=bf16_threads)
+        assert losses == ref_losses
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(params, ref))
+
+
+@needs_bf16
+def test_a_bf16_run_trains_as_the_float32_run_does(fake):
+    """bf16 rounds the first layer's inputs only: over 60 steps the losses stay within a few
+    per cent of the float32 run's (what is seen: well under 1 %), and it learns."""
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        cfg = small_cfg(backend="cython", precision=precision)
+        net = _net(d=3072, hidden=cfg.hidden)
+        history = fit(net, fake, cfg, resolve("cython").ops, progress=False)
+        runs[precision] = np.array(history.step_loss)
+    assert np.allclose(runs["bf16"], runs["fp32"], rtol=0.05)
+    assert not np.array_equal(runs["bf16"], runs["fp32"])
+    assert runs["bf16"][-5:].mean() < 0.8 * runs["bf16"][:5].mean()
+
+
+@needs_bf16
+def test_a_bf16_run_records_its_precision_and_resumes_bit_for_bit(fake, tmp_path, monkeypatch):
+    from contextlib import contextmanager
+
+    cfg = small_cfg(backend="cython", precision="bf16")
+    whole = tmp_path / "whole"
+    run_train.run_to_folder(cfg, whole, data=fake, progress=False, plots=False)
+    plain = tmp_path / "fp32"
+    run_train.run_to_folder(small_cfg(backend="cython"), plain, data=fake, progress=False, plots=False)
+    real = run_train.new_runs_in
+
+    @contextmanager
+    def stopping(outs, overwrite):
+        with real(outs, overwrite):
+            yield StopAfter(30)
+
+    monkeypatch.setattr(run_train, "new_runs_in", stopping)
+    out = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        run_train.run_to_folder(cfg, out, data=fake, progress=False, plots=False)
+    assert json.loads((out / "config.json").read_text())["train"]["precision"] == "bf16"
+    run_train.resume_run(out, data_dir=fake.source, progress=False, plots=False)
+    assert json.loads((out / "metrics.json").read_text())["precision"] == "bf16"
+    a, b = np.load(whole / "model.npz"), np.load(out / "model.npz")
+    assert sorted(a.files) == sorted(b.files) and all(a[k].tobytes() == b[k].tobytes() for k in a.files)
+    assert np.load(plain / "model.npz")["W1"].tobytes() != a["W1"].tobytes()  # bf16 changed the run
+
+
+# ------------------------------------------------------------------ refusals, on every machine
+
+def test_precision_is_checked_with_the_configuration():
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'; choose one of fp32, bf16"):
+        TrainConfig(precision="fp16").validate()
+    with pytest.raises(ConfigError, match="does not combine with --dtype float64"):
+        TrainConfig(precision="bf16", dtype="float64").validate()
+    assert "precision" not in TrainConfig().to_dict()  # runs made before it read back unchanged
+    assert TrainConfig(precision="bf16").to_dict()["precision"] == "bf16"
+
+
+@pytest.mark.parametrize("kw, why", [
+    (dict(backend="numpy"), "runs in the compiled fused step, which this run does not take"),
+    (dict(backend="cython", label_smoothing=0.1), "runs in the compiled fused step, which this run does not take"),
+])
+def test_bf16_where_no_fused_step_runs_is_one_sentence(fake, kw, why):
+    if kw["backend"] == "cython" and not built:
+        pytest.skip("the extension is not built")
+    cfg = small_cfg(precision="bf16", **kw)
+    with pytest.raises(ConfigError, match=why):
+        fit(_net(d=3072, hidden=cfg.hidden), fake, cfg, resolve(cfg.backend).ops, progress=False)
+
+
+@needs_extension
+def test_bf16_on_a_cpu_without_it_names_the_cpu(fake, monkeypatch):
+    monkeypatch.setattr(resolve("cython").ops.fused_step, "bf16_supported", lambda: False)
+    cfg = small_cfg(backend="cython", precision="bf16")
+    with pytest.raises(ConfigError, match=r"--precision bf16: this CPU \(.+\) has no AVX512_BF16"):
+        fit(_net(d=3072, hidden=cfg.hidden), fake, cfg, resolve("cython").ops, progress=False)
+
+
+def test_numbas_fused_step_has_no_bf16():
+    numba = load("numba")
+    if not numba.available:
+        pytest.skip("numba is not installed")
+    fused = fused_step_for(_net(), numba.ops)
+    with pytest.raises(ValueError, match="compiled extension's"):
+        fused.use_bf16()
+
+
+def test_bf16_runs_are_not_grouped():
+    assert lockstep_blocker(TrainConfig(precision="bf16")) == "bf16 products are not grouped"
