@@ -166,13 +166,14 @@ class Impl:
 
 
 class FastnetImpl(Impl):
-    def __init__(self, spec: Spec, backend: str = "auto"):
+    def __init__(self, spec: Spec, backend: str = "auto", precision: str = "fp32"):
         from fastnet.backends import resolve
 
         self.spec = spec
         self.backend = resolve(backend)
         self.ops = self.backend.ops
-        self.name = f"fastnet-{backend}"
+        self.precision = precision  # bf16: the fused step's first-layer products (--precision bf16)
+        self.name = f"fastnet-{backend}" + ("-bf16" if precision == "bf16" else "")
         self.net = None
 
     def reset(self, init) -> None:
@@ -188,6 +189,8 @@ class FastnetImpl(Impl):
 
         # What fit runs for each step (the fused step where the backend has one).
         stepper = Stepper(self.net, X, y, self.spec.lam, self.ops)
+        if self.precision == "bf16":
+            stepper.fused.use_bf16()
         try:
             for j in range(plan.n_batches):
                 stepper(plan.idx(j), float(plan.etas[j]), j, plan.idx(j + 1) if j + 1 < plan.n_batches else None)
@@ -211,13 +214,19 @@ def torch_available() -> str | None:
 
 
 class TorchImpl(Impl):
+    """PyTorch eager; ``bf16``: every Linear under CPU autocast to bfloat16 (torch.autocast
+    ("cpu", torch.bfloat16): bf16 inputs to each matrix product, float32 weights and
+    optimiser), PyTorch's own mixed precision, to set beside fastnet's --precision bf16."""
+
     name = "torch"
 
-    def __init__(self, spec: Spec, threads: int | None = None):
+    def __init__(self, spec: Spec, threads: int | None = None, bf16: bool = False):
         import torch
         from torch import nn
 
-        self.torch, self.spec, self.threads = torch, spec, threads
+        self.torch, self.spec, self.threads, self.bf16 = torch, spec, threads, bf16
+        if bf16:
+            self.name = "torch-bf16"
         if threads:
             torch.set_num_threads(threads)
         sizes = spec.sizes
@@ -262,7 +271,8 @@ class TorchImpl(Impl):
         for g in self.opt.param_groups:
             g["lr"] = eta
         self.opt.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.model(xb), yb)
+        with self.torch.autocast("cpu", dtype=self.torch.bfloat16, enabled=self.bf16):
+            loss = self.loss_fn(self.model(xb), yb)
         loss.backward()
         self.opt.step()
         if self.fresh:

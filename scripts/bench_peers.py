@@ -251,6 +251,12 @@ def measure_cell(spec, threads, X, y, n_batches, args, jax_workers) -> dict[str,
         runners.append(Local(u8, bytes_images(X), y, plan, init, threads))
     if "torch" not in args.skip and peers.torch_available() is None:
         runners.append(Local(peers.TorchImpl(spec, threads), X, y, plan, init, threads))
+    if args.bf16:  # fastnet's --precision bf16 on what fit runs (uint8 images), and PyTorch's autocast
+        bf = peers.FastnetImpl(spec, "cython", precision="bf16")
+        bf.name = "fastnet-bf16-u8"
+        runners.append(Local(bf, bytes_images(X), y, plan, init, threads))
+        if "torch" not in args.skip and peers.torch_available() is None:
+            runners.append(Local(peers.TorchImpl(spec, threads, bf16=True), X, y, plan, init, threads))
     if threads in jax_workers:
         runners.append(RemoteJax(jax_workers[threads], spec, plan.n_batches))
     timings = {r.name: peers.Timing() for r in runners}
@@ -295,6 +301,27 @@ def table(rows: list[dict], stat: str, n_batches: int) -> str:
                  "orientation (rows, W as (m_out, m_in)); gather = X[idx], y[idx] alone; auto-u8 = auto on uint8 images "
                  "normalised as gathered, what fit runs on load_cifar10's training set; "
                  "load = 1-minute load average after the cell (above the thread count: other processes took cores)")
+    return "\n".join(lines)
+
+
+def bf16_table(rows: list[dict]) -> str:
+    """--bf16: fastnet's bf16 epoch beside its float32 one (auto-u8, what fit runs), the floor
+    and PyTorch in float32 and under autocast bf16."""
+    cols = ("auto-u8", "bf16", "floor", "torch", "torch16")
+    keys = ("fastnet-auto-u8", "fastnet-bf16-u8", None, "torch", "torch-bf16")
+    head = (f"{'network':16s}{'thr':>4s} " + " ".join(f"{c:>7s}" for c in cols) + " |"
+            + " ".join(f"{c:>12s}" for c in ("u8/bf16", "bf16/floor", "bf16/torch16", "torch/torch16")))
+    lines = ["bf16: epoch seconds and ratios (> 1 in u8/bf16: bf16 faster than fastnet's float32; < 1 elsewhere: fastnet bf16 faster)",
+             head, "-" * len(head)]
+    for r in rows:
+        t = r["seconds"]
+        v = [r["floor"] if k is None else t.get(k) for k in keys]
+
+        def ratio(a, b):
+            return a / b if a is not None and b is not None and b > 0 else None
+
+        ratios = [ratio(v[0], v[1]), ratio(v[1], v[2]), ratio(v[1], v[4]), ratio(v[3], v[4])]
+        lines.append(f"{r['label']:16s}{r['threads']:>4d} " + " ".join(fmt(x) for x in v) + " |" + " ".join(fmt(x, 12, 2) for x in ratios))
     return "\n".join(lines)
 
 
@@ -506,6 +533,8 @@ def main(argv=None) -> int:
     p.add_argument("--nets", default="3,9", help="comma-separated: 3, 9 (layers) and/or wide ([1024, 512, 256]) (default 3,9)")
     p.add_argument("--bn", choices=("both", "on", "off"), default="both")
     p.add_argument("--skip", default="", help="comma-separated implementations to leave out: numpy,numba,cython,auto,torch,jax")
+    p.add_argument("--bf16", action="store_true", help="also fastnet --precision bf16 (cython, uint8 images; needs AVX512_BF16) and "
+                   "PyTorch under CPU autocast bf16: the columns bf16 and torch16, and a second table of their ratios")
     p.add_argument("--orientations", action="store_true", help="also time every product in every memory orientation")
     p.add_argument("--profile", action="store_true", help="also profile fastnet's epoch per backend (3-layer BN, 1 thread)")
     p.add_argument("--no-table", action="store_true", help="skip the main table (with --orientations / --profile)")
@@ -581,6 +610,9 @@ def main(argv=None) -> int:
 
     if rows:
         print(table(rows, meta["stat"], n_batches))
+        if args.bf16:
+            print()
+            print(bf16_table(rows))
         print()
         print("cpu/wall (process CPU seconds per wall second, median; ~1 = one thread busy):")
     for t in (threads if rows else []):
