@@ -188,9 +188,7 @@ class FastnetImpl(Impl):
         from fastnet.training.stepper import Stepper
 
         # What fit runs for each step (the fused step where the backend has one).
-        stepper = Stepper(self.net, X, y, self.spec.lam, self.ops)
-        if self.precision == "bf16":
-            stepper.fused.use_bf16()
+        stepper = Stepper(self.net, X, y, self.spec.lam, self.ops, bf16=self.precision == "bf16")
         try:
             for j in range(plan.n_batches):
                 stepper(plan.idx(j), float(plan.etas[j]), j, plan.idx(j + 1) if j + 1 < plan.n_batches else None)

@@ -109,10 +109,15 @@ cdef class StepPlan:
     cdef unsigned int* Xc         # (np2, d): the batch, pairs down its columns
     cdef unsigned int* Gc         # (np2, m1): the first layer's score gradient, pairs down its columns
     cdef Py_ssize_t dp2, np2
+    # the small layers' products in small_parts shares of C's rows on small_threads threads
+    # (fused_sgd_step_parallel's split_small; 1 everywhere else)
+    cdef int small_parts, small_threads
 
     def __cinit__(self):
         self.layers = NULL
         self.scratch = NULL
+        self.small_parts = 1
+        self.small_threads = 1
 
     def __dealloc__(self):
         free(self.layers)
@@ -196,9 +201,11 @@ cdef void _bf16_forward(StepPlan plan, const float* Xb, int p, int parts) noexce
                r1 - r0, m1, plan.dp2, 1, 0)
 
 
-cdef void _bf16_pack_for_update(StepPlan plan, const float* Xb) noexcept nogil:
-    """The batch as pairs down its columns (the update's A, summed over the batch)."""
-    pairs_of_columns(Xb, plan.d, plan.n, plan.d, plan.Xc, plan.d)
+cdef void _bf16_pack_for_update(StepPlan plan, const float* Xb, int p, int parts) noexcept nogil:
+    """Share p of the batch as pairs down its columns (the update's A, summed over the batch):
+    word rows q0..q1, from the batch's rows 2 q0..2 q1."""
+    cdef Py_ssize_t q0 = plan.np2 * p // parts, q1 = plan.np2 * (p + 1) // parts
+    pairs_of_columns(Xb + 2 * q0 * plan.d, plan.d, min(plan.n, 2 * q1) - 2 * q0, plan.d, plan.Xc + q0 * plan.d, plan.d)
 
 
 cdef void _bf16_update(StepPlan plan, int p, int parts, float keep, float step) noexcept nogil:
@@ -228,6 +235,22 @@ cdef inline void _gemm(StepPlan plan, const floating* A, Py_ssize_t lda, bint ta
         else:
             (<dgemm32_t> <void*> plan.gemm_fn)(ROW_MAJOR, ta_, tb_, <int> m, <int> n, <int> k, alpha, A, <int> lda, B, <int> ldb,
                                        beta, C, <int> ldc)
+
+
+cdef void _gemm_split(StepPlan plan, const floating* A, Py_ssize_t lda, bint ta, const floating* B, Py_ssize_t ldb,
+                      bint tb, floating* C, Py_ssize_t ldc, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                      floating alpha, floating beta) noexcept nogil:
+    """_gemm with C's m rows in plan.small_parts shares, each its own BLAS call, on
+    plan.small_threads threads: every entry is the same dot product however many threads run
+    the shares, so the bits do not depend on them."""
+    cdef int p, parts = plan.small_parts
+    cdef Py_ssize_t r0, r1
+    if parts == 1:
+        _gemm(plan, A, lda, ta, B, ldb, tb, C, ldc, m, n, k, alpha, beta)
+        return
+    for p in prange(parts, num_threads=plan.small_threads, schedule="static", chunksize=1):
+        r0, r1 = m * p // parts, m * (p + 1) // parts
+        _gemm(plan, A + (r0 if ta else r0 * lda), lda, ta, B, ldb, tb, C + r0 * ldc, ldc, r1 - r0, n, k, alpha, beta)
 
 
 cdef inline void _ema(floating* av, const floating* x, Py_ssize_t m, double alpha, bint first) noexcept nogil:
@@ -269,8 +292,8 @@ cdef double _step_core(StepPlan plan, const Py_ssize_t* y, bint first, floating 
                                    <floating*> L.S_hat, <floating*> L.mu, <floating*> L.v, n, L.m, True, scratch)
         else:
             _bias_relu_rows(<floating*> L.S, <floating*> L.b, <floating*> L.X, n, L.m)
-        _gemm(plan, <floating*> L.X, L.m, False, <floating*> plan.layers[l + 1].W, L.m, True,
-              <floating*> plan.layers[l + 1].S, plan.layers[l + 1].m, n, plan.layers[l + 1].m, L.m, 1, 0)  # X W^T
+        _gemm_split(plan, <floating*> L.X, L.m, False, <floating*> plan.layers[l + 1].W, L.m, True,
+                    <floating*> plan.layers[l + 1].S, plan.layers[l + 1].m, n, plan.layers[l + 1].m, L.m, 1, 0)  # X W^T
     L = &plan.layers[k - 1]
     out, b = <floating*> L.S, <floating*> L.b
     for i in range(n):  # (18): the output layer's bias
@@ -291,11 +314,11 @@ cdef double _step_core(StepPlan plan, const Py_ssize_t* y, bint first, floating 
     for l in range(k - 1, 0, -1):  # backward and update, top down: (21)-(37)
         L, below = &plan.layers[l], &plan.layers[l - 1]
         # (23)/(29), before W changes: dX = G W
-        _gemm(plan, <floating*> L.G, L.m, False, <floating*> L.W, L.m_in, False, <floating*> below.dX, below.m,
-              n, below.m, L.m, 1, 0)
+        _gemm_split(plan, <floating*> L.G, L.m, False, <floating*> L.W, L.m_in, False, <floating*> below.dX, below.m,
+                    n, below.m, L.m, 1, 0)
         # W = keep W - step G^T X: (22)/(28) and the update in one product
-        _gemm(plan, <floating*> L.G, L.m, True, <floating*> below.X, below.m, False, <floating*> L.W, L.m_in,
-              L.m, L.m_in, n, -step, keep)
+        _gemm_split(plan, <floating*> L.G, L.m, True, <floating*> below.X, below.m, False, <floating*> L.W, L.m_in,
+                    L.m, L.m_in, n, -step, keep)
         if l == k - 1 or not plan.bn:
             _bias_step(<floating*> L.b, <floating*> L.G, n, L.m, eta)
         if plan.bn:  # (24)-(27), (30)-(37) fused with the ReLU mask
@@ -314,21 +337,18 @@ cdef double _step_core(StepPlan plan, const Py_ssize_t* y, bint first, floating 
 
 
 def fused_sgd_step(StepPlan plan, const floating[:, ::1] Xb, const Py_ssize_t[::1] yb, bint first,
-                   floating eta, floating keep, floating step, double eps, double alpha, int bf16_threads=1):
+                   floating eta, floating keep, floating step, double eps, double alpha):
     """One SGD step on (Xb, yb) on one core, in place: numba_step.sgd_step's contract (the
     arrays are the plan's; ``eta``, ``keep`` = 1 - 2 eta lambda, ``step`` = eta / n in their
-    dtype). Returns the mean cross-entropy; a non-finite one updates nothing. A bf16 plan's
-    first-layer products run on ``bf16_threads`` (1 or 2) threads, as BLAS's would."""
+    dtype). Returns the mean cross-entropy; a non-finite one updates nothing."""
     cdef Py_ssize_t n = plan.n, d = plan.d, m1 = plan.layers[0].m
     cdef double loss
-    cdef int p, parts = 2 if bf16_threads == 2 else 1
     if Xb.shape[0] != n or Xb.shape[1] != d or yb.shape[0] != n or (sizeof(floating) == 8) != plan.wide:
         raise ValueError(f"the batch must be ({n}, {d}) of the plan's dtype with {n} labels")
     with nogil:
         if floating is float and plan.bf16:
-            for p in prange(parts, num_threads=parts, schedule="static", chunksize=1):
-                _bf16_forward(plan, &Xb[0, 0], p, parts)
-            _bf16_pack_for_update(plan, &Xb[0, 0])
+            _bf16_forward(plan, &Xb[0, 0], 0, 1)
+            _bf16_pack_for_update(plan, &Xb[0, 0], 0, 1)
         else:
             _gemm(plan, &Xb[0, 0], d, False, <floating*> plan.W1t, m1, False, <floating*> plan.layers[0].S, m1,
                   n, m1, d, 1, 0)  # (12): X W1^T, W1^T stored
@@ -336,8 +356,7 @@ def fused_sgd_step(StepPlan plan, const floating[:, ::1] Xb, const Py_ssize_t[::
         if loss - loss == 0:  # the first layer: no input gradient
             if floating is float and plan.bf16:
                 pairs_of_columns(<float*> plan.layers[0].G, m1, n, m1, plan.Gc, m1)
-                for p in prange(parts, num_threads=parts, schedule="static", chunksize=1):
-                    _bf16_update(plan, p, parts, keep, step)
+                _bf16_update(plan, 0, 1, keep, step)
             else:
                 _gemm(plan, &Xb[0, 0], d, True, <floating*> plan.layers[0].G, m1, False, <floating*> plan.W1t, m1,
                       d, m1, n, -step, keep)
@@ -371,14 +390,19 @@ def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb,
                             floating eta, floating keep, floating step, double eps, double alpha,
                             source, const double[::1] mean, const double[::1] inv_std, bint normalise,
                             const Py_ssize_t[::1] y, const Py_ssize_t[::1] next_idx,
-                            floating[:, ::1] Xn, Py_ssize_t[::1] yn, int threads=0):
+                            floating[:, ::1] Xn, Py_ssize_t[::1] yn, int threads=0, bint split_small=False):
     """:func:`fused_sgd_step` cut in ``parts`` (1 or 2) on ``threads`` threads (0: one per
     part), gathering rows ``next_idx`` of ``source`` (uint8 images if ``normalise``, else an
     array of the plan's dtype; the caller checked the indices) into (Xn, yn) meanwhile. The
     products are cut where no sum is: the forward one by rows of the batch, the update by rows
     of W1t, so each entry is the same BLAS dot product as on one core. Two parts on one thread
     run one after the other: the same products, so the same bits as on two threads (the
-    fallback of a loaded machine, fastnet/training/load_guard.py)."""
+    fallback of a loaded machine, fastnet/training/load_guard.py).
+
+    ``split_small``: the layers above the first are cut too (each product by rows of its
+    result, :func:`_gemm_split`) instead of running on one thread beside the gather, which then
+    follows the update: for networks whose first layer is not most of the step (a wide one, or
+    any in bf16, whose first layer costs half as much)."""
     cdef Py_ssize_t n = plan.n, d = plan.d, m1 = plan.layers[0].m, r0, r1, c0, c1, n_next = next_idx.shape[0]
     cdef int p
     cdef const unsigned char* U = NULL
@@ -409,28 +433,40 @@ def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb,
         for p in prange(parts, num_threads=threads, schedule="static", chunksize=1):  # (12) by rows of the batch
             if floating is float and plan.bf16:
                 _bf16_forward(plan, &Xb[0, 0], p, parts)
+                if split_small:
+                    _bf16_pack_for_update(plan, &Xb[0, 0], p, parts)
             else:
                 r0, r1 = n * p // parts, n * (p + 1) // parts
                 _gemm(plan, &Xb[r0, 0], d, False, <floating*> plan.W1t, m1, False, <floating*> plan.layers[0].S + r0 * m1,
                       m1, r1 - r0, m1, d, 1, 0)
-        for p in prange(parts, num_threads=threads, schedule="static", chunksize=1):
-            if p == 0:  # the small layers on one thread; the next batch on every thread free
-                plan.result = _step_core(plan, &yb[0], first, eta, keep, step, eps, alpha, plan.scratch)
-                if floating is float and plan.bf16 and plan.result - plan.result == 0:
-                    pairs_of_columns(<float*> plan.layers[0].G, m1, n, m1, plan.Gc, m1)
-            if floating is float and plan.bf16 and p == parts - 1:
-                _bf16_pack_for_update(plan, &Xb[0, 0])
-            if n_next:
-                _gather_share(Xsrc, U, mean_p, inv_p, d, &y[0], &next_idx[0], n_next, &Xn[0, 0], &yn[0],
-                              &plan.counter)
-        if plan.result - plan.result == 0:
-            for p in prange(parts, num_threads=threads, schedule="static", chunksize=1):  # the update by rows of W1t
+        if split_small:  # the small layers from this thread, each product in shares on every thread
+            plan.small_parts, plan.small_threads = parts, threads
+            plan.result = _step_core(plan, &yb[0], first, eta, keep, step, eps, alpha, plan.scratch)
+            plan.small_parts = plan.small_threads = 1
+            if floating is float and plan.bf16 and plan.result - plan.result == 0:
+                pairs_of_columns(<float*> plan.layers[0].G, m1, n, m1, plan.Gc, m1)
+        else:
+            for p in prange(parts, num_threads=threads, schedule="static", chunksize=1):
+                if p == 0:  # the small layers on one thread; the next batch on every thread free
+                    plan.result = _step_core(plan, &yb[0], first, eta, keep, step, eps, alpha, plan.scratch)
+                    if floating is float and plan.bf16 and plan.result - plan.result == 0:
+                        pairs_of_columns(<float*> plan.layers[0].G, m1, n, m1, plan.Gc, m1)
+                if floating is float and plan.bf16 and p == parts - 1:
+                    _bf16_pack_for_update(plan, &Xb[0, 0], 0, 1)
+                if n_next:
+                    _gather_share(Xsrc, U, mean_p, inv_p, d, &y[0], &next_idx[0], n_next, &Xn[0, 0], &yn[0],
+                                  &plan.counter)
+        for p in prange(parts, num_threads=threads, schedule="static", chunksize=1):  # the update by rows of W1t
+            if plan.result - plan.result == 0:
                 if floating is float and plan.bf16:
                     _bf16_update(plan, p, parts, keep, step)
                 else:
                     c0, c1 = d * p // parts, d * (p + 1) // parts
                     _gemm(plan, &Xb[0, c0], d, True, <floating*> plan.layers[0].G, m1, False,
                           <floating*> plan.W1t + c0 * m1, m1, c1 - c0, m1, n, -step, keep)
+            if split_small and n_next:
+                _gather_share(Xsrc, U, mean_p, inv_p, d, &y[0], &next_idx[0], n_next, &Xn[0, 0], &yn[0],
+                              &plan.counter)
     return plan.result
 
 

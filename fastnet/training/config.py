@@ -335,7 +335,8 @@ def gemm_for(cfg: TrainConfig, d: int, name: str | None = None, *, fused: bool =
     if name == "auto" and not fused:
         check_gemm_name(name)
         return "openblas"
-    one_thread = threads == 1 or (threads == 2 and not cfg.augment and split_pays([d, *cfg.hidden, N_CLASSES]))
+    splits = cfg.precision == "bf16" or (not cfg.augment and split_pays([d, *cfg.hidden, N_CLASSES]))  # as Stepper decides
+    one_thread = threads == 1 or (threads == 2 and splits)
     return resolve_gemm(name, batch=cfg.batch, d=d, m1=cfg.hidden[0], dtype=cfg.dtype, one_thread=one_thread)
 
 

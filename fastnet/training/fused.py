@@ -29,7 +29,9 @@ What the fused step changes, measured in ``scripts/bench_peers.py``:
   leave the gather and the small layers serial between the products;
 * with ``--precision bf16`` (:meth:`FusedStep.use_bf16`, the extension's step only) the first
   layer's two products take bf16 inputs and sum in float32 (kernels/bf16_gemm.h, AVX512_BF16);
-  the weights stay float32, and every other product is BLAS's, as before.
+  the weights stay float32, and every other product is BLAS's, as before. Its steps take two
+  cores whenever BLAS has two threads, augmented or not; where the first layer is not most of
+  the step (:func:`split_pays`), the small layers' products are cut in halves too.
 """
 from __future__ import annotations
 
@@ -41,7 +43,6 @@ from numpy.typing import NDArray
 from fastnet.data.images import NormalisedImages
 from fastnet.model.network import Network
 from fastnet.backends.gemm_choice import cpu_model
-from fastnet.util.threads import blas_thread_count
 
 
 def fused_step_for(net: Network, ops, *, optimizer: str = "sgd", regularised: bool = False,
@@ -91,7 +92,7 @@ class FusedStep:
         self.net = net
         self.kernel = kernel
         self.gemm = gemm
-        self.bf16 = False
+        self.bf16 = self._split_small = False
         self.plan = None
         self.dtype = net.dtype
         layers = net.layers
@@ -179,8 +180,9 @@ class FusedStep:
                 raise ValueError(f"this CPU ({cpu_model()}) has no AVX512_BF16, which bf16 products need "
                                  "(Intel Cooper Lake or Sapphire Rapids and later, AMD Zen 4 and later)")
         self.bf16 = bool(on)
-        # the one-core form's bf16 products on as many threads as BLAS has (the bits do not depend on them)
-        self._bf16_threads = 2 if blas_thread_count() >= 2 else 1
+        # on two cores, a bf16 network whose first layer is not most of the step also cuts its
+        # small layers' products (the kernel's split_small; measured in the README, issue 15)
+        self._split_small = self.bf16 and not split_pays(self.net.sizes)
         if self.plan is not None:
             self.plan = self._plan()
 
@@ -366,9 +368,10 @@ class FusedStep:
                 self._source = (*self._source_of(X), np.asarray(y, np.intp))
             else:  # nothing to gather: no rows, of the last source's types (no new compilation)
                 idx = self._no_rows
-            loss = k.fused_sgd_step_parallel(args[0], 2, *args[1:], *self._source, idx, Xn, yn, threads)
-        elif self.bf16:
-            loss = k.fused_sgd_step(*args, self._bf16_threads)
+            if self._split_small:
+                loss = k.fused_sgd_step_parallel(args[0], 2, *args[1:], *self._source, idx, Xn, yn, threads, True)
+            else:
+                loss = k.fused_sgd_step_parallel(args[0], 2, *args[1:], *self._source, idx, Xn, yn, threads)
         else:
             loss = k.fused_sgd_step(*args)
         if self.cores != 2 and ahead is not None:

@@ -90,7 +90,7 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
     clock = Clock([history])
     save = Checkpointer([net], [checkpoint], clock, lams=[cfg.lam])
     stepper = Stepper(net, data.X_train, data.y_train, cfg.lam, ops, optimizer, augmenter(cfg, getattr(data, "whitening", None)) if cfg.augment else None,
-                      regularise=regulariser(cfg, net))
+                      regularise=regulariser(cfg, net), bf16=cfg.precision == "bf16")
     use_gemm(stepper, cfg, gemm)
     bar = Progress(sched.total, "train", enabled=progress)
     evaluator = Evaluator(data, cfg, ops, sched, clock, bar, threads=stepper.spare_cores, logger=logger)
@@ -126,12 +126,9 @@ def fit(net: Network, data, cfg: TrainConfig, ops, history: History | None = Non
 
 def use_gemm(stepper: Stepper, cfg: TrainConfig, gemm: str | None) -> None:
     """Hand the fused step (if the stepper has one) its matrix-multiply provider: ``gemm``, or
-    ``cfg.gemm`` resolved for the network (:func:`gemm_for`), and its precision
-    (``cfg.precision``); a provider that is not installed, or bf16 where it cannot run, closes
-    the stepper and raises (ConfigError for bf16, in a sentence)."""
+    ``cfg.gemm`` resolved for the network (:func:`gemm_for`); a provider that is not installed
+    closes the stepper and raises."""
     try:
-        if cfg.precision == "bf16":
-            use_bf16(stepper)
         if stepper.fused is None:
             return
         one = 1 if stepper.cores == 2 else blas_thread_count()  # the threads each product runs on
@@ -140,17 +137,6 @@ def use_gemm(stepper: Stepper, cfg: TrainConfig, gemm: str | None) -> None:
         stepper.close()
         raise
 
-
-def use_bf16(stepper: Stepper) -> None:
-    """``--precision bf16``: the fused step's first-layer products on bf16 inputs; ConfigError
-    where the run takes no fused step or the step or the CPU has no bf16."""
-    if stepper.fused is None:
-        raise ConfigError("--precision bf16 runs in the compiled fused step, which this run does not take (it needs the cython backend, "
-                          "plain SGD, hidden layers all BN before ReLU or all plain ReLU, no skips, no label smoothing, MixUp or dropout)")
-    try:
-        stepper.fused.use_bf16()
-    except ValueError as e:
-        raise ConfigError(f"--precision bf16: {e}") from None
 
 
 def take_step(stepper: Stepper, step: Step, eta: float, history: History) -> None:

@@ -8,7 +8,7 @@ import time
 import numpy as np
 from numpy.typing import NDArray
 
-from fastnet.errors import DivergenceError
+from fastnet.errors import ConfigError, DivergenceError
 from fastnet.model.network import (
     Network,
     backward,
@@ -102,13 +102,16 @@ class Stepper:
     the network ordinary C-contiguous arrays back). Benchmarks use it to time what fit runs.
     """
 
-    def __init__(self, net: Network, X: NDArray, y: NDArray, lam: float, ops, optimizer=None, augment=None, regularise=None):
+    def __init__(self, net: Network, X: NDArray, y: NDArray, lam: float, ops, optimizer=None, augment=None, regularise=None,
+                 bf16: bool = False):
         self.net, self.X, self.y, self.lam, self.ops, self.augment = net, X, y, lam, ops, augment
         self.regularise = regularise  # issue 17: a fastnet.training.regularisers.Regularise, or None
         self.optimizer = optimizer if optimizer is not None and optimizer.name != "sgd" else None
         self.fused = fused_step_for(net, ops, optimizer=optimizer.name if optimizer is not None else "sgd", regularised=regularise is not None)
         if self.fused is not None:
             self.fused.check_labels(y)  # once here; each step then trusts the gathered labels
+        if bf16:  # --precision bf16 (issue 15)
+            use_bf16(self.fused)
         # Two cores for the run (BLAS threads, set by --threads or the idle cores): the fused
         # step splits itself over them, faster than OpenBLAS's two threads with the gather and
         # the small layers between them (scripts/bench_peers.py; measured on two cores only,
@@ -117,7 +120,9 @@ class Stepper:
         # that thread only slows the step down).
         threads = blas_thread_count()
         compiled = self.fused is not None and self.augment is None
-        self.cores = 2 if compiled and threads == 2 and split_pays(net.sizes) and self.fused.parallel_threads() >= 2 else 1
+        # bf16 steps split themselves whenever they can: their first layer's kernels have no threads of their own
+        splits = bf16 or (compiled and split_pays(net.sizes))
+        self.cores = 2 if splits and threads == 2 and self.fused.parallel_threads() >= 2 else 1
         self.prefetch = compiled and self.cores == 1 and threads < idle_cores()
         if self.cores == 2:
             self.fused.use_cores(2)
@@ -138,15 +143,14 @@ class Stepper:
         if fused is not None and self.augment is None:
             self.Xb, yb = fused.gather(X, y, idx)  # into the step's own buffers
             if self.cores == 2:  # gathered during the step
-                start = time.perf_counter()
-                loss = fused.step(self.Xb, yb, self.lam, eta, checked=False, ahead=ahead, threads=self.guard.threads())
-                self.guard.observe(time.perf_counter() - start)
-                return loss
+                return self._two_cores(yb, eta, ahead, checked=False)
             if ahead is not None and self.prefetch:
                 fused.prefetch(*ahead)
             return fused.step(self.Xb, yb, self.lam, eta, checked=False)
         self.Xb = X[idx] if self.augment is None else self.augment(X[idx], t)
         if fused is not None:
+            if self.cores == 2:  # an augmented bf16 step
+                return self._two_cores(y[idx], eta, None, checked=True)
             return fused.step(self.Xb, y[idx], self.lam, eta)
         # SGD is stateless: train_step's default; an optimiser with state gets itself and t
         step_kw = {} if self.optimizer is None else {"optimizer": self.optimizer, "t": t}
@@ -155,6 +159,13 @@ class Stepper:
             return train_step(self.net, self.Xb, targets, self.lam, eta, self.ops, **step_kw, dropout=masks, decoupled=self.regularise.decoupled)
         return train_step(self.net, self.Xb, y[idx], self.lam, eta, self.ops, **step_kw)
 
+    def _two_cores(self, yb: NDArray, eta: float, ahead, checked: bool) -> float:
+        """The fused step on two cores, or on one while the load guard says the second is busy."""
+        start = time.perf_counter()
+        loss = self.fused.step(self.Xb, yb, self.lam, eta, checked=checked, ahead=ahead, threads=self.guard.threads())
+        self.guard.observe(time.perf_counter() - start)
+        return loss
+
     def close(self, history=None) -> None:
         """Training stopped: the network gets ordinary arrays back; ``history`` (a History),
         if given, counts the steps the load guard ran on one core."""
@@ -162,6 +173,18 @@ class Stepper:
             history.one_core_steps += self.guard.one_core_steps
         if self.fused is not None:
             self.fused.detach()
+
+
+def use_bf16(fused) -> None:
+    """``--precision bf16``: the fused step's first-layer products on bf16 inputs; ConfigError,
+    in a sentence, where the run takes no fused step or the step or the CPU has no bf16."""
+    if fused is None:
+        raise ConfigError("--precision bf16 runs in the compiled fused step, which this run does not take (it needs the cython backend, "
+                          "plain SGD, hidden layers all BN before ReLU or all plain ReLU, no skips, no label smoothing, MixUp or dropout)")
+    try:
+        fused.use_bf16()
+    except ValueError as e:
+        raise ConfigError(f"--precision bf16: {e}") from None
 
 
 def first_nonfinite(net: Network) -> str | None:

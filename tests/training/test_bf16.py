@@ -101,24 +101,27 @@ def test_the_update_is_bf16_inputs_summed_in_float32():
     fused.detach()
 
 
-def _train(cores, threads, hidden=(50, 20), bf16_threads=None):
-    net = _net(hidden=hidden)
+def _train(cores, threads, d):
+    net = _net(d=d)
     fused = _bf16_step(net)
-    if bf16_threads is not None:
-        fused._bf16_threads = bf16_threads
     fused.use_cores(cores)
-    losses = [fused.step(X, y, 0.01, 0.05, threads=threads) for X, y in _batches(count=4)]
+    losses = [fused.step(X, y, 0.01, 0.05, threads=threads) for X, y in _batches(d=d, count=4)]
     fused.detach()
-    return losses, [a.copy() for a in net.params().values()]
+    return losses, [a.copy() for a in net.params().values()], fused._split_small
 
 
 @needs_bf16
-def test_bf16_bits_do_not_depend_on_threads_or_the_step_form():
-    """Each entry is summed by one tile in one order: one thread or two, the one-core step or
-    the two-core split, the same bits."""
-    ref_losses, ref = _train(1, 2, bf16_threads=1)
-    for cores, threads, bf16_threads in ((1, 2, 2), (2, 1, None), (2, 2, None)):
-        losses, params = _train(cores, threads, bf16_threads=bf16_threads)
+@pytest.mark.parametrize("d, split_small", [(37, True), (371, False)])
+def test_bf16_bits_do_not_depend_on_threads_or_the_step_form(d, split_small):
+    """Each entry of the first layer's products is summed by one tile in one order, and each
+    of the small layers' products is cut into the same BLAS calls on one thread or two: the
+    one-core step and the two-core split on one or two threads give the same bits. With
+    d = 37 the first layer is 61 % of the step, so the two-core split also cuts the small
+    layers (split_small); with d = 371, 94 %, it does not."""
+    ref_losses, ref, small = _train(1, 1, d)
+    assert small is split_small
+    for cores, threads in ((2, 1), (2, 2)):
+        losses, params, _ = _train(cores, threads, d)
         assert losses == ref_losses
         assert all(a.tobytes() == b.tobytes() for a, b in zip(params, ref))
 
