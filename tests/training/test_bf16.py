@@ -211,3 +211,26 @@ def test_numbas_fused_step_has_no_bf16():
 
 def test_bf16_runs_are_not_grouped():
     assert lockstep_blocker(TrainConfig(precision="bf16")) == "bf16 products are not grouped"
+
+
+@needs_bf16
+def test_bf16_steps_take_both_cores_augmented_or_not(fake):
+    """The bf16 kernels have no threads of their own: with BLAS on two threads the step splits
+    itself, augmented too (where float32 keeps BLAS's threads)."""
+    from threadpoolctl import threadpool_limits
+
+    from fastnet.training.stepper import Stepper
+
+    ops = resolve("cython").ops
+    net = _net(d=3072, hidden=(50, 20))
+    with threadpool_limits(2, user_api="blas"):
+        for bf16, augment, cores in ((False, None, 2), (False, lambda Xb, t: Xb, 1), (True, lambda Xb, t: Xb, 2)):
+            stepper = Stepper(net, fake.X_train, fake.y_train, 0.0, ops, augment=augment, bf16=bf16)
+            try:
+                if stepper.fused.parallel_threads() < 2:
+                    pytest.skip("OpenMP has one thread here")
+                assert stepper.cores == cores
+                loss = stepper(np.arange(50), 0.01, 0)
+                assert np.isfinite(loss)
+            finally:
+                stepper.close()
