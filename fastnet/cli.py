@@ -184,6 +184,21 @@ def cmd_gradcheck(args) -> int:
     return 0 if result.passed else 1
 
 
+
+def bf16_note() -> str:
+    """Whether this machine runs ``--precision bf16``, for ``fastnet info``."""
+    from fastnet.backends import load
+    from fastnet.backends.gemm_choice import cpu_model
+
+    cython = load("cython")
+    fused = getattr(cython.ops, "fused_step", None) if cython.available else None
+    if fused is None:
+        return "no: they are the extension's fused step (cython backend), which is not built here"
+    if not fused.bf16_supported():
+        return f"no: this CPU ({cpu_model()}) has no AVX512_BF16"
+    return f"yes, on this CPU ({cpu_model()}, AVX512_BF16), with the cython backend"
+
+
 def cmd_info(args) -> int:
     import platform
 
@@ -201,6 +216,7 @@ def cmd_info(args) -> int:
     print("matrix-multiply providers of the fused step (--gemm):")
     for line in gemm_choice.describe():
         print("  " + line)
+    print(f"bf16 products (--precision bf16): {bf16_note()}")
     from threadpoolctl import threadpool_info
 
     for pool in threadpool_info():

@@ -234,3 +234,13 @@ def test_bf16_steps_take_both_cores_augmented_or_not(fake):
                 assert np.isfinite(loss)
             finally:
                 stepper.close()
+
+
+def test_info_says_whether_bf16_runs_here(capsys, monkeypatch):
+    from fastnet.cli import bf16_note
+
+    note = bf16_note()
+    assert note.startswith("yes") == has_bf16
+    if built:
+        monkeypatch.setattr(resolve("cython").ops.fused_step, "bf16_supported", lambda: False)
+        assert bf16_note() == f"no: this CPU ({cpu_model()}) has no AVX512_BF16"
