@@ -237,3 +237,23 @@ class StopAfter(StopRequest):
     @signum.setter
     def signum(self, value):
         pass
+
+
+def stopped_run(cfg, out, data, monkeypatch, k: int = 30) -> None:
+    """Train ``cfg`` into the run folder ``out`` and stop it at the ``k``-th look for a stop
+    request (KeyboardInterrupt, as Ctrl-C), leaving its checkpoint to resume."""
+    from contextlib import contextmanager
+
+    import fastnet.runs.train as run_train
+
+    real = run_train.new_runs_in
+
+    @contextmanager
+    def stopping(outs, overwrite):
+        with real(outs, overwrite):
+            yield StopAfter(k)
+
+    with monkeypatch.context() as m:
+        m.setattr(run_train, "new_runs_in", stopping)
+        with pytest.raises(KeyboardInterrupt):
+            run_train.run_to_folder(cfg, out, data=data, progress=False, plots=False)

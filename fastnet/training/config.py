@@ -34,7 +34,7 @@ from fastnet.model.optim import (
     learning_rate,
     make_optimizer,
 )
-from fastnet.training.fused import split_pays
+from fastnet.training.fused import splits_itself
 from fastnet.util.parse import MAX_INT
 
 
@@ -329,13 +329,13 @@ def gemm_for(cfg: TrainConfig, d: int, name: str | None = None, *, fused: bool =
     layer's shape (:mod:`fastnet.backends.gemm_choice`). ConfigError, before any work, if it is
     not installed. ``fused`` False (a backend without a fused step): every product is NumPy's,
     so auto is OpenBLAS without a measurement. The step calls BLAS on one thread per core with
-    one thread, or two without augmentation where the two-core split pays (:func:`split_pays`,
+    one thread, or two where the step splits itself over two cores (:func:`splits_itself`,
     as :class:`Stepper` decides); else auto keeps OpenBLAS's threads."""
     name = cfg.gemm if name is None else name
     if name == "auto" and not fused:
         check_gemm_name(name)
         return "openblas"
-    splits = cfg.precision == "bf16" or (not cfg.augment and split_pays([d, *cfg.hidden, N_CLASSES]))  # as Stepper decides
+    splits = splits_itself([d, *cfg.hidden, N_CLASSES], augmented=cfg.augment, bf16=cfg.precision == "bf16")
     one_thread = threads == 1 or (threads == 2 and splits)
     return resolve_gemm(name, batch=cfg.batch, d=d, m1=cfg.hidden[0], dtype=cfg.dtype, one_thread=one_thread)
 

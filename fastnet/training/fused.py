@@ -74,10 +74,19 @@ SPLIT_SHARE = 0.9
 def split_pays(sizes) -> bool:
     """Whether the two-core split (:meth:`FusedStep.use_cores`) beats BLAS's own two threads on
     a network of layer ``sizes`` (d, m_1, ..., K): its first layer's products are
-    :data:`SPLIT_SHARE` of the step's work or more. The stepper and the provider choice
-    (:func:`fastnet.training.config.gemm_for`) both ask it."""
+    :data:`SPLIT_SHARE` of the step's work or more (asked by :func:`splits_itself`, and by
+    bf16 steps for whether to cut their small layers too)."""
     first = sizes[0] * sizes[1]
     return first >= SPLIT_SHARE * sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
+def splits_itself(sizes, *, augmented: bool, bf16: bool) -> bool:
+    """Whether a fused step given two BLAS threads runs on two cores as its own split (BLAS on
+    one thread in each) rather than on one core with BLAS's two threads: always in bf16 (its
+    first-layer kernels have no threads of their own), else without augmentation where
+    :func:`split_pays`. The stepper and the provider choice (:func:`fastnet.training.config.gemm_for`)
+    both ask it."""
+    return bf16 or (not augmented and split_pays(sizes))
 
 
 class FusedStep:
@@ -368,10 +377,8 @@ class FusedStep:
                 self._source = (*self._source_of(X), np.asarray(y, np.intp))
             else:  # nothing to gather: no rows, of the last source's types (no new compilation)
                 idx = self._no_rows
-            if self._split_small:
-                loss = k.fused_sgd_step_parallel(args[0], 2, *args[1:], *self._source, idx, Xn, yn, threads, True)
-            else:
-                loss = k.fused_sgd_step_parallel(args[0], 2, *args[1:], *self._source, idx, Xn, yn, threads)
+            split_small = (True,) if self._split_small else ()  # bf16 only: Numba's step takes no such argument
+            loss = k.fused_sgd_step_parallel(args[0], 2, *args[1:], *self._source, idx, Xn, yn, threads, *split_small)
         else:
             loss = k.fused_sgd_step(*args)
         if self.cores != 2 and ahead is not None:

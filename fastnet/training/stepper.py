@@ -20,7 +20,7 @@ from fastnet.model.optim import (
     sgd_step,
 )
 from fastnet.training.config import TrainConfig
-from fastnet.training.fused import fused_step_for, split_pays
+from fastnet.training.fused import fused_step_for, splits_itself
 from fastnet.training.load_guard import LoadGuard
 from fastnet.util.threads import blas_thread_count, idle_cores
 
@@ -120,8 +120,7 @@ class Stepper:
         # that thread only slows the step down).
         threads = blas_thread_count()
         compiled = self.fused is not None and self.augment is None
-        # bf16 steps split themselves whenever they can: their first layer's kernels have no threads of their own
-        splits = bf16 or (compiled and split_pays(net.sizes))
+        splits = self.fused is not None and splits_itself(net.sizes, augmented=self.augment is not None, bf16=bf16)
         self.cores = 2 if splits and threads == 2 and self.fused.parallel_threads() >= 2 else 1
         self.prefetch = compiled and self.cores == 1 and threads < idle_cores()
         if self.cores == 2:

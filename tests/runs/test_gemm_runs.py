@@ -6,11 +6,10 @@ made by fake timings, never by a real measurement."""
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from conftest import StopAfter, small_cfg
+from conftest import small_cfg, stopped_run
 
 import fastnet.runs.train as run_train
 from fastnet.backends import gemm_choice, load
@@ -82,17 +81,8 @@ def test_a_resumed_run_takes_the_provider_it_recorded(fake, tmp_path, fake_auto,
     fake_auto("mkl")
     whole = tmp_path / "whole"
     run_train.run_to_folder(cfg, whole, data=fake, progress=False, plots=False)
-    real = run_train.new_runs_in
-
-    @contextmanager
-    def stopping(outs, overwrite):
-        with real(outs, overwrite):
-            yield StopAfter(30)
-
-    monkeypatch.setattr(run_train, "new_runs_in", stopping)
     out = tmp_path / "stopped"
-    with pytest.raises(KeyboardInterrupt):
-        run_train.run_to_folder(cfg, out, data=fake, progress=False, plots=False)
+    stopped_run(cfg, out, fake, monkeypatch)
     assert json.loads((out / "config.json").read_text())["gemm"] == "mkl"
     fake_auto("openblas")  # what a new run would now choose
     run_train.resume_run(out, data_dir=fake.source, progress=False, plots=False)

@@ -17,7 +17,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import StopAfter, small_cfg
+from conftest import small_cfg, stopped_run
 
 import fastnet.runs.train as run_train
 from fastnet.backends import load, resolve
@@ -143,24 +143,13 @@ def test_a_bf16_run_trains_as_the_float32_run_does(fake):
 
 @needs_bf16
 def test_a_bf16_run_records_its_precision_and_resumes_bit_for_bit(fake, tmp_path, monkeypatch):
-    from contextlib import contextmanager
-
     cfg = small_cfg(backend="cython", precision="bf16")
     whole = tmp_path / "whole"
     run_train.run_to_folder(cfg, whole, data=fake, progress=False, plots=False)
     plain = tmp_path / "fp32"
     run_train.run_to_folder(small_cfg(backend="cython"), plain, data=fake, progress=False, plots=False)
-    real = run_train.new_runs_in
-
-    @contextmanager
-    def stopping(outs, overwrite):
-        with real(outs, overwrite):
-            yield StopAfter(30)
-
-    monkeypatch.setattr(run_train, "new_runs_in", stopping)
     out = tmp_path / "stopped"
-    with pytest.raises(KeyboardInterrupt):
-        run_train.run_to_folder(cfg, out, data=fake, progress=False, plots=False)
+    stopped_run(cfg, out, fake, monkeypatch)
     assert json.loads((out / "config.json").read_text())["train"]["precision"] == "bf16"
     run_train.resume_run(out, data_dir=fake.source, progress=False, plots=False)
     assert json.loads((out / "metrics.json").read_text())["precision"] == "bf16"
