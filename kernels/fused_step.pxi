@@ -337,14 +337,22 @@ cdef double _step_core(StepPlan plan, const Py_ssize_t* y, bint first, floating 
 
 
 def fused_sgd_step(StepPlan plan, const floating[:, ::1] Xb, const Py_ssize_t[::1] yb, bint first,
-                   floating eta, floating keep, floating step, double eps, double alpha):
+                   floating eta, floating keep, floating step, double eps, double alpha, int small_parts=1):
     """One SGD step on (Xb, yb) on one core, in place: numba_step.sgd_step's contract (the
     arrays are the plan's; ``eta``, ``keep`` = 1 - 2 eta lambda, ``step`` = eta / n in their
-    dtype). Returns the mean cross-entropy; a non-finite one updates nothing."""
+    dtype). Returns the mean cross-entropy; a non-finite one updates nothing.
+
+    ``small_parts``: each product of the layers above the first in that many BLAS calls, one
+    after the other, as :func:`fused_sgd_step_parallel` cuts them with ``split_small``. A BLAS
+    need not round an entry alike in calls of other row counts (OpenBLAS's AVX2 kernels, which
+    it runs on AMD Zen 5, do not), so the same calls are what give the two forms the same bits."""
     cdef Py_ssize_t n = plan.n, d = plan.d, m1 = plan.layers[0].m
     cdef double loss
     if Xb.shape[0] != n or Xb.shape[1] != d or yb.shape[0] != n or (sizeof(floating) == 8) != plan.wide:
         raise ValueError(f"the batch must be ({n}, {d}) of the plan's dtype with {n} labels")
+    if small_parts not in (1, 2):
+        raise ValueError("the small layers' products are cut in 1 or 2 parts")
+    plan.small_parts, plan.small_threads = small_parts, 1
     with nogil:
         if floating is float and plan.bf16:
             _bf16_forward(plan, &Xb[0, 0], 0, 1)
@@ -360,6 +368,7 @@ def fused_sgd_step(StepPlan plan, const floating[:, ::1] Xb, const Py_ssize_t[::
             else:
                 _gemm(plan, &Xb[0, 0], d, True, <floating*> plan.layers[0].G, m1, False, <floating*> plan.W1t, m1,
                       d, m1, n, -step, keep)
+        plan.small_parts = 1
     return loss
 
 

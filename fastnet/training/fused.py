@@ -42,7 +42,7 @@ from numpy.typing import NDArray
 
 from fastnet.data.images import NormalisedImages
 from fastnet.model.network import Network
-from fastnet.backends.gemm_choice import cpu_model
+from fastnet.util.cpu import cpu_model
 
 
 def fused_step_for(net: Network, ops, *, optimizer: str = "sgd", regularised: bool = False,
@@ -166,7 +166,7 @@ class FusedStep:
 
     def use_gemm(self, name: str | None) -> None:
         """Call the products of every following step through the provider ``name`` ("openblas",
-        "mkl": :func:`fastnet.backends.gemm_choice.table`; None: the kernel's own table, the
+        "openblas-avx512", "mkl": :func:`fastnet.backends.gemm_choice.table`; None: the kernel's own table, the
         first provider found -- NumPy's OpenBLAS). ValueError if its library is not installed."""
         if name is not None:
             self._table(name)  # refused now, not at the first step
@@ -379,8 +379,8 @@ class FusedStep:
                 idx = self._no_rows
             split_small = (True,) if self._split_small else ()  # bf16 only: Numba's step takes no such argument
             loss = k.fused_sgd_step_parallel(args[0], 2, *args[1:], *self._source, idx, Xn, yn, threads, *split_small)
-        else:
-            loss = k.fused_sgd_step(*args)
+        else:  # split_small's products cut alike on one core: the same BLAS calls, the same bits
+            loss = k.fused_sgd_step(*args, 2) if self._split_small else k.fused_sgd_step(*args)
         if self.cores != 2 and ahead is not None:
             self._gather_call(*ahead, Xn, yn)()
         if ahead is not None:
