@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import os
-import platform
+
+from fastnet.util.cpu import cpu_id
 
 
 def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+    """The CPU: its model name with its family and model numbers (one name, such as "AMD EPYC",
+    can cover several generations; fastnet.util.cpu)."""
+    return cpu_id()
 
 
 def loadavg() -> str:

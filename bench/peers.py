@@ -166,14 +166,15 @@ class Impl:
 
 
 class FastnetImpl(Impl):
-    def __init__(self, spec: Spec, backend: str = "auto", precision: str = "fp32"):
+    def __init__(self, spec: Spec, backend: str = "auto", precision: str = "fp32", gemm: str = "auto"):
         from fastnet.backends import resolve
 
         self.spec = spec
         self.backend = resolve(backend)
         self.ops = self.backend.ops
         self.precision = precision  # bf16: the fused step's first-layer products (--precision bf16)
-        self.name = f"fastnet-{backend}" + ("-bf16" if precision == "bf16" else "")
+        self.gemm = gemm  # the fused step's matrix-multiply provider (--gemm), resolved as fit resolves it
+        self.name = f"fastnet-{backend}" + ("-bf16" if precision == "bf16" else "") + ("" if gemm == "auto" else f"[{gemm}]")
         self.net = None
 
     def reset(self, init) -> None:
@@ -190,10 +191,20 @@ class FastnetImpl(Impl):
         # What fit runs for each step (the fused step where the backend has one).
         stepper = Stepper(self.net, X, y, self.spec.lam, self.ops, bf16=self.precision == "bf16")
         try:
+            self._use_gemm(stepper)
             for j in range(plan.n_batches):
                 stepper(plan.idx(j), float(plan.etas[j]), j, plan.idx(j + 1) if j + 1 < plan.n_batches else None)
         finally:
             stepper.close()
+
+    def _use_gemm(self, stepper) -> None:
+        """The provider fit would hand this network's fused step for ``--gemm self.gemm``."""
+        from fastnet.training.config import TrainConfig
+        from fastnet.training.loop import use_gemm
+
+        cfg = TrainConfig(hidden=list(self.spec.hidden), batch=self.spec.batch, gemm=self.gemm, precision=self.precision).validate()
+        use_gemm(stepper, cfg, None)
+        self.resolved = getattr(stepper.fused, "gemm", None)
 
     def params(self):
         return fastnet_params(self.net)
@@ -643,6 +654,7 @@ def gather_seconds(X: NDArray, y: NDArray, plan: Plan) -> None:
 class Timing:
     wall: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
+    gemm: str | None = None  # fastnet's fused step: the matrix-multiply provider it ran on
 
     @property
     def median(self) -> float:

@@ -51,8 +51,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=_number(int, 0), help="random seed: initialisation and shuffling (default 0)")
     g.add_argument("--dtype", choices=["float32", "float64"], help="floating-point type for training (default float32)")
     g.add_argument("--backend", choices=["auto", "numpy", "numba", "cython"], help="kernel backend (default auto, or $FASTNET_BACKEND)")
-    g.add_argument("--gemm", choices=["auto", "openblas", "mkl"], help="matrix-multiply provider of the fused step: openblas (NumPy's), mkl (needs pip install "
-                   "'fastnet[mkl]') or auto (default: MKL where installed and measured faster on this CPU for the first layer's products, else OpenBLAS); "
+    g.add_argument("--gemm", choices=["auto", "openblas", "openblas-avx512", "mkl"], help="matrix-multiply provider of the fused step: openblas (NumPy's), openblas-avx512 "
+                   "(OpenBLAS on its AVX-512 kernels, for CPUs where NumPy's picks older ones), mkl (needs pip install 'fastnet[mkl]') or auto "
+                   "(default: whichever of them runs here and measures faster on this CPU for the first layer's products, else NumPy's OpenBLAS); "
                    "the provider used is recorded in config.json and metrics.json, and a resumed run uses it again")
     g.add_argument("--precision", choices=["fp32", "bf16"], help="the fused step's first-layer products: fp32 (default) or bf16 (bfloat16 inputs, float32 sums "
                    "and weights; cython backend, CPUs with AVX512_BF16); recorded in config.json, and a resumed run keeps it")
@@ -188,7 +189,7 @@ def cmd_gradcheck(args) -> int:
 def bf16_note() -> str:
     """Whether this machine runs ``--precision bf16``, for ``fastnet info``."""
     from fastnet.backends import load
-    from fastnet.backends.gemm_choice import cpu_model
+    from fastnet.util.cpu import cpu_model
 
     cython = load("cython")
     fused = getattr(cython.ops, "fused_step", None) if cython.available else None

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""The matrix-multiply providers of the fused step side by side: NumPy's OpenBLAS and Intel MKL.
+"""The matrix-multiply providers of the fused step side by side: NumPy's OpenBLAS, OpenBLAS on its
+AVX-512 kernels (where the CPU has AVX-512) and Intel MKL.
 
     python scripts/bench_gemm.py                  # 5 rounds, floor over 45 steps per round (~1 minute)
     python scripts/bench_gemm.py --rounds 9 --steps 450   # the floor of whole epochs
@@ -27,7 +28,8 @@ own process before its first step, as its steps will find OpenBLAS.
 Every product goes through the provider's CBLAS ?gemm at its address (ctypes), as the fused
 step calls it; BLAS threads are set with threadpoolctl. MKL runs sequential (fastnet's
 setting, fastnet/backends/providers.py), so its 2-thread floor is its 1-thread floor. Without
-MKL (``pip install 'fastnet[mkl]'``) only OpenBLAS is timed.
+MKL (``pip install 'fastnet[mkl]'``) it is left out; so is ``openblas-avx512`` on a CPU without
+AVX-512. Each other provider's ratio to NumPy's OpenBLAS ends its row.
 """
 from __future__ import annotations
 
@@ -131,7 +133,7 @@ def interleaved(runs: dict, rounds: int, reps: int) -> dict[str, list[float]]:
 def fmt_row(label, times, scale=1.0, unit="ms"):
     med = {k: float(np.median(v)) * scale for k, v in times.items()}
     cells = "  ".join(f"{k} {med[k]:8.3f} {unit} (rounds {' '.join(f'{x * scale:.3g}' for x in times[k])})" for k in med)
-    ratio = f"  mkl/openblas {med['mkl'] / med['openblas']:.3f}" if "mkl" in med else ""
+    ratio = "".join(f"  {k}/openblas {med[k] / med['openblas']:.3f}" for k in med if k != "openblas" and "openblas" in med)
     return f"{label:<34s} {cells}{ratio}", med
 
 
@@ -188,9 +190,10 @@ def main(argv=None) -> int:
     tables = gemm_choice.available()
     print(f"# bench_gemm {datetime.date.today()}  CPU: {cpu_model()}  load: {loadavg()}")
     for name in tables:
+        path = providers.library_path(name)
         version = providers.mkl_version() if name == "mkl" else next(
-            (f"OpenBLAS {i.get('version')} ({i.get('architecture')})" for i in threadpool_info() if i.get("internal_api") == "openblas"), "")
-        print(f"# {name}: {providers.library_path(name)}  {version}")
+            (f"OpenBLAS {i.get('version')} ({i.get('architecture')} kernels)" for i in threadpool_info() if i.get("filepath") == path), "")
+        print(f"# {name}: {path}  {version}")
     if "mkl" not in tables:
         print("# mkl: not installed (pip install 'fastnet[mkl]'): OpenBLAS alone")
     print(f"# {args.rounds} interleaved rounds per row, medians, float32, batch 100; floor: {args.steps} steps per round scaled to an "

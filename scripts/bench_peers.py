@@ -251,6 +251,10 @@ def measure_cell(spec, threads, X, y, n_batches, args, jax_workers) -> dict[str,
         runners.append(Local(u8, bytes_images(X), y, plan, init, threads))
     if "torch" not in args.skip and peers.torch_available() is None:
         runners.append(Local(peers.TorchImpl(spec, threads), X, y, plan, init, threads))
+    for name in args.gemm:  # fastnet on uint8 images with a provider forced (--gemm), beside auto's
+        forced = peers.FastnetImpl(spec, "auto", gemm=name)
+        forced.name = f"fastnet-auto-u8[{name}]"
+        runners.append(Local(forced, bytes_images(X), y, plan, init, threads))
     if args.bf16:  # fastnet's --precision bf16 on what fit runs (uint8 images), and PyTorch's autocast
         bf = peers.FastnetImpl(spec, "cython", precision="bf16")
         bf.name = "fastnet-bf16-u8"
@@ -267,6 +271,8 @@ def measure_cell(spec, threads, X, y, n_batches, args, jax_workers) -> dict[str,
             wall, cpu = r.run()
             timings[r.name].wall.append(wall)
             timings[r.name].cpu.append(cpu)
+    for r in runners:
+        timings[r.name].gemm = getattr(getattr(r, "impl", None), "resolved", None)
     return timings
 
 
@@ -322,6 +328,25 @@ def bf16_table(rows: list[dict]) -> str:
 
         ratios = [ratio(v[0], v[1]), ratio(v[1], v[2]), ratio(v[1], v[4]), ratio(v[3], v[4])]
         lines.append(f"{r['label']:16s}{r['threads']:>4d} " + " ".join(fmt(x) for x in v) + " |" + " ".join(fmt(x, 12, 2) for x in ratios))
+    return "\n".join(lines)
+
+
+def gemm_table(rows: list[dict], names: list[str]) -> str:
+    """--gemm: fastnet on uint8 images with each provider forced, beside auto's choice (named)
+    and the floor (NumPy's OpenBLAS, fastest orientation)."""
+    cols = ["auto-u8", *names, "floor"]
+    head = (f"{'network':16s}{'thr':>4s} {'auto is':>16s} " + " ".join(f"{c:>15s}" for c in cols) + " |"
+            + " ".join(f"{c + '/auto':>20s}" for c in names) + f"{'auto/floor':>12s}")
+    lines = ["--gemm: epoch seconds of fastnet-auto-u8 per matrix-multiply provider (> 1 in X/auto: auto's choice faster)",
+             head, "-" * len(head)]
+    for r in rows:
+        t = r["seconds"]
+        auto = t.get("fastnet-auto-u8")
+        vals = [auto, *(t.get(f"fastnet-auto-u8[{n}]") for n in names), r["floor"]]
+        ratios = [v / auto if v is not None and auto else None for v in vals[1:-1]]
+        lines.append(f"{r['label']:16s}{r['threads']:>4d} {str(r.get('gemm', {}).get('fastnet-auto-u8')):>16s} "
+                     + " ".join(fmt(v, 15) for v in vals) + " |" + " ".join(fmt(x, 20, 2) for x in ratios)
+                     + fmt(auto / r["floor"] if auto and r["floor"] else None, 12, 2))
     return "\n".join(lines)
 
 
@@ -535,6 +560,8 @@ def main(argv=None) -> int:
     p.add_argument("--skip", default="", help="comma-separated implementations to leave out: numpy,numba,cython,auto,torch,jax")
     p.add_argument("--bf16", action="store_true", help="also fastnet --precision bf16 (cython, uint8 images; needs AVX512_BF16) and "
                    "PyTorch under CPU autocast bf16: the columns bf16 and torch16, and a second table of their ratios")
+    p.add_argument("--gemm", default="", help="comma-separated matrix-multiply providers (openblas, openblas-avx512, mkl): also "
+                   "fastnet-auto-u8 with each forced, beside auto's choice")
     p.add_argument("--orientations", action="store_true", help="also time every product in every memory orientation")
     p.add_argument("--profile", action="store_true", help="also profile fastnet's epoch per backend (3-layer BN, 1 thread)")
     p.add_argument("--no-table", action="store_true", help="skip the main table (with --orientations / --profile)")
@@ -557,6 +584,7 @@ def main(argv=None) -> int:
     if any(n not in NETS for n in nets):
         p.error(f"--nets takes 3 and/or 9, got {args.nets!r}")
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    args.gemm = [g.strip() for g in args.gemm.split(",") if g.strip()]
     bns = {"both": (True, False), "on": (True,), "off": (False,)}[args.bn]
     per_epoch = peers.N_TRAIN // 100
     n_batches = max(1, round(per_epoch * args.epochs_fraction))
@@ -597,7 +625,8 @@ def main(argv=None) -> int:
                         floors = {k: v for k, v in seconds.items() if k.startswith("floor[")}
                         best_floor = min(floors, key=floors.get)
                         rows.append({"label": spec.label, "threads": t, "seconds": seconds,
-                                     "floor": floors[best_floor], "floor_layout": best_floor, "load": loadavg()})
+                                     "floor": floors[best_floor], "floor_layout": best_floor, "load": loadavg(),
+                                     "gemm": {k: v.gemm for k, v in timings.items() if v.gemm}})
                         for k, v in timings.items():
                             results.append({"network": spec.label, "hidden": list(spec.hidden), "bn": bn, "threads": t,
                                             "impl": k, "wall": v.wall, "cpu": v.cpu, "median": v.median,
@@ -613,6 +642,9 @@ def main(argv=None) -> int:
         if args.bf16:
             print()
             print(bf16_table(rows))
+        if args.gemm:
+            print()
+            print(gemm_table(rows, args.gemm))
         print()
         print("cpu/wall (process CPU seconds per wall second, median; ~1 = one thread busy):")
     for t in (threads if rows else []):

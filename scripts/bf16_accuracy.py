@@ -24,7 +24,7 @@ def mean_se(xs: list[float]) -> tuple[float, float]:
 
 def main() -> None:
     import fastnet
-    from fastnet.backends.gemm_choice import cpu_model
+    from fastnet.util.cpu import cpu_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bf16-accuracy", help="folder of the run folders")

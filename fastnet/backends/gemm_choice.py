@@ -1,22 +1,24 @@
-"""Which matrix-multiply provider a run's fused step calls: ``--gemm auto|openblas|mkl``.
+"""Which matrix-multiply provider a run's fused step calls: ``--gemm auto|openblas|openblas-avx512|mkl``.
 
 The providers are :mod:`fastnet.backends.providers`'s (:data:`~fastnet.backends.providers.NAMED`).
 :func:`resolve` turns a run's setting into the name of one that is installed, :func:`table`
 gives that provider's :data:`~fastnet.backends.providers.GemmTable`, which
 :class:`fastnet.training.fused.FusedStep` hands to its plan.
 
-``auto`` is OpenBLAS unless MKL is installed *and* measured faster on this CPU for the two
-products that dominate the step, the first layer's: the forward (batch x d) @ (d x m1) and the
-weight gradient folded into the update, (d x batch) @ (batch x m1) with beta. The measurement
-(:func:`measure`) runs once per CPU model, shape and dtype, on one thread, the providers
-interleaved, and keeps the median; its result is cached in a small JSON file in the user cache
-directory (:func:`cache_path`), so later runs on this machine read it instead of measuring.
-MKL must win by :data:`MARGIN` to be chosen: on noise alone auto stays with OpenBLAS, never
-slower than what runs without MKL. Without MKL nothing is measured and auto is OpenBLAS: the
-table every compiled product used before the choice existed, the same bits.
+``auto`` is NumPy's OpenBLAS unless another provider could run here (:func:`candidates`: MKL
+when installed; OpenBLAS on its AVX-512 kernels where NumPy's runs older ones on an AVX-512
+CPU without ``OPENBLAS_CORETYPE`` having asked for them) *and* is measured faster on this CPU for the two products that dominate the step, the
+first layer's: the forward (batch x d) @ (d x m1) and the weight gradient folded into the
+update, (d x batch) @ (batch x m1) with beta. The measurement (:func:`measure`) runs once per
+CPU, shape and dtype, on one thread, the candidates interleaved, and keeps the medians; they
+are cached in a small JSON file in the user cache directory (:func:`cache_path`), so later runs
+on this machine read them instead of measuring. Another provider must win by :data:`MARGIN` to
+be chosen (:func:`pick`): on noise alone auto stays with NumPy's OpenBLAS. With nothing else to
+measure, nothing is measured and auto is NumPy's OpenBLAS: the table every compiled product
+used before the choice existed, the same bits.
 
 A run records the name it resolved (config.json, metrics.json); a resumed run takes that
-name again, since the two libraries round differently.
+name again, since the libraries (and one library's kernels for two cores) round differently.
 """
 from __future__ import annotations
 
@@ -31,12 +33,16 @@ import numpy as np
 from fastnet.backends import providers
 from fastnet.backends.providers import GemmTable
 from fastnet.errors import ConfigError
+from fastnet.util.cpu import cpu_id, cpu_model
 
-#: The values of ``--gemm``.
-GEMM_NAMES: tuple[str, ...] = ("auto", "openblas", "mkl")
 #: The provider names a run can record (what ``auto`` resolves to).
-PROVIDER_NAMES: tuple[str, ...] = ("openblas", "mkl")
-#: MKL must take at most this fraction of OpenBLAS's median time to be auto's choice.
+PROVIDER_NAMES: tuple[str, ...] = ("openblas", "openblas-avx512", "mkl")
+#: The values of ``--gemm``.
+GEMM_NAMES: tuple[str, ...] = ("auto", *PROVIDER_NAMES)
+#: Providers whose products run on the caller's thread only (MKL's sequential layer): a run
+#: whose step calls BLAS on several threads never takes them.
+SEQUENTIAL: frozenset[str] = frozenset({"mkl"})
+#: Another provider must take at most this fraction of NumPy's OpenBLAS's median time to be auto's choice.
 MARGIN = 0.95
 #: The measurement: interleaved rounds per provider, and the time one round is made to last.
 ROUNDS, ROUND_SECONDS = 7, 0.02
@@ -54,8 +60,8 @@ def check_name(name) -> None:
 
 
 def table(name: str) -> GemmTable | None:
-    """The table of the provider ``name`` ("openblas" or "mkl"; found once per process), or None
-    if its library is not installed."""
+    """The table of the provider ``name`` (one of :data:`PROVIDER_NAMES`; found once per
+    process), or None if its library is not installed or cannot run here."""
     if name not in PROVIDER_NAMES:
         raise ValueError(f"no matrix-multiply provider {name!r}; choose one of {', '.join(PROVIDER_NAMES)}")
     if name not in _tables:
@@ -72,43 +78,53 @@ def missing_message(name: str) -> str:
     if name == "mkl":
         return ("--gemm mkl needs Intel MKL, which is not installed here: pip install 'fastnet[mkl]' "
                 "(or choose --gemm auto or openblas)")
+    if name == "openblas-avx512":
+        return f"--gemm openblas-avx512 cannot run here: {providers.avx512_missing}; choose --gemm auto or openblas"
     return f"--gemm {name}: its library was not found among the loaded libraries; choose --gemm auto"
+
+
+def candidates() -> tuple[str, ...]:
+    """The providers auto measures here: NumPy's OpenBLAS; OpenBLAS on its AVX-512 kernels only
+    where they are not NumPy's already (:func:`fastnet.backends.providers.avx512_upgrade`: else
+    they would be the same kernels, and a measurement of noise would choose between them) and
+    ``OPENBLAS_CORETYPE`` did not ask for NumPy's (a choice auto honours: ``--gemm
+    openblas-avx512`` overrides it); MKL when installed."""
+    names = ["openblas"] if table("openblas") is not None else []
+    if providers.avx512_upgrade() and not providers.coretype_asked() and table("openblas-avx512") is not None:
+        names.append("openblas-avx512")
+    if table("mkl") is not None:
+        names.append("mkl")
+    return tuple(names)
 
 
 def resolve(name: str, *, batch: int, d: int, m1: int, dtype: str = "float32", one_thread: bool = True, measure_fn=None) -> str:
     """The provider a run with ``--gemm name`` uses, for its first layer's shape (batch rows, d
-    inputs, m1 units) and dtype: "openblas" or "mkl". ConfigError, before any work, for an
-    unknown name or a provider that is not installed (with the command that installs it).
-    ``one_thread``: whether the run's step calls BLAS on one thread (per core); if not, auto is
-    OpenBLAS unmeasured -- MKL runs sequential (:mod:`fastnet.backends.providers`), OpenBLAS on
-    the run's threads. ``measure_fn``: what measures auto's products (:func:`measure`; tests
-    hand in a fake)."""
+    inputs, m1 units) and dtype: one of :data:`PROVIDER_NAMES`. ConfigError, before any work, for
+    an unknown name or a provider that cannot run here (with the command that installs it).
+    ``one_thread``: whether the run's step calls BLAS on one thread (per core); if not, auto
+    leaves out :data:`SEQUENTIAL` providers (MKL runs each product on its caller's thread) and
+    chooses among the others by their one-thread times. ``measure_fn``: what measures auto's
+    products (:func:`measure`; tests hand in a fake)."""
     check_name(name)
     if name != "auto":
         if table(name) is None:
             raise ConfigError(missing_message(name))
         return name
-    if table("mkl") is None or table("openblas") is None or not one_thread:
-        return "openblas" if table("openblas") is not None else "mkl" if table("mkl") is not None else "openblas"
-    return auto_choice(batch, d, m1, dtype, measure_fn=measure_fn)["choice"]
+    names = candidates()
+    allowed = [n for n in names if one_thread or n not in SEQUENTIAL]
+    if "openblas" not in names or len(allowed) < 2:
+        return "openblas" if "openblas" in names else names[0] if names else "openblas"
+    return pick(auto_choice(batch, d, m1, dtype, names, measure_fn=measure_fn)["seconds"], allowed)
+
+
+def pick(seconds: dict[str, float], allowed) -> str:
+    """The fastest of ``allowed`` by ``seconds`` if it takes at most :data:`MARGIN` of NumPy's
+    OpenBLAS's time, else "openblas"."""
+    best = min(allowed, key=lambda n: seconds[n])
+    return best if seconds[best] <= MARGIN * seconds["openblas"] else "openblas"
 
 
 # ------------------------------------------------------------------------- auto, measured
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``lscpu``'s), or the machine's architecture if it cannot be read."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine() or "unknown CPU"
-
 
 def cache_path() -> Path:
     """The JSON file of auto's measurements: ``$FASTNET_GEMM_CACHE`` if set (the tests' own),
@@ -125,7 +141,10 @@ def cache_path() -> Path:
 
 
 def cache_key(batch: int, d: int, m1: int, dtype: str) -> str:
-    return f"{cpu_model()} | {np.dtype(dtype).name} | {batch}x{d}x{m1}"
+    """The CPU (model name, family and model: one name can cover several generations), the
+    kernels NumPy's OpenBLAS runs (``OPENBLAS_CORETYPE`` can change them), the dtype and the
+    shape."""
+    return f"{cpu_id()} | openblas {providers.numpy_openblas_core()} | {np.dtype(dtype).name} | {batch}x{d}x{m1}"
 
 
 def _read_cache(path: Path) -> dict:
@@ -136,20 +155,28 @@ def _read_cache(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _valid_entry(entry) -> bool:
-    return isinstance(entry, dict) and entry.get("choice") in PROVIDER_NAMES
+def _valid_entry(entry, names) -> bool:
+    """An entry of the cache that holds a time for each of ``names`` and no other."""
+    if not isinstance(entry, dict) or entry.get("choice") not in PROVIDER_NAMES:
+        return False
+    seconds = entry.get("seconds")
+    return (isinstance(seconds, dict) and set(seconds) == set(names)
+            and all(isinstance(v, (int, float)) and v > 0 for v in seconds.values()))
 
 
-def auto_choice(batch: int, d: int, m1: int, dtype: str = "float32", *, measure_fn=None) -> dict:
-    """auto's entry for this CPU and shape: {"choice", "seconds": {provider: median}, ...}, read
-    from :func:`cache_path`, else measured (``measure_fn``, default :func:`measure`) and written
-    there. A cache that cannot be written only costs the next run a measurement."""
+def auto_choice(batch: int, d: int, m1: int, dtype: str = "float32", names=None, *, measure_fn=None) -> dict:
+    """auto's entry for this CPU and shape: {"choice", "seconds": {provider: median}, ...} for
+    the providers ``names`` (default :func:`candidates`), read from :func:`cache_path`, else
+    measured (``measure_fn``, default :func:`measure`) and written there. An entry measured with
+    other providers installed is measured again. A cache that cannot be written only costs the
+    next run a measurement."""
+    names = tuple(names or candidates())
     path, key = cache_path(), cache_key(batch, d, m1, dtype)
     entry = _read_cache(path).get(key)
-    if _valid_entry(entry):
+    if _valid_entry(entry, names):
         return entry
-    seconds = (measure_fn or measure)(batch, d, m1, dtype)
-    choice = "mkl" if seconds["mkl"] <= MARGIN * seconds["openblas"] else "openblas"
+    seconds = (measure_fn or measure)(batch, d, m1, dtype, names)
+    choice = pick(seconds, names)
     entry = {"choice": choice, "seconds": {k: float(v) for k, v in seconds.items()}, "margin": MARGIN,
              "mkl_version": providers.mkl_version(), "measured": time.strftime("%Y-%m-%d")}
     try:
@@ -212,13 +239,14 @@ def first_layer_products(tab: GemmTable, batch: int, d: int, m1: int, dtype, rng
 #: real runs of [50, 50] on one thread took 3.6 / 3.2 s on MKL against 4.7 / 4.0 s on OpenBLAS
 #: (900 steps, two runs each, 2026-12-02). Runs whose step calls BLAS on several threads never
 #: consider MKL (:func:`resolve`'s ``threads``).
-def measure(batch: int, d: int, m1: int, dtype: str = "float32", rounds: int = ROUNDS) -> dict[str, float]:
-    """Seconds per step of the first layer's two products for each installed provider: one
-    BLAS thread, the providers interleaved round by round (each round long enough to time,
-    ~:data:`ROUND_SECONDS`), the median of ``rounds``."""
+def measure(batch: int, d: int, m1: int, dtype: str = "float32", names=None, rounds: int = ROUNDS) -> dict[str, float]:
+    """Seconds per step of the first layer's two products for each of the providers ``names``
+    (default: each one installed): one BLAS thread, the providers interleaved round by round
+    (each round long enough to time, ~:data:`ROUND_SECONDS`), the median of ``rounds``."""
     from threadpoolctl import threadpool_limits
 
-    runs = {name: first_layer_products(tab, batch, d, m1, dtype) for name, tab in available().items()}
+    tables = available()
+    runs = {name: first_layer_products(tables[name], batch, d, m1, dtype) for name in (names or tables)}
     times: dict[str, list[float]] = {name: [] for name in runs}
     with threadpool_limits(1, user_api="blas"):
         for run in runs.values():  # warm: MKL's first call sets itself up
@@ -238,22 +266,29 @@ def measure(batch: int, d: int, m1: int, dtype: str = "float32", rounds: int = R
 
 
 def describe() -> list[str]:
-    """Lines for ``fastnet info``: each provider found (library, version) and auto's choice for
-    :data:`DEFAULT_SHAPE` (from the cache, or measured now)."""
+    """Lines for ``fastnet info``: each provider (library, kernels or version; or why it cannot
+    run here) and auto's choice for :data:`DEFAULT_SHAPE` (from the cache, or measured now)."""
     lines = []
     for name in PROVIDER_NAMES:
         if table(name) is None:
-            lines.append(f"{name}: not installed" + (" (pip install 'fastnet[mkl]')" if name == "mkl" else ""))
+            why = {"mkl": "not installed (pip install 'fastnet[mkl]')", "openblas-avx512": f"not here: {providers.avx512_missing}"}
+            lines.append(f"{name}: {why.get(name, 'not found')}")
             continue
-        version = providers.mkl_version() if name == "mkl" else None
-        lines.append(f"{name}: {providers.library_path(name) or 'loaded'}" + (f" ({version})" if version else ""))
+        asked = providers.coretype_asked()
+        detail = {"mkl": providers.mkl_version(),
+                  "openblas": f"{providers.numpy_openblas_core()} kernels" + (f", as OPENBLAS_CORETYPE={asked} asks" if asked else ""),
+                  "openblas-avx512": f"{providers.AVX512_CORE} kernels" + (
+                      "" if name in candidates() else "; auto leaves it out: " + (
+                          f"OPENBLAS_CORETYPE={asked} chose NumPy's kernels (--gemm openblas-avx512 overrides)" if asked and providers.avx512_upgrade()
+                          else "NumPy's OpenBLAS runs AVX-512 kernels already"))}[name]
+        lines.append(f"{name}: {providers.library_path(name) or 'loaded'}" + (f" ({detail})" if detail else ""))
     batch, d, m1, dtype = DEFAULT_SHAPE
-    if table("mkl") is None:
-        lines.append("auto: openblas (MKL not installed; nothing measured)")
+    names = candidates()
+    if len(names) < 2:
+        lines.append("auto: openblas (nothing else to measure here: MKL not installed, and no other OpenBLAS kernels to try)")
     else:
-        entry = auto_choice(batch, d, m1, dtype)
-        secs = entry.get("seconds") or {}
-        timing = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in secs.items()) if isinstance(secs, dict) else ""
-        lines.append(f"auto: {entry['choice']} for batch {batch} x {d} -> {m1} {dtype} on {cpu_model()} "
+        entry = auto_choice(batch, d, m1, dtype, names)
+        timing = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in entry["seconds"].items())
+        lines.append(f"auto: {entry['choice']} for batch {batch} x {d} -> {m1} {dtype} on {cpu_id()} "
                      f"(first layer's two products, 1 thread: {timing}; cached in {cache_path()})")
     return lines

@@ -13,9 +13,19 @@ library is not there); :data:`PROVIDERS` lists them in order of preference and
 per run by :mod:`fastnet.backends.gemm_choice`). Every provider hands out functions with the
 CBLAS signature, so their callers call any of them alike. Nothing here imports Numba.
 
-Two providers:
+Three providers:
 
 * ``openblas`` (:func:`numpy_cblas`): NumPy's own OpenBLAS, always there; the default.
+* ``openblas-avx512`` (:func:`openblas_avx512_cblas`): a second OpenBLAS, the
+  ``scipy-openblas32`` wheel (a dependency on x86-64), loaded here with its AVX-512 (SkylakeX)
+  kernels asked for by name, whatever NumPy's copy runs. OpenBLAS takes its kernels from
+  ``OPENBLAS_CORETYPE`` when set, else from the CPU's family and model, once, as it loads: by
+  the time fastnet is imported NumPy's copy has chosen, and it can have chosen older ones --
+  the environment of the machines fastnet is measured on sets ``OPENBLAS_CORETYPE=Haswell``,
+  so NumPy's OpenBLAS runs its AVX2 kernels on their AVX-512 CPUs, at 1.4-1.8x the time of its
+  AVX-512 ones for the step's products (AMD Zen 5; README), and a CPU newer than an OpenBLAS
+  build can get an older core's kernels too. Its thread count follows NumPy's (threadpoolctl
+  sees both libraries, so a thread limit sets both).
 * ``mkl`` (:func:`mkl_cblas`): Intel MKL's single dynamic library ``libmkl_rt`` from the
   ``mkl`` wheel (``pip install 'fastnet[mkl]'``), when it is installed. NumPy never loads it,
   so it is loaded here, and set up before its first product (:func:`_setup_mkl`): LP64,
@@ -43,7 +53,7 @@ def numpy_cblas() -> GemmTable | None:
     try:
         from threadpoolctl import threadpool_info
 
-        libs = [i["filepath"] for i in threadpool_info() if i.get("user_api") == "blas"]
+        libs = [i["filepath"] for i in threadpool_info() if i.get("user_api") == "blas" and i["filepath"] != _avx512_path]
     except Exception:  # threadpoolctl missing or failing: no compiled products, nothing worse
         return None
     libs.sort(key=lambda path: "numpy" not in path)  # NumPy's own first
@@ -58,6 +68,116 @@ def numpy_cblas() -> GemmTable | None:
                 addr = [ctypes.cast(f, ctypes.c_void_p).value for f in (s_fn, d_fn)]
                 return np.array(addr + [ilp64], dtype=np.int64)
     return None
+
+
+def numpy_openblas_core() -> str | None:
+    """The kernels NumPy's OpenBLAS chose for this CPU ("Haswell", "SkylakeX", ...), or None if
+    NumPy's BLAS is not OpenBLAS or cannot be asked."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        pools = [i for i in threadpool_info() if i.get("internal_api") == "openblas"]
+    except Exception:
+        return None
+    pools.sort(key=lambda i: "numpy" not in (i.get("filepath") or ""))
+    return pools[0].get("architecture") if pools else None
+
+
+# ----------------------------------------------------------------- OpenBLAS, AVX-512 asked for
+
+#: The OpenBLAS core asked for, and the cores whose single-precision kernels are its (OpenBLAS
+#: names Cooper Lake's and Sapphire Rapids' builds after their own, over SkylakeX's sgemm).
+AVX512_CORE = "SkylakeX"
+AVX512_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
+#: The wheel's module, and its library's symbol prefix (32-bit integers, as the table's flag 0 says).
+_WHEEL, _PREFIX = "scipy_openblas32", "scipy_"
+
+_avx512: ctypes.CDLL | None = None
+_avx512_path: str | None = None
+#: Why the last :func:`openblas_avx512_cblas` found none (``--gemm openblas-avx512``'s error).
+avx512_missing = ""
+
+
+def _wheel_library() -> str | None:
+    """The path of the ``scipy-openblas32`` wheel's library, found without importing the wheel
+    (importing it loads the library, before a core could be asked for)."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec(_WHEEL)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    lib_dir = os.path.join(next(iter(spec.submodule_search_locations)), "lib")
+    names = sorted(n for n in os.listdir(lib_dir) if n.startswith("libscipy_openblas")) if os.path.isdir(lib_dir) else []
+    return os.path.join(lib_dir, names[0]) if names else None
+
+
+def _load_avx512() -> ctypes.CDLL | None:
+    """The wheel's OpenBLAS on its AVX-512 kernels, loaded once per process; None (and the
+    reason in :data:`avx512_missing`) on a CPU without AVX-512, without the wheel, or when the
+    library was loaded before (by an import of the wheel) on other kernels."""
+    global _avx512, _avx512_path, avx512_missing
+    if _avx512 is not None:
+        return _avx512
+    import os
+
+    from fastnet.util.cpu import cpu_model, has_avx512
+    from fastnet.util.threads import blas_thread_count
+
+    if not has_avx512():
+        avx512_missing = f"this CPU ({cpu_model()}) has no AVX-512"
+        return None
+    path = _wheel_library()
+    if path is None:
+        avx512_missing = "the scipy-openblas32 wheel is not installed (pip install scipy-openblas32)"
+        return None
+    before = os.environ.get("OPENBLAS_CORETYPE")
+    os.environ["OPENBLAS_CORETYPE"] = AVX512_CORE  # read once, as the library loads
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError as e:
+        avx512_missing = f"{path} did not load: {e}"
+        return None
+    finally:
+        if before is None:
+            del os.environ["OPENBLAS_CORETYPE"]
+        else:
+            os.environ["OPENBLAS_CORETYPE"] = before
+    corename = getattr(lib, _PREFIX + "openblas_get_corename")
+    corename.restype = ctypes.c_char_p
+    core = corename().decode(errors="replace")
+    if core.lower() not in AVX512_CORES:
+        avx512_missing = f"{path} was loaded before on its {core} kernels (import fastnet before {_WHEEL})"
+        return None
+    getattr(lib, _PREFIX + "openblas_set_num_threads")(blas_thread_count())  # as NumPy's, until a limit sets both
+    _avx512, _avx512_path = lib, path
+    return lib
+
+
+def openblas_avx512_cblas() -> GemmTable | None:
+    """The provider of OpenBLAS on its AVX-512 kernels: the wheel's CBLAS ?gemm pair, or None."""
+    lib = _load_avx512()
+    if lib is None:
+        return None
+    addr = [ctypes.cast(getattr(lib, _PREFIX + f"cblas_{t}gemm"), ctypes.c_void_p).value for t in "sd"]
+    return np.array(addr + [0], dtype=np.int64)
+
+
+def avx512_upgrade() -> bool:
+    """Whether OpenBLAS on its AVX-512 kernels would run other kernels than NumPy's: the CPU
+    has AVX-512 and NumPy's OpenBLAS runs an older core's."""
+    from fastnet.util.cpu import has_avx512
+
+    core = numpy_openblas_core()
+    return has_avx512() and core is not None and core.lower() not in AVX512_CORES
+
+
+def coretype_asked() -> str | None:
+    """The core ``OPENBLAS_CORETYPE`` asks every OpenBLAS for, if it is set (by the user or the
+    machine's environment: a choice of kernels, often made so that results agree across CPUs)."""
+    import os
+
+    return os.environ.get("OPENBLAS_CORETYPE") or None
 
 
 # ----------------------------------------------------------------------------- MKL
@@ -158,10 +278,13 @@ def library_path(name: str) -> str | None:
     """The file a named provider's functions come from (``fastnet info``), or None."""
     if name == "mkl":
         return _mkl_path if _load_mkl() is not None else None
+    if name == "openblas-avx512":
+        return _avx512_path if _load_avx512() is not None else None
     try:
         from threadpoolctl import threadpool_info
 
-        paths = [i["filepath"] for i in threadpool_info() if i.get("user_api") == "blas" and i.get("internal_api") == "openblas"]
+        paths = [i["filepath"] for i in threadpool_info()
+                 if i.get("user_api") == "blas" and i.get("internal_api") == "openblas" and i["filepath"] != _avx512_path]
     except Exception:
         return None
     paths.sort(key=lambda path: "numpy" not in path)
@@ -169,11 +292,12 @@ def library_path(name: str) -> str | None:
 
 
 #: The providers, in order of preference: the first found is every compiled product's
-#: default (:func:`find_gemm`); MKL is only used when a run asks for it (``--gemm``).
-PROVIDERS: tuple[Callable[[], GemmTable | None], ...] = (numpy_cblas, mkl_cblas)
+#: default (:func:`find_gemm`); the others are only used when a run chooses them (``--gemm``).
+PROVIDERS: tuple[Callable[[], GemmTable | None], ...] = (numpy_cblas, openblas_avx512_cblas, mkl_cblas)
 
 #: The providers by the name ``--gemm`` gives them.
-NAMED: dict[str, Callable[[], GemmTable | None]] = {"openblas": numpy_cblas, "mkl": mkl_cblas}
+NAMED: dict[str, Callable[[], GemmTable | None]] = {"openblas": numpy_cblas, "openblas-avx512": openblas_avx512_cblas,
+                                                     "mkl": mkl_cblas}
 
 
 def find_gemm() -> GemmTable | None:

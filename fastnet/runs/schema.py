@@ -22,7 +22,7 @@ SECONDS = ("train_seconds", "eval_seconds", "wall_seconds")
 COUNTS = ("epochs", "steps", "n_s")
 STATUSES = ("interrupted", "diverged", "failed")
 BACKENDS = ("auto", "numpy", "numba", "cython")  # fastnet.training.config.BACKEND_NAMES, held equal by a test
-GEMMS = ("openblas", "mkl")  # fastnet.backends.gemm_choice.PROVIDER_NAMES (report imports no backends), held equal by a test
+GEMMS = ("openblas", "openblas-avx512", "mkl")  # fastnet.backends.gemm_choice.PROVIDER_NAMES (report imports no backends), held equal by a test
 
 
 class RunFileError(FastnetError):

@@ -165,12 +165,15 @@ def recorded_gemm(config: dict, out: Path) -> str:
     """The matrix-multiply provider a run recorded (config.json's ``gemm``; "openblas" for a run
     recorded before the choice existed: every product then was OpenBLAS's), checked installed:
     a resume on another provider would round differently."""
+    from fastnet.backends import providers
     from fastnet.backends.gemm_choice import table
 
     name = config.get("gemm") or "openblas"
     if table(name) is None:
-        raise FastnetError(f"{out} was trained with the {name} matrix-multiply provider (config.json 'gemm'), which is not installed here; "
-                           + ("pip install 'fastnet[mkl]' to resume it" if name == "mkl" else "resume it where it is"))
+        why = {"mkl": "which is not installed here; pip install 'fastnet[mkl]' to resume it",
+               "openblas-avx512": f"which cannot run here ({providers.avx512_missing}); resume it on a machine where it can"}
+        raise FastnetError(f"{out} was trained with the {name} matrix-multiply provider (config.json 'gemm'), "
+                           + why.get(name, "which is not installed here; resume it where it is"))
     return name
 
 

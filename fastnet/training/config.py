@@ -325,12 +325,13 @@ def new_network(cfg: TrainConfig, d: int, K: int) -> Network:
 
 def gemm_for(cfg: TrainConfig, d: int, name: str | None = None, *, fused: bool = True, threads: int = 1) -> str:
     """The matrix-multiply provider a run of ``cfg`` on ``d`` inputs and ``threads`` BLAS threads
-    uses ("openblas" or "mkl"), for ``name`` (default ``cfg.gemm``): auto's choice for its first
+    uses (one of :data:`fastnet.backends.gemm_choice.PROVIDER_NAMES`), for ``name`` (default ``cfg.gemm``): auto's choice for its first
     layer's shape (:mod:`fastnet.backends.gemm_choice`). ConfigError, before any work, if it is
     not installed. ``fused`` False (a backend without a fused step): every product is NumPy's,
     so auto is OpenBLAS without a measurement. The step calls BLAS on one thread per core with
     one thread, or two where the step splits itself over two cores (:func:`splits_itself`,
-    as :class:`Stepper` decides); else auto keeps OpenBLAS's threads."""
+    as :class:`Stepper` decides); else auto chooses only among providers that thread (not MKL's
+    sequential layer)."""
     name = cfg.gemm if name is None else name
     if name == "auto" and not fused:
         check_gemm_name(name)

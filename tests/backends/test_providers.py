@@ -16,7 +16,9 @@ from fastnet.errors import ConfigError
 
 NO_MKL = "Intel MKL is not installed (pip install 'fastnet[mkl]'; CI installs it with .[dev,mkl])"
 needs_mkl = pytest.mark.skipif(gemm_choice.table("mkl") is None, reason=NO_MKL)
-PROVIDERS = [pytest.param("openblas"), pytest.param("mkl", marks=needs_mkl)]
+needs_avx512 = pytest.mark.skipif(gemm_choice.table("openblas-avx512") is None,
+                                  reason=f"OpenBLAS on AVX-512 kernels cannot run here: {providers.avx512_missing}")
+PROVIDERS = [pytest.param("openblas"), pytest.param("openblas-avx512", marks=needs_avx512), pytest.param("mkl", marks=needs_mkl)]
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 
@@ -112,40 +114,60 @@ def test_a_provider_asked_for_but_not_installed_is_one_sentence(monkeypatch):
         gemm_choice.resolve("blis", batch=100, d=3072, m1=50)
 
 
-def test_without_mkl_auto_is_openblas_and_measures_nothing(monkeypatch):
+def test_with_nothing_else_to_run_auto_is_openblas_and_measures_nothing(monkeypatch):
     monkeypatch.setitem(gemm_choice._tables, "mkl", None)
+    monkeypatch.setattr(providers, "avx512_upgrade", lambda: False)
 
     def measure(*args):
         raise AssertionError("nothing to choose between: nothing may be measured")
 
+    assert gemm_choice.candidates() == ("openblas",)
     assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=measure) == "openblas"
     assert gemm_choice.resolve("openblas", batch=100, d=3072, m1=50, measure_fn=measure) == "openblas"
 
 
 @pytest.fixture
-def two_providers(monkeypatch, tmp_path):
-    """Both providers 'installed' (placeholder tables: nothing is called) and auto's cache in tmp_path."""
+def cache(monkeypatch, tmp_path):
+    """auto's cache in tmp_path; NumPy's OpenBLAS 'installed' (a placeholder table: nothing is called)."""
     monkeypatch.setitem(gemm_choice._tables, "openblas", np.zeros(3, np.int64))
-    monkeypatch.setitem(gemm_choice._tables, "mkl", np.ones(3, np.int64))
     monkeypatch.setenv("FASTNET_GEMM_CACHE", str(tmp_path / "gemm_choice.json"))
     return tmp_path / "gemm_choice.json"
+
+
+@pytest.fixture
+def two_providers(cache, monkeypatch):
+    """NumPy's OpenBLAS and MKL 'installed', and no AVX-512 kernels NumPy's OpenBLAS lacks."""
+    monkeypatch.setitem(gemm_choice._tables, "mkl", np.ones(3, np.int64))
+    monkeypatch.setattr(providers, "avx512_upgrade", lambda: False)
+    return cache
+
+
+@pytest.fixture
+def three_providers(two_providers, monkeypatch):
+    """As :func:`two_providers`, on a CPU whose AVX-512 kernels NumPy's OpenBLAS does not run (Zen 5)."""
+    monkeypatch.setitem(gemm_choice._tables, "openblas-avx512", np.full(3, 2, np.int64))
+    monkeypatch.setattr(providers, "avx512_upgrade", lambda: True)
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    return two_providers
 
 
 def test_auto_measures_once_per_shape_and_reads_the_cache_after(two_providers):
     calls = []
 
-    def fake(batch, d, m1, dtype):
-        calls.append((batch, d, m1, dtype))
+    def fake(batch, d, m1, dtype, names):
+        calls.append((batch, d, m1, dtype, names))
         return {"openblas": 2.0e-3, "mkl": 1.0e-3}
 
     assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=fake) == "mkl"
     assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=fake) == "mkl"
-    assert calls == [(100, 3072, 50, "float32")]  # the second run read the file
+    assert calls == [(100, 3072, 50, "float32", ("openblas", "mkl"))]  # the second run read the file
     import json
+
+    from fastnet.util.cpu import cpu_id
 
     cached = json.loads(two_providers.read_text())
     (key, entry), = cached.items()
-    assert key == gemm_choice.cache_key(100, 3072, 50, "float32") and gemm_choice.cpu_model() in key
+    assert key == gemm_choice.cache_key(100, 3072, 50, "float32") and cpu_id() in key
     assert entry["choice"] == "mkl" and entry["seconds"] == {"openblas": 2.0e-3, "mkl": 1.0e-3}
     # another shape (or dtype) is measured on its own, beside the first in the same file
     assert gemm_choice.resolve("auto", batch=100, d=3072, m1=1024, measure_fn=lambda *a: {"openblas": 1.0, "mkl": 1.5}) == "openblas"
@@ -166,9 +188,49 @@ def test_auto_keeps_openblas_for_a_step_on_several_blas_threads(two_providers):
     assert gemm_for(TrainConfig().validate(), 3072, threads=4) == "openblas"
 
 
-def test_auto_keeps_openblas_unless_mkl_wins_by_the_margin(two_providers):
+def test_auto_keeps_openblas_unless_another_wins_by_the_margin(two_providers):
     just_faster = {"openblas": 1.0, "mkl": 1.0 * (gemm_choice.MARGIN + 0.02)}
     assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=lambda *a: just_faster) == "openblas"
+
+
+def test_auto_takes_the_fastest_of_three_and_avx512_openblas_on_several_threads(three_providers):
+    """Where NumPy's OpenBLAS runs older kernels than the CPU has, the AVX-512 copy is measured
+    too; it threads, so a run whose step calls BLAS on two threads may take it (MKL not)."""
+    assert gemm_choice.candidates() == ("openblas", "openblas-avx512", "mkl")
+    calls = []
+
+    def fake(batch, d, m1, dtype, names):
+        calls.append(names)
+        return {"openblas": 3.0, "openblas-avx512": 2.0, "mkl": 1.0}
+
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=fake) == "mkl"
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, one_thread=False, measure_fn=fake) == "openblas-avx512"
+    assert calls == [("openblas", "openblas-avx512", "mkl")]  # one measurement serves both
+    from fastnet.training.config import TrainConfig, gemm_for
+
+    assert gemm_for(TrainConfig(augment=True).validate(), 3072, threads=2) == "openblas-avx512"
+    assert gemm_for(TrainConfig().validate(), 3072, threads=2) == "mkl"  # the split step: one BLAS thread per core
+
+
+def test_auto_honours_an_openblas_coretype_that_asked_for_numpys_kernels(three_providers, monkeypatch):
+    """OPENBLAS_CORETYPE=Haswell (set, say, so that results agree across CPUs) chose NumPy's
+    kernels: auto does not measure the AVX-512 copy against them; --gemm still takes it."""
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setattr(gemm_choice, "measure", lambda *a: {"openblas": 1.0, "mkl": 2.0})
+    assert gemm_choice.candidates() == ("openblas", "mkl")
+    assert gemm_choice.resolve("openblas-avx512", batch=100, d=3072, m1=50) == "openblas-avx512"
+    line = next(x for x in gemm_choice.describe() if x.startswith("openblas-avx512: "))
+    assert "auto leaves it out: OPENBLAS_CORETYPE=Haswell chose NumPy's kernels" in line
+
+
+def test_a_cache_entry_measured_with_other_providers_is_measured_again(three_providers, monkeypatch):
+    """An entry from before the AVX-512 copy was installed (openblas and mkl only) does not
+    answer for three providers: they are measured."""
+    monkeypatch.setattr(providers, "avx512_upgrade", lambda: False)
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=lambda *a: {"openblas": 1.0, "mkl": 2.0}) == "openblas"
+    monkeypatch.setattr(providers, "avx512_upgrade", lambda: True)
+    measured = {"openblas": 1.0, "openblas-avx512": 0.5, "mkl": 2.0}
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=lambda *a: measured) == "openblas-avx512"
 
 
 def test_a_damaged_cache_is_measured_again(two_providers):
@@ -176,24 +238,75 @@ def test_a_damaged_cache_is_measured_again(two_providers):
     assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=lambda *a: {"openblas": 2.0, "mkl": 1.0}) == "mkl"
     two_providers.write_text('{"%s": {"choice": "blis"}}' % gemm_choice.cache_key(100, 3072, 50, "float32"))
     assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=lambda *a: {"openblas": 1.0, "mkl": 2.0}) == "openblas"
+    two_providers.write_text('{"%s": {"choice": "mkl", "seconds": {"openblas": 1.0, "mkl": -1}}}' % gemm_choice.cache_key(100, 3072, 50, "float32"))
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=lambda *a: {"openblas": 1.0, "mkl": 2.0}) == "openblas"
 
 
 @needs_mkl
-def test_the_measurement_times_both_providers_on_a_small_shape(monkeypatch):
+def test_the_measurement_times_each_provider_on_a_small_shape(monkeypatch):
     """The real measurement runs and returns a positive median per provider (no speed is asserted)."""
     monkeypatch.setattr(gemm_choice, "ROUND_SECONDS", 0.001)
-    seconds = gemm_choice.measure(20, 64, 8, "float32", rounds=3)
+    seconds = gemm_choice.measure(20, 64, 8, "float32", ("openblas", "mkl"), rounds=3)
     assert set(seconds) == {"openblas", "mkl"} and all(s > 0 for s in seconds.values())
 
 
 def test_info_lists_the_providers_and_autos_choice(two_providers, monkeypatch):
     monkeypatch.setattr(gemm_choice, "measure", lambda *a: {"openblas": 1.0, "mkl": 2.0})
     lines = gemm_choice.describe()
-    assert lines[0].startswith("openblas: ") and lines[1].startswith("mkl: ")
+    assert lines[0].startswith("openblas: ") and lines[1].startswith("openblas-avx512: ") and lines[2].startswith("mkl: ")
     assert lines[-1].startswith("auto: openblas for batch 100 x 3072 -> 50 float32")
     monkeypatch.setitem(gemm_choice._tables, "mkl", None)
     lines = gemm_choice.describe()
-    assert "mkl: not installed (pip install 'fastnet[mkl]')" in lines and lines[-1].startswith("auto: openblas (MKL not installed")
+    assert "mkl: not installed (pip install 'fastnet[mkl]')" in lines and lines[-1].startswith("auto: openblas (nothing else to measure")
+
+
+# ------------------------------------------------------------------ OpenBLAS on AVX-512 kernels
+
+
+def test_avx512_openblas_is_offered_only_where_numpys_chose_older_kernels(monkeypatch):
+    from fastnet.util import cpu
+
+    monkeypatch.setattr(cpu, "has_avx512", lambda: True)
+    for core, upgrade in (("Haswell", True), ("Zen", True), ("SkylakeX", False), ("Cooperlake", False), ("SAPPHIRERAPIDS", False)):
+        monkeypatch.setattr(providers, "numpy_openblas_core", lambda core=core: core)
+        assert providers.avx512_upgrade() is upgrade, core
+    monkeypatch.setattr(cpu, "has_avx512", lambda: False)
+    assert providers.avx512_upgrade() is False  # an AVX2 CPU: Haswell is its best
+
+
+def test_avx512_openblas_refused_in_a_sentence(monkeypatch):
+    monkeypatch.setitem(gemm_choice._tables, "openblas-avx512", None)
+    monkeypatch.setattr(providers, "avx512_missing", "this CPU (Test CPU) has no AVX-512")
+    with pytest.raises(ConfigError, match=r"--gemm openblas-avx512 cannot run here: this CPU \(Test CPU\) has no AVX-512; choose --gemm auto"):
+        gemm_choice.resolve("openblas-avx512", batch=100, d=3072, m1=50)
+
+
+def test_without_avx512_the_provider_says_so(monkeypatch):
+    """In a fresh process (the library loads once per process): a CPU reported without AVX-512
+    gets no table, and the reason names the CPU."""
+    import subprocess
+    import sys
+
+    code = ("from fastnet.util import cpu\ncpu.has_avx512 = lambda: False\nfrom fastnet.backends import providers\n"
+            "assert providers.openblas_avx512_cblas() is None\nprint(providers.avx512_missing)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert "has no AVX-512" in out
+
+
+@needs_avx512
+def test_avx512_openblas_runs_its_avx512_kernels_on_numpys_thread_count():
+    """In a fresh process: loaded inside a thread limit, on the SkylakeX kernels, with the
+    limit's thread count; and NumPy's own OpenBLAS keeps the kernels it had."""
+    import subprocess
+    import sys
+
+    code = ("import numpy\nfrom threadpoolctl import threadpool_limits, threadpool_info\nfrom fastnet.backends import providers\n"
+            "before = providers.numpy_openblas_core()\n"
+            "with threadpool_limits(1, user_api='blas'):\n    assert providers.openblas_avx512_cblas() is not None\n"
+            "    pools = {i['filepath']: i for i in threadpool_info()}\n    mine = pools[providers._avx512_path]\n"
+            "    print(mine['architecture'], mine['num_threads'], providers.numpy_openblas_core() == before)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.split() == ["SkylakeX", "1", "True"]
 
 
 @needs_mkl

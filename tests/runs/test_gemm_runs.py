@@ -12,7 +12,7 @@ import pytest
 from conftest import small_cfg, stopped_run
 
 import fastnet.runs.train as run_train
-from fastnet.backends import gemm_choice, load
+from fastnet.backends import gemm_choice, load, providers
 from fastnet.cli import main, train_main
 from fastnet.errors import FastnetError
 from fastnet.training.fused import FusedStep
@@ -25,6 +25,7 @@ needs_mkl = pytest.mark.skipif(gemm_choice.table("mkl") is None, reason="Intel M
 def fake_auto(monkeypatch, tmp_path):
     """auto's measurement replaced: ``fake_auto(winner)`` makes the named provider the faster."""
     monkeypatch.setenv("FASTNET_GEMM_CACHE", str(tmp_path / "gemm_choice.json"))
+    monkeypatch.setattr(providers, "avx512_upgrade", lambda: False)  # OpenBLAS and MKL only
 
     def make(winner):
         (tmp_path / "gemm_choice.json").unlink(missing_ok=True)
@@ -53,6 +54,7 @@ def _records(out):
 
 def test_without_mkl_a_run_records_openblas_and_its_settings_are_unchanged(fake, tmp_path, monkeypatch, used):
     monkeypatch.setitem(gemm_choice._tables, "mkl", None)
+    monkeypatch.setattr(providers, "avx512_upgrade", lambda: False)  # and NumPy's OpenBLAS on the CPU's best kernels
     out = tmp_path / "run"
     run_train.run_to_folder(small_cfg(backend="cython"), out, data=fake, progress=False, plots=False)
     config, metrics = _records(out)
@@ -112,8 +114,20 @@ def test_gemm_mkl_without_mkl_is_one_sentence_and_exit_2(fake_cifar_dir, tmp_pat
 def test_info_lists_the_providers(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("FASTNET_GEMM_CACHE", str(tmp_path / "gemm_choice.json"))
     monkeypatch.setattr(gemm_choice, "measure", lambda *a: {"openblas": 1.0, "mkl": 2.0})
+    monkeypatch.setattr(providers, "avx512_upgrade", lambda: False)
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "matrix-multiply providers of the fused step (--gemm):" in out and "  openblas: " in out
     assert "  auto: openblas" in out
     assert ("  mkl: not installed" in out) == (gemm_choice.table("mkl") is None)
+
+
+def test_the_cli_offers_every_provider():
+    import argparse
+
+    from fastnet.cli import add_train_arguments
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    action = next(a for a in parser._actions if "--gemm" in a.option_strings)
+    assert tuple(action.choices) == gemm_choice.GEMM_NAMES

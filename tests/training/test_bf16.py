@@ -21,7 +21,7 @@ from conftest import small_cfg, stopped_run
 
 import fastnet.runs.train as run_train
 from fastnet.backends import load, resolve
-from fastnet.backends.gemm_choice import cpu_model
+from fastnet.util.cpu import cpu_model
 from fastnet.errors import ConfigError
 from fastnet.model.network import init_network
 from fastnet.training.config import TrainConfig

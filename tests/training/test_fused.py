@@ -395,9 +395,12 @@ def test_the_stepper_steps_on_two_cores_when_blas_has_two_threads(backend):
 # Intel MKL (pip install 'fastnet[mkl]') rounds its products in its own order, as OpenBLAS
 # does in its: against the op-by-op step (NumPy's OpenBLAS) it is held to the tolerances above.
 
-from fastnet.backends import gemm_choice  # noqa: E402
+from fastnet.backends import gemm_choice, providers  # noqa: E402
 
 needs_mkl = pytest.mark.skipif(gemm_choice.table("mkl") is None, reason="Intel MKL is not installed (pip install 'fastnet[mkl]')")
+needs_avx512 = pytest.mark.skipif(gemm_choice.table("openblas-avx512") is None,
+                                  reason="OpenBLAS on AVX-512 kernels cannot run here (a CPU without AVX-512, or no scipy-openblas32)")
+OTHER_PROVIDERS = [pytest.param("mkl", marks=needs_mkl), pytest.param("openblas-avx512", marks=needs_avx512)]
 
 
 def _fused_run(backend, dtype, bn, hidden, gemm, cores, steps=25):
@@ -421,19 +424,19 @@ def _fused_run(backend, dtype, bn, hidden, gemm, cores, steps=25):
     return a, b, losses
 
 
-@needs_mkl
+@pytest.mark.parametrize("gemm", OTHER_PROVIDERS)
 @pytest.mark.parametrize("cores", [1, 2])
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
 @pytest.mark.parametrize("hidden", NETS.values(), ids=NETS.keys())
-def test_the_fused_step_on_mkl_equals_the_op_by_op_step(backend, dtype, tol, hidden, cores):
+def test_the_fused_step_on_another_provider_equals_the_op_by_op_step(backend, dtype, tol, hidden, cores, gemm):
     _numba_compiles_this(backend, hidden, dtype)
-    a, b, losses = _fused_run(backend, dtype, True, hidden, "mkl", cores)
+    a, b, losses = _fused_run(backend, dtype, True, hidden, gemm, cores)
     for la, lb in losses:
         assert lb == pytest.approx(la, rel=10 * tol)
     assert _worst(a, b) <= tol
 
 
-@pytest.mark.parametrize("gemm", ["openblas", pytest.param("mkl", marks=needs_mkl)])
+@pytest.mark.parametrize("gemm", ["openblas", *OTHER_PROVIDERS])
 @pytest.mark.parametrize("cores", [1, 2])
 def test_two_runs_on_one_provider_are_bit_identical(backend, gemm, cores):
     _numba_compiles_this(backend, NETS["3-layer"], np.float64)
@@ -465,7 +468,8 @@ def test_fit_hands_the_fused_step_the_provider_it_resolved(backend, monkeypatch)
     X, y = _data(np.float64)
     data = SimpleNamespace(X_train=X[:300], y_train=y[:300], X_val=X[300:], y_val=y[300:])
     cfg = TrainConfig(hidden=[20], batch=50, n_s=3, cycles=1, dtype="float64").validate()
-    monkeypatch.setitem(gemm_choice._tables, "mkl", None)  # auto without MKL: OpenBLAS, nothing measured
+    monkeypatch.setitem(gemm_choice._tables, "mkl", None)  # auto with nothing else to run: OpenBLAS, nothing measured
+    monkeypatch.setattr(providers, "avx512_upgrade", lambda: False)
     fit(init_network(D, cfg.hidden, K, dtype=np.float64, rng=np.random.default_rng(4)), data, cfg, resolve(backend).ops, progress=False)
     fit(init_network(D, cfg.hidden, K, dtype=np.float64, rng=np.random.default_rng(4)), data, cfg, resolve(backend).ops, progress=False, gemm="mkl")
     assert used == ["openblas", "mkl"]
