@@ -14,7 +14,12 @@ The choice is made from the step's own wall time (no load average, which lags by
 as medians of :data:`WINDOW` steps:
 
 * on two threads, once the median is :data:`SLOWER` times the best seen on two threads, one
-  thread is tried;
+  thread is tried -- or once the last :data:`LONG` steps took :data:`STALLED` times as long as
+  that many at the best median: a shared core can also show as a normal median with a tail of
+  stalls (on AMD Zen 5 beside one spinning process, a tenth of the steps took ~70x the median,
+  as the scheduler gave the spinner the core our second thread waited for, and the epoch took
+  4.6x its idle time with the median unchanged), which only a sum sees; a lone stall (a page
+  fault, an evaluation's tail) stays far inside that budget;
 * every :data:`PROBE_EVERY` steps on one thread (four times that on two), the other count is
   tried;
 * a try lasts one window, and the faster of the two medians is kept; it ends at its first
@@ -37,6 +42,9 @@ WINDOW = 16
 SLOWER = 1.5
 #: Steps on one core between two tries of two cores.
 PROBE_EVERY = 256
+#: The steps of the sum that sees stalls, and how much longer than LONG steps at the best
+#: two-thread median they may take before one thread is tried.
+LONG, STALLED = 128, 2.0
 #: A try ends at once on a step this many times slower than the other count's median.
 ABORT = 1.5
 #: Failed tries in a row stretch the steps between tries up to this factor.
@@ -53,6 +61,7 @@ class LoadGuard:
         self.window, self.slower, self.probe_every = window, slower, probe_every
         self.current = 2
         self.recent: deque[float] = deque(maxlen=window)
+        self.long: deque[float] = deque(maxlen=LONG)  # the current count's last steps, for stalls
         self.median: dict[int, float] = {}  # the last median measured on each thread count
         self.best_two: float | None = None  # the best median seen on two threads
         self.since_switch = 0
@@ -76,6 +85,10 @@ class LoadGuard:
             self._switch(other, trying=False)
             return
         self.recent.append(seconds)
+        self.long.append(seconds)
+        if self.current == 2 and not self.trying and self.best_two is not None and sum(self.long) > STALLED * LONG * self.best_two:
+            self._switch(1, trying=True)  # a tail of stalls under a normal median
+            return
         if len(self.recent) < self.window:
             return
         now = self.median[self.current] = statistics.median(self.recent)
@@ -96,7 +109,10 @@ class LoadGuard:
             self._switch(other, trying=True)
 
     def _switch(self, threads: int, trying: bool) -> None:
+        if len(self.long) >= self.window:  # what a step on the count left cost: its median, or its mean where stalls raise it
+            self.median[self.current] = max(self.median.get(self.current, 0.0), statistics.fmean(self.long))
         self.current, self.trying = threads, trying
         self.recent.clear()
+        self.long.clear()
         self.since_switch = 0
         self.switches += 1

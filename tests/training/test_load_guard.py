@@ -3,7 +3,7 @@ on an idle machine, falls back to one within a window once the second core is ta
 returns when it is free. (That the fallback changes no bits is tests/training/test_fused.py's.)"""
 from __future__ import annotations
 
-from fastnet.training.load_guard import MAX_BACKOFF, PROBE_EVERY, WINDOW, LoadGuard
+from fastnet.training.load_guard import LONG, MAX_BACKOFF, PROBE_EVERY, WINDOW, LoadGuard
 
 IDLE = {2: 1.0, 1: 1.6}  # seconds per step: the split's idle speed-up
 LOADED = {2: 6.0, 1: 1.8}  # another process on one core: the two halves wait for the shared one
@@ -55,3 +55,25 @@ def test_one_slow_step_does_not_switch():
     run(guard, IDLE, 100)
     guard.observe(50.0)  # one step stalled (page faults, a long evaluation tail)
     assert run(guard, IDLE, WINDOW) == [2] * WINDOW and guard.switches == 0
+
+
+def test_a_tail_of_stalls_under_a_normal_median_moves_to_one_thread():
+    """A shared core seen as a tenth of the two-thread steps stalled ~70x, the median unchanged
+    (AMD Zen 5 beside a spinning process): the sum of the last LONG steps sees it."""
+    guard = LoadGuard()
+    run(guard, IDLE, 200)
+    chosen = []
+    for i in range(LONG):
+        threads = guard.threads()
+        chosen.append(threads)
+        guard.observe(70.0 if threads == 2 and i % 10 == 9 else IDLE[threads])
+    assert 1 in chosen[: 5 * 10]  # within a handful of stalls
+    assert guard.current == 1
+
+
+def test_lone_stalls_among_idle_steps_do_not_switch():
+    guard = LoadGuard()
+    run(guard, IDLE, 200)
+    for i in range(4 * LONG):
+        guard.observe(50.0 if i % LONG == 0 else IDLE[2])  # one stall per LONG steps
+    assert guard.switches == 0 and guard.current == 2
