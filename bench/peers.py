@@ -186,14 +186,20 @@ class FastnetImpl(Impl):
         train_step(self.net, Xb, yb, self.spec.lam, eta, self.ops)
 
     def epoch(self, X, y, plan):
+        self.epochs(X, y, plan, 1)
+
+    def epochs(self, X, y, plan, count: int) -> None:
+        """``count`` epochs of ``plan`` through one stepper, as fit runs them (its load guard
+        and buffers live for the whole run)."""
         from fastnet.training.stepper import Stepper
 
         # What fit runs for each step (the fused step where the backend has one).
         stepper = Stepper(self.net, X, y, self.spec.lam, self.ops, bf16=self.precision == "bf16")
         try:
             self._use_gemm(stepper)
-            for j in range(plan.n_batches):
-                stepper(plan.idx(j), float(plan.etas[j]), j, plan.idx(j + 1) if j + 1 < plan.n_batches else None)
+            for _ in range(count):
+                for j in range(plan.n_batches):
+                    stepper(plan.idx(j), float(plan.etas[j]), j, plan.idx(j + 1) if j + 1 < plan.n_batches else None)
         finally:
             stepper.close()
 

@@ -131,3 +131,12 @@ def test_the_cli_offers_every_provider():
     add_train_arguments(parser)
     action = next(a for a in parser._actions if "--gemm" in a.option_strings)
     assert tuple(action.choices) == gemm_choice.GEMM_NAMES
+
+
+def test_lockstep_groups_refuse_the_providers_it_does_not_call():
+    from fastnet.training.config import TrainConfig
+    from fastnet.training.lockstep import lockstep_blocker
+
+    for name in ("mkl", "openblas-avx512"):
+        assert lockstep_blocker(TrainConfig(gemm=name)) == f"the {name} matrix-multiply provider is not grouped"
+    assert lockstep_blocker(TrainConfig(gemm="openblas")) is None
