@@ -255,6 +255,10 @@ def measure_cell(spec, threads, X, y, n_batches, args, jax_workers) -> dict[str,
         forced = peers.FastnetImpl(spec, "auto", gemm=name)
         forced.name = f"fastnet-auto-u8[{name}]"
         runners.append(Local(forced, bytes_images(X), y, plan, init, threads))
+        if args.bf16:  # and its bf16 run: the layers above the first on that provider
+            forced16 = peers.FastnetImpl(spec, "cython", precision="bf16", gemm=name)
+            forced16.name = f"fastnet-bf16-u8[{name}]"
+            runners.append(Local(forced16, bytes_images(X), y, plan, init, threads))
     if args.bf16:  # fastnet's --precision bf16 on what fit runs (uint8 images), and PyTorch's autocast
         bf = peers.FastnetImpl(spec, "cython", precision="bf16")
         bf.name = "fastnet-bf16-u8"
@@ -334,6 +338,7 @@ def bf16_table(rows: list[dict]) -> str:
 def gemm_table(rows: list[dict], names: list[str]) -> str:
     """--gemm: fastnet on uint8 images with each provider forced, beside auto's choice (named)
     and the floor (NumPy's OpenBLAS, fastest orientation)."""
+    names = [*names, *(f"bf16 {n}" for n in names if any(f"fastnet-bf16-u8[{n}]" in r["seconds"] for r in rows))]
     cols = ["auto-u8", *names, "floor"]
     head = (f"{'network':16s}{'thr':>4s} {'auto is':>16s} " + " ".join(f"{c:>15s}" for c in cols) + " |"
             + " ".join(f"{c + '/auto':>20s}" for c in names) + f"{'auto/floor':>12s}")
@@ -342,7 +347,7 @@ def gemm_table(rows: list[dict], names: list[str]) -> str:
     for r in rows:
         t = r["seconds"]
         auto = t.get("fastnet-auto-u8")
-        vals = [auto, *(t.get(f"fastnet-auto-u8[{n}]") for n in names), r["floor"]]
+        vals = [auto, *(t.get(f"fastnet-bf16-u8[{n[5:]}]" if n.startswith("bf16 ") else f"fastnet-auto-u8[{n}]") for n in names), r["floor"]]
         ratios = [v / auto if v is not None and auto else None for v in vals[1:-1]]
         lines.append(f"{r['label']:16s}{r['threads']:>4d} {str(r.get('gemm', {}).get('fastnet-auto-u8')):>16s} "
                      + " ".join(fmt(v, 15) for v in vals) + " |" + " ".join(fmt(x, 20, 2) for x in ratios)
