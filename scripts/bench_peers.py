@@ -336,21 +336,22 @@ def bf16_table(rows: list[dict]) -> str:
 
 
 def gemm_table(rows: list[dict], names: list[str]) -> str:
-    """--gemm: fastnet on uint8 images with each provider forced, beside auto's choice (named)
-    and the floor (NumPy's OpenBLAS, fastest orientation)."""
-    names = [*names, *(f"bf16 {n}" for n in names if any(f"fastnet-bf16-u8[{n}]" in r["seconds"] for r in rows))]
-    cols = ["auto-u8", *names, "floor"]
+    """--gemm: fastnet on uint8 images with each provider forced (and its bf16 run, with
+    --bf16), beside auto's choice (named) and the floor (NumPy's OpenBLAS, fastest orientation)."""
+    forced = [(n, f"fastnet-auto-u8[{n}]") for n in names]
+    forced += [(f"bf16 {n}", f"fastnet-bf16-u8[{n}]") for n in names if any(f"fastnet-bf16-u8[{n}]" in r["seconds"] for r in rows)]
+    cols = ["auto-u8", *(label for label, _ in forced), "floor"]
     head = (f"{'network':16s}{'thr':>4s} {'auto is':>16s} " + " ".join(f"{c:>15s}" for c in cols) + " |"
-            + " ".join(f"{c + '/auto':>20s}" for c in names) + f"{'auto/floor':>12s}")
+            + " ".join(f"{label + '/auto':>20s}" for label, _ in forced) + f"{'auto/floor':>12s}")
     lines = ["--gemm: epoch seconds of fastnet-auto-u8 per matrix-multiply provider (> 1 in X/auto: auto's choice faster)",
              head, "-" * len(head)]
     for r in rows:
         t = r["seconds"]
         auto = t.get("fastnet-auto-u8")
-        vals = [auto, *(t.get(f"fastnet-bf16-u8[{n[5:]}]" if n.startswith("bf16 ") else f"fastnet-auto-u8[{n}]") for n in names), r["floor"]]
-        ratios = [v / auto if v is not None and auto else None for v in vals[1:-1]]
+        vals = [t.get(key) for _, key in forced]
+        ratios = [v / auto if v is not None and auto else None for v in vals]
         lines.append(f"{r['label']:16s}{r['threads']:>4d} {str(r.get('gemm', {}).get('fastnet-auto-u8')):>16s} "
-                     + " ".join(fmt(v, 15) for v in vals) + " |" + " ".join(fmt(x, 20, 2) for x in ratios)
+                     + " ".join(fmt(v, 15) for v in (auto, *vals, r["floor"])) + " |" + " ".join(fmt(x, 20, 2) for x in ratios)
                      + fmt(auto / r["floor"] if auto and r["floor"] else None, 12, 2))
     return "\n".join(lines)
 

@@ -33,7 +33,7 @@ import numpy as np
 from fastnet.backends import providers
 from fastnet.backends.providers import GemmTable
 from fastnet.errors import ConfigError
-from fastnet.util.cpu import cpu_id, cpu_model
+from fastnet.util.cpu import cpu_id
 
 #: The provider names a run can record (what ``auto`` resolves to).
 PROVIDER_NAMES: tuple[str, ...] = ("openblas", "openblas-avx512", "mkl")
@@ -111,9 +111,11 @@ def resolve(name: str, *, batch: int, d: int, m1: int, dtype: str = "float32", o
             raise ConfigError(missing_message(name))
         return name
     names = candidates()
+    if "openblas" not in names:  # no NumPy OpenBLAS to call by address: whatever else there is
+        return names[0] if names else "openblas"
     allowed = [n for n in names if one_thread or n not in SEQUENTIAL]
-    if "openblas" not in names or len(allowed) < 2:
-        return "openblas" if "openblas" in names else names[0] if names else "openblas"
+    if len(allowed) < 2:
+        return "openblas"
     return pick(auto_choice(batch, d, m1, dtype, names, measure_fn=measure_fn)["seconds"], allowed)
 
 
@@ -265,6 +267,22 @@ def measure(batch: int, d: int, m1: int, dtype: str = "float32", names=None, rou
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
+def _openblas_detail() -> str:
+    asked = providers.coretype_asked()
+    return f"{providers.numpy_openblas_core()} kernels" + (f", as OPENBLAS_CORETYPE={asked} asks" if asked else "")
+
+
+def _avx512_detail() -> str:
+    detail = f"{providers.AVX512_CORE} kernels"
+    if "openblas-avx512" in candidates():
+        return detail
+    if providers.avx512_upgrade():  # left out only because OPENBLAS_CORETYPE chose NumPy's
+        why = f"OPENBLAS_CORETYPE={providers.coretype_asked()} chose NumPy's kernels (--gemm openblas-avx512 overrides)"
+    else:
+        why = "NumPy's OpenBLAS runs AVX-512 kernels already"
+    return f"{detail}; auto leaves it out: {why}"
+
+
 def describe() -> list[str]:
     """Lines for ``fastnet info``: each provider (library, kernels or version; or why it cannot
     run here) and auto's choice for :data:`DEFAULT_SHAPE` (from the cache, or measured now)."""
@@ -274,13 +292,7 @@ def describe() -> list[str]:
             why = {"mkl": "not installed (pip install 'fastnet[mkl]')", "openblas-avx512": f"not here: {providers.avx512_missing}"}
             lines.append(f"{name}: {why.get(name, 'not found')}")
             continue
-        asked = providers.coretype_asked()
-        detail = {"mkl": providers.mkl_version(),
-                  "openblas": f"{providers.numpy_openblas_core()} kernels" + (f", as OPENBLAS_CORETYPE={asked} asks" if asked else ""),
-                  "openblas-avx512": f"{providers.AVX512_CORE} kernels" + (
-                      "" if name in candidates() else "; auto leaves it out: " + (
-                          f"OPENBLAS_CORETYPE={asked} chose NumPy's kernels (--gemm openblas-avx512 overrides)" if asked and providers.avx512_upgrade()
-                          else "NumPy's OpenBLAS runs AVX-512 kernels already"))}[name]
+        detail = {"mkl": providers.mkl_version, "openblas": _openblas_detail, "openblas-avx512": _avx512_detail}[name]()
         lines.append(f"{name}: {providers.library_path(name) or 'loaded'}" + (f" ({detail})" if detail else ""))
     batch, d, m1, dtype = DEFAULT_SHAPE
     names = candidates()

@@ -48,39 +48,49 @@ _NUMPY_SYMBOLS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", 1), ("cblas_s
                   ("cblas_sgemm", "cblas_dgemm", 0))
 
 
-def numpy_cblas() -> GemmTable | None:
-    """The provider of NumPy's own BLAS: its CBLAS ?gemm pair, or None."""
+def _pair(lib: ctypes.CDLL, s_name: str, d_name: str, ilp64: int) -> GemmTable | None:
+    """The table of ``lib``'s CBLAS ?gemm pair under these names, or None if it lacks one."""
+    fns = [getattr(lib, name, None) for name in (s_name, d_name)]
+    if None in fns:
+        return None
+    return np.array([ctypes.cast(f, ctypes.c_void_p).value for f in fns] + [ilp64], dtype=np.int64)
+
+
+def _numpy_blas_pools() -> list[dict]:
+    """threadpoolctl's BLAS pools, NumPy's own first, fastnet's AVX-512 copy left out (empty if
+    threadpoolctl is missing or fails)."""
     try:
         from threadpoolctl import threadpool_info
 
-        libs = [i["filepath"] for i in threadpool_info() if i.get("user_api") == "blas" and i["filepath"] != _avx512_path]
+        pools = [i for i in threadpool_info() if i.get("user_api") == "blas" and i.get("filepath") != _avx512_path]
     except Exception:  # threadpoolctl missing or failing: no compiled products, nothing worse
-        return None
-    libs.sort(key=lambda path: "numpy" not in path)  # NumPy's own first
-    for path in libs:
+        return []
+    return sorted(pools, key=lambda i: "numpy" not in (i.get("filepath") or ""))
+
+
+def numpy_cblas() -> GemmTable | None:
+    """The provider of NumPy's own BLAS: its CBLAS ?gemm pair, or None."""
+    for pool in _numpy_blas_pools():
         try:
-            lib = ctypes.CDLL(path)
+            lib = ctypes.CDLL(pool["filepath"])
         except OSError:
             continue
-        for s_name, d_name, ilp64 in _NUMPY_SYMBOLS:
-            s_fn, d_fn = getattr(lib, s_name, None), getattr(lib, d_name, None)
-            if s_fn is not None and d_fn is not None:
-                addr = [ctypes.cast(f, ctypes.c_void_p).value for f in (s_fn, d_fn)]
-                return np.array(addr + [ilp64], dtype=np.int64)
+        for names in _NUMPY_SYMBOLS:
+            if (tab := _pair(lib, *names)) is not None:
+                return tab
     return None
+
+
+def _numpy_openblas() -> dict | None:
+    """threadpoolctl's entry for NumPy's OpenBLAS, or None if NumPy's BLAS is not OpenBLAS."""
+    return next((i for i in _numpy_blas_pools() if i.get("internal_api") == "openblas"), None)
 
 
 def numpy_openblas_core() -> str | None:
     """The kernels NumPy's OpenBLAS chose for this CPU ("Haswell", "SkylakeX", ...), or None if
     NumPy's BLAS is not OpenBLAS or cannot be asked."""
-    try:
-        from threadpoolctl import threadpool_info
-
-        pools = [i for i in threadpool_info() if i.get("internal_api") == "openblas"]
-    except Exception:
-        return None
-    pools.sort(key=lambda i: "numpy" not in (i.get("filepath") or ""))
-    return pools[0].get("architecture") if pools else None
+    pool = _numpy_openblas()
+    return pool.get("architecture") if pool else None
 
 
 # ----------------------------------------------------------------- OpenBLAS, AVX-512 asked for
@@ -159,8 +169,7 @@ def openblas_avx512_cblas() -> GemmTable | None:
     lib = _load_avx512()
     if lib is None:
         return None
-    addr = [ctypes.cast(getattr(lib, _PREFIX + f"cblas_{t}gemm"), ctypes.c_void_p).value for t in "sd"]
-    return np.array(addr + [0], dtype=np.int64)
+    return _pair(lib, _PREFIX + "cblas_sgemm", _PREFIX + "cblas_dgemm", 0)
 
 
 def avx512_upgrade() -> bool:
@@ -257,11 +266,7 @@ def mkl_cblas() -> GemmTable | None:
     lib = _load_mkl()
     if lib is None:
         return None
-    s_fn, d_fn = getattr(lib, "cblas_sgemm", None), getattr(lib, "cblas_dgemm", None)
-    if s_fn is None or d_fn is None:
-        return None
-    addr = [ctypes.cast(f, ctypes.c_void_p).value for f in (s_fn, d_fn)]
-    return np.array(addr + [0], dtype=np.int64)
+    return _pair(lib, "cblas_sgemm", "cblas_dgemm", 0)
 
 
 def mkl_version() -> str | None:
@@ -280,15 +285,8 @@ def library_path(name: str) -> str | None:
         return _mkl_path if _load_mkl() is not None else None
     if name == "openblas-avx512":
         return _avx512_path if _load_avx512() is not None else None
-    try:
-        from threadpoolctl import threadpool_info
-
-        paths = [i["filepath"] for i in threadpool_info()
-                 if i.get("user_api") == "blas" and i.get("internal_api") == "openblas" and i["filepath"] != _avx512_path]
-    except Exception:
-        return None
-    paths.sort(key=lambda path: "numpy" not in path)
-    return paths[0] if paths else None
+    pool = _numpy_openblas()
+    return pool["filepath"] if pool else None
 
 
 #: The providers, in order of preference: the first found is every compiled product's

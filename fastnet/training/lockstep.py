@@ -106,7 +106,7 @@ def lockstep_blocker(cfg: TrainConfig) -> str | None:
         return "input whitening is not grouped"
     if cfg.tta != "none":  # issue 17: the group measures its models itself, without views
         return "test-time augmentation is not grouped"
-    if cfg.gemm in ("mkl", "openblas-avx512"):  # the group's products go to NumPy's OpenBLAS (accumulate_into)
+    if cfg.gemm not in ("auto", "openblas"):  # the group's products go to NumPy's OpenBLAS (accumulate_into)
         return f"the {cfg.gemm} matrix-multiply provider is not grouped"
     if cfg.precision != "fp32":  # the group's first layer is one float32 product for all its models
         return "bf16 products are not grouped"
