@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import peers  # noqa: E402
@@ -36,6 +37,17 @@ D, N_TRAIN = 300, 1000
 RTOL = ATOL = 2e-4
 SPECS = [peers.Spec(hidden=h, bn=bn, d=D) for h in (peers.THREE, peers.NINE) for bn in (True, False)]
 IDS = [f"{len(s.hidden) + 1}L-{'bn' if s.bn else 'nobn'}" for s in SPECS]
+
+
+@pytest.fixture(autouse=True)
+def _openmp_threads_restored():
+    """PyTorch sets its threads (TorchImpl(threads=1), and at its import) through OpenMP's, for
+    the whole process: put OpenMP's back, or the two-core tests that run after these would
+    skip (one OpenMP thread)."""
+    before = max([pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "openmp"], default=None)
+    yield
+    if before is not None:
+        threadpool_limits(before, user_api="openmp")
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +98,30 @@ def test_torch_matches_fastnet(spec, n_batches, data):
     else:
         torch_impl.epoch(X, y, plan)
     assert_same_update(torch_impl.params(), want, peers.fastnet_params(init))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+def test_torch_matches_fastnet_on_augmented_batches(backend):
+    """bench_load --augment: PyTorch gets the images fastnet trains on -- augment_batch's copy
+    beside fastnet's augmentation in the gather (cython) or between steps (numpy)."""
+    reason = peers.torch_available() or (None if load(backend).available else load(backend).reason)
+    if reason:
+        pytest.skip(reason)
+    spec = peers.Spec(augment=True)  # 3072 inputs: the rows are images
+    X, y = peers.make_data(600, spec.d, seed=3)
+    init = peers.initial_network(spec, seed=1)
+    plan = peers.make_plan(spec, 600, 5, seed=5, t0=spec.n_s)
+    impl = peers.FastnetImpl(spec, backend)
+    impl.reset(init)
+    impl.epoch(X, y, plan)
+    plain = peers.FastnetImpl(peers.Spec(), backend)
+    plain.reset(init)
+    plain.epoch(X, y, plan)
+    torch_impl = peers.TorchImpl(spec, threads=1)
+    torch_impl.reset(init)
+    torch_impl.epoch(X, y, plan)
+    assert_same_update(torch_impl.params(), impl.params(), peers.fastnet_params(init))
+    assert not np.allclose(plain.params()["W1"], impl.params()["W1"])  # the augmentation changed the run
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
