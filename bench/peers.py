@@ -9,7 +9,11 @@ Every implementation here trains the same network with the same recipe on the sa
 * float32 everywhere; batch norm with the *biased* batch variance in training, running
   averages with decay ``alpha`` (PyTorch momentum = 1 - alpha) initialised from the first
   batch; L2 on the weight matrices only, as eq (20): the gradient gets ``2 lam W``;
-* plain SGD, one update per mini-batch; nothing evaluated during the epoch.
+* plain SGD, one update per mini-batch; nothing evaluated during the epoch;
+* with ``Spec.augment``, each batch flipped and translated (up to 3 pixels) by the draws of
+  fastnet's ``--augment`` for step j (``fastnet.training.stepper.ImageAugment``): fastnet
+  applies them in its fused step's gather, PyTorch gets ``augment_batch``'s NumPy copy, the
+  vectorised per-batch augmentation a PyTorch user on the CPU would write.
 
 Implementations (each ``Impl``: ``reset(init)``, ``step(Xb, yb, eta)``, ``epoch(X, y, plan)``,
 ``params()``):
@@ -76,6 +80,13 @@ class Spec:
     n_s: int = 2250
     alpha: float = 0.9
     eps: float = 1e-8
+    augment: bool = False  # flips and 3-pixel translations of every batch (fastnet's --augment)
+
+    def augmenter(self):
+        """fastnet's augmentation of step j (seed 0, 3 pixels), or None."""
+        from fastnet.training.stepper import ImageAugment
+
+        return ImageAugment(seed=0, shift=3) if self.augment else None
 
     @property
     def sizes(self) -> list[int]:
@@ -83,7 +94,7 @@ class Spec:
 
     @property
     def label(self) -> str:
-        return f"{len(self.hidden) + 1}-layer {'BN' if self.bn else 'no BN'}"
+        return f"{len(self.hidden) + 1}-layer {'BN' if self.bn else 'no BN'}" + (" + augmentation" if self.augment else "")
 
 
 def make_data(n: int = N_TRAIN, d: int = D, k: int = K, seed: int = 0) -> tuple[NDArray, NDArray]:
@@ -194,7 +205,7 @@ class FastnetImpl(Impl):
         from fastnet.training.stepper import Stepper
 
         # What fit runs for each step (the fused step where the backend has one).
-        stepper = Stepper(self.net, X, y, self.spec.lam, self.ops, bf16=self.precision == "bf16")
+        stepper = Stepper(self.net, X, y, self.spec.lam, self.ops, augment=self.spec.augmenter(), bf16=self.precision == "bf16")
         try:
             self._use_gemm(stepper)
             for _ in range(count):
@@ -307,9 +318,11 @@ class TorchImpl(Impl):
             torch.set_num_threads(self.threads)
         Xt, yt, perm = torch.from_numpy(X), torch.from_numpy(y), torch.from_numpy(plan.perm)
         B = plan.batch
+        augment = self.spec.augmenter()
         for j in range(plan.n_batches):
             idx = perm[j * B : (j + 1) * B]
-            self._step(Xt[idx], yt[idx], float(plan.etas[j]))
+            xb = Xt[idx] if augment is None else torch.from_numpy(augment(X[plan.idx(j)], j))
+            self._step(xb, yt[idx], float(plan.etas[j]))
 
     def params(self):
         out = {}

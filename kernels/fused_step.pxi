@@ -372,12 +372,55 @@ def fused_sgd_step(StepPlan plan, const floating[:, ::1] Xb, const Py_ssize_t[::
     return loss
 
 
+cdef inline floating _source_pixel(const floating* X, const unsigned char* U, const double* mean, const double* inv_std,
+                                   Py_ssize_t at, Py_ssize_t j) noexcept nogil:
+    """Entry j of the source row starting at ``at``: X's, or U's normalised as data.normalise
+    does ((double(u) - mean) * inv_std, rounded once)."""
+    if U != NULL:
+        return <floating> ((<double> U[at + j] - mean[j]) * inv_std[j])
+    return X[at + j]
+
+
+cdef void _moved_row(const floating* X, const unsigned char* U, const double* mean, const double* inv_std,
+                     Py_ssize_t d, Py_ssize_t r, const long long* move, Py_ssize_t H, Py_ssize_t W,
+                     floating* out) noexcept nogil:
+    """Row r of the source as an augmented image (data.augment.augment_moves): at (c, h, w)
+    the source pixel (c, h + oy, w' + ox), w' = W - 1 - w if flipped else w; 0 outside."""
+    cdef Py_ssize_t c, h, w, sh, src, plane = H * W
+    cdef Py_ssize_t oy = move[0], ox = move[1]
+    cdef bint flipped = move[2] != 0
+    # the columns w whose source column lies inside the image (clamped: a move off the image
+    # leaves none): a straight or mirrored copy between zeros, so the inner loops have no branch
+    cdef Py_ssize_t w0 = min(W, max(0, ox if flipped else -ox))
+    cdef Py_ssize_t w1 = max(w0, min(W, W + ox if flipped else W - ox))
+    for c in range(d // plane):
+        for h in range(H):
+            sh = h + oy
+            if sh < 0 or sh >= H:  # a row of the zero padding
+                for w in range(W):
+                    out[c * plane + h * W + w] = 0
+                continue
+            for w in range(w0):
+                out[c * plane + h * W + w] = 0
+            for w in range(w1, W):
+                out[c * plane + h * W + w] = 0
+            src = c * plane + sh * W + (W - 1 + ox if flipped else ox)  # the source of w = 0
+            if flipped:
+                for w in range(w0, w1):
+                    out[c * plane + h * W + w] = _source_pixel(X, U, mean, inv_std, r * d, src - w)
+            else:
+                for w in range(w0, w1):
+                    out[c * plane + h * W + w] = _source_pixel(X, U, mean, inv_std, r * d, src + w)
+
+
 cdef void _gather_share(const floating* X, const unsigned char* U, const double* mean, const double* inv_std,
                         Py_ssize_t d, const Py_ssize_t* y, const Py_ssize_t* idx, Py_ssize_t n,
-                        floating* Xn, Py_ssize_t* yn, long long* counter) noexcept nogil:
-    """Gather rows idx of X (or of the uint8 images U, normalised as data.normalise does:
-    (double(u) - mean) * inv_std rounded once) into (Xn, yn), a block of rows at a time
-    claimed from ``counter``: every thread that calls it takes a share."""
+                        floating* Xn, Py_ssize_t* yn, long long* counter,
+                        const long long* moves=NULL, Py_ssize_t H=0, Py_ssize_t W=0) noexcept nogil:
+    """Gather rows idx of X (or of the uint8 images U, normalised as :func:`_source_pixel`)
+    into (Xn, yn) -- each moved as its row of ``moves`` says (augmentation, :func:`_moved_row`),
+    if given -- a block of rows at a time claimed from ``counter``: every thread that calls it
+    takes a share."""
     cdef Py_ssize_t i, i0, i1, j, r
     while True:
         i0 = fastnet_fetch_add(counter, GATHER_BLOCK)
@@ -387,7 +430,9 @@ cdef void _gather_share(const floating* X, const unsigned char* U, const double*
         for i in range(i0, i1):
             r = idx[i]
             yn[i] = y[r]
-            if U != NULL:
+            if moves != NULL:
+                _moved_row(X, U, mean, inv_std, d, r, moves + 3 * i, H, W, Xn + i * d)
+            elif U != NULL:
                 for j in range(d):
                     Xn[i * d + j] = <floating> ((<double> U[r * d + j] - mean[j]) * inv_std[j])
             else:
@@ -399,7 +444,8 @@ def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb,
                             floating eta, floating keep, floating step, double eps, double alpha,
                             source, const double[::1] mean, const double[::1] inv_std, bint normalise,
                             const Py_ssize_t[::1] y, const Py_ssize_t[::1] next_idx,
-                            floating[:, ::1] Xn, Py_ssize_t[::1] yn, int threads=0, bint split_small=False):
+                            floating[:, ::1] Xn, Py_ssize_t[::1] yn, int threads=0, bint split_small=False,
+                            const long long[:, ::1] next_moves=None, Py_ssize_t height=0, Py_ssize_t width=0):
     """:func:`fused_sgd_step` cut in ``parts`` (1 or 2) on ``threads`` threads (0: one per
     part), gathering rows ``next_idx`` of ``source`` (uint8 images if ``normalise``, else an
     array of the plan's dtype; the caller checked the indices) into (Xn, yn) meanwhile. The
@@ -411,7 +457,10 @@ def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb,
     ``split_small``: the layers above the first are cut too (each product by rows of its
     result, :func:`_gemm_split`) instead of running on one thread beside the gather, which then
     follows the update: for networks whose first layer is not most of the step (a wide one, or
-    any in bf16, whose first layer costs half as much)."""
+    any in bf16, whose first layer costs half as much).
+
+    ``next_moves`` (augmentation): the next batch's rows moved as :func:`gather_moved_rows`
+    moves them, as images of ``height`` x ``width``."""
     cdef Py_ssize_t n = plan.n, d = plan.d, m1 = plan.layers[0].m, r0, r1, c0, c1, n_next = next_idx.shape[0]
     cdef int p
     cdef const unsigned char* U = NULL
@@ -420,6 +469,7 @@ def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb,
     cdef const floating[:, ::1] rows
     cdef const double* mean_p = NULL
     cdef const double* inv_p = NULL
+    cdef const long long* moves = NULL
     if Xb.shape[0] != n or Xb.shape[1] != d or yb.shape[0] != n or (sizeof(floating) == 8) != plan.wide:
         raise ValueError(f"the batch must be ({n}, {d}) of the plan's dtype with {n} labels")
     if parts not in (1, 2):
@@ -437,6 +487,9 @@ def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb,
         else:
             rows = source
             Xsrc = &rows[0, 0]
+        if next_moves is not None and next_moves.shape[0]:
+            _check_moves(next_moves, n_next, d, height, width)
+            moves = &next_moves[0, 0]
     plan.counter = 0
     with nogil:
         for p in prange(parts, num_threads=threads, schedule="static", chunksize=1):  # (12) by rows of the batch
@@ -464,7 +517,7 @@ def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb,
                     _bf16_pack_for_update(plan, &Xb[0, 0], 0, 1)
                 if n_next:
                     _gather_share(Xsrc, U, mean_p, inv_p, d, &y[0], &next_idx[0], n_next, &Xn[0, 0], &yn[0],
-                                  &plan.counter)
+                                  &plan.counter, moves, height, width)
         for p in prange(parts, num_threads=threads, schedule="static", chunksize=1):  # the update by rows of W1t
             if plan.result - plan.result == 0:
                 if floating is float and plan.bf16:
@@ -475,7 +528,7 @@ def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb,
                           <floating*> plan.W1t + c0 * m1, m1, c1 - c0, m1, n, -step, keep)
             if split_small and n_next:
                 _gather_share(Xsrc, U, mean_p, inv_p, d, &y[0], &next_idx[0], n_next, &Xn[0, 0], &yn[0],
-                              &plan.counter)
+                              &plan.counter, moves, height, width)
     return plan.result
 
 
@@ -498,6 +551,40 @@ def gather_normalised_rows(const unsigned char[:, ::1] U, const double[::1] mean
         with nogil:
             _gather_share(no_rows, &U[0, 0], &mean[0], &inv_std[0], U.shape[1], &y[0], &idx[0], idx.shape[0],
                           &Xb[0, 0], &yb[0], &counter)
+
+
+cdef _check_moves(const long long[:, ::1] moves, Py_ssize_t n, Py_ssize_t d, Py_ssize_t height, Py_ssize_t width):
+    if moves.shape[0] != n or moves.shape[1] != 3:
+        raise ValueError(f"the moves of an augmented gather are ({n}, 3): one (oy, ox, flipped) per row")
+    if height <= 0 or width <= 0 or d % (height * width):
+        raise ValueError(f"rows of {d} values are not images of {height} x {width}")
+
+
+def gather_moved_rows(source, const double[::1] mean, const double[::1] inv_std, bint normalise,
+                      const Py_ssize_t[::1] y, const Py_ssize_t[::1] idx, const long long[:, ::1] moves,
+                      Py_ssize_t height, Py_ssize_t width, floating[:, ::1] Xb, Py_ssize_t[::1] yb):
+    """The augmented mini-batch: Xb[i] = row idx[i] of ``source`` (uint8 images normalised as
+    :func:`gather_normalised_rows` if ``normalise``, else rows of Xb's dtype) moved by
+    ``moves[i]`` -- (oy, ox, flipped), data.augment.augment_moves -- as an image of
+    ``height`` x ``width``; yb[i] = y[idx[i]]. Exactly data.augment.augment_batch of the rows
+    with the same draws (the caller checked the indices)."""
+    cdef long long counter = 0
+    cdef const unsigned char[:, ::1] pixels
+    cdef const floating[:, ::1] rows
+    cdef const unsigned char* U = NULL
+    cdef const floating* X = NULL
+    cdef Py_ssize_t d = Xb.shape[1]
+    if normalise:
+        pixels = source
+        U = &pixels[0, 0]
+    else:
+        rows = source
+        X = &rows[0, 0]
+    _check_moves(moves, idx.shape[0], d, height, width)
+    if idx.shape[0]:
+        with nogil:
+            _gather_share(X, U, &mean[0] if normalise else NULL, &inv_std[0] if normalise else NULL, d, &y[0], &idx[0],
+                          idx.shape[0], &Xb[0, 0], &yb[0], &counter, &moves[0, 0], height, width)
 
 
 def normalise_rows(const unsigned char[:, ::1] U, const Py_ssize_t[:] rows, const double[:] mean,

@@ -6,6 +6,7 @@ threads (the step before the guard), and PyTorch eager on two threads.
     python scripts/bench_load.py                  # 3-layer [50, 50] BN, 3 rounds
     python scripts/bench_load.py --hidden 1024,512,256 --batches 90 --rounds 3
     python scripts/bench_load.py --epochs 4       # runs of 4 epochs: the guard learns once per run
+    python scripts/bench_load.py --augment        # every batch flipped and translated (--augment)
 
 The competitor is one Python process spinning (``while True: pass``): one core's worth of
 work, as a second job or a notebook kernel would be. Rounds interleave the conditions and the
@@ -64,9 +65,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=1, help="epochs per timed run, through one stepper as fit runs them (default 1); "
                     "the table gives seconds per epoch")
+    ap.add_argument("--augment", action="store_true", help="flip and translate every batch, as fastnet-train --augment (PyTorch: the same "
+                    "images by NumPy's augment_batch)")
     ap.add_argument("--no-torch", action="store_true")
     args = ap.parse_args()
-    spec = peers.Spec(hidden=tuple(int(h) for h in args.hidden.split(",")))
+    spec = peers.Spec(hidden=tuple(int(h) for h in args.hidden.split(",")), augment=args.augment)
     X, y = peers.make_data()
     plan = peers.make_plan(spec, X.shape[0], args.batches)
     init = peers.initial_network(spec)

@@ -5,7 +5,8 @@ the folded weight update in one call, on one core or split over two -- built wit
 extension at install, so no run waits for a compiler, and with the network held in a table of
 layers, so one compiled function serves every depth. :class:`fastnet.training.fused.FusedStep`
 calls either module through the same names: ``BLAS``, ``StepPlan``, ``fused_sgd_step``,
-``fused_sgd_step_parallel``, ``gather_rows``, ``gather_normalised_rows``, ``parallel_threads``.
+``fused_sgd_step_parallel``, ``gather_rows``, ``gather_normalised_rows``, ``gather_moved_rows``,
+``parallel_threads``.
 Only this one also has ``bf16_supported``: its plans can run the first layer's two products
 on bf16 inputs (``StepPlan.use_bf16``, kernels/bf16_gemm.h; ``--precision bf16``).
 
@@ -23,13 +24,14 @@ from fastnet.backends.providers import GemmTable, find_gemm
 StepPlan = _ck.StepPlan
 fused_sgd_step = _ck.fused_sgd_step
 fused_sgd_step_parallel = _ck.fused_sgd_step_parallel
+gather_moved_rows = _ck.gather_moved_rows
 gather_normalised_rows = _ck.gather_normalised_rows
 gather_rows = _ck.gather_rows
 parallel_threads = _ck.parallel_threads
 bf16_supported = _ck.bf16_supported
 
-__all__ = ["BLAS", "StepPlan", "bf16_supported", "fused_sgd_step", "fused_sgd_step_parallel", "gather_normalised_rows", "gather_rows",
-           "parallel_threads", "start_cost"]
+__all__ = ["BLAS", "StepPlan", "bf16_supported", "fused_sgd_step", "fused_sgd_step_parallel", "gather_moved_rows", "gather_normalised_rows",
+           "gather_rows", "parallel_threads", "start_cost"]
 
 #: The table of the provider found at import, or None (then no compiled step: op by op).
 BLAS: GemmTable | None = find_gemm()

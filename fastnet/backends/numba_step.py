@@ -44,7 +44,7 @@ from fastnet.backends.numba_ops import (
 )
 from fastnet.data.normalise import normalise_rows
 
-__all__ = ["BLAS", "StepPlan", "parallel_threads", "start_cost", "fused_sgd_step", "fused_sgd_step_parallel", "gather_normalised_rows", "gather_rows",
+__all__ = ["BLAS", "StepPlan", "parallel_threads", "start_cost", "fused_sgd_step", "fused_sgd_step_parallel", "gather_moved_rows", "gather_normalised_rows", "gather_rows",
            "sgd_step", "sgd_step_parallel", "step_core"]
 
 # ------------------------------------------------------------------------- the batch
@@ -64,6 +64,48 @@ def gather_normalised_rows(U, mean, inv_std, y, idx, Xb, yb):
     """The mini-batch of :func:`gather_rows` from uint8 images: Xb[i] = normalised U[idx[i]]."""
     normalise_rows(U, idx, mean, inv_std, Xb)
     for i in range(idx.shape[0]):
+        yb[i] = y[idx[i]]
+
+
+@njit(cache=True, nogil=True)
+def _moved_row(X, mean, inv_std, normalise, r, move, H, W, out):
+    """Row r of X (uint8 images normalised as normalise_rows does if ``normalise``) as an
+    augmented image (data.augment.augment_moves): at (c, h, w) the source pixel
+    (c, h + oy, w' + ox), w' = W - 1 - w if flipped else w; 0 outside."""
+    oy, ox, flipped = move[0], move[1], move[2] != 0
+    plane = H * W
+    # the columns whose source column lies inside the image (clamped: a move off the image
+    # leaves none): a straight or mirrored copy between zeros
+    w0 = min(W, max(0, ox if flipped else -ox))
+    w1 = max(w0, min(W, W + ox if flipped else W - ox))
+    for c in range(out.shape[0] // plane):
+        for h in range(H):
+            at = c * plane + h * W
+            sh = h + oy
+            if sh < 0 or sh >= H:  # a row of the zero padding
+                out[at:at + W] = 0
+                continue
+            out[at:at + w0] = 0
+            out[at + w1:at + W] = 0
+            src = c * plane + sh * W + (W - 1 + ox if flipped else ox)  # the source of w = 0
+            step = -1 if flipped else 1
+            if normalise:
+                for w in range(w0, w1):
+                    j = src + step * w
+                    out[at + w] = (np.float64(X[r, j]) - mean[j]) * inv_std[j]
+            else:
+                for w in range(w0, w1):
+                    out[at + w] = X[r, src + step * w]
+
+
+@njit(cache=True, nogil=True)
+def gather_moved_rows(X, mean, inv_std, normalise, y, idx, moves, H, W, Xb, yb):
+    """The augmented mini-batch: Xb[i] = row idx[i] of X (uint8 images normalised as
+    :func:`gather_normalised_rows` if ``normalise``) moved by ``moves[i]`` -- (oy, ox,
+    flipped), data.augment.augment_moves -- as an H x W image; yb[i] = y[idx[i]]. Exactly
+    data.augment.augment_batch of the rows with the same draws."""
+    for i in range(idx.shape[0]):
+        _moved_row(X, mean, inv_std, normalise, idx[i], moves[i], H, W, Xb[i])
         yb[i] = y[idx[i]]
 
 
@@ -179,6 +221,7 @@ def _bias_step(b, G, eta):
 # OpenBLAS's two threads, ~0.25 s like this.
 
 _GATHER_BLOCK = 4  # rows a thread claims at a time
+_NO_MOVES = np.zeros((0, 3), np.int64)  # a gather without augmentation
 
 
 @intrinsic
@@ -195,17 +238,20 @@ def _fetch_add(typingctx, counter, amount):
 
 
 @fast_kernel(nogil=True)
-def _gather_share(X, mean, inv_std, normalise, y, idx, Xb, yb, counter):
-    """Gather the batch ``idx`` into (Xb, yb) -- by gather_normalised_rows if ``normalise``,
-    else gather_rows -- a block of rows at a time, claiming each from ``counter`` (start 0):
-    every thread that calls it takes a share, until no row is left."""
+def _gather_share(X, mean, inv_std, normalise, y, idx, moves, H, W, Xb, yb, counter):
+    """Gather the batch ``idx`` into (Xb, yb) -- by gather_moved_rows if ``moves`` has rows,
+    else gather_normalised_rows if ``normalise``, else gather_rows -- a block of rows at a
+    time, claiming each from ``counter`` (start 0): every thread that calls it takes a share,
+    until no row is left."""
     n = idx.shape[0]
     while True:
         i0 = _fetch_add(counter, _GATHER_BLOCK)
         if i0 >= n:
             return
         i1 = min(i0 + _GATHER_BLOCK, n)
-        if normalise:
+        if moves.shape[0]:
+            gather_moved_rows(X, mean, inv_std, normalise, y, idx[i0:i1], moves[i0:i1], H, W, Xb[i0:i1], yb[i0:i1])
+        elif normalise:
             gather_normalised_rows(X, mean, inv_std, y, idx[i0:i1], Xb[i0:i1], yb[i0:i1])
         else:
             gather_rows(X, y, idx[i0:i1], Xb[i0:i1], yb[i0:i1])
@@ -215,9 +261,10 @@ def _gather_share(X, mean, inv_std, normalise, y, idx, Xb, yb, counter):
 def sgd_step_parallel(blas, parts, Xb, yb, W1t, Ws, bs, gammas, betas, mu_avs, v_avs,
                       Ss, Xs, S_hats, mus, vs, Gs, dXs, dgammas, dbetas, P, loss,
                       bn, first, eta, keep, step, eps, alpha,
-                      X, mean, inv_std, normalise, y, next_idx, Xn, yn, counter, result):
+                      X, mean, inv_std, normalise, y, next_idx, next_moves, H, W, Xn, yn, counter, result):
     """:func:`sgd_step` on ``parts`` threads, gathering the next batch ``next_idx`` of X (as
-    :func:`_gather_share`; none if empty) into (Xn, yn) meanwhile. BLAS must run on one
+    :func:`_gather_share`, moved by ``next_moves`` if it has rows; none if empty) into (Xn, yn)
+    meanwhile. BLAS must run on one
     thread: each thread calls it. ``counter`` (int64) and ``result`` (float64) are 1-element
     scratch arrays. Returns the mean cross-entropy; a non-finite one updates nothing.
 
@@ -234,7 +281,7 @@ def sgd_step_parallel(blas, parts, Xb, yb, W1t, Ws, bs, gammas, betas, mu_avs, v
         if p == 0:
             result[0] = step_core(blas, yb, Ws, bs, gammas, betas, mu_avs, v_avs, Ss, Xs, S_hats, mus, vs, Gs, dXs,
                                   dgammas, dbetas, P, loss, bn, first, eta, keep, step, eps, alpha)
-        _gather_share(X, mean, inv_std, normalise, y, next_idx, Xn, yn, counter)
+        _gather_share(X, mean, inv_std, normalise, y, next_idx, next_moves, H, W, Xn, yn, counter)
     if np.isfinite(result[0]):
         G0 = Gs[0]
         for p in prange(parts):  # the update of W1t by blocks of its rows: no input gradient
@@ -260,10 +307,12 @@ def fused_sgd_step(plan, Xb, yb, first, eta, keep, step, eps, alpha):
 
 
 def fused_sgd_step_parallel(plan, parts, Xb, yb, first, eta, keep, step, eps, alpha,
-                            X, mean, inv_std, normalise, y, next_idx, Xn, yn, threads=0):
+                            X, mean, inv_std, normalise, y, next_idx, Xn, yn, threads=0,
+                            next_moves=None, height=0, width=0):
     """:func:`sgd_step_parallel` on the plan's arrays and scratch, cut in ``parts`` on
     ``threads`` of Numba's threads (0: one per part). Two parts on one thread run one after
-    the other: the same products, so the same bits as on two threads."""
+    the other: the same products, so the same bits as on two threads. ``next_moves``: the next
+    batch's rows moved as :func:`gather_moved_rows` moves them, as ``height`` x ``width`` images."""
     import numba
 
     blas, arrays, counter, result = plan
@@ -273,7 +322,8 @@ def fused_sgd_step_parallel(plan, parts, Xb, yb, first, eta, keep, step, eps, al
         numba.set_num_threads(threads)
     try:
         return sgd_step_parallel(blas, parts, Xb, yb, *arrays, first, eta, keep, step, eps, alpha,
-                                 X, mean, inv_std, normalise, y, next_idx, Xn, yn, counter, result)
+                                 X, mean, inv_std, normalise, y, next_idx, _NO_MOVES if next_moves is None else next_moves,
+                                 height, width, Xn, yn, counter, result)
     finally:
         if threads != before:
             numba.set_num_threads(before)
@@ -284,7 +334,7 @@ def start_cost() -> str:
     from fastnet.backends import numba_ops
     from fastnet.backends.numba_cache import readiness
 
-    ready, total = readiness([sgd_step, sgd_step_parallel, gather_rows, gather_normalised_rows, *numba_ops.kernels()])
+    ready, total = readiness([sgd_step, sgd_step_parallel, gather_rows, gather_normalised_rows, gather_moved_rows, *numba_ops.kernels()])
     if ready == total:
         return f"compiled for this CPU ({total} kernels in Numba's cache): runs start at once"
     return (f"{ready} of {total} kernels compiled for this CPU: the first run compiles the rest "

@@ -76,6 +76,17 @@ def augment_draws(rng: np.random.Generator, n: int, shift: int, flip: bool) -> t
     return dy, dx, flipped
 
 
+def augment_moves(rng: np.random.Generator, n: int, shift: int, flip: bool = True) -> NDArray[np.int64]:
+    """The draws of :func:`augment_batch` for n images as the compiled gathers take them
+    (``gather_moved_rows``, :mod:`fastnet.training.fused`): an (n, 3) int64 array of rows
+    (oy, ox, flipped), the translation as the offset of the source pixel (-shift..shift) and
+    1 where the image is mirrored. Row i of the augmented batch is then, at (c, h, w), the
+    source pixel (c, h + oy, w' + ox) with w' = W - 1 - w if flipped else w, and 0 where that
+    lies outside the image: exactly :func:`augment_batch` with a generator in the same state."""
+    dy, dx, flipped = augment_draws(rng, n, shift, flip)
+    return np.stack([dy - shift, dx - shift, flipped.astype(np.int64)], axis=1).astype(np.int64)
+
+
 def augmented_copies(X: NDArray, copies: int, rng: np.random.Generator, shift: int = 3, flip: bool = True) -> NDArray:
     """X followed by ``copies`` augmented copies of it, (n (1 + copies), d) (adaptive BN's pool)."""
     return np.concatenate([X] + [augment_batch(X, rng, shift, flip) for _ in range(copies)])

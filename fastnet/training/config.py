@@ -336,7 +336,9 @@ def gemm_for(cfg: TrainConfig, d: int, name: str | None = None, *, fused: bool =
     if name == "auto" and not fused:
         check_gemm_name(name)
         return "openblas"
-    splits = splits_itself([d, *cfg.hidden, N_CLASSES], augmented=cfg.augment, bf16=cfg.precision == "bf16")
+    # augmented in Python, outside the fused step's gather: PCA rows' flips (Stepper, augmenter)
+    python_augmented = cfg.augment and cfg.whiten == "pca"
+    splits = splits_itself([d, *cfg.hidden, N_CLASSES], augmented=python_augmented, bf16=cfg.precision == "bf16")
     one_thread = threads == 1 or (threads == 2 and splits)
     return resolve_gemm(name, batch=cfg.batch, d=d, m1=cfg.hidden[0], dtype=cfg.dtype, one_thread=one_thread)
 

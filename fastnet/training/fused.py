@@ -19,7 +19,9 @@ What the fused step changes, measured in ``scripts/bench_peers.py``:
   transposed view while the step is attached and an ordinary array again after
   :meth:`FusedStep.detach`;
 * the weight gradient never exists as a separate array pass: W = (1 - 2 eta lam) W - (eta/n) G^T X;
-* the mini-batch is gathered into a reused buffer; nothing is allocated per step;
+* the mini-batch is gathered into a reused buffer; nothing is allocated per step; an augmented
+  one (flips and translations, :func:`fastnet.data.augment.augment_moves`) is moved as it is
+  gathered, so it too is gathered ahead, during the step before;
 * its products call the CBLAS ?gemm of the provider handed to it (``gemm``: NumPy's OpenBLAS
   by default, Intel MKL with ``--gemm``; :mod:`fastnet.backends.gemm_choice`), by the table
   given to the kernel's plan, never a module global;
@@ -40,6 +42,7 @@ from functools import partial
 import numpy as np
 from numpy.typing import NDArray
 
+from fastnet.data.augment import IMAGE_SHAPE, MAX_SHIFT
 from fastnet.data.images import NormalisedImages
 from fastnet.model.network import Network
 from fastnet.util.cpu import cpu_model
@@ -83,9 +86,10 @@ def split_pays(sizes) -> bool:
 def splits_itself(sizes, *, augmented: bool, bf16: bool) -> bool:
     """Whether a fused step given two BLAS threads runs on two cores as its own split (BLAS on
     one thread in each) rather than on one core with BLAS's two threads: always in bf16 (its
-    first-layer kernels have no threads of their own), else without augmentation where
-    :func:`split_pays`. The stepper and the provider choice (:func:`fastnet.training.config.gemm_for`)
-    both ask it."""
+    first-layer kernels have no threads of their own), else where :func:`split_pays` and the
+    batch is not ``augmented`` in Python between steps (PCA rows' flips: image augmentation is
+    applied by the gather, which the split runs on its spare core). The stepper and the
+    provider choice (:func:`fastnet.training.config.gemm_for`) both ask it."""
     return bf16 or (not augmented and split_pays(sizes))
 
 
@@ -134,7 +138,7 @@ class FusedStep:
             self.first = False
         self.widths = hidden
         self.n = None
-        self._pending = None  # (future or None, (X, y, idx), Xb, yb) of a batch gathered ahead
+        self._pending = None  # (future or None, (X, y, idx, moves), Xb, yb) of a batch gathered ahead
         self._pool = None
         self.cores = 1
         self._limits = None
@@ -244,36 +248,38 @@ class FusedStep:
             self._limits.restore_original_limits()
             self._limits = None
 
-    def gather(self, X: NDArray, y: NDArray, idx: NDArray) -> tuple[NDArray, NDArray]:
+    def gather(self, X: NDArray, y: NDArray, idx: NDArray, moves: NDArray | None = None) -> tuple[NDArray, NDArray]:
         """The mini-batch X[idx], y[idx] in the step's own buffers (valid until the next
-        gather but one: there are two, so a prefetch never writes the batch in use)."""
+        gather but one: there are two, so a prefetch never writes the batch in use); with
+        ``moves`` (augmentation: :func:`fastnet.data.augment.augment_moves` of the batch), each
+        row flipped and translated as its move says -- exactly ``augment_batch`` of X[idx]."""
         pending, self._pending = self._pending, None
         if pending is not None:
-            future, (p_X, p_y, p_idx), Xb, yb = pending
+            future, (p_X, p_y, p_idx, p_moves), Xb, yb = pending
             if future is not None:
                 future.result()  # re-raises what the gather thread raised
-            if p_X is X and p_y is y and (p_idx is idx or (len(p_idx) == len(idx) and np.array_equal(p_idx, idx))):
+            if p_X is X and p_y is y and _same(p_idx, idx) and (p_moves is moves or (p_moves is not None and moves is not None and _same(p_moves, moves))):
                 return Xb, yb  # checked by prefetch
-        self._check_rows(X, y, idx)
+        self._check_rows(X, y, idx, moves)
         if self.n != len(idx):
             self._buffers(len(idx))
         Xb, yb = self._spare()
-        self._gather_call(X, y, idx, Xb, yb)()
+        self._gather_call(X, y, idx, moves, Xb, yb)()
         return Xb, yb
 
-    def prefetch(self, X: NDArray, y: NDArray, idx: NDArray) -> None:
-        """Start gathering the mini-batch ``idx`` in a second thread; the next :meth:`gather`
-        of the same rows waits for it instead of gathering. The compiled gather and step
-        release the GIL, so on a machine with a core to spare the gather of batch t + 1 costs
-        nothing while step t runs."""
-        self._check_rows(X, y, idx)
+    def prefetch(self, X: NDArray, y: NDArray, idx: NDArray, moves: NDArray | None = None) -> None:
+        """Start gathering the mini-batch ``idx`` (moved by ``moves``, as :meth:`gather`) in a
+        second thread; the next :meth:`gather` of the same rows waits for it instead of
+        gathering. The compiled gather and step release the GIL, so on a machine with a core
+        to spare the gather of batch t + 1 costs nothing while step t runs."""
+        self._check_rows(X, y, idx, moves)
         self._settle()
         if self.n != len(idx):
             self._buffers(len(idx))
         if self._pool is None:
             self._start_pool()
         Xb, yb = self._spare()
-        self._pending = (self._pool.submit(self._gather_call(X, y, idx, Xb, yb)), (X, y, idx), Xb, yb)
+        self._pending = (self._pool.submit(self._gather_call(X, y, idx, moves, Xb, yb)), (X, y, idx, moves), Xb, yb)
 
     def _settle(self) -> None:
         """Drop the batch gathered ahead, once its gather has finished."""
@@ -293,19 +299,22 @@ class FusedStep:
             return X.pixels, X.mean, X.inv_std, True
         return X, cls._NO_STATS, cls._NO_STATS, False
 
-    def _gather_call(self, X, y, idx, Xb, yb):
-        """The compiled gather of rows ``idx`` into (Xb, yb), ready to call."""
+    def _gather_call(self, X, y, idx, moves, Xb, yb):
+        """The compiled gather of rows ``idx`` (moved by ``moves`` if not None) into (Xb, yb),
+        ready to call."""
         k = self.kernel
         A, mean, inv_std, normalise = self._source_of(X)
         y, idx = np.asarray(y, np.intp), np.asarray(idx, np.intp)  # (no copy on 64-bit machines)
+        if moves is not None:
+            return partial(k.gather_moved_rows, A, mean, inv_std, normalise, y, idx, moves, *IMAGE_SHAPE[1:], Xb, yb)
         if normalise:
             return partial(k.gather_normalised_rows, A, mean, inv_std, y, idx, Xb, yb)
         return partial(k.gather_rows, A, y, idx, Xb, yb)
 
-    def _check_rows(self, X: NDArray, y: NDArray, idx: NDArray) -> None:
+    def _check_rows(self, X: NDArray, y: NDArray, idx: NDArray, moves: NDArray | None = None) -> None:
         """The compiled gather reads X[idx[i]] unchecked: refuse what would read out of bounds
-        (cheap: the batch's indices, and X's dtype and layout). The labels are checked once,
-        by :meth:`check_labels`."""
+        (cheap: the batch's indices, X's dtype and layout, and the moves' shape and range).
+        The labels are checked once, by :meth:`check_labels`."""
         d = self.net.sizes[0]
         if isinstance(X, NormalisedImages):
             U = X.pixels
@@ -320,6 +329,13 @@ class FusedStep:
             raise ValueError("the rows of a batch are a 1-D integer array of at least 2 indices")
         if idx.min() < 0 or idx.max() >= X.shape[0]:
             raise ValueError(f"batch row indices must lie in 0..{X.shape[0] - 1}")
+        if moves is not None:
+            if d != np.prod(IMAGE_SHAPE):
+                raise ValueError(f"augmented rows are {'x'.join(map(str, IMAGE_SHAPE))} images, not rows of {d} values")
+            if not (isinstance(moves, np.ndarray) and moves.dtype == np.int64 and moves.shape == (len(idx), 3) and moves.flags.c_contiguous):
+                raise ValueError(f"the moves of an augmented batch are a C-contiguous ({len(idx)}, 3) int64 array (data.augment.augment_moves)")
+            if len(moves) and np.abs(moves[:, :2]).max() > MAX_SHIFT:
+                raise ValueError(f"augmentation moves images by at most {MAX_SHIFT} pixels")
 
     def check_labels(self, y: NDArray) -> None:
         """ValueError unless every label of ``y`` is a class of the network (0..K-1): the
@@ -334,7 +350,7 @@ class FusedStep:
         return self._Xbs[self._turn], self._ybs[self._turn]
 
     def step(self, Xb: NDArray, yb: NDArray, lam: float, eta: float, *, checked: bool = True,
-             ahead: tuple[NDArray, NDArray, NDArray] | None = None, threads: int = 2) -> float:
+             ahead: tuple | None = None, threads: int = 2) -> float:
         """One SGD step on (Xb, yb) -- like ``train_step(net, Xb, yb, lam, eta, ops)``; returns
         the batch's mean cross-entropy, and leaves the network untouched if it is not finite.
 
@@ -342,8 +358,9 @@ class FusedStep:
         0..K-1), except for ``checked=False`` with the buffers :meth:`gather` filled from a
         data set whose labels were checked when it was loaded.
 
-        ``ahead = (X, y, idx)``: the next batch, which the next :meth:`gather` of those rows
-        then returns at once; gathered during the step on two cores, else after it.
+        ``ahead = (X, y, idx)`` or ``(X, y, idx, moves)``: the next batch (moved as
+        :meth:`gather` moves it), which the next :meth:`gather` of those rows then returns at
+        once; gathered during the step on two cores, else after it.
 
         ``threads`` (on two cores): 1 runs the step's two halves one after the other on one
         thread -- the same bits, for a machine whose second core is busy
@@ -362,6 +379,7 @@ class FusedStep:
         if self.n != n:
             self._buffers(n)
         if ahead is not None:
+            ahead = (*ahead, None) if len(ahead) == 3 else tuple(ahead)
             self._check_rows(*ahead)
             if len(ahead[2]) != n:
                 raise ValueError(f"the batch gathered ahead must have the {n} rows of this one")
@@ -372,13 +390,16 @@ class FusedStep:
         # the buffers the next batch goes to (when none is ahead, the spare pair: nothing written)
         Xn, yn = self._spare() if ahead is not None else (self._Xbs[self._turn ^ 1], self._ybs[self._turn ^ 1])
         if self.cores == 2:
+            moved = {}
             if ahead is not None:
-                X, y, idx = ahead
+                X, y, idx, moves = ahead
                 self._source = (*self._source_of(X), np.asarray(y, np.intp))
+                if moves is not None:
+                    moved = dict(next_moves=moves, height=IMAGE_SHAPE[1], width=IMAGE_SHAPE[2])
             else:  # nothing to gather: no rows, of the last source's types (no new compilation)
                 idx = self._no_rows
             split_small = (True,) if self._split_small else ()  # bf16 only: Numba's step takes no such argument
-            loss = k.fused_sgd_step_parallel(args[0], 2, *args[1:], *self._source, idx, Xn, yn, threads, *split_small)
+            loss = k.fused_sgd_step_parallel(args[0], 2, *args[1:], *self._source, idx, Xn, yn, threads, *split_small, **moved)
         else:  # split_small's products cut alike on one core: the same BLAS calls, the same bits
             loss = k.fused_sgd_step(*args, 2) if self._split_small else k.fused_sgd_step(*args)
         if self.cores != 2 and ahead is not None:
@@ -414,3 +435,8 @@ class FusedStep:
             self._pool.shutdown(wait=True)
             self._pool = None
         self.net.layers[0].W = np.ascontiguousarray(self.W1t.T)
+
+
+def _same(a: NDArray, b: NDArray) -> bool:
+    """Whether two index (or move) arrays are one, or hold the same values."""
+    return a is b or (a.shape == b.shape and np.array_equal(a, b))

@@ -68,21 +68,36 @@ def divergence(t: int, eta: float, where: str, lam: float | None = None) -> Dive
 
 
 def augmenter(cfg: TrainConfig, whitening=None):
-    """``augment(Xb, t)``: the flips and translations of step t, from a generator seeded by (seed, t).
+    """``augment(Xb, t)``: the flips and translations of step t, from a generator seeded by
+    (seed, 3, t) -- an :class:`ImageAugment`, which the fused step's gather also applies.
     ``whitening`` (issue 17), the one the rows went through: PCA rows are flipped as sign
     changes of their odd components (the same draws; no translation), image-shaped rows as images."""
-    from fastnet.data.augment import augment_batch
-
     if whitening is not None and not whitening.image_shaped:
         from fastnet.data.whiten import flip_batch
 
         signs = whitening.signs
         return lambda Xb, t: flip_batch(Xb, signs, np.random.default_rng([cfg.seed, 3, t]))
+    return ImageAugment(cfg.seed, cfg.augment_shift)
 
-    def augment(Xb: NDArray, t: int) -> NDArray:
-        return augment_batch(Xb, np.random.default_rng([cfg.seed, 3, t]), cfg.augment_shift)
 
-    return augment
+class ImageAugment:
+    """Random flips and translations of the images of step t, drawn from a generator seeded by
+    (seed, 3, t): ``augment(Xb, t)`` applies them to a batch (:func:`fastnet.data.augment.augment_batch`),
+    ``moves(t, n)`` gives the same draws as the fused step's gather applies them while it
+    gathers (:func:`fastnet.data.augment.augment_moves`): the same images, bit for bit."""
+
+    def __init__(self, seed: int, shift: int):
+        self.seed, self.shift = seed, shift
+
+    def __call__(self, Xb: NDArray, t: int) -> NDArray:
+        from fastnet.data.augment import augment_batch
+
+        return augment_batch(Xb, np.random.default_rng([self.seed, 3, t]), self.shift)
+
+    def moves(self, t: int, n: int) -> NDArray:
+        from fastnet.data.augment import augment_moves
+
+        return augment_moves(np.random.default_rng([self.seed, 3, t]), n, self.shift)
 
 
 class Stepper:
@@ -96,8 +111,9 @@ class Stepper:
     core, the two halves on one thread, ``self.guard``: the same bits); with BLAS on one
     thread and a core it leaves free, the next batch is gathered in a second thread while a
     step runs (``self.prefetch``).
-    ``augment(Xb, t)``, if given, transforms each gathered batch; ``regularise`` (issue 17), if
-    given, then gives the step its inputs, targets and dropout masks (op by op).
+    ``augment(Xb, t)``, if given, transforms each gathered batch -- an :class:`ImageAugment`
+    inside the fused step's gather, so augmented batches are gathered ahead too; ``regularise``
+    (issue 17), if given, then gives the step its inputs, targets and dropout masks (op by op).
     ``self.Xb`` is the last batch trained on. Call :meth:`close` when training stops (it gives
     the network ordinary C-contiguous arrays back). Benchmarks use it to time what fit runs.
     """
@@ -119,10 +135,12 @@ class Stepper:
         # gathered in a second thread (beside BLAS threads or other processes on every core
         # that thread only slows the step down).
         threads = blas_thread_count()
-        compiled = self.fused is not None and self.augment is None
-        splits = self.fused is not None and splits_itself(net.sizes, augmented=self.augment is not None, bf16=bf16)
+        # the compiled gather serves the run: no augmentation, or one it applies as it gathers
+        self.gathers = self.fused is not None and (augment is None or hasattr(augment, "moves"))
+        self._moves = (None, None)  # (t, moves) of the batch gathered ahead
+        splits = self.fused is not None and splits_itself(net.sizes, augmented=not self.gathers, bf16=bf16)
         self.cores = 2 if splits and threads == 2 and self.fused.parallel_threads() >= 2 else 1
-        self.prefetch = compiled and self.cores == 1 and threads < idle_cores()
+        self.prefetch = self.gathers and self.cores == 1 and threads < idle_cores()
         if self.cores == 2:
             self.fused.use_cores(2)
         self.guard = LoadGuard()  # issue 15: the two-core step on one thread while the second core is busy
@@ -138,9 +156,10 @@ class Stepper:
         """One step on rows ``idx``; ``next_idx``: the rows of the step after, which the fused
         step gathers while this one runs (on its second core, or in a second thread)."""
         fused, X, y = self.fused, self.X, self.y
-        ahead = (X, y, next_idx) if next_idx is not None and len(next_idx) == len(idx) else None
-        if fused is not None and self.augment is None:
-            self.Xb, yb = fused.gather(X, y, idx)  # into the step's own buffers
+        if self.gathers:
+            moves = self._moves_of(t, idx)  # (first: those of step t + 1 replace them)
+            ahead = (X, y, next_idx, self._moves_of(t + 1, next_idx)) if next_idx is not None and len(next_idx) == len(idx) else None
+            self.Xb, yb = fused.gather(X, y, idx, moves)  # into the step's own buffers
             if self.cores == 2:  # gathered during the step
                 return self._two_cores(yb, eta, ahead, checked=False)
             if ahead is not None and self.prefetch:
@@ -148,7 +167,7 @@ class Stepper:
             return fused.step(self.Xb, yb, self.lam, eta, checked=False)
         self.Xb = X[idx] if self.augment is None else self.augment(X[idx], t)
         if fused is not None:
-            if self.cores == 2:  # an augmented bf16 step
+            if self.cores == 2:  # a bf16 step augmented in Python (PCA flips)
                 return self._two_cores(y[idx], eta, None, checked=True)
             return fused.step(self.Xb, y[idx], self.lam, eta)
         # SGD is stateless: train_step's default; an optimiser with state gets itself and t
@@ -157,6 +176,15 @@ class Stepper:
             self.Xb, targets, masks = self.regularise(self.Xb, y[idx], t)
             return train_step(self.net, self.Xb, targets, self.lam, eta, self.ops, **step_kw, dropout=masks, decoupled=self.regularise.decoupled)
         return train_step(self.net, self.Xb, y[idx], self.lam, eta, self.ops, **step_kw)
+
+    def _moves_of(self, t: int, idx: NDArray):
+        """The augmentation's moves of the batch ``idx`` of step t (None without augmentation),
+        drawn once: those of the batch gathered ahead are kept for its own step."""
+        if self.augment is None:
+            return None
+        if self._moves[0] != t:
+            self._moves = (t, self.augment.moves(t, len(idx)))
+        return self._moves[1]
 
     def _two_cores(self, yb: NDArray, eta: float, ahead, checked: bool) -> float:
         """The fused step on two cores, or on one while the load guard says the second is busy."""

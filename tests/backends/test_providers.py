@@ -183,8 +183,10 @@ def test_auto_keeps_openblas_for_a_step_on_several_blas_threads(two_providers):
     assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, one_thread=False, measure_fn=measure) == "openblas"
     from fastnet.training.config import TrainConfig, gemm_for
 
-    augmented = TrainConfig(augment=True).validate()
-    assert gemm_for(augmented, 3072, threads=2) == "openblas"  # one core, OpenBLAS on two threads
+    # PCA rows' flips are applied in Python between steps: one core, OpenBLAS on two threads
+    # (image augmentation is applied by the split step's gather: see tests/training/test_fused.py)
+    flipped_pca = TrainConfig(augment=True, augment_shift=0, whiten="pca").validate()
+    assert gemm_for(flipped_pca, 3072, threads=2) == "openblas"
     assert gemm_for(TrainConfig().validate(), 3072, threads=4) == "openblas"
 
 
@@ -208,7 +210,8 @@ def test_auto_takes_the_fastest_of_three_and_avx512_openblas_on_several_threads(
     assert calls == [("openblas", "openblas-avx512", "mkl")]  # one measurement serves both
     from fastnet.training.config import TrainConfig, gemm_for
 
-    assert gemm_for(TrainConfig(augment=True).validate(), 3072, threads=2) == "openblas-avx512"
+    flipped_pca = TrainConfig(augment=True, augment_shift=0, whiten="pca").validate()  # augmented between steps: BLAS's threads
+    assert gemm_for(flipped_pca, 3072, threads=2) == "openblas-avx512"
     assert gemm_for(TrainConfig().validate(), 3072, threads=2) == "mkl"  # the split step: one BLAS thread per core
 
 
