@@ -20,14 +20,17 @@ as medians of :data:`WINDOW` steps:
   as the scheduler gave the spinner the core our second thread waited for, and the epoch took
   4.6x its idle time with the median unchanged), which only a sum sees; a lone stall (a page
   fault, an evaluation's tail) stays far inside that budget;
+* after the run's first window on two threads, one thread is tried once: a run that starts
+  beside a busy core has no idle median to compare with, and the split's two halves waiting
+  for each other there can look like its normal speed;
 * every :data:`PROBE_EVERY` steps on one thread (four times that on two), the other count is
   tried;
 * a try lasts one window, and the faster of the two medians is kept; it ends at its first
   step if that step is :data:`ABORT` times the other count's median, and every failed try
   doubles the steps to the next (up to :data:`MAX_BACKOFF` times).
 
-On an idle machine this costs one window of one-thread steps in every 4 x PROBE_EVERY (under
-1 % of the steps, at ~1.6x a step's time). A switch costs nothing but a different thread count
+On an idle machine this costs the first try and then one window of one-thread steps in every
+4 x PROBE_EVERY or more (under 1 % of the steps, at ~1.6x a step's time). A switch costs nothing but a different thread count
 on the next call.
 """
 from __future__ import annotations
@@ -67,6 +70,7 @@ class LoadGuard:
         self.since_switch = 0
         self.trying = False  # the current count is a try: after one window, keep the faster
         self.backoff = 1  # tries that failed in a row double the steps to the next (up to MAX_BACKOFF)
+        self.tried_one = False  # the first try of one thread, after the first window on two
         self.one_core_steps = 0
         self.switches = 0
 
@@ -102,7 +106,8 @@ class LoadGuard:
             return
         if self.current == 2:
             self.best_two = now if self.best_two is None else min(self.best_two, now)
-            if now > self.slower * self.best_two:
+            if now > self.slower * self.best_two or not self.tried_one:
+                self.tried_one = True
                 self._switch(1, trying=True)
                 return
         if self.since_switch >= self.probe_every * self.backoff * (4 if self.current == 2 else 1):
