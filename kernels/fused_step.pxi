@@ -372,53 +372,56 @@ def fused_sgd_step(StepPlan plan, const floating[:, ::1] Xb, const Py_ssize_t[::
     return loss
 
 
-cdef inline floating _source_pixel(const floating* X, const unsigned char* U, const double* mean, const double* inv_std,
-                                   Py_ssize_t at, Py_ssize_t j) noexcept nogil:
-    """Entry j of the source row starting at ``at``: X's, or U's normalised as data.normalise
-    does ((double(u) - mean) * inv_std, rounded once)."""
-    if U != NULL:
-        return <floating> ((<double> U[at + j] - mean[j]) * inv_std[j])
-    return X[at + j]
+cdef enum:
+    MAX_IMAGE_WIDTH = 256  # the row buffer of _move_in_place
 
 
-cdef void _moved_row(const floating* X, const unsigned char* U, const double* mean, const double* inv_std,
-                     Py_ssize_t d, Py_ssize_t r, const long long* move, Py_ssize_t H, Py_ssize_t W,
-                     floating* out) noexcept nogil:
-    """Row r of the source as an augmented image (data.augment.augment_moves): at (c, h, w)
-    the source pixel (c, h + oy, w' + ox), w' = W - 1 - w if flipped else w; 0 outside."""
-    cdef Py_ssize_t c, h, w, sh, src, plane = H * W
+cdef void _move_in_place(floating* img, const long long* move, Py_ssize_t d, Py_ssize_t H, Py_ssize_t W) noexcept nogil:
+    """Move the image in ``img`` (d values: planes of H x W) as augmentation does
+    (data.augment.augment_moves), in place: at (c, h, w) the pixel that was at
+    (c, h + oy, w' + ox), w' = W - 1 - w if flipped else w; 0 where that lies outside.
+    Rows are taken in the order that reads each source row before it is overwritten, through
+    a buffer of one row."""
+    cdef Py_ssize_t c, h, k, w, sh, plane = H * W
     cdef Py_ssize_t oy = move[0], ox = move[1]
     cdef bint flipped = move[2] != 0
+    cdef floating row[MAX_IMAGE_WIDTH]
+    cdef floating* dst
     # the columns w whose source column lies inside the image (clamped: a move off the image
     # leaves none): a straight or mirrored copy between zeros, so the inner loops have no branch
     cdef Py_ssize_t w0 = min(W, max(0, ox if flipped else -ox))
     cdef Py_ssize_t w1 = max(w0, min(W, W + ox if flipped else W - ox))
+    cdef Py_ssize_t src0 = W - 1 + ox if flipped else ox  # the source column of w = 0
     for c in range(d // plane):
-        for h in range(H):
+        for k in range(H):
+            h = k if oy >= 0 else H - 1 - k  # top down when the source rows lie below (oy >= 0), else bottom up
             sh = h + oy
+            dst = img + c * plane + h * W
             if sh < 0 or sh >= H:  # a row of the zero padding
                 for w in range(W):
-                    out[c * plane + h * W + w] = 0
+                    dst[w] = 0
                 continue
+            for w in range(W):
+                row[w] = img[c * plane + sh * W + w]
             for w in range(w0):
-                out[c * plane + h * W + w] = 0
+                dst[w] = 0
             for w in range(w1, W):
-                out[c * plane + h * W + w] = 0
-            src = c * plane + sh * W + (W - 1 + ox if flipped else ox)  # the source of w = 0
+                dst[w] = 0
             if flipped:
                 for w in range(w0, w1):
-                    out[c * plane + h * W + w] = _source_pixel(X, U, mean, inv_std, r * d, src - w)
+                    dst[w] = row[src0 - w]
             else:
                 for w in range(w0, w1):
-                    out[c * plane + h * W + w] = _source_pixel(X, U, mean, inv_std, r * d, src + w)
+                    dst[w] = row[src0 + w]
 
 
 cdef void _gather_share(const floating* X, const unsigned char* U, const double* mean, const double* inv_std,
                         Py_ssize_t d, const Py_ssize_t* y, const Py_ssize_t* idx, Py_ssize_t n,
                         floating* Xn, Py_ssize_t* yn, long long* counter,
                         const long long* moves=NULL, Py_ssize_t H=0, Py_ssize_t W=0) noexcept nogil:
-    """Gather rows idx of X (or of the uint8 images U, normalised as :func:`_source_pixel`)
-    into (Xn, yn) -- each moved as its row of ``moves`` says (augmentation, :func:`_moved_row`),
+    """Gather rows idx of X (or of the uint8 images U, normalised as data.normalise does:
+    (double(u) - mean) * inv_std rounded once) into (Xn, yn) -- each then moved as its row of
+    ``moves`` says (augmentation, :func:`_move_in_place`),
     if given -- a block of rows at a time claimed from ``counter``: every thread that calls it
     takes a share."""
     cdef Py_ssize_t i, i0, i1, j, r
@@ -430,14 +433,14 @@ cdef void _gather_share(const floating* X, const unsigned char* U, const double*
         for i in range(i0, i1):
             r = idx[i]
             yn[i] = y[r]
-            if moves != NULL:
-                _moved_row(X, U, mean, inv_std, d, r, moves + 3 * i, H, W, Xn + i * d)
-            elif U != NULL:
+            if U != NULL:
                 for j in range(d):
                     Xn[i * d + j] = <floating> ((<double> U[r * d + j] - mean[j]) * inv_std[j])
             else:
                 for j in range(d):
                     Xn[i * d + j] = X[r * d + j]
+            if moves != NULL:
+                _move_in_place(Xn + i * d, moves + 3 * i, d, H, W)
 
 
 def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb, const Py_ssize_t[::1] yb, bint first,
@@ -558,6 +561,8 @@ cdef _check_moves(const long long[:, ::1] moves, Py_ssize_t n, Py_ssize_t d, Py_
         raise ValueError(f"the moves of an augmented gather are ({n}, 3): one (oy, ox, flipped) per row")
     if height <= 0 or width <= 0 or d % (height * width):
         raise ValueError(f"rows of {d} values are not images of {height} x {width}")
+    if width > MAX_IMAGE_WIDTH:
+        raise ValueError(f"augmentation moves images up to {MAX_IMAGE_WIDTH} pixels wide, not {width}")
 
 
 def gather_moved_rows(source, const double[::1] mean, const double[::1] inv_std, bint normalise,

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Epoch time on two threads with and without a competing CPU-bound process (issue 15: steady
 under load): fastnet with its load guard (what users get), fastnet with the guard held at two
-threads (the step before the guard), and PyTorch eager on two threads.
+threads (the step before the guard), with ``--augment`` fastnet augmenting between steps (the
+augmented step before augmentation moved into the gather), and PyTorch eager on two threads.
 
     python scripts/bench_load.py                  # 3-layer [50, 50] BN, 3 rounds
     python scripts/bench_load.py --hidden 1024,512,256 --batches 90 --rounds 3
@@ -48,6 +49,24 @@ class HeldGuard:
         self.module.LoadGuard = self.real
 
 
+class BetweenSteps:
+    """fastnet's augmented step as it was before augmentation moved into the gather: each
+    batch augmented by augment_batch between steps, the step on BLAS's own threads."""
+
+    def __enter__(self):
+        self.real = peers.Spec.augmenter
+
+        def between_steps(spec):
+            augment = self.real(spec)
+            return None if augment is None else (lambda Xb, t: augment(Xb, t))  # no moves: not in the gather
+
+        peers.Spec.augmenter = between_steps
+        return self
+
+    def __exit__(self, *exc):
+        peers.Spec.augmenter = self.real
+
+
 def run_epochs(impl, X, y, plan, count: int) -> None:
     """``count`` epochs as a run takes them: fastnet's through one stepper (its load guard
     learns once per run, not once per epoch)."""
@@ -74,6 +93,8 @@ def main() -> None:
     plan = peers.make_plan(spec, X.shape[0], args.batches)
     init = peers.initial_network(spec)
     impls = {"fastnet (load guard)": (peers.FastnetImpl(spec), None), "fastnet (two threads held)": (peers.FastnetImpl(spec), HeldGuard)}
+    if args.augment:
+        impls["fastnet (augmented between steps)"] = (peers.FastnetImpl(spec), BetweenSteps)
     if not args.no_torch and peers.torch_available() is None:
         impls["torch eager"] = (peers.TorchImpl(spec, threads=2), None)
     print(f"CPU: {cpu_model()}; load before: {loadavg()}; {spec.label} {list(spec.hidden)}, {args.batches} batches per epoch, "

@@ -8,7 +8,8 @@ calls either module through the same names: ``BLAS``, ``StepPlan``, ``fused_sgd_
 ``fused_sgd_step_parallel``, ``gather_rows``, ``gather_normalised_rows``, ``gather_moved_rows``,
 ``parallel_threads``.
 Only this one also has ``bf16_supported``: its plans can run the first layer's two products
-on bf16 inputs (``StepPlan.use_bf16``, kernels/bf16_gemm.h; ``--precision bf16``).
+on bf16 inputs (``StepPlan.use_bf16``, kernels/bf16_gemm.h; ``--precision bf16``); and
+``CUTS_SMALL_LAYERS``: its two-core step can cut every layer's products in halves.
 
 Its arithmetic is the extension's (plain C, no fast-math: the op kernels' loops, shared with
 :mod:`fastnet.backends.cython_ops`), so its results are its own, not Numba's bit for bit;
@@ -30,8 +31,12 @@ gather_rows = _ck.gather_rows
 parallel_threads = _ck.parallel_threads
 bf16_supported = _ck.bf16_supported
 
-__all__ = ["BLAS", "StepPlan", "bf16_supported", "fused_sgd_step", "fused_sgd_step_parallel", "gather_moved_rows", "gather_normalised_rows",
+__all__ = ["BLAS", "CUTS_SMALL_LAYERS", "StepPlan", "bf16_supported", "fused_sgd_step", "fused_sgd_step_parallel", "gather_moved_rows", "gather_normalised_rows",
            "gather_rows", "parallel_threads", "start_cost"]
+
+#: Its two-core step can cut the layers above the first in halves too (``split_small``), so it
+#: takes two cores on networks whose first layer is not most of the step (fastnet.training.fused).
+CUTS_SMALL_LAYERS = True
 
 #: The table of the provider found at import, or None (then no compiled step: op by op).
 BLAS: GemmTable | None = find_gemm()

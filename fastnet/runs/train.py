@@ -63,7 +63,9 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
         try:
             backend = resolve(cfg.backend)
             # auto: measured once per CPU and shape (for a fused step); a provider not installed: refused here
-            gemm = gemm_for(cfg, input_width(cfg), fused=getattr(backend.ops, "fused_step", None) is not None, threads=blas_thread_count())
+            kernel = getattr(backend.ops, "fused_step", None)
+            gemm = gemm_for(cfg, input_width(cfg), fused=kernel is not None, threads=blas_thread_count(),
+                            cuts_small=getattr(kernel, "CUTS_SMALL_LAYERS", False))
             if progress:
                 print(f"fastnet: backend {backend.name} ({backend.version}), {cfg.dtype}{gemm_note(backend, gemm)}{precision_note(cfg)}", file=sys.stderr)
             if data is None:

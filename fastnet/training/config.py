@@ -323,22 +323,23 @@ def new_network(cfg: TrainConfig, d: int, K: int) -> Network:
                         bn_placement=cfg.bn_placement, skip=cfg.skip)
 
 
-def gemm_for(cfg: TrainConfig, d: int, name: str | None = None, *, fused: bool = True, threads: int = 1) -> str:
+def gemm_for(cfg: TrainConfig, d: int, name: str | None = None, *, fused: bool = True, threads: int = 1,
+             cuts_small: bool = False) -> str:
     """The matrix-multiply provider a run of ``cfg`` on ``d`` inputs and ``threads`` BLAS threads
     uses (one of :data:`fastnet.backends.gemm_choice.PROVIDER_NAMES`), for ``name`` (default ``cfg.gemm``): auto's choice for its first
     layer's shape (:mod:`fastnet.backends.gemm_choice`). ConfigError, before any work, if it is
     not installed. ``fused`` False (a backend without a fused step): every product is NumPy's,
     so auto is OpenBLAS without a measurement. The step calls BLAS on one thread per core with
     one thread, or two where the step splits itself over two cores (:func:`splits_itself`,
-    as :class:`Stepper` decides); else auto chooses only among providers that thread (not MKL's
-    sequential layer)."""
+    as :class:`Stepper` decides; ``cuts_small``: the fused step's kernel can cut the small
+    layers too); else auto chooses only among providers that thread (not MKL's sequential layer)."""
     name = cfg.gemm if name is None else name
     if name == "auto" and not fused:
         check_gemm_name(name)
         return "openblas"
     # augmented in Python, outside the fused step's gather: PCA rows' flips (Stepper, augmenter)
     python_augmented = cfg.augment and cfg.whiten == "pca"
-    splits = splits_itself([d, *cfg.hidden, N_CLASSES], augmented=python_augmented, bf16=cfg.precision == "bf16")
+    splits = splits_itself([d, *cfg.hidden, N_CLASSES], augmented=python_augmented, bf16=cfg.precision == "bf16", cuts_small=cuts_small)
     one_thread = threads == 1 or (threads == 2 and splits)
     return resolve_gemm(name, batch=cfg.batch, d=d, m1=cfg.hidden[0], dtype=cfg.dtype, one_thread=one_thread)
 

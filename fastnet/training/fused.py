@@ -70,7 +70,8 @@ def fused_step_for(net: Network, ops, *, optimizer: str = "sgd", regularised: bo
 #: step's multiply-adds: the layers above it run on one core while the other only gathers.
 #: [50, 50]: 98 %, the split 1.1-1.3x faster than OpenBLAS's two threads (README, bench_peers);
 #: [1024, 512, 256]: 83 %, the split 15 % slower (17.0 against 14.75 s an epoch, medians of 3
-#: interleaved rounds, 2026-12-02, AMD EPYC Zen 1).
+#: interleaved rounds, 2026-12-02, AMD EPYC Zen 1) -- unless its small layers' products are
+#: cut in halves too (:func:`splits_itself`).
 SPLIT_SHARE = 0.9
 
 
@@ -83,14 +84,18 @@ def split_pays(sizes) -> bool:
     return first >= SPLIT_SHARE * sum(a * b for a, b in zip(sizes, sizes[1:]))
 
 
-def splits_itself(sizes, *, augmented: bool, bf16: bool) -> bool:
+def splits_itself(sizes, *, augmented: bool, bf16: bool, cuts_small: bool = False) -> bool:
     """Whether a fused step given two BLAS threads runs on two cores as its own split (BLAS on
     one thread in each) rather than on one core with BLAS's two threads: always in bf16 (its
-    first-layer kernels have no threads of their own), else where :func:`split_pays` and the
-    batch is not ``augmented`` in Python between steps (PCA rows' flips: image augmentation is
-    applied by the gather, which the split runs on its spare core). The stepper and the
-    provider choice (:func:`fastnet.training.config.gemm_for`) both ask it."""
-    return bf16 or (not augmented and split_pays(sizes))
+    first-layer kernels have no threads of their own); else unless the batch is ``augmented``
+    in Python between steps (PCA rows' flips: image augmentation is applied by the gather,
+    which the split runs on its spare core), where :func:`split_pays` or the kernel
+    ``cuts_small`` -- the layers above the first cut in halves too (the extension's
+    ``split_small``; :attr:`FusedStep.cuts_small_layers`). Measured on [1024, 512, 256] (Zen 5,
+    2026-12-02): cut so, the split runs an epoch as fast as BLAS's two threads, and beside a
+    busy core its load guard's one thread makes it 1.6x faster than they are. The stepper and
+    the provider choice (:func:`fastnet.training.config.gemm_for`) both ask it."""
+    return bf16 or (not augmented and (split_pays(sizes) or cuts_small))
 
 
 class FusedStep:
@@ -193,9 +198,7 @@ class FusedStep:
                 raise ValueError(f"this CPU ({cpu_model()}) has no AVX512_BF16, which bf16 products need "
                                  "(Intel Cooper Lake or Sapphire Rapids and later, AMD Zen 4 and later)")
         self.bf16 = bool(on)
-        # on two cores, a bf16 network whose first layer is not most of the step also cuts its
-        # small layers' products (the kernel's split_small; measured in the README, issue 15)
-        self._split_small = self.bf16 and not split_pays(self.net.sizes)
+        self._cut_small_layers()  # (measured in the README, issue 15)
         if self.plan is not None:
             self.plan = self._plan()
 
@@ -242,6 +245,19 @@ class FusedStep:
         else:
             self._release_limits()
         self.cores = cores
+        self._cut_small_layers()
+
+    @property
+    def cuts_small_layers(self) -> bool:
+        """Whether the kernel's two-core step can cut the layers above the first in halves too
+        (``split_small``: the extension's; Numba's step cannot)."""
+        return bool(getattr(self.kernel, "CUTS_SMALL_LAYERS", False))
+
+    def _cut_small_layers(self) -> None:
+        """Cut the small layers' products in halves where the first layer is not most of the
+        step (:func:`split_pays`): on two cores, and in bf16 on one core alike (the same BLAS
+        calls, so the same bits; float32 on one core keeps its single calls)."""
+        self._split_small = self.cuts_small_layers and not split_pays(self.net.sizes) and (self.bf16 or self.cores == 2)
 
     def _release_limits(self) -> None:
         if self._limits is not None:
@@ -398,7 +414,7 @@ class FusedStep:
                     moved = dict(next_moves=moves, height=IMAGE_SHAPE[1], width=IMAGE_SHAPE[2])
             else:  # nothing to gather: no rows, of the last source's types (no new compilation)
                 idx = self._no_rows
-            split_small = (True,) if self._split_small else ()  # bf16 only: Numba's step takes no such argument
+            split_small = (True,) if self._split_small else ()  # the extension's only: Numba's step takes no such argument
             loss = k.fused_sgd_step_parallel(args[0], 2, *args[1:], *self._source, idx, Xn, yn, threads, *split_small, **moved)
         else:  # split_small's products cut alike on one core: the same BLAS calls, the same bits
             loss = k.fused_sgd_step(*args, 2) if self._split_small else k.fused_sgd_step(*args)

@@ -138,7 +138,8 @@ class Stepper:
         # the compiled gather serves the run: no augmentation, or one it applies as it gathers
         self.gathers = self.fused is not None and (augment is None or hasattr(augment, "moves"))
         self._moves = (None, None)  # (t, moves) of the batch gathered ahead
-        splits = self.fused is not None and splits_itself(net.sizes, augmented=not self.gathers, bf16=bf16)
+        splits = self.fused is not None and splits_itself(net.sizes, augmented=not self.gathers, bf16=bf16,
+                                                          cuts_small=self.fused.cuts_small_layers)
         self.cores = 2 if splits and threads == 2 and self.fused.parallel_threads() >= 2 else 1
         self.prefetch = self.gathers and self.cores == 1 and threads < idle_cores()
         if self.cores == 2:

@@ -311,6 +311,42 @@ def test_the_two_halves_on_one_thread_are_the_bits_of_two(backend, dtype):
     assert all(np.array_equal(A[k], B[k]) for k in A)
 
 
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_a_network_whose_first_layer_is_not_the_work_cuts_its_small_layers_on_two_cores(backend, dtype, tol):
+    """[50, 40] on 60 inputs: the first layer is 56 % of the step (not split_pays). The
+    extension's two-core step cuts the layers above it in halves too (split_small): equal to
+    the op-by-op step, and its one-thread fallback has the bits of two threads. Numba's step
+    cannot cut them: BLAS's own threads."""
+    hidden = [50, 40]
+    X, y = _data(dtype)
+    ops = resolve(backend).ops
+    a = init_network(D, hidden, K, bn=True, dtype=dtype, rng=np.random.default_rng(1))
+    b, c = copy.deepcopy(a), copy.deepcopy(a)
+    steps = [fused_step_for(net, ops) for net in (b, c)]
+    if not steps[0].cuts_small_layers:
+        assert backend == "numba"
+        with threadpool_limits(2, user_api="blas"):
+            stepper = Stepper(copy.deepcopy(a), X, y, 0.01, ops)
+            assert stepper.cores == 1
+            stepper.close()
+        return
+    _numba_compiles_this(backend, hidden, dtype)
+    for fused in steps:
+        fused.use_cores(2)
+        assert fused._split_small
+    rng = np.random.default_rng(2)
+    for t in range(25):
+        idx = rng.permutation(N)[:50]
+        la = train_step(a, X[idx], y[idx], 0.01, 0.03, ops)
+        lb, lc = (fused.step(X[idx], y[idx], 0.01, 0.03, threads=threads) for fused, threads in zip(steps, (2, 1 + t % 2)))
+        assert lb == pytest.approx(la, rel=10 * tol) and lb == lc
+    for fused in steps:
+        fused.detach()
+    assert _worst(a, b) <= tol
+    B, C = _arrays(b), _arrays(c)
+    assert all(np.array_equal(B[k], C[k]) for k in B)
+
+
 def test_the_two_core_step_gathers_byte_images_exactly(backend):
     from fastnet.data.images import NormalisedImages
 
@@ -385,10 +421,17 @@ def test_the_stepper_steps_on_two_cores_when_blas_has_two_threads(backend):
         augmented = Stepper(net, X, y, 0.0, ops, augment=lambda Xb, t: Xb)
         assert augmented.cores == 1
         augmented.close()
+        wide = init_network(300, [200, 100], K, bn=True, rng=np.random.default_rng(1))  # 300 x 200: 85 % of the step
+        wide_stepper = Stepper(wide, X, y, 0.0, ops)
+        assert wide_stepper.cores == (2 if wide_stepper.fused.cuts_small_layers else 1)
+        wide_stepper.close()
     with threadpool_limits(1, user_api="blas"):
         one = Stepper(net, X, y, 0.0, ops)
         assert one.cores == 1
         one.close()
+        wide_one = Stepper(wide, X, y, 0.0, ops)  # one core: the small layers' single calls, as ever
+        assert wide_one.cores == 1 and not wide_one.fused._split_small
+        wide_one.close()
 
 
 # ------------------------------------------------- the matrix-multiply provider (--gemm)
