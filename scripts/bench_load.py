@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Epoch time on two threads with and without a competing CPU-bound process (issue 15: steady
 under load): fastnet with its load guard (what users get), fastnet with the guard held at two
-threads (the step before the guard), with ``--augment`` fastnet augmenting between steps (the
-augmented step before augmentation moved into the gather), and PyTorch eager on two threads.
+threads (the step before the guard), fastnet's previous step where it differs (``Previous``:
+augmented between steps, a wide network on BLAS's own threads), and PyTorch eager on two threads.
 
     python scripts/bench_load.py                  # 3-layer [50, 50] BN, 3 rounds
     python scripts/bench_load.py --hidden 1024,512,256 --batches 90 --rounds 3
@@ -49,22 +49,28 @@ class HeldGuard:
         self.module.LoadGuard = self.real
 
 
-class BetweenSteps:
-    """fastnet's augmented step as it was before augmentation moved into the gather: each
-    batch augmented by augment_batch between steps, the step on BLAS's own threads."""
+class Previous:
+    """fastnet's step as it was before this benchmark's second round of work on the guard
+    (2026-12-02): each augmented batch made by augment_batch between steps, and a network whose
+    first layer is not most of the step on one core with BLAS's own two threads."""
 
     def __enter__(self):
-        self.real = peers.Spec.augmenter
+        import fastnet.training.stepper as stepper
+
+        self.stepper, self.splits, self.augmenter = stepper, stepper.splits_itself, peers.Spec.augmenter
+        real_splits, real_augmenter = self.splits, self.augmenter
 
         def between_steps(spec):
-            augment = self.real(spec)
+            augment = real_augmenter(spec)
             return None if augment is None else (lambda Xb, t: augment(Xb, t))  # no moves: not in the gather
 
+        stepper.splits_itself = lambda sizes, *, augmented, bf16, cuts_small=False: real_splits(sizes, augmented=augmented, bf16=bf16)
         peers.Spec.augmenter = between_steps
         return self
 
     def __exit__(self, *exc):
-        peers.Spec.augmenter = self.real
+        self.stepper.splits_itself = self.splits
+        peers.Spec.augmenter = self.augmenter
 
 
 def run_epochs(impl, X, y, plan, count: int) -> None:
@@ -93,8 +99,10 @@ def main() -> None:
     plan = peers.make_plan(spec, X.shape[0], args.batches)
     init = peers.initial_network(spec)
     impls = {"fastnet (load guard)": (peers.FastnetImpl(spec), None), "fastnet (two threads held)": (peers.FastnetImpl(spec), HeldGuard)}
-    if args.augment:
-        impls["fastnet (augmented between steps)"] = (peers.FastnetImpl(spec), BetweenSteps)
+    from fastnet.training.fused import split_pays
+
+    if args.augment or not split_pays(spec.sizes):
+        impls["fastnet (previous step)"] = (peers.FastnetImpl(spec), Previous)
     if not args.no_torch and peers.torch_available() is None:
         impls["torch eager"] = (peers.TorchImpl(spec, threads=2), None)
     print(f"CPU: {cpu_model()}; load before: {loadavg()}; {spec.label} {list(spec.hidden)}, {args.batches} batches per epoch, "

@@ -28,7 +28,9 @@ What the fused step changes, measured in ``scripts/bench_peers.py``:
 * on two cores (:meth:`FusedStep.use_cores`) the step splits itself: the first layer's two
   products in halves, one per core, BLAS on one thread in each, and the small layers on one
   core while the other gathers the next batch -- instead of OpenBLAS's two threads, which
-  leave the gather and the small layers serial between the products;
+  leave the gather and the small layers serial between the products; where the first layer
+  is not most of the step (:func:`split_pays`), the extension's step cuts the small layers'
+  products in halves too (:func:`splits_itself`);
 * with ``--precision bf16`` (:meth:`FusedStep.use_bf16`, the extension's step only) the first
   layer's two products take bf16 inputs and sum in float32 (kernels/bf16_gemm.h, AVX512_BF16);
   the weights stay float32, and every other product is BLAS's, as before. Its steps take two
