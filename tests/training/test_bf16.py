@@ -205,15 +205,17 @@ def test_bf16_runs_are_not_grouped():
 @needs_bf16
 def test_bf16_steps_take_both_cores_augmented_or_not(fake):
     """The bf16 kernels have no threads of their own: with BLAS on two threads the step splits
-    itself, augmented too (where float32 keeps BLAS's threads)."""
+    itself, augmented between steps too (a Python augmentation, such as PCA rows' flips, where
+    float32 keeps BLAS's threads) and augmented in its gather."""
     from threadpoolctl import threadpool_limits
 
-    from fastnet.training.stepper import Stepper
+    from fastnet.training.stepper import ImageAugment, Stepper
 
     ops = resolve("cython").ops
     net = _net(d=3072, hidden=(50, 20))
     with threadpool_limits(2, user_api="blas"):
-        for bf16, augment, cores in ((False, None, 2), (False, lambda Xb, t: Xb, 1), (True, lambda Xb, t: Xb, 2)):
+        in_gather = ImageAugment(seed=0, shift=3)
+        for bf16, augment, cores in ((False, None, 2), (False, lambda Xb, t: Xb, 1), (True, lambda Xb, t: Xb, 2), (True, in_gather, 2)):
             stepper = Stepper(net, fake.X_train, fake.y_train, 0.0, ops, augment=augment, bf16=bf16)
             try:
                 if stepper.fused.parallel_threads() < 2:
