@@ -126,6 +126,10 @@ class Stepper:
         self.fused = fused_step_for(net, ops, optimizer=optimizer.name if optimizer is not None else "sgd", regularised=regularise is not None)
         if self.fused is not None:
             self.fused.check_labels(y)  # once here; each step then trusts the gathered labels
+            if isinstance(X, np.ndarray) and not (X.flags.c_contiguous and X.dtype == net.dtype):
+                # the compiled gather reads C-contiguous rows of the network's dtype: a data set
+                # built otherwise (through the API) is converted once, as the op path would each batch
+                self.X = X = np.ascontiguousarray(X, dtype=net.dtype)
         if bf16:  # --precision bf16 (issue 15)
             use_bf16(self.fused)
         # Two cores for the run (BLAS threads, set by --threads or the idle cores): the fused
