@@ -143,3 +143,41 @@ def test_an_augmented_run_on_two_cores_has_the_bits_of_its_one_thread_fallback(b
     assert cores == 2 and _equal(two, one)
     _, python_cores = _augmented_run(backend, dtype, lambda Xb, t: augment(Xb, t), threads=2, steps=1)
     assert python_cores == 1  # augmented in Python between steps: BLAS's own two threads
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("k", [1, 23, 25])
+def test_an_augmented_fused_run_resumes_bit_for_bit(backend, fake, tmp_path, threads, k):
+    """Interrupted after k steps (mid-epoch, the last step of one, the first of the next) and
+    resumed from its checkpoint, an augmented run through the fused step -- its batches
+    augmented in the gather, the next one gathered ahead -- ends as the run never stopped."""
+    from conftest import StopAt, small_cfg
+
+    from fastnet.training.checkpoint import load_checkpoint, save_checkpoint
+    from fastnet.training.config import new_network
+    from fastnet.training.loop import fit
+    from fastnet.training.state import History, Interrupted
+
+    if backend == "numba":
+        pytest.skip("Numba's step is compiled for the 3-layer network in float64 (test_fused.py)")
+    ops = resolve(backend).ops
+    cfg = small_cfg(backend=backend, augment=True, augment_shift=2)
+
+    def arrays(net):
+        return {k: a.tobytes() for k, a in {**net.params(), **net.running_stats()}.items()}
+
+    with threadpool_limits(threads, user_api="blas"):
+        net = new_network(cfg, 3072, 10)
+        fit(net, fake, cfg, ops, progress=False)
+        want = arrays(net)
+        net, history = new_network(cfg, 3072, 10), History()
+        path = tmp_path / "checkpoint.npz"
+
+        def checkpoint(position, net=net, history=history):
+            save_checkpoint(path, net, history, position, cfg.to_dict())
+
+        with pytest.raises(Interrupted):
+            fit(net, fake, cfg, ops, history, progress=False, checkpoint=checkpoint, stop=StopAt(history, k))
+        ck = load_checkpoint(path)
+        fit(ck.net, fake, cfg, ops, ck.history, progress=False, start=ck.position)
+    assert arrays(ck.net) == want
