@@ -33,7 +33,8 @@ def train(*, data=None, out=None, overwrite: bool = False, download: bool = Fals
     data : str, Path, Dataset or None
         Where CIFAR-10 is (as ``--data-dir``: the ``cifar-10-batches-py`` folder, a folder
         containing it or its archive; None: ``$FASTNET_DATA`` or ``~/.cache/fastnet``), or a
-        :class:`fastnet.data.cifar10.Dataset` already loaded (its split must be the run's).
+        :class:`fastnet.data.cifar10.Dataset` already loaded (its split, validation images
+        and dtype must be the run's settings: else ConfigError, before the run starts).
     out : str, Path or None
         The run folder. None: a new temporary folder (``Run.path``; ``Run.save(dest)`` copies
         it), so that every run has its checkpoints, can be resumed after Ctrl-C and is the

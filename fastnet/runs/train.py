@@ -70,6 +70,8 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
                 print(f"fastnet: backend {backend.name} ({backend.version}), {cfg.dtype}{gemm_note(backend, gemm)}{precision_note(cfg)}", file=sys.stderr)
             if data is None:
                 data = load_cifar10(data_dir, split=cfg.split, n_val=cfg.n_val, dtype=np.dtype(cfg.dtype), download=download, progress=progress)
+            else:
+                check_given_data(data, cfg)
             data, whiten_seconds = whitened(data, cfg, progress)  # issue 17: the input whitening, fitted on the training rows
             net = new_network(cfg, data.X_train.shape[1], len(data.label_names))
             # config.json is written at the first checkpoint
@@ -77,6 +79,23 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
         except BaseException:
             remove_unstarted(created)  # a run that failed before its first step leaves nothing behind
             raise
+
+
+def check_given_data(data, cfg) -> None:
+    """ConfigError, in a sentence, unless a data set handed to a run (the API's ``data=``) is
+    what the run would load itself: its split, its validation images and its dtype (a run
+    records the split it was given, and the compiled step reads rows of the network's dtype)."""
+    import numpy as np
+
+    from fastnet.errors import ConfigError
+
+    fix = "load it with fastnet.load_cifar10(..., split=..., n_val=..., dtype=...) as the run's settings say, or change the settings"
+    if getattr(data, "split", cfg.split) != cfg.split:
+        raise ConfigError(f"the data set given was loaded with split {data.split!r}, and this run's is {cfg.split!r}: {fix}")
+    if cfg.split == "a3" and len(data.y_val) != cfg.n_val:
+        raise ConfigError(f"the data set given holds {len(data.y_val)} validation images, and this run's n_val is {cfg.n_val}: {fix}")
+    if np.dtype(data.X_train.dtype) != np.dtype(cfg.dtype):
+        raise ConfigError(f"the data set given holds {np.dtype(data.X_train.dtype)} rows, and this run trains a {cfg.dtype} network: {fix}")
 
 
 def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=True, log=None) -> dict:

@@ -82,6 +82,17 @@ def test_train_equals_the_command_line_bit_for_bit(fake_cifar_dir, tmp_path, cap
     assert run.config == cli.config and run.status == "finished"
 
 
+@pytest.mark.parametrize("loaded, match", [(dict(split="a2"), "split 'a2'"), (dict(n_val=200), "200 validation images"),
+                                           (dict(n_val=300, dtype="float64"), "float64 rows")])
+def test_a_data_set_unlike_the_runs_settings_is_refused_before_the_run(fake_cifar_dir, tmp_path, loaded, match):
+    """A data set handed over (data=) must be what the run would load: else its records would
+    name another split, or its step would read rows of another dtype."""
+    data = fastnet.load_cifar10(fake_cifar_dir, **loaded)
+    with pytest.raises(ConfigError, match=match):
+        fastnet.train(data=data, out=tmp_path / "run", progress=False, plots=False, **SMALL)
+    assert not (tmp_path / "run").exists()  # nothing left behind
+
+
 def test_a_run_read_back(fake_cifar_dir, tmp_path):
     data = fastnet.load_cifar10(fake_cifar_dir, n_val=300)
     run = fastnet.train(data=data, out=None, progress=False, plots=False, **SMALL)

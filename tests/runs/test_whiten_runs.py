@@ -188,7 +188,7 @@ def test_a_dataset_whitened_otherwise_is_refused(fake_cifar_dir, tmp_path):
     data = load_cifar10(fake_cifar_dir, n_val=300, progress=False)
     contrasted = whiten_dataset(data, fit_whitening(data.X_train, contrast=True, mode="none"))
     with pytest.raises(ConfigError, match="the data set given is whitened with"):
-        fastnet.train(data=contrasted, out=tmp_path / "r", hidden=(8,), n_s=2, cycles=1, progress=False, plots=False)
+        fastnet.train(data=contrasted, out=tmp_path / "r", n_val=300, hidden=(8,), n_s=2, cycles=1, progress=False, plots=False)
     assert not (tmp_path / "r").exists()
 
 
