@@ -162,7 +162,7 @@ class Stepper:
         step gathers while this one runs (on its second core, or in a second thread)."""
         fused, X, y = self.fused, self.X, self.y
         if self.gathers:
-            moves = self._moves_of(t, idx)  # (first: those of step t + 1 replace them)
+            moves = self._moves_of(t, idx)  # before step t + 1's, which take its place in the one-slot cache
             ahead = (X, y, next_idx, self._moves_of(t + 1, next_idx)) if next_idx is not None and len(next_idx) == len(idx) else None
             self.Xb, yb = fused.gather(X, y, idx, moves)  # into the step's own buffers
             if self.cores == 2:  # gathered during the step
