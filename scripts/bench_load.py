@@ -50,21 +50,20 @@ class HeldGuard:
 
 
 class Previous:
-    """fastnet's step as it was before this benchmark's second round of work on the guard
-    (2026-12-02): each augmented batch made by augment_batch between steps, and a network whose
-    first layer is not most of the step on one core with BLAS's own two threads."""
+    """fastnet's step before augmentation moved into the gather and wide networks took the
+    split (2026-12-02): each augmented batch made by augment_batch between steps, and a network
+    whose first layer is not most of the step on one core with BLAS's own two threads."""
 
     def __enter__(self):
         import fastnet.training.stepper as stepper
 
         self.stepper, self.splits, self.augmenter = stepper, stepper.splits_itself, peers.Spec.augmenter
-        real_splits, real_augmenter = self.splits, self.augmenter
 
         def between_steps(spec):
-            augment = real_augmenter(spec)
+            augment = self.augmenter(spec)
             return None if augment is None else (lambda Xb, t: augment(Xb, t))  # no moves: not in the gather
 
-        stepper.splits_itself = lambda sizes, *, augmented, bf16, cuts_small=False: real_splits(sizes, augmented=augmented, bf16=bf16)
+        stepper.splits_itself = lambda sizes, *, augmented, bf16, cuts_small=False: self.splits(sizes, augmented=augmented, bf16=bf16)
         peers.Spec.augmenter = between_steps
         return self
 

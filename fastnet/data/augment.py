@@ -88,7 +88,7 @@ def augment_moves(rng: np.random.Generator, n: int, shift: int, flip: bool = Tru
     source pixel (c, h + oy, w' + ox) with w' = W - 1 - w if flipped else w, and 0 where that
     lies outside the image: exactly :func:`augment_batch` with a generator in the same state."""
     dy, dx, flipped = augment_draws(rng, n, shift, flip)
-    return np.stack([dy - shift, dx - shift, flipped.astype(np.int64)], axis=1).astype(np.int64)
+    return np.stack([dy - shift, dx - shift, flipped.astype(np.int64)], axis=1)  # (the offsets are int64 draws)
 
 
 def augmented_copies(X: NDArray, copies: int, rng: np.random.Generator, shift: int = 3, flip: bool = True) -> NDArray:

@@ -45,6 +45,7 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
     from fastnet.backends import resolve
     from fastnet.data.cifar10 import load_cifar10
     from fastnet.training.config import gemm_for, input_width, new_network
+    from fastnet.training.fused import kernel_cuts_small_layers
     from fastnet.training.loggers import check_loggers
     from fastnet.util.threads import blas_thread_count
     from fastnet.training.state import History
@@ -65,7 +66,7 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
             # auto: measured once per CPU and shape (for a fused step); a provider not installed: refused here
             kernel = getattr(backend.ops, "fused_step", None)
             gemm = gemm_for(cfg, input_width(cfg), fused=kernel is not None, threads=blas_thread_count(),
-                            cuts_small=getattr(kernel, "CUTS_SMALL_LAYERS", False))
+                            cuts_small=kernel_cuts_small_layers(kernel))
             if progress:
                 print(f"fastnet: backend {backend.name} ({backend.version}), {cfg.dtype}{gemm_note(backend, gemm)}{precision_note(cfg)}", file=sys.stderr)
             if data is None:

@@ -86,6 +86,13 @@ def split_pays(sizes) -> bool:
     return first >= SPLIT_SHARE * sum(a * b for a, b in zip(sizes, sizes[1:]))
 
 
+def kernel_cuts_small_layers(kernel) -> bool:
+    """Whether a fused-step kernel module (``ops.fused_step``, or None) can cut the layers
+    above the first in halves too on two cores (``split_small``: the extension's; Numba's
+    step cannot)."""
+    return bool(getattr(kernel, "CUTS_SMALL_LAYERS", False))
+
+
 def splits_itself(sizes, *, augmented: bool, bf16: bool, cuts_small: bool = False) -> bool:
     """Whether a fused step given two BLAS threads runs on two cores as its own split (BLAS on
     one thread in each) rather than on one core with BLAS's two threads: always in bf16 (its
@@ -252,8 +259,8 @@ class FusedStep:
     @property
     def cuts_small_layers(self) -> bool:
         """Whether the kernel's two-core step can cut the layers above the first in halves too
-        (``split_small``: the extension's; Numba's step cannot)."""
-        return bool(getattr(self.kernel, "CUTS_SMALL_LAYERS", False))
+        (:func:`kernel_cuts_small_layers`)."""
+        return kernel_cuts_small_layers(self.kernel)
 
     def _cut_small_layers(self) -> None:
         """Cut the small layers' products in halves where the first layer is not most of the
@@ -276,7 +283,7 @@ class FusedStep:
             future, (p_X, p_y, p_idx, p_moves), Xb, yb = pending
             if future is not None:
                 future.result()  # re-raises what the gather thread raised
-            if p_X is X and p_y is y and _same(p_idx, idx) and (p_moves is moves or (p_moves is not None and moves is not None and _same(p_moves, moves))):
+            if p_X is X and p_y is y and _same(p_idx, idx) and _same(p_moves, moves):
                 return Xb, yb  # checked by prefetch
         self._check_rows(X, y, idx, moves)
         if self.n != len(idx):
@@ -455,6 +462,6 @@ class FusedStep:
         self.net.layers[0].W = np.ascontiguousarray(self.W1t.T)
 
 
-def _same(a: NDArray, b: NDArray) -> bool:
-    """Whether two index (or move) arrays are one, or hold the same values."""
-    return a is b or (a.shape == b.shape and np.array_equal(a, b))
+def _same(a: NDArray | None, b: NDArray | None) -> bool:
+    """Whether two index (or move) arrays, or None, are one, or hold the same values."""
+    return a is b or (a is not None and b is not None and a.shape == b.shape and np.array_equal(a, b))

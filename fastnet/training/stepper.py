@@ -92,12 +92,15 @@ class ImageAugment:
     def __call__(self, Xb: NDArray, t: int) -> NDArray:
         from fastnet.data.augment import augment_batch
 
-        return augment_batch(Xb, np.random.default_rng([self.seed, 3, t]), self.shift)
+        return augment_batch(Xb, self._rng(t), self.shift)
 
     def moves(self, t: int, n: int) -> NDArray:
         from fastnet.data.augment import augment_moves
 
-        return augment_moves(np.random.default_rng([self.seed, 3, t]), n, self.shift)
+        return augment_moves(self._rng(t), n, self.shift)
+
+    def _rng(self, t: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, 3, t])
 
 
 class Stepper:
