@@ -5,6 +5,7 @@ graph as grimp (import-linter's engine) sees it, the package ``fastnet`` itself 
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fastnet"
 MAX_FUNCTION_LINES = 80
 
 
+@functools.cache
 def modules() -> dict[str, ast.Module]:
-    """Every module of fastnet/, by dotted name, parsed."""
+    """Every module of fastnet/, by dotted name, parsed (once per session: the tests only read the trees)."""
     out = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = path.relative_to(PACKAGE.parent).with_suffix("")
