@@ -44,8 +44,11 @@ GEMM_NAMES: tuple[str, ...] = ("auto", *PROVIDER_NAMES)
 SEQUENTIAL: frozenset[str] = frozenset({"mkl"})
 #: Another provider must take at most this fraction of NumPy's OpenBLAS's median time to be auto's choice.
 MARGIN = 0.95
-#: The measurement: interleaved rounds per provider, and the time one round is made to last.
-ROUNDS, ROUND_SECONDS = 7, 0.02
+#: The measurement: interleaved rounds per provider, and the time one round is made to last
+#: (at least two steps' products each). Seven rounds of 20 ms -- one step each for a
+#: 1024-wide first layer -- chose MKL for [1024, 512, 256] on an AMD EPYC (Zen 3) where it is
+#: 1.19x slower (scripts/bench_gemm.py); nine rounds of 50 ms cost ~1 s once per CPU and shape.
+ROUNDS, ROUND_SECONDS = 9, 0.05
 #: The shape ``fastnet info`` reports auto's choice for: the assignment's run (batch 100, the
 #: 3072 pixels, 50 units in the first hidden layer, float32).
 DEFAULT_SHAPE = (100, 3072, 50, "float32")
@@ -158,8 +161,9 @@ def _read_cache(path: Path) -> dict:
 
 
 def _valid_entry(entry, names) -> bool:
-    """An entry of the cache that holds a time for each of ``names`` and no other."""
-    if not isinstance(entry, dict) or entry.get("choice") not in PROVIDER_NAMES:
+    """An entry of the cache that holds a time for each of ``names`` and no other, measured as
+    :func:`measure` measures now (an entry of a shorter measurement is made again)."""
+    if not isinstance(entry, dict) or entry.get("choice") not in PROVIDER_NAMES or entry.get("rounds") != [ROUNDS, ROUND_SECONDS]:
         return False
     seconds = entry.get("seconds")
     return (isinstance(seconds, dict) and set(seconds) == set(names)
@@ -179,7 +183,7 @@ def auto_choice(batch: int, d: int, m1: int, dtype: str = "float32", names=None,
         return entry
     seconds = (measure_fn or measure)(batch, d, m1, dtype, names)
     choice = pick(seconds, names)
-    entry = {"choice": choice, "seconds": {k: float(v) for k, v in seconds.items()}, "margin": MARGIN,
+    entry = {"choice": choice, "seconds": {k: float(v) for k, v in seconds.items()}, "margin": MARGIN, "rounds": [ROUNDS, ROUND_SECONDS],
              "mkl_version": providers.mkl_version(), "measured": time.strftime("%Y-%m-%d")}
     try:
         from fastnet.util.files import write_json
@@ -251,11 +255,12 @@ def measure(batch: int, d: int, m1: int, dtype: str = "float32", names=None, rou
     runs = {name: first_layer_products(tables[name], batch, d, m1, dtype) for name in (names or tables)}
     times: dict[str, list[float]] = {name: [] for name in runs}
     with threadpool_limits(1, user_api="blas"):
-        for run in runs.values():  # warm: MKL's first call sets itself up
+        for run in runs.values():  # warm: MKL's first call sets itself up, OpenBLAS's its buffers
+            run()
             run()
         start = time.perf_counter()
         next(iter(runs.values()))()
-        reps = max(1, int(ROUND_SECONDS / max(time.perf_counter() - start, 1e-6)))
+        reps = max(2, int(ROUND_SECONDS / max(time.perf_counter() - start, 1e-6)))
         order = list(runs)
         for r in range(rounds):
             for name in order if r % 2 == 0 else order[::-1]:

@@ -8,6 +8,8 @@ for K = 3072, the deepest product of a step; float64 1e-12 (the same bound with 
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -243,6 +245,22 @@ def test_a_damaged_cache_is_measured_again(two_providers):
     assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=lambda *a: {"openblas": 1.0, "mkl": 2.0}) == "openblas"
     two_providers.write_text('{"%s": {"choice": "mkl", "seconds": {"openblas": 1.0, "mkl": -1}}}' % gemm_choice.cache_key(100, 3072, 50, "float32"))
     assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=lambda *a: {"openblas": 1.0, "mkl": 2.0}) == "openblas"
+
+
+def test_an_entry_of_the_shorter_measurement_is_measured_again(two_providers):
+    """Entries written before the measurement took 9 rounds of >= 2 steps (7 of one step chose
+    MKL for a 1024-wide layer where it is slower) carry no "rounds" and are measured again;
+    the new entry is then read back without measuring."""
+    key = gemm_choice.cache_key(100, 3072, 1024, "float32")
+    two_providers.write_text(json.dumps({key: {"choice": "mkl", "seconds": {"openblas": 2.5e-2, "mkl": 2.4e-2}, "margin": 0.95}}))
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=1024, measure_fn=lambda *a: {"openblas": 1.8e-2, "mkl": 2.2e-2}) == "openblas"
+    entry = json.loads(two_providers.read_text())[key]
+    assert entry["rounds"] == [gemm_choice.ROUNDS, gemm_choice.ROUND_SECONDS] and entry["choice"] == "openblas"
+
+    def must_not_measure(*a):
+        raise AssertionError("a current entry was measured again")
+
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=1024, measure_fn=must_not_measure) == "openblas"
 
 
 @needs_mkl
