@@ -44,11 +44,11 @@ GEMM_NAMES: tuple[str, ...] = ("auto", *PROVIDER_NAMES)
 SEQUENTIAL: frozenset[str] = frozenset({"mkl"})
 #: Another provider must take at most this fraction of NumPy's OpenBLAS's median time to be auto's choice.
 MARGIN = 0.95
-#: The measurement: interleaved rounds per provider, and the time one round is made to last
-#: (at least two steps' products each). Seven rounds of 20 ms -- one step each for a
+#: The measurement: interleaved rounds per provider, the time one round is made to last, and
+#: the fewest steps' products in a round. Seven rounds of 20 ms -- one step each for a
 #: 1024-wide first layer -- chose MKL for [1024, 512, 256] on an AMD EPYC (Zen 3) where it is
 #: 1.19x slower (scripts/bench_gemm.py); nine rounds of 50 ms cost ~1 s once per CPU and shape.
-ROUNDS, ROUND_SECONDS = 9, 0.05
+ROUNDS, ROUND_SECONDS, ROUND_STEPS = 9, 0.05, 2
 #: The shape ``fastnet info`` reports auto's choice for: the assignment's run (batch 100, the
 #: 3072 pixels, 50 units in the first hidden layer, float32).
 DEFAULT_SHAPE = (100, 3072, 50, "float32")
@@ -160,10 +160,15 @@ def _read_cache(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _measurement() -> list:
+    """How :func:`measure` measures, as a cache entry records it (``"rounds"``)."""
+    return [ROUNDS, ROUND_SECONDS]
+
+
 def _valid_entry(entry, names) -> bool:
     """An entry of the cache that holds a time for each of ``names`` and no other, measured as
     :func:`measure` measures now (an entry of a shorter measurement is made again)."""
-    if not isinstance(entry, dict) or entry.get("choice") not in PROVIDER_NAMES or entry.get("rounds") != [ROUNDS, ROUND_SECONDS]:
+    if not isinstance(entry, dict) or entry.get("choice") not in PROVIDER_NAMES or entry.get("rounds") != _measurement():
         return False
     seconds = entry.get("seconds")
     return (isinstance(seconds, dict) and set(seconds) == set(names)
@@ -183,7 +188,7 @@ def auto_choice(batch: int, d: int, m1: int, dtype: str = "float32", names=None,
         return entry
     seconds = (measure_fn or measure)(batch, d, m1, dtype, names)
     choice = pick(seconds, names)
-    entry = {"choice": choice, "seconds": {k: float(v) for k, v in seconds.items()}, "margin": MARGIN, "rounds": [ROUNDS, ROUND_SECONDS],
+    entry = {"choice": choice, "seconds": {k: float(v) for k, v in seconds.items()}, "margin": MARGIN, "rounds": _measurement(),
              "mkl_version": providers.mkl_version(), "measured": time.strftime("%Y-%m-%d")}
     try:
         from fastnet.util.files import write_json
@@ -248,7 +253,7 @@ def first_layer_products(tab: GemmTable, batch: int, d: int, m1: int, dtype, rng
 def measure(batch: int, d: int, m1: int, dtype: str = "float32", names=None, rounds: int = ROUNDS) -> dict[str, float]:
     """Seconds per step of the first layer's two products for each of the providers ``names``
     (default: each one installed): one BLAS thread, the providers interleaved round by round
-    (each round long enough to time, ~:data:`ROUND_SECONDS`), the median of ``rounds``."""
+    (each round ~:data:`ROUND_SECONDS` and at least :data:`ROUND_STEPS` steps), the median of ``rounds``."""
     from threadpoolctl import threadpool_limits
 
     tables = available()
@@ -260,7 +265,7 @@ def measure(batch: int, d: int, m1: int, dtype: str = "float32", names=None, rou
             run()
         start = time.perf_counter()
         next(iter(runs.values()))()
-        reps = max(2, int(ROUND_SECONDS / max(time.perf_counter() - start, 1e-6)))
+        reps = max(ROUND_STEPS, int(ROUND_SECONDS / max(time.perf_counter() - start, 1e-6)))
         order = list(runs)
         for r in range(rounds):
             for name in order if r % 2 == 0 else order[::-1]:
