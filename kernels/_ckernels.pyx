@@ -84,7 +84,7 @@ cdef inline void _bn_forward_train_rows(const floating* S, const floating* gamma
                                         Py_ssize_t n, Py_ssize_t m, bint relu, double* scratch) noexcept nogil:
     """Eqs (13)-(17) on S (n, m); ``scratch``: room for 3 m doubles."""
     cdef Py_ssize_t i, j
-    cdef floating d, s_hat, x
+    cdef floating d, x
     cdef const floating* s_row
     cdef floating* x_row
     cdef floating* h_row
@@ -108,14 +108,17 @@ cdef inline void _bn_forward_train_rows(const floating* S, const floating* gamma
     for j in range(m):
         v[j] = <floating> (ssq[j] / n)  # biased, as eq (14)
         inv_sd[j] = <floating> (1.0 / sqrt(ssq[j] / n + eps))  # (11)
+    # (15) and (16)-(17) as two loops over each row, not one: each reads and writes few enough
+    # arrays that the compiler can check them for overlap and vectorise it (one loop over five
+    # input and two output arrays it left scalar, ~80 % of the step outside its products)
     for i in range(n):
         s_row = S + i * m
         h_row = S_hat + i * m
         x_row = X + i * m
         for j in range(m):
-            s_hat = (s_row[j] - mu[j]) * inv_sd[j]  # (15)
-            h_row[j] = s_hat
-            x = gamma[j] * s_hat + beta[j]  # (16)
+            h_row[j] = (s_row[j] - mu[j]) * inv_sd[j]  # (15)
+        for j in range(m):
+            x = gamma[j] * h_row[j] + beta[j]  # (16)
             x_row[j] = (0 if x < 0 else x) if relu else x  # (17); NaN passes through
 
 
