@@ -56,7 +56,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: whichever of them runs here and measures faster on this CPU for the first layer's products, else NumPy's OpenBLAS); "
                    "the provider used is recorded in config.json and metrics.json, and a resumed run uses it again")
     g.add_argument("--precision", choices=["fp32", "bf16"], help="the fused step's first-layer products: fp32 (default) or bf16 (bfloat16 inputs, float32 sums "
-                   "and weights; cython backend, CPUs with AVX512_BF16); recorded in config.json, and a resumed run keeps it")
+                   "and weights; cython backend: fastnet's kernels on CPUs with AVX512_BF16, MKL's bf16 product with --gemm mkl, "
+                   "and MKL's, emulated, on other CPUs where MKL is installed); recorded in config.json, and a resumed run keeps it")
     g.add_argument("--eval-every", type=_number(int, 0), help="also evaluate every N update steps (default: only at epoch ends)")
     g.add_argument("--threads", type=_number(int, 1), help="BLAS threads (default: the cores idle at the start, by the load average: "
                    "with other work on the cores, more threads make BLAS far slower; a resumed run: the count it started with); recorded in config.json")
@@ -187,17 +188,24 @@ def cmd_gradcheck(args) -> int:
 
 
 def bf16_note() -> str:
-    """Whether this machine runs ``--precision bf16``, for ``fastnet info``."""
-    from fastnet.backends import load
-    from fastnet.util.cpu import cpu_model
+    """Whether this machine runs ``--precision bf16``, and on whose products, for ``fastnet info``."""
+    from fastnet.backends import load, providers
+    from fastnet.util.cpu import cpu_flags, cpu_model
 
     cython = load("cython")
     fused = getattr(cython.ops, "fused_step", None) if cython.available else None
     if fused is None:
         return "no: they are the extension's fused step (cython backend), which is not built here"
-    if not fused.bf16_supported():
-        return f"no: this CPU ({cpu_model()}) has no AVX512_BF16"
-    return f"yes, on this CPU ({cpu_model()}, AVX512_BF16), with the cython backend"
+    mkl = providers.mkl_bf16_gemm() is not None
+    amx = "amx_bf16" in cpu_flags()
+    if fused.bf16_supported():
+        also = f"; MKL's{' (AMX tiles)' if amx else ''} with --gemm mkl" if mkl else ""
+        return f"yes, on this CPU ({cpu_model()}, AVX512_BF16), with the cython backend: fastnet's kernels{also}"
+    if mkl:
+        return (f"emulated: this CPU ({cpu_model()}) has no AVX512_BF16, so they run on MKL's bf16 product "
+                "(bf16 inputs and float32 sums as on a bf16 CPU, at float32's speed or below)")
+    return (f"no: this CPU ({cpu_model()}) has no AVX512_BF16 "
+            "(with Intel MKL installed, pip install 'fastnet[mkl]', they run here emulated)")
 
 
 def cmd_info(args) -> int:

@@ -14,7 +14,10 @@
 # kernels of bf16_gemm.h instead of BLAS: the batch, W1t and the first layer's score gradient
 # as bf16 pairs, the sums and the weights in float32. W1t's bf16 copy is rewritten by the
 # update itself. Each entry of a product is summed by one tile in one order, so the bits do
-# not depend on how the rows are shared between threads.
+# not depend on how the rows are shared between threads. Or (StepPlan.use_bf16_gemm) they run
+# on a library's bf16 product, MKL's cblas_gemm_bf16bf16f32, called by address like ?gemm: the
+# batch, W1t and the score gradient as plain bf16 matrices (bf16_round.h), W1t's copy again
+# rewritten after each share of the update.
 
 cimport openmp
 from cython.parallel cimport prange
@@ -38,6 +41,20 @@ cdef extern from "bf16_gemm.h":
                     Py_ssize_t N, Py_ssize_t P, float alpha, float beta) noexcept nogil
 
 
+cdef extern from "bf16_round.h":
+    void bf16_rows(const float* A, Py_ssize_t lda, Py_ssize_t rows, Py_ssize_t cols, unsigned short* out,
+                   Py_ssize_t ldo) noexcept nogil
+
+
+def round_bf16(const float[:, ::1] A, unsigned short[:, ::1] out):
+    """out = A rounded to bf16 (nearest, ties to even; bf16_round.h), as the bits of each value."""
+    if out.shape[0] != A.shape[0] or out.shape[1] != A.shape[1]:
+        raise ValueError("out must have A's shape")
+    if A.shape[0] and A.shape[1]:
+        with nogil:
+            bf16_rows(&A[0, 0], A.shape[1], A.shape[0], A.shape[1], &out[0, 0], out.shape[1])
+
+
 def bf16_supported():
     """Whether this CPU runs the bf16 products (AVX-512 with AVX512_BF16, as the build allows)."""
     return bool(fastnet_bf16_supported())
@@ -48,6 +65,9 @@ ctypedef void (*sgemm32_t)(int, int, int, int, int, int, float, const float*, in
                            float, float*, int) noexcept nogil
 ctypedef void (*sgemm64_t)(int, int, int, long long, long long, long long, float, const float*, long long,
                            const float*, long long, float, float*, long long) noexcept nogil
+# cblas_gemm_bf16bf16f32 (MKL, LP64): ?gemm's arguments with A and B as bf16 (uint16) matrices.
+ctypedef void (*bf16gemm_t)(int, int, int, int, int, int, float, const unsigned short*, int, const unsigned short*, int,
+                            float, float*, int) noexcept nogil
 ctypedef void (*dgemm32_t)(int, int, int, int, int, int, double, const double*, int, const double*, int,
                            double, double*, int) noexcept nogil
 ctypedef void (*dgemm64_t)(int, int, int, long long, long long, long long, double, const double*, long long,
@@ -109,6 +129,12 @@ cdef class StepPlan:
     cdef unsigned int* Xc         # (np2, d): the batch, pairs down its columns
     cdef unsigned int* Gc         # (np2, m1): the first layer's score gradient, pairs down its columns
     cdef Py_ssize_t dp2, np2
+    # or a library's bf16 product (use_bf16_gemm: bf16_fn its address, 0 for the pairs above),
+    # on plain bf16 copies
+    cdef size_t bf16_fn
+    cdef unsigned short* X16      # (n, d): the batch
+    cdef unsigned short* W16      # (d, m1): W1t
+    cdef unsigned short* G16      # (n, m1): the first layer's score gradient
     # the small layers' products in small_parts shares of C's rows on small_threads threads
     # (fused_sgd_step_parallel's split_small; 1 everywhere else)
     cdef int small_parts, small_threads
@@ -116,6 +142,7 @@ cdef class StepPlan:
     def __cinit__(self):
         self.layers = NULL
         self.scratch = NULL
+        self.bf16_fn = 0
         self.small_parts = 1
         self.small_threads = 1
 
@@ -190,12 +217,42 @@ cdef class StepPlan:
             <unsigned int*> _addr(Xc), <unsigned int*> _addr(Gc)
         with nogil:
             pairs_of_columns(<float*> self.W1t, m1, self.d, m1, self.W1p, m1)
+        self.bf16_fn = 0
+        self.bf16 = True
+
+
+    def use_bf16_gemm(self, size_t fn, X16, W16, G16):
+        """Run the first layer's two products in bf16 from now on through the library product at
+        ``fn`` (cblas_gemm_bf16bf16f32's signature, 32-bit integers), on these uint16 buffers
+        (shapes in the fields' comments); W16 is filled from W1t here and kept current by every
+        update. Float32 plans only; runs on any CPU the library runs on."""
+        cdef Py_ssize_t m1 = self.layers[0].m
+        if self.wide:
+            raise ValueError("bf16 products train float32 networks")
+        if fn == 0:
+            raise ValueError("no bf16 product at address 0")
+        for a, shape in ((X16, (self.n, self.d)), (W16, (self.d, m1)), (G16, (self.n, m1))):
+            if a.dtype.char != "H" or a.shape != shape or not a.flags.c_contiguous:
+                raise ValueError(f"a bf16 buffer must be C-contiguous uint16 of shape {shape}, got {a.dtype} {a.shape}")
+        self.dp2, self.np2 = (self.d + 1) // 2, (self.n + 1) // 2  # the update's shares, as the pairs' (even rows)
+        self.arrays += [X16, W16, G16]
+        self.X16, self.W16, self.G16 = <unsigned short*> _addr(X16), <unsigned short*> _addr(W16), \
+            <unsigned short*> _addr(G16)
+        with nogil:
+            bf16_rows(<float*> self.W1t, m1, self.d, m1, self.W16, m1)
+        self.bf16_fn = fn
         self.bf16 = True
 
 
 cdef void _bf16_forward(StepPlan plan, const float* Xb, int p, int parts) noexcept nogil:
     """Share p of (12) in bf16: rows r0..r1 of the batch to pairs, then S1's rows r0..r1 = X W1t."""
     cdef Py_ssize_t d = plan.d, m1 = plan.layers[0].m, r0 = plan.n * p // parts, r1 = plan.n * (p + 1) // parts
+    if plan.bf16_fn:
+        bf16_rows(Xb + r0 * d, d, r1 - r0, d, plan.X16 + r0 * d, d)
+        (<bf16gemm_t> <void*> plan.bf16_fn)(ROW_MAJOR, NO_TRANS, NO_TRANS, <int> (r1 - r0), <int> m1, <int> d, 1,
+                                            plan.X16 + r0 * d, <int> d, plan.W16, <int> m1, 0,
+                                            <float*> plan.layers[0].S + r0 * m1, <int> m1)
+        return
     pairs_of_rows(Xb + r0 * d, d, r1 - r0, d, plan.Xr + r0 * plan.dp2, plan.dp2)
     gemm_pairs(plan.Xr + r0 * plan.dp2, plan.dp2, 1, plan.W1p, m1, <float*> plan.layers[0].S + r0 * m1, m1, NULL, 0,
                r1 - r0, m1, plan.dp2, 1, 0)
@@ -203,9 +260,21 @@ cdef void _bf16_forward(StepPlan plan, const float* Xb, int p, int parts) noexce
 
 cdef void _bf16_pack_for_update(StepPlan plan, const float* Xb, int p, int parts) noexcept nogil:
     """Share p of the batch as pairs down its columns (the update's A, summed over the batch):
-    word rows q0..q1, from the batch's rows 2 q0..2 q1."""
+    word rows q0..q1, from the batch's rows 2 q0..2 q1. (A library product reads the batch's
+    bf16 copy that the forward product made: nothing to do.)"""
     cdef Py_ssize_t q0 = plan.np2 * p // parts, q1 = plan.np2 * (p + 1) // parts
+    if plan.bf16_fn:
+        return
     pairs_of_columns(Xb + 2 * q0 * plan.d, plan.d, min(plan.n, 2 * q1) - 2 * q0, plan.d, plan.Xc + q0 * plan.d, plan.d)
+
+
+cdef void _bf16_pack_gradient(StepPlan plan) noexcept nogil:
+    """The first layer's score gradient G1 as the update's bf16 operand."""
+    cdef Py_ssize_t n = plan.n, m1 = plan.layers[0].m
+    if plan.bf16_fn:
+        bf16_rows(<float*> plan.layers[0].G, m1, n, m1, plan.G16, m1)
+    else:
+        pairs_of_columns(<float*> plan.layers[0].G, m1, n, m1, plan.Gc, m1)
 
 
 cdef void _bf16_update(StepPlan plan, int p, int parts, float keep, float step) noexcept nogil:
@@ -213,8 +282,48 @@ cdef void _bf16_update(StepPlan plan, int p, int parts, float keep, float step) 
     (c0 even, so that W1p's word rows c0/2.. are rewritten whole), with G1 packed by the caller."""
     cdef Py_ssize_t d = plan.d, m1 = plan.layers[0].m
     cdef Py_ssize_t c0 = min(d, 2 * (plan.dp2 * p // parts)), c1 = min(d, 2 * (plan.dp2 * (p + 1) // parts))
+    if plan.bf16_fn:  # op(A) = X16[:, c0:c1]^T, then those rows of W1t again as bf16
+        (<bf16gemm_t> <void*> plan.bf16_fn)(ROW_MAJOR, TRANS, NO_TRANS, <int> (c1 - c0), <int> m1, <int> plan.n, -step,
+                                            plan.X16 + c0, <int> d, plan.G16, <int> m1, keep,
+                                            <float*> plan.W1t + c0 * m1, <int> m1)
+        bf16_rows(<float*> plan.W1t + c0 * m1, m1, c1 - c0, m1, plan.W16 + c0 * m1, m1)
+        return
     gemm_pairs(plan.Xc + c0, 1, d, plan.Gc, m1, <float*> plan.W1t + c0 * m1, m1, plan.W1p + (c0 // 2) * m1, m1,
                c1 - c0, m1, plan.np2, -step, keep)
+
+
+def bf16_pairs_products(const float[:, ::1] X, float[:, ::1] W1t, const float[:, ::1] G, float[:, ::1] S,
+                        unsigned int[:, ::1] W1p, unsigned int[:, ::1] Xr, unsigned int[:, ::1] Xc,
+                        unsigned int[:, ::1] Gc):
+    """The first layer's two bf16 products of a step on fastnet's kernels, once, as the fused
+    step makes them, packing included: S = X W1t, then W1t -= 1e-6 X^T G with W1p rewritten.
+    Buffers as StepPlan.use_bf16's; for auto's measurement (fastnet/backends/gemm_choice.py).
+    The caller checks the CPU (bf16_supported) and the shapes."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m1 = W1t.shape[1], dp2 = (d + 1) // 2, np2 = (n + 1) // 2
+    with nogil:
+        pairs_of_rows(&X[0, 0], d, n, d, &Xr[0, 0], dp2)
+        gemm_pairs(&Xr[0, 0], dp2, 1, &W1p[0, 0], m1, &S[0, 0], m1, NULL, 0, n, m1, dp2, 1, 0)
+        pairs_of_columns(&X[0, 0], d, n, d, &Xc[0, 0], d)
+        pairs_of_columns(&G[0, 0], m1, n, m1, &Gc[0, 0], m1)
+        gemm_pairs(&Xc[0, 0], 1, d, &Gc[0, 0], m1, &W1t[0, 0], m1, &W1p[0, 0], m1, d, m1, np2, -1e-6, 1)
+
+
+def bf16_library_products(size_t fn, const float[:, ::1] X, float[:, ::1] W1t, const float[:, ::1] G,
+                          float[:, ::1] S, unsigned short[:, ::1] X16, unsigned short[:, ::1] W16,
+                          unsigned short[:, ::1] G16):
+    """The same two products on the library bf16 product at ``fn`` (StepPlan.use_bf16_gemm's),
+    rounding included: S = X W1t, then W1t -= 1e-6 X^T G and W16 rounded from it again."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m1 = W1t.shape[1]
+    if fn == 0:
+        raise ValueError("no bf16 product at address 0")
+    with nogil:
+        bf16_rows(&X[0, 0], d, n, d, &X16[0, 0], d)
+        (<bf16gemm_t> <void*> fn)(ROW_MAJOR, NO_TRANS, NO_TRANS, <int> n, <int> m1, <int> d, 1, &X16[0, 0], <int> d,
+                                  &W16[0, 0], <int> m1, 0, &S[0, 0], <int> m1)
+        bf16_rows(&G[0, 0], m1, n, m1, &G16[0, 0], m1)
+        (<bf16gemm_t> <void*> fn)(ROW_MAJOR, TRANS, NO_TRANS, <int> d, <int> m1, <int> n, -1e-6, &X16[0, 0], <int> d,
+                                  &G16[0, 0], <int> m1, 1, &W1t[0, 0], <int> m1)
+        bf16_rows(&W1t[0, 0], m1, d, m1, &W16[0, 0], m1)
 
 
 cdef inline void _gemm(StepPlan plan, const floating* A, Py_ssize_t lda, bint ta, const floating* B, Py_ssize_t ldb,
@@ -363,7 +472,7 @@ def fused_sgd_step(StepPlan plan, const floating[:, ::1] Xb, const Py_ssize_t[::
         loss = _step_core(plan, &yb[0], first, eta, keep, step, eps, alpha, plan.scratch)
         if loss - loss == 0:  # the first layer: no input gradient
             if floating is float and plan.bf16:
-                pairs_of_columns(<float*> plan.layers[0].G, m1, n, m1, plan.Gc, m1)
+                _bf16_pack_gradient(plan)
                 _bf16_update(plan, 0, 1, keep, step)
             else:
                 _gemm(plan, &Xb[0, 0], d, True, <floating*> plan.layers[0].G, m1, False, <floating*> plan.W1t, m1,
@@ -509,13 +618,13 @@ def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb,
             plan.result = _step_core(plan, &yb[0], first, eta, keep, step, eps, alpha, plan.scratch)
             plan.small_parts = plan.small_threads = 1
             if floating is float and plan.bf16 and plan.result - plan.result == 0:
-                pairs_of_columns(<float*> plan.layers[0].G, m1, n, m1, plan.Gc, m1)
+                _bf16_pack_gradient(plan)
         else:
             for p in prange(parts, num_threads=threads, schedule="static", chunksize=1):
                 if p == 0:  # the small layers on one thread; the next batch on every thread free
                     plan.result = _step_core(plan, &yb[0], first, eta, keep, step, eps, alpha, plan.scratch)
                     if floating is float and plan.bf16 and plan.result - plan.result == 0:
-                        pairs_of_columns(<float*> plan.layers[0].G, m1, n, m1, plan.Gc, m1)
+                        _bf16_pack_gradient(plan)
                 if floating is float and plan.bf16 and p == parts - 1:
                     _bf16_pack_for_update(plan, &Xb[0, 0], 0, 1)
                 if n_next:

@@ -8,7 +8,10 @@ calls either module through the same names: ``BLAS``, ``StepPlan``, ``fused_sgd_
 ``fused_sgd_step_parallel``, ``gather_rows``, ``gather_normalised_rows``, ``gather_moved_rows``,
 ``parallel_threads``.
 Only this one also has ``bf16_supported``: its plans can run the first layer's two products
-on bf16 inputs (``StepPlan.use_bf16``, kernels/bf16_gemm.h; ``--precision bf16``); and
+on bf16 inputs (``StepPlan.use_bf16``, kernels/bf16_gemm.h, or ``StepPlan.use_bf16_gemm``
+on MKL's bf16 product; ``--precision bf16``), with ``round_bf16`` (the library product's
+rounding) and ``bf16_pairs_products`` / ``bf16_library_products`` (the first layer's two bf16
+products alone, for auto's measurement); and
 ``CUTS_SMALL_LAYERS``: its two-core step can cut every layer's products in halves.
 
 Its arithmetic is the extension's (plain C, no fast-math: the op kernels' loops, shared with
@@ -30,9 +33,13 @@ gather_normalised_rows = _ck.gather_normalised_rows
 gather_rows = _ck.gather_rows
 parallel_threads = _ck.parallel_threads
 bf16_supported = _ck.bf16_supported
+round_bf16 = _ck.round_bf16
+bf16_pairs_products = _ck.bf16_pairs_products
+bf16_library_products = _ck.bf16_library_products
 
-__all__ = ["BLAS", "CUTS_SMALL_LAYERS", "StepPlan", "bf16_supported", "fused_sgd_step", "fused_sgd_step_parallel", "gather_moved_rows", "gather_normalised_rows",
-           "gather_rows", "parallel_threads", "start_cost"]
+__all__ = ["BLAS", "CUTS_SMALL_LAYERS", "StepPlan", "bf16_library_products", "bf16_pairs_products", "bf16_supported",
+           "fused_sgd_step", "fused_sgd_step_parallel", "gather_moved_rows", "gather_normalised_rows",
+           "gather_rows", "parallel_threads", "round_bf16", "start_cost"]
 
 #: Its two-core step can cut the layers above the first in halves too (``split_small``), so it
 #: takes two cores on networks whose first layer is not most of the step (fastnet.training.fused).

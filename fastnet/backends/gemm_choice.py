@@ -17,6 +17,11 @@ be chosen (:func:`pick`): on noise alone auto stays with NumPy's OpenBLAS. With 
 measure, nothing is measured and auto is NumPy's OpenBLAS: the table every compiled product
 used before the choice existed, the same bits.
 
+With ``--precision bf16`` the first layer's products are bf16 ones, fastnet's own
+(AVX512_BF16) or MKL's -- and MKL's come with ``mkl``. Where both run, auto measures those
+two instead (:func:`bf16_choice`, cached alike): MKL if its bf16 products are faster by
+:data:`MARGIN`, else a provider other than MKL, so that fastnet's kernels run.
+
 A run records the name it resolved (config.json, metrics.json); a resumed run takes that
 name again, since the libraries (and one library's kernels for two cores) round differently.
 """
@@ -100,14 +105,16 @@ def candidates() -> tuple[str, ...]:
     return tuple(names)
 
 
-def resolve(name: str, *, batch: int, d: int, m1: int, dtype: str = "float32", one_thread: bool = True, measure_fn=None) -> str:
+def resolve(name: str, *, batch: int, d: int, m1: int, dtype: str = "float32", one_thread: bool = True, measure_fn=None,
+            bf16: bool = False) -> str:
     """The provider a run with ``--gemm name`` uses, for its first layer's shape (batch rows, d
     inputs, m1 units) and dtype: one of :data:`PROVIDER_NAMES`. ConfigError, before any work, for
     an unknown name or a provider that cannot run here (with the command that installs it).
     ``one_thread``: whether the run's step calls BLAS on one thread (per core); if not, auto
     leaves out :data:`SEQUENTIAL` providers (MKL runs each product on its caller's thread) and
     chooses among the others by their one-thread times. ``measure_fn``: what measures auto's
-    products (:func:`measure`; tests hand in a fake)."""
+    products (:func:`measure`; tests hand in a fake). ``bf16``: a ``--precision bf16`` run, whose
+    first-layer products are bf16 (module docstring; ``measure_fn`` then measures those too)."""
     check_name(name)
     if name != "auto":
         if table(name) is None:
@@ -117,6 +124,10 @@ def resolve(name: str, *, batch: int, d: int, m1: int, dtype: str = "float32", o
     if "openblas" not in names:  # no NumPy OpenBLAS to call by address: whatever else there is
         return names[0] if names else "openblas"
     allowed = [n for n in names if one_thread or n not in SEQUENTIAL]
+    if bf16 and "mkl" in allowed and bf16_both_run():
+        if bf16_choice(batch, d, m1, measure_fn=measure_fn)["choice"] == "mkl":
+            return "mkl"
+        allowed.remove("mkl")  # MKL's float32 products would bring its bf16 ones along
     if len(allowed) < 2:
         return "openblas"
     return pick(auto_choice(batch, d, m1, dtype, names, measure_fn=measure_fn)["seconds"], allowed)
@@ -147,9 +158,10 @@ def cache_path() -> Path:
 
 def cache_key(batch: int, d: int, m1: int, dtype: str) -> str:
     """The CPU (model name, family and model: one name can cover several generations), the
-    kernels NumPy's OpenBLAS runs (``OPENBLAS_CORETYPE`` can change them), the dtype and the
-    shape."""
-    return f"{cpu_id()} | openblas {providers.numpy_openblas_core()} | {np.dtype(dtype).name} | {batch}x{d}x{m1}"
+    kernels NumPy's OpenBLAS runs (``OPENBLAS_CORETYPE`` can change them), the dtype ("bf16":
+    :func:`bf16_choice`'s products) and the shape."""
+    kind = dtype if dtype == "bf16" else np.dtype(dtype).name
+    return f"{cpu_id()} | openblas {providers.numpy_openblas_core()} | {kind} | {batch}x{d}x{m1}"
 
 
 def _read_cache(path: Path) -> dict:
@@ -166,9 +178,10 @@ def _measurement() -> list:
 
 
 def _valid_entry(entry, names) -> bool:
-    """An entry of the cache that holds a time for each of ``names`` and no other, measured as
-    :func:`measure` measures now (an entry of a shorter measurement is made again)."""
-    if not isinstance(entry, dict) or entry.get("choice") not in PROVIDER_NAMES or entry.get("rounds") != _measurement():
+    """An entry of the cache that holds a time for each of ``names`` and no other, and one of
+    them as its choice, measured as :func:`measure` measures now (an entry of a shorter
+    measurement is made again)."""
+    if not isinstance(entry, dict) or entry.get("choice") not in names or entry.get("rounds") != _measurement():
         return False
     seconds = entry.get("seconds")
     return (isinstance(seconds, dict) and set(seconds) == set(names)
@@ -182,14 +195,20 @@ def auto_choice(batch: int, d: int, m1: int, dtype: str = "float32", names=None,
     other providers installed is measured again. A cache that cannot be written only costs the
     next run a measurement."""
     names = tuple(names or candidates())
-    path, key = cache_path(), cache_key(batch, d, m1, dtype)
+    return _cached(cache_key(batch, d, m1, dtype), names, lambda: (measure_fn or measure)(batch, d, m1, dtype, names),
+                   lambda seconds: pick(seconds, names))
+
+
+def _cached(key: str, names: tuple[str, ...], measure_now, choose) -> dict:
+    """The cache's entry ``key`` if it is valid for ``names``, else ``measure_now()``'s seconds
+    with ``choose(seconds)`` as the choice, written to the cache."""
+    path = cache_path()
     entry = _read_cache(path).get(key)
     if _valid_entry(entry, names):
         return entry
-    seconds = (measure_fn or measure)(batch, d, m1, dtype, names)
-    choice = pick(seconds, names)
-    entry = {"choice": choice, "seconds": {k: float(v) for k, v in seconds.items()}, "margin": MARGIN, "rounds": _measurement(),
-             "mkl_version": providers.mkl_version(), "measured": time.strftime("%Y-%m-%d")}
+    seconds = measure_now()
+    entry = {"choice": choose(seconds), "seconds": {k: float(v) for k, v in seconds.items()}, "margin": MARGIN,
+             "rounds": _measurement(), "mkl_version": providers.mkl_version(), "measured": time.strftime("%Y-%m-%d")}
     try:
         from fastnet.util.files import write_json
 
@@ -200,6 +219,64 @@ def auto_choice(batch: int, d: int, m1: int, dtype: str = "float32", names=None,
     except OSError:
         pass
     return entry
+
+
+# ------------------------------------------------------------------- --precision bf16
+
+#: The bf16 products bf16_choice measures: fastnet's kernels (kernels/bf16_gemm.h) and MKL's.
+BF16_NAMES: tuple[str, ...] = ("fastnet", "mkl")
+
+
+def _bf16_kernels():
+    """The extension's fused-step module if it runs fastnet's bf16 kernels on this CPU, else None."""
+    try:
+        from fastnet.backends import cython_step
+    except ImportError:
+        return None
+    return cython_step if cython_step.bf16_supported() else None
+
+
+def bf16_both_run() -> bool:
+    """Whether fastnet's bf16 kernels (AVX512_BF16) and MKL's bf16 product both run here."""
+    return _bf16_kernels() is not None and providers.mkl_bf16_gemm() is not None
+
+
+def bf16_choice(batch: int, d: int, m1: int, *, measure_fn=None) -> dict:
+    """auto's entry for a --precision bf16 run of this shape where :func:`bf16_both_run`:
+    {"choice": "fastnet" or "mkl", "seconds": ...}, cached as :func:`auto_choice`'s; MKL's must
+    take at most :data:`MARGIN` of fastnet's time (``measure_fn(batch, d, m1, "bf16", names)``,
+    default :func:`measure_bf16`)."""
+    def choose(seconds):
+        return "mkl" if seconds["mkl"] <= MARGIN * seconds["fastnet"] else "fastnet"
+
+    return _cached(cache_key(batch, d, m1, "bf16"), BF16_NAMES,
+                   lambda: (measure_fn or measure_bf16)(batch, d, m1, "bf16", BF16_NAMES), choose)
+
+
+def bf16_first_layer_products(products: str, batch: int, d: int, m1: int, rng=None):
+    """``run()``: the first layer's two bf16 products of a step once, as the fused step makes
+    them, their operands' rounding included -- on fastnet's kernels or MKL's product."""
+    from fastnet.backends import cython_step as ck
+
+    rng = rng if rng is not None else np.random.default_rng(0)
+    X = rng.standard_normal((batch, d)).astype(np.float32)
+    W1t = (0.01 * rng.standard_normal((d, m1))).astype(np.float32)
+    G = rng.standard_normal((batch, m1)).astype(np.float32)
+    S = np.empty((batch, m1), np.float32)
+    if products == "fastnet":
+        dp2, np2 = (d + 1) // 2, (batch + 1) // 2
+        W1p, Xr, Xc, Gc = (np.zeros(shape, np.uint32) for shape in ((dp2, m1), (batch, dp2), (np2, d), (np2, m1)))
+        return lambda: ck.bf16_pairs_products(X, W1t, G, S, W1p, Xr, Xc, Gc)
+    fn = providers.mkl_bf16_gemm()
+    X16, W16, G16 = np.zeros((batch, d), np.uint16), np.zeros((d, m1), np.uint16), np.zeros((batch, m1), np.uint16)
+    ck.round_bf16(W1t, W16)
+    return lambda: ck.bf16_library_products(fn, X, W1t, G, S, X16, W16, G16)
+
+
+def measure_bf16(batch: int, d: int, m1: int, dtype: str = "bf16", names=BF16_NAMES, rounds: int = ROUNDS) -> dict[str, float]:
+    """Seconds per step of the first layer's two bf16 products on each of ``names`` (fastnet's
+    kernels, MKL's), interleaved and timed as :func:`measure` times the float32 ones."""
+    return _time_runs({name: bf16_first_layer_products(name, batch, d, m1) for name in names}, rounds)
 
 
 _GEMM_TYPES = {np.float32: ctypes.c_float, np.float64: ctypes.c_double}
@@ -254,10 +331,16 @@ def measure(batch: int, d: int, m1: int, dtype: str = "float32", names=None, rou
     """Seconds per step of the first layer's two products for each of the providers ``names``
     (default: each one installed): one BLAS thread, the providers interleaved round by round
     (each round ~:data:`ROUND_SECONDS` and at least :data:`ROUND_STEPS` steps), the median of ``rounds``."""
+    tables = available()
+    return _time_runs({name: first_layer_products(tables[name], batch, d, m1, dtype) for name in (names or tables)}, rounds)
+
+
+def _time_runs(runs: dict, rounds: int) -> dict[str, float]:
+    """Median seconds of each ``runs[name]()`` on one BLAS thread: warmed, then ``rounds``
+    interleaved rounds (in alternating order) of ~:data:`ROUND_SECONDS` and at least
+    :data:`ROUND_STEPS` calls each."""
     from threadpoolctl import threadpool_limits
 
-    tables = available()
-    runs = {name: first_layer_products(tables[name], batch, d, m1, dtype) for name in (names or tables)}
     times: dict[str, list[float]] = {name: [] for name in runs}
     with threadpool_limits(1, user_api="blas"):
         for run in runs.values():  # warm: MKL's first call sets itself up, OpenBLAS's its buffers

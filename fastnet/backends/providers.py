@@ -29,7 +29,11 @@ Three providers:
 * ``mkl`` (:func:`mkl_cblas`): Intel MKL's single dynamic library ``libmkl_rt`` from the
   ``mkl`` wheel (``pip install 'fastnet[mkl]'``), when it is installed. NumPy never loads it,
   so it is loaded here, and set up before its first product (:func:`_setup_mkl`): LP64,
-  sequential (each product on its caller's thread), reproducible rounding.
+  sequential (each product on its caller's thread), reproducible rounding. It also has a bf16
+  product, ``cblas_gemm_bf16bf16f32`` (:func:`mkl_bf16_gemm`): bf16 inputs, float32 sums and
+  output, on AMX tiles or AVX512_BF16 where the CPU has them and emulated elsewhere -- the
+  first layer's products of ``--precision bf16`` with ``--gemm mkl``, and on CPUs without
+  AVX512_BF16, where fastnet's own bf16 kernels cannot run.
 """
 from __future__ import annotations
 
@@ -267,6 +271,14 @@ def mkl_cblas() -> GemmTable | None:
     if lib is None:
         return None
     return _pair(lib, "cblas_sgemm", "cblas_dgemm", 0)
+
+
+def mkl_bf16_gemm() -> int | None:
+    """The address of MKL's ``cblas_gemm_bf16bf16f32`` (LP64: ?gemm's arguments, A and B as
+    uint16 bf16 matrices, C float32), or None when MKL is not installed or lacks it."""
+    lib = _load_mkl()
+    fn = getattr(lib, "cblas_gemm_bf16bf16f32", None) if lib is not None else None
+    return ctypes.cast(fn, ctypes.c_void_p).value if fn is not None else None
 
 
 def mkl_version() -> str | None:

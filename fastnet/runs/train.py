@@ -68,7 +68,7 @@ def run_to_folder(cfg, out_dir, *, data=None, data_dir=None, download=False, ove
             gemm = gemm_for(cfg, input_width(cfg), fused=kernel is not None, threads=blas_thread_count(),
                             cuts_small=kernel_cuts_small_layers(kernel))
             if progress:
-                print(f"fastnet: backend {backend.name} ({backend.version}), {cfg.dtype}{gemm_note(backend, gemm)}{precision_note(cfg)}", file=sys.stderr)
+                print(f"fastnet: backend {backend.name} ({backend.version}), {cfg.dtype}{gemm_note(backend, gemm)}{precision_note(cfg, kernel, gemm)}", file=sys.stderr)
             if data is None:
                 data = load_cifar10(data_dir, split=cfg.split, n_val=cfg.n_val, dtype=np.dtype(cfg.dtype), download=download, progress=progress)
             else:
@@ -157,7 +157,7 @@ def resume_run(run_dir, *, data_dir=None, download=False, progress=True, plots=T
                 or ckpt.net.bn != cfg.bn or ckpt.net.bn_placement != cfg.bn_placement or ckpt.net.skip != cfg.skip):
             raise CheckpointError(f"{out / CHECKPOINT} holds a network of sizes {ckpt.net.sizes} ({ckpt.net.dtype}), not the one config.json describes; resume is impossible")
         if progress:
-            print(f"fastnet: resuming {out} at step {ckpt.position.t} on backend {backend.name} ({backend.version}), {cfg.dtype}{gemm_note(backend, gemm)}{precision_note(cfg)}", file=sys.stderr)
+            print(f"fastnet: resuming {out} at step {ckpt.position.t} on backend {backend.name} ({backend.version}), {cfg.dtype}{gemm_note(backend, gemm)}{precision_note(cfg, getattr(backend.ops, 'fused_step', None), gemm)}", file=sys.stderr)
         from fastnet.training.config import new_optimizer
 
         optimizer = new_optimizer(cfg, ckpt.net)
@@ -178,9 +178,22 @@ def gemm_note(backend, gemm: str) -> str:
     return f", matrix products by {gemm}" if gemm != "openblas" and getattr(backend.ops, "fused_step", None) is not None else ""
 
 
-def precision_note(cfg) -> str:
-    """", first-layer products in bf16" for the progress line of a --precision bf16 run; "" otherwise."""
-    return ", first-layer products in bf16" if cfg.precision == "bf16" else ""
+def precision_note(cfg, kernel=None, gemm: str | None = None) -> str:
+    """", first-layer products in bf16 (whose)" for the progress line of a --precision bf16 run
+    whose fused step ``kernel`` calls the provider ``gemm``, saying when they are an emulation;
+    "" otherwise. (A bf16 run that cannot run is refused with its reason when its step is made.)"""
+    from fastnet.training.fused import bf16_emulated, bf16_products
+
+    if cfg.precision != "bf16":
+        return ""
+    try:
+        products = bf16_products(kernel, gemm)
+    except ValueError:
+        return ", first-layer products in bf16"
+    if bf16_emulated(products):
+        return (", first-layer products in bf16, emulated on MKL's product (this CPU has no AVX512_BF16 or AMX): "
+                "bf16's arithmetic, not its speed")
+    return f", first-layer products in bf16 ({'MKL' if products == 'mkl' else 'fastnet'}'s kernels)"
 
 
 def recorded_gemm(config: dict, out: Path) -> str:
@@ -302,6 +315,10 @@ def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: b
         bonus_metrics = finish_bn_stats(net, data, cfg, backend.ops)  # PreciseBN: EMA figures, then the final statistics
         if whiten_seconds is not None:
             bonus_metrics["whiten_seconds"] = whiten_seconds
+        if cfg.precision == "bf16":  # whose bf16 products ran (fastnet's or MKL's), as the step chose them
+            from fastnet.training.fused import bf16_products
+
+            bonus_metrics["bf16_products"] = bf16_products(backend.ops.fused_step, gemm)
         return writer.finish(plots, time.perf_counter() - wall, resumed_from, bonus_metrics)
     except BaseException as exc:
         stopped = writer.stopped(exc)

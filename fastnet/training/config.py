@@ -83,7 +83,8 @@ class TrainConfig:
     gemm: str = recorded_if_set("auto", "matrix-multiply provider of the fused step: auto, openblas (NumPy's) or mkl (pip install 'fastnet[mkl]'); "
                                 "auto: MKL where it is installed and measured faster for the first layer's products on this CPU, else OpenBLAS")
     precision: str = recorded_if_set("fp32", "precision of the first layer's two products in the fused step: fp32, or bf16 (bfloat16 inputs, float32 sums "
-                                     "and weights; the cython backend on a CPU with AVX512_BF16); everything else stays float32")
+                                     "and weights; the cython backend: fastnet's kernels on a CPU with AVX512_BF16, MKL's bf16 product with --gemm mkl "
+                                     "or, emulated, where the CPU has no AVX512_BF16); everything else stays float32")
     split: str = setting("a3", "a3: batches 1-5 minus n_val for training; a2: batch 1 train, batch 2 validation")
     n_val: int = setting(5000, "validation images held out of batches 1-5 for split a3")
     eval_every: int = setting(0, "also evaluate every N update steps (0: only at epoch ends)")
@@ -341,7 +342,8 @@ def gemm_for(cfg: TrainConfig, d: int, name: str | None = None, *, fused: bool =
     python_augmented = cfg.augment and cfg.whiten == "pca"
     splits = splits_itself([d, *cfg.hidden, N_CLASSES], augmented=python_augmented, bf16=cfg.precision == "bf16", cuts_small=cuts_small)
     one_thread = threads == 1 or (threads == 2 and splits)
-    return resolve_gemm(name, batch=cfg.batch, d=d, m1=cfg.hidden[0], dtype=cfg.dtype, one_thread=one_thread)
+    return resolve_gemm(name, batch=cfg.batch, d=d, m1=cfg.hidden[0], dtype=cfg.dtype, one_thread=one_thread,
+                        bf16=cfg.precision == "bf16")
 
 
 def new_optimizer(cfg: TrainConfig, net: Network):

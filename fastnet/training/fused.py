@@ -32,8 +32,9 @@ What the fused step changes, measured in ``scripts/bench_peers.py``:
   is not most of the step (:func:`split_pays`), the extension's step cuts the small layers'
   products in halves too (:func:`splits_itself`);
 * with ``--precision bf16`` (:meth:`FusedStep.use_bf16`, the extension's step only) the first
-  layer's two products take bf16 inputs and sum in float32 (kernels/bf16_gemm.h, AVX512_BF16);
-  the weights stay float32, and every other product is BLAS's, as before. Its steps take two
+  layer's two products take bf16 inputs and sum in float32: on fastnet's own kernels
+  (kernels/bf16_gemm.h, AVX512_BF16), or on MKL's ``cblas_gemm_bf16bf16f32`` with ``--gemm
+  mkl`` and on CPUs without AVX512_BF16 (:func:`bf16_products`); the weights stay float32, and every other product is BLAS's, as before. Its steps take two
   cores whenever BLAS has two threads, augmented or not; where the first layer is not most of
   the step (:func:`split_pays`), the small layers' products are cut in halves too.
 """
@@ -66,6 +67,45 @@ def fused_step_for(net: Network, ops, *, optimizer: str = "sgd", regularised: bo
     if kinds not in ({"bn_relu"}, {"relu"}) or net.dtype not in (np.float32, np.float64):
         return None
     return FusedStep(net, kernel, gemm)
+
+
+#: The two implementations of the bf16 products: fastnet's own kernels (kernels/bf16_gemm.h,
+#: AVX512_BF16's VDPBF16PS) and MKL's cblas_gemm_bf16bf16f32 (AMX tiles or AVX512_BF16 where
+#: the CPU has them, an emulation in float32 elsewhere).
+BF16_PRODUCTS = ("fastnet", "mkl")
+
+
+def bf16_products(kernel, gemm: str | None) -> str:
+    """Whose bf16 products a fused step of ``kernel`` whose products go to the provider
+    ``gemm`` runs: MKL's with ``--gemm mkl``; else fastnet's own where this CPU runs them
+    (AVX512_BF16), and MKL's, emulated, where it does not but MKL is installed. ValueError, in
+    a sentence, where neither can run (or the kernel has no bf16 products)."""
+    from fastnet.backends import providers
+
+    supported = getattr(kernel, "bf16_supported", None)
+    if supported is None:
+        raise ValueError("bf16 products are the compiled extension's (--backend cython); this backend's fused step has none")
+    mkl = providers.mkl_bf16_gemm() is not None
+    if gemm == "mkl":
+        if not mkl:
+            raise ValueError("this MKL has no cblas_gemm_bf16bf16f32; choose --gemm auto or openblas")
+        return "mkl"
+    if supported():
+        return "fastnet"
+    if mkl:
+        return "mkl"
+    raise ValueError(f"this CPU ({cpu_model()}) has no AVX512_BF16, which fastnet's bf16 kernels need "
+                     "(Intel Cooper Lake or Sapphire Rapids and later, AMD Zen 4 and later); "
+                     "with Intel MKL installed (pip install 'fastnet[mkl]') its bf16 product runs them here, emulated")
+
+
+def bf16_emulated(products: str) -> bool:
+    """Whether bf16 products ``products`` run emulated on this CPU: MKL's without AVX512_BF16 or
+    AMX-BF16 to run them on (the same arithmetic -- bf16 inputs, float32 sums -- at float32's
+    speed or below)."""
+    from fastnet.util.cpu import cpu_flags
+
+    return products == "mkl" and not ({"avx512_bf16", "amx_bf16"} & set(cpu_flags()))
 
 
 #: The two-core split pays when the first layer's products are at least this share of the
@@ -119,7 +159,8 @@ class FusedStep:
         self.net = net
         self.kernel = kernel
         self.gemm = gemm
-        self.bf16 = self._split_small = False
+        self.bf16: str | None = None  # whose bf16 products run (use_bf16), or None: float32
+        self._split_small = False
         self.plan = None
         self.dtype = net.dtype
         layers = net.layers
@@ -188,25 +229,23 @@ class FusedStep:
         first provider found -- NumPy's OpenBLAS). ValueError if its library is not installed."""
         if name is not None:
             self._table(name)  # refused now, not at the first step
+        if self.bf16:  # MKL's bf16 products with MKL's, else as before
+            self.bf16 = bf16_products(self.kernel, name)
         self.gemm = name
         if self.plan is not None:
             self.plan = self._plan()
 
     def use_bf16(self, on: bool = True) -> None:
         """Run the first layer's two products of every following step on bf16 inputs with
-        float32 sums (``--precision bf16``), or in float32 again. ValueError, in a sentence, where
-        that cannot run: a kernel without bf16 products (Numba's), a float64 network, or a CPU
-        without AVX512_BF16."""
+        float32 sums (``--precision bf16``), or in float32 again: on the products
+        :func:`bf16_products` names for this step's provider (:attr:`bf16`). ValueError, in a
+        sentence, where that cannot run: a kernel without bf16 products (Numba's), a float64
+        network, or a CPU without AVX512_BF16 and no MKL."""
         if on:
-            supported = getattr(self.kernel, "bf16_supported", None)
-            if supported is None:
-                raise ValueError("bf16 products are the compiled extension's (--backend cython); this backend's fused step has none")
+            products = bf16_products(self.kernel, self.gemm)
             if self.dtype != np.float32:
                 raise ValueError("bf16 products train float32 networks (--dtype float32)")
-            if not supported():
-                raise ValueError(f"this CPU ({cpu_model()}) has no AVX512_BF16, which bf16 products need "
-                                 "(Intel Cooper Lake or Sapphire Rapids and later, AMD Zen 4 and later)")
-        self.bf16 = bool(on)
+        self.bf16 = products if on else None
         self._cut_small_layers()  # (measured in the README, issue 15)
         if self.plan is not None:
             self.plan = self._plan()
@@ -227,8 +266,13 @@ class FusedStep:
         plan = k.StepPlan(self._table(self.gemm), self.W1t, self.Ws, self.bs, self.gammas, self.betas, self.mu_avs, self.v_avs,
                           self.Ss, self.Xs, self.S_hats, self.mus, self.vs, self.Gs, self.dXs, self.dgammas,
                           self.dbetas, self.P, self.loss, self.bn)
-        if self.bf16:  # the operands as bf16 pairs (kernels/bf16_gemm.h); W1t's copy is made from W1t now
-            (d, m1), n = self.W1t.shape, self.n
+        (d, m1), n = self.W1t.shape, self.n
+        if self.bf16 == "mkl":  # plain bf16 copies of the operands (kernels/bf16_round.h); W1t's made now
+            from fastnet.backends.providers import mkl_bf16_gemm
+
+            plan.use_bf16_gemm(mkl_bf16_gemm(), np.empty((n, d), np.uint16), np.empty((d, m1), np.uint16),
+                               np.empty((n, m1), np.uint16))
+        elif self.bf16:  # the operands as bf16 pairs (kernels/bf16_gemm.h); W1t's copy is made from W1t now
             dp2, np2 = (d + 1) // 2, (n + 1) // 2
             plan.use_bf16(np.empty((dp2, m1), np.uint32), np.empty((n, dp2), np.uint32), np.empty((np2, d), np.uint32),
                           np.empty((np2, m1), np.uint32))
@@ -266,7 +310,7 @@ class FusedStep:
         """Cut the small layers' products in halves where the first layer is not most of the
         step (:func:`split_pays`): on two cores, and in bf16 on one core alike (the same BLAS
         calls, so the same bits; float32 on one core keeps its single calls)."""
-        self._split_small = self.cuts_small_layers and not split_pays(self.net.sizes) and (self.bf16 or self.cores == 2)
+        self._split_small = self.cuts_small_layers and not split_pays(self.net.sizes) and (bool(self.bf16) or self.cores == 2)
 
     def _release_limits(self) -> None:
         if self._limits is not None:

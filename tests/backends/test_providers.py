@@ -271,6 +271,59 @@ def test_the_measurement_times_each_provider_on_a_small_shape(monkeypatch):
     assert set(seconds) == {"openblas", "mkl"} and all(s > 0 for s in seconds.values())
 
 
+def _bf16_fake(bf16_seconds, fp32_seconds, seen):
+    def fake(batch, d, m1, dtype, names):
+        seen.append((dtype, tuple(names)))
+        return bf16_seconds if dtype == "bf16" else fp32_seconds
+    return fake
+
+
+def test_auto_for_bf16_measures_the_bf16_products_where_both_run(two_providers, monkeypatch):
+    """--precision bf16 where fastnet's kernels and MKL's both run: auto measures the bf16
+    products, not the float32 ones, once per shape; MKL's faster by the margin makes it mkl."""
+    monkeypatch.setattr(gemm_choice, "bf16_both_run", lambda: True)
+    seen = []
+    fake = _bf16_fake({"fastnet": 1.0, "mkl": 0.5}, {"openblas": 1.0, "mkl": 2.0}, seen)
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, bf16=True, measure_fn=fake) == "mkl"
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, bf16=True, measure_fn=fake) == "mkl"
+    assert seen == [("bf16", ("fastnet", "mkl"))]
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=fake) == "openblas"  # float32: its own entry
+    assert seen[1:] == [("float32", ("openblas", "mkl"))]
+
+
+def test_auto_for_bf16_leaves_mkl_out_where_fastnets_bf16_kernels_win(two_providers, monkeypatch):
+    """MKL's float32 products are faster here, but with them would come MKL's bf16 ones, which
+    are not: a bf16 run stays off MKL (and with one provider left measures no float32)."""
+    monkeypatch.setattr(gemm_choice, "bf16_both_run", lambda: True)
+    seen = []
+    fake = _bf16_fake({"fastnet": 1.0, "mkl": 0.97}, {"openblas": 1.0, "mkl": 0.5}, seen)
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, bf16=True, measure_fn=fake) == "openblas"
+    assert seen == [("bf16", ("fastnet", "mkl"))]
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, measure_fn=fake) == "mkl"
+
+
+def test_auto_for_bf16_where_only_one_runs_chooses_as_for_float32(two_providers, monkeypatch):
+    """Without AVX512_BF16 MKL's bf16 products run whatever the provider (fastnet.training.fused.bf16_products):
+    nothing bf16 is measured, and the float32 choice stands."""
+    monkeypatch.setattr(gemm_choice, "bf16_both_run", lambda: False)
+    seen = []
+    fake = _bf16_fake({}, {"openblas": 1.0, "mkl": 2.0}, seen)
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, bf16=True, measure_fn=fake) == "openblas"
+    assert seen == [("float32", ("openblas", "mkl"))]
+
+
+@needs_mkl
+def test_the_bf16_measurement_times_mkls_bf16_products(monkeypatch):
+    """The real bf16 measurement runs MKL's bf16 products (and fastnet's kernels where the CPU has
+    AVX512_BF16) and returns a positive median each (no speed is asserted)."""
+    from fastnet.backends import cython_step
+
+    monkeypatch.setattr(gemm_choice, "ROUND_SECONDS", 0.001)
+    names = ("fastnet", "mkl") if cython_step.bf16_supported() else ("mkl",)
+    seconds = gemm_choice.measure_bf16(20, 64, 8, names=names, rounds=3)
+    assert set(seconds) == set(names) and all(s > 0 for s in seconds.values())
+
+
 def test_info_lists_the_providers_and_autos_choice(two_providers, monkeypatch):
     monkeypatch.setattr(gemm_choice, "measure", lambda *a: {"openblas": 1.0, "mkl": 2.0})
     lines = gemm_choice.describe()

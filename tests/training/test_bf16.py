@@ -1,5 +1,7 @@
 """``--precision bf16``: the fused step's first-layer products on bfloat16 inputs with float32
-sums (kernels/bf16_gemm.h), against a NumPy reference of that arithmetic.
+sums, against a NumPy reference of that arithmetic -- on each implementation that runs here:
+fastnet's own kernels (kernels/bf16_gemm.h, AVX512_BF16) and MKL's cblas_gemm_bf16bf16f32
+(kernels/bf16_round.h rounds its inputs; an emulation on CPUs without AVX512_BF16 or AMX).
 
 The reference rounds the products' inputs to bf16 (:func:`bf16`, round to nearest, ties to
 even, as VCVTNE2PS2BF16) and multiplies them in float64. The kernel sums the same bf16 values
@@ -8,8 +10,9 @@ over sums of at most 64 terms here (float32's epsilon is 1.2e-7). Had the kernel
 rounding of either input, the difference would be bf16's 2^-9 = 2e-3.
 
 Shapes are odd on purpose (d = 37 inputs, batches of 9 rows, 50 first-layer units): every
-pair has a zero partner somewhere and every tile a masked edge. Tests that run the kernels
-skip on a CPU without AVX512_BF16; the refusals are tested everywhere.
+pair has a zero partner somewhere and every tile a masked edge. Tests that run fastnet's
+kernels skip on a CPU without AVX512_BF16, MKL's where MKL is not installed (CI installs it);
+the refusals are tested everywhere.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import pytest
 from conftest import small_cfg, stopped_run
 
 import fastnet.runs.train as run_train
-from fastnet.backends import load, resolve
+from fastnet.backends import load, providers, resolve
 from fastnet.util.cpu import cpu_model
 from fastnet.errors import ConfigError
 from fastnet.model.network import init_network
@@ -33,6 +36,10 @@ built = load("cython").available
 needs_extension = pytest.mark.skipif(not built, reason="the extension is not built: no fused step")
 has_bf16 = built and resolve("cython").ops.fused_step.bf16_supported()
 needs_bf16 = pytest.mark.skipif(not has_bf16, reason=f"this CPU ({cpu_model()}) has no AVX512_BF16")
+has_mkl16 = built and providers.mkl_bf16_gemm() is not None
+#: Each implementation of the bf16 products, skipped where it cannot run.
+PRODUCTS = [pytest.param("fastnet", marks=needs_bf16),
+            pytest.param("mkl", marks=pytest.mark.skipif(not has_mkl16, reason="Intel MKL is not installed (pip install 'fastnet[mkl]')"))]
 
 RTOL = 1e-5  # of the largest entry: float32 sums of <= 64 bf16 products (module docstring)
 
@@ -58,9 +65,11 @@ def _batches(d=37, n=9, count=3, seed=2):
     return [(rng.standard_normal((n, d)).astype(np.float32), rng.integers(0, 10, n)) for _ in range(count)]
 
 
-def _bf16_step(net) -> FusedStep:
-    fused = fused_step_for(net, resolve("cython").ops)
+def _bf16_step(net, products="fastnet") -> FusedStep:
+    """The fused step of ``net`` with bf16 products ``products`` (MKL's: with --gemm mkl)."""
+    fused = fused_step_for(net, resolve("cython").ops, gemm="mkl" if products == "mkl" else None)
     fused.use_bf16()
+    assert fused.bf16 == products
     return fused
 
 
@@ -72,12 +81,12 @@ def test_bf16_reference_rounds_to_nearest_even():
     assert bf16([one + ulp / 2 + 2.0 ** -20])[0] == 1.0 + ulp
 
 
-@needs_bf16
-def test_the_forward_product_is_bf16_inputs_summed_in_float32():
+@pytest.mark.parametrize("products", PRODUCTS)
+def test_the_forward_product_is_bf16_inputs_summed_in_float32(products):
     """Two steps: the second forward product also reads the bf16 copy of W1 that the first
     step's update wrote."""
     net = _net()
-    fused = _bf16_step(net)
+    fused = _bf16_step(net, products)
     for X, y in _batches(count=2):
         W1t = fused.W1t.copy()
         fused.step(X, y, 0.01, 0.05)
@@ -85,12 +94,12 @@ def test_the_forward_product_is_bf16_inputs_summed_in_float32():
     fused.detach()
 
 
-@needs_bf16
-def test_the_update_is_bf16_inputs_summed_in_float32():
+@pytest.mark.parametrize("products", PRODUCTS)
+def test_the_update_is_bf16_inputs_summed_in_float32(products):
     """W1 small and the step large, so that the update's sum X^T G1 can be read back from W1:
     W1 - (eta / n) X^T G1 (lam 0), with G1 the step's own float32 gradient rounded to bf16."""
     net = _net(sigma=1e-4)
-    fused = _bf16_step(net)
+    fused = _bf16_step(net, products)
     (X, y), = _batches(count=1)
     eta, n = 5.0, X.shape[0]
     before = fused.W1t.astype(np.float64)
@@ -101,13 +110,17 @@ def test_the_update_is_bf16_inputs_summed_in_float32():
     fused.detach()
 
 
-def _train(cores, threads, d):
+def _train(cores, threads, d, products="fastnet"):
     net = _net(d=d)
-    fused = _bf16_step(net)
+    fused = _bf16_step(net, products)
     fused.use_cores(cores)
     losses = [fused.step(X, y, 0.01, 0.05, threads=threads) for X, y in _batches(d=d, count=4)]
     fused.detach()
     return losses, [a.copy() for a in net.params().values()], fused._split_small
+
+
+def _same(run, ref) -> bool:
+    return run[0] == ref[0] and all(a.tobytes() == b.tobytes() for a, b in zip(run[1], ref[1]))
 
 
 @needs_bf16
@@ -118,21 +131,32 @@ def test_bf16_bits_do_not_depend_on_threads_or_the_step_form(d, split_small):
     one-core step and the two-core split on one or two threads give the same bits. With
     d = 37 the first layer is 61 % of the step, so the two-core split also cuts the small
     layers (split_small); with d = 371, 94 %, it does not."""
-    ref_losses, ref, small = _train(1, 1, d)
-    assert small is split_small
-    for cores, threads in ((2, 1), (2, 2)):
-        losses, params, _ = _train(cores, threads, d)
-        assert losses == ref_losses
-        assert all(a.tobytes() == b.tobytes() for a, b in zip(params, ref))
+    ref = _train(1, 1, d)
+    assert ref[2] is split_small
+    assert _same(_train(2, 1, d), ref) and _same(_train(2, 2, d), ref)
 
 
-@needs_bf16
-def test_a_bf16_run_trains_as_the_float32_run_does(fake):
+@pytest.mark.parametrize("products", PRODUCTS[1:])
+@pytest.mark.parametrize("d", [37, 371])
+def test_mkls_bf16_bits_do_not_depend_on_the_load(products, d):
+    """MKL's two-core split makes the same calls on one thread as on two (the load guard's
+    fallback), so the same bits. (MKL does not promise that a product cut by rows rounds as
+    the whole one, so the one-core step is its own run; on the Zen 3 machine it was equal.)"""
+    assert _same(_train(2, 1, d, products), _train(2, 2, d, products))
+
+
+def _bf16_cfg(products, precision="bf16"):
+    """A small run on ``products``' bf16 products (fastnet's: NumPy's OpenBLAS for the rest)."""
+    return small_cfg(backend="cython", precision=precision, gemm="mkl" if products == "mkl" else "openblas")
+
+
+@pytest.mark.parametrize("products", PRODUCTS)
+def test_a_bf16_run_trains_as_the_float32_run_does(fake, products):
     """bf16 rounds the first layer's inputs only: over 60 steps the losses stay within a few
     per cent of the float32 run's (what is seen: well under 1 %), and it learns."""
     runs = {}
     for precision in ("fp32", "bf16"):
-        cfg = small_cfg(backend="cython", precision=precision)
+        cfg = _bf16_cfg(products, precision)
         net = _net(d=3072, hidden=cfg.hidden)
         history = fit(net, fake, cfg, resolve("cython").ops, progress=False)
         runs[precision] = np.array(history.step_loss)
@@ -141,21 +165,43 @@ def test_a_bf16_run_trains_as_the_float32_run_does(fake):
     assert runs["bf16"][-5:].mean() < 0.8 * runs["bf16"][:5].mean()
 
 
-@needs_bf16
-def test_a_bf16_run_records_its_precision_and_resumes_bit_for_bit(fake, tmp_path, monkeypatch):
-    cfg = small_cfg(backend="cython", precision="bf16")
+@pytest.mark.parametrize("products", PRODUCTS)
+def test_a_bf16_run_records_its_precision_and_resumes_bit_for_bit(fake, tmp_path, monkeypatch, products):
+    cfg = _bf16_cfg(products)
     whole = tmp_path / "whole"
     run_train.run_to_folder(cfg, whole, data=fake, progress=False, plots=False)
     plain = tmp_path / "fp32"
-    run_train.run_to_folder(small_cfg(backend="cython"), plain, data=fake, progress=False, plots=False)
+    run_train.run_to_folder(_bf16_cfg(products, "fp32"), plain, data=fake, progress=False, plots=False)
     out = tmp_path / "stopped"
     stopped_run(cfg, out, fake, monkeypatch)
     assert json.loads((out / "config.json").read_text())["train"]["precision"] == "bf16"
     run_train.resume_run(out, data_dir=fake.source, progress=False, plots=False)
-    assert json.loads((out / "metrics.json").read_text())["precision"] == "bf16"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["precision"] == "bf16" and metrics["bf16_products"] == products
+    assert "bf16_products" not in json.loads((plain / "metrics.json").read_text())
     a, b = np.load(whole / "model.npz"), np.load(out / "model.npz")
     assert sorted(a.files) == sorted(b.files) and all(a[k].tobytes() == b[k].tobytes() for k in a.files)
     assert np.load(plain / "model.npz")["W1"].tobytes() != a["W1"].tobytes()  # bf16 changed the run
+
+
+@needs_extension
+def test_the_library_products_rounding_is_the_references():
+    """kernels/bf16_round.h against :func:`bf16`: random values of every magnitude, ties both
+    ways, infinities, the largest finite values (which round up to infinity, as they must),
+    zeros of both signs, subnormals; NaNs stay NaNs (quiet), even those whose low bits would
+    carry into an infinity."""
+    from fastnet.backends.cython_step import round_bf16
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(4000) * 10.0 ** rng.integers(-40, 38, 4000),
+                        1 + np.array([2.0 ** -8, 3 * 2.0 ** -8, -(2.0 ** -9)]),
+                        [np.inf, -np.inf, np.finfo(np.float32).max, 0.0, -0.0, 1e-40, -3e-42]]).astype(np.float32)
+    nans = np.array([0x7F800001, 0xFF80FFFF, 0x7FC00000], np.uint32).view(np.float32)
+    got = np.empty((1, x.size + nans.size), np.uint16)
+    round_bf16(np.concatenate([x, nans])[None, :], got)
+    values = (got.astype(np.uint32) << 16).view(np.float32)[0]
+    assert values[:x.size].astype(np.float64).tobytes() == bf16(x).tobytes()
+    assert np.isnan(values[x.size:]).all()
 
 
 # ------------------------------------------------------------------ refusals, on every machine
@@ -182,11 +228,45 @@ def test_bf16_where_no_fused_step_runs_is_one_sentence(fake, kw, why):
 
 
 @needs_extension
-def test_bf16_on_a_cpu_without_it_names_the_cpu(fake, monkeypatch):
+def test_bf16_on_a_cpu_without_it_and_without_mkl_names_the_cpu(fake, monkeypatch):
     monkeypatch.setattr(resolve("cython").ops.fused_step, "bf16_supported", lambda: False)
-    cfg = small_cfg(backend="cython", precision="bf16")
-    with pytest.raises(ConfigError, match=r"--precision bf16: this CPU \(.+\) has no AVX512_BF16"):
+    monkeypatch.setattr(providers, "mkl_bf16_gemm", lambda: None)
+    cfg = small_cfg(backend="cython", precision="bf16", gemm="openblas")
+    with pytest.raises(ConfigError, match=r"--precision bf16: this CPU \(.+\) has no AVX512_BF16, .+\(pip install 'fastnet\[mkl\]'\) its bf16 product runs them here, emulated"):
         fit(_net(d=3072, hidden=cfg.hidden), fake, cfg, resolve("cython").ops, progress=False)
+
+
+@pytest.mark.parametrize("products", PRODUCTS[1:])
+def test_bf16_on_a_cpu_without_it_runs_on_mkl_and_says_it_is_emulated(monkeypatch, products):
+    """Without AVX512_BF16, MKL's bf16 product runs them whatever the provider of the rest;
+    the run's first line says that it is an emulation."""
+    from fastnet.runs.train import precision_note
+    from fastnet.util import cpu
+
+    kernel = resolve("cython").ops.fused_step
+    monkeypatch.setattr(kernel, "bf16_supported", lambda: False)
+    fused = fused_step_for(_net(), resolve("cython").ops, gemm="openblas")
+    fused.use_bf16()
+    assert fused.bf16 == "mkl"
+    fused.detach()
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert "emulated on MKL's product (this CPU has no AVX512_BF16 or AMX)" in precision_note(TrainConfig(precision="bf16"), kernel, "openblas")
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16", "amx_bf16"}))
+    assert precision_note(TrainConfig(precision="bf16"), kernel, "mkl") == ", first-layer products in bf16 (MKL's kernels)"
+
+
+@pytest.mark.parametrize("products", PRODUCTS[1:])
+def test_a_step_moved_to_or_from_mkl_takes_its_bf16_products_along(products, monkeypatch):
+    """use_gemm after use_bf16 (the order fit takes them in) changes whose bf16 products run;
+    where fastnet's cannot run, they stay MKL's."""
+    fused = fused_step_for(_net(), resolve("cython").ops)
+    monkeypatch.setattr(resolve("cython").ops.fused_step, "bf16_supported", lambda: False)
+    fused.use_bf16()
+    fused.use_gemm("openblas")
+    assert fused.bf16 == "mkl"
+    fused.use_gemm("mkl")
+    assert fused.bf16 == "mkl"
+    fused.detach()
 
 
 def test_numbas_fused_step_has_no_bf16():
@@ -202,7 +282,7 @@ def test_bf16_runs_are_not_grouped():
     assert lockstep_blocker(TrainConfig(precision="bf16")) == "bf16 products are not grouped"
 
 
-@needs_bf16
+@pytest.mark.skipif(not (has_bf16 or has_mkl16), reason=f"this CPU ({cpu_model()}) has no AVX512_BF16, and MKL is not installed")
 def test_bf16_steps_take_both_cores_augmented_or_not(fake):
     """The bf16 kernels have no threads of their own: with BLAS on two threads the step splits
     itself, augmented between steps too (a Python augmentation, such as PCA rows' flips, where
@@ -232,6 +312,10 @@ def test_info_says_whether_bf16_runs_here(capsys, monkeypatch):
 
     note = bf16_note()
     assert note.startswith("yes") == has_bf16
+    assert note.startswith("emulated") == (not has_bf16 and has_mkl16)
     if built:
         monkeypatch.setattr(resolve("cython").ops.fused_step, "bf16_supported", lambda: False)
-        assert bf16_note() == f"no: this CPU ({cpu_model()}) has no AVX512_BF16"
+        monkeypatch.setattr(providers, "mkl_bf16_gemm", lambda: None)
+        assert bf16_note().startswith(f"no: this CPU ({cpu_model()}) has no AVX512_BF16 (with Intel MKL installed")
+        monkeypatch.setattr(providers, "mkl_bf16_gemm", lambda: 1)
+        assert bf16_note().startswith(f"emulated: this CPU ({cpu_model()}) has no AVX512_BF16, so they run on MKL's bf16 product")
