@@ -199,7 +199,7 @@ def bf16_note() -> str:
     mkl = providers.mkl_bf16_gemm() is not None
     amx = "amx_bf16" in cpu_flags()
     if fused.bf16_supported():
-        also = f"; MKL's{' (AMX tiles)' if amx else ''} with --gemm mkl" if mkl else ""
+        also = f"; MKL's{' (AMX tiles)' if amx else ''} with --gemm mkl, and --gemm auto measures the two" if mkl else ""
         return f"yes, on this CPU ({cpu_model()}, AVX512_BF16), with the cython backend: fastnet's kernels{also}"
     if mkl:
         return (f"emulated: this CPU ({cpu_model()}) has no AVX512_BF16, so they run on MKL's bf16 product "

@@ -564,7 +564,7 @@ def main(argv=None) -> int:
     p.add_argument("--nets", default="3,9", help="comma-separated: 3, 9 (layers) and/or wide ([1024, 512, 256]) (default 3,9)")
     p.add_argument("--bn", choices=("both", "on", "off"), default="both")
     p.add_argument("--skip", default="", help="comma-separated implementations to leave out: numpy,numba,cython,auto,torch,jax")
-    p.add_argument("--bf16", action="store_true", help="also fastnet --precision bf16 (cython, uint8 images; needs AVX512_BF16) and "
+    p.add_argument("--bf16", action="store_true", help="also fastnet --precision bf16 (cython, uint8 images; AVX512_BF16, or MKL's bf16 product, emulated on other CPUs) and "
                    "PyTorch under CPU autocast bf16: the columns bf16 and torch16, and a second table of their ratios")
     p.add_argument("--gemm", default="", help="comma-separated matrix-multiply providers (openblas, openblas-avx512, mkl): also "
                    "fastnet-auto-u8 with each forced, beside auto's choice")
