@@ -50,9 +50,10 @@ static int fastnet_bf16_supported(void) {
 
 #if FASTNET_BF16_BUILT
 
-/* Mask of the first n (0..16) lanes. */
+/* Mask of the first n lanes: none for n <= 0 (the second half of a tile or block narrower
+ * than 16 columns; a shift by a negative count would be undefined), all 16 from n = 16. */
 static inline __mmask16 fastnet_lanes(ptrdiff_t n) {
-    return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
 }
 
 /* 32 bf16 values = (lo[0], hi[0], lo[1], hi[1], ...): one register of 16 pairs. */

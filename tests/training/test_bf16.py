@@ -184,6 +184,53 @@ def test_a_bf16_run_records_its_precision_and_resumes_bit_for_bit(fake, tmp_path
     assert np.load(plain / "model.npz")["W1"].tobytes() != a["W1"].tobytes()  # bf16 changed the run
 
 
+def _guarded(shape, dtype, fill):
+    """A C-contiguous array of ``shape`` at the start of a larger buffer filled with ``fill``,
+    and the buffer's tail after it (its guard): a kernel that writes past the array changes it."""
+    size = int(np.prod(shape))
+    buf = np.full(size + 256, fill, dtype)
+    return buf[:size].reshape(shape), buf[size:]
+
+
+@pytest.mark.parametrize("products", PRODUCTS)
+@pytest.mark.parametrize("m1", [5, 8, 40, 50])
+def test_narrow_first_layers_write_only_their_own_entries(products, m1):
+    """First layers narrower than a tile's 32 columns, or ending 1-15 columns into one (5, 8,
+    40): the masked halves of a tile must touch nothing (they once wrote 16 columns past C
+    there, corrupting the heap). The first layer's two products run twice, as two steps make
+    them (the second forward product reads the bf16 copy of W1t the first update wrote); both
+    are checked against the reference, and the words after every buffer they write stay as
+    they were."""
+    from fastnet.backends import cython_step as ck
+
+    rng = np.random.default_rng(3)
+    n, d, step = 9, 37, 1e-6  # bf16_*_products' update: W1t -= step X^T G
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    G = rng.standard_normal((n, m1)).astype(np.float32)
+    W1t, w_tail = _guarded((d, m1), np.float32, 7.0)
+    W1t[:] = 1e-9 * rng.standard_normal((d, m1))  # small: the update's sum can be read back from W1t
+    S, s_tail = _guarded((n, m1), np.float32, 7.0)
+    if products == "fastnet":
+        copy, c_tail = _guarded(((d + 1) // 2, m1), np.uint32, 0xDEADBEEF)  # W1t's pairs
+        scratch = [_guarded(s, np.uint32, 0xDEADBEEF) for s in ((n, (d + 1) // 2), ((n + 1) // 2, d), ((n + 1) // 2, m1))]
+        run = lambda: ck.bf16_pairs_products(X, W1t, G, S, copy, *(a for a, _ in scratch))  # noqa: E731
+    else:
+        copy, c_tail = _guarded((d, m1), np.uint16, 0xBEEF)  # W1t in bf16
+        scratch = [_guarded(s, np.uint16, 0xBEEF) for s in ((n, d), (n, m1))]
+        ck.round_bf16(W1t, copy)
+        run = lambda: ck.bf16_library_products(providers.mkl_bf16_gemm(), X, W1t, G, S, scratch[0][0], copy,  # noqa: E731
+                                               scratch[1][0])
+    tails = [w_tail, s_tail, c_tail, *(t for _, t in scratch)]
+    before = [t.copy() for t in tails]
+    W0 = W1t.astype(np.float64)
+    run()
+    assert close((W0 - W1t) / step, bf16(X).T @ bf16(G))
+    W1 = W1t.astype(np.float64)
+    run()
+    assert close(S, bf16(X) @ bf16(W1))
+    assert all(t.tobytes() == b.tobytes() for t, b in zip(tails, before))
+
+
 @needs_extension
 def test_the_library_products_rounding_is_the_references():
     """kernels/bf16_round.h against :func:`bf16`: random values of every magnitude, ties both
