@@ -471,13 +471,62 @@ class JaxImpl(Impl):
 LAYOUTS = ("rows/W(out,in)", "rows/W(in,out)", "cols/W(out,in)", "cols/W(in,out)")
 
 
-def _layer_products(layout: str, W, G, S, dW, dX):
-    """The (up to) three products of one layer in ``layout``, as closures over fixed arrays.
+def cblas_matmul(sgemm: int):
+    """``mm(A, B, out)``: out = A B by the float32 CBLAS ``cblas_sgemm`` at address ``sgemm``
+    (32-bit integers), for the floor on another library than NumPy's. A and B may be transposed
+    views of C-contiguous arrays (the floor's layouts); ``out`` is C-contiguous."""
+    import ctypes
+
+    it, P = ctypes.c_int, ctypes.c_void_p
+    fn = ctypes.CFUNCTYPE(None, it, it, it, it, it, it, ctypes.c_float, P, it, P, it, ctypes.c_float, P, it)(sgemm)
+
+    def stored(a):  # (the C-contiguous array, whether a is its transpose)
+        return (a, False) if a.flags.c_contiguous else (a.T, True)
+
+    def mm(A, B, out):
+        (a, ta), (b, tb) = stored(A), stored(B)
+        m, n = out.shape
+        fn(101, 112 if ta else 111, 112 if tb else 111, m, n, A.shape[1], 1.0, a.ctypes.data, a.shape[1],
+           b.ctypes.data, b.shape[1], 0.0, out.ctypes.data, n)
+        return out
+
+    return mm
+
+
+def mkl_available() -> str | None:
+    """None if Intel MKL is installed (the floor on MKL), else why not."""
+    from fastnet.backends import providers
+
+    if providers.mkl_library_path() is None:
+        return "Intel MKL not installed; pip install 'fastnet[mkl]'"
+    return None
+
+
+def threaded_mkl_sgemm(threads: int) -> int | None:
+    """The address of Intel MKL's ``cblas_sgemm`` on MKL's own OpenMP threads (``threads`` of
+    them), or None without MKL: the floor of the products on MKL at its best on this thread
+    count. For a process of its own: fastnet runs MKL sequential (one product per calling
+    thread, fastnet/backends/providers.py), and MKL takes its threading layer once per process."""
+    import ctypes
+
+    from fastnet.backends import providers
+
+    path = providers.mkl_library_path()
+    if path is None:
+        return None
+    lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+    lib.MKL_Set_Threading_Layer(0)  # mkl_service.h: MKL_THREADING_INTEL (the wheel's libiomp5)
+    lib.MKL_Set_Num_Threads(threads)
+    return ctypes.cast(lib.cblas_sgemm, ctypes.c_void_p).value
+
+
+def _layer_products(layout: str, W, G, S, dW, dX, mm=np.matmul):
+    """The (up to) three products of one layer in ``layout``, as closures over fixed arrays,
+    by ``mm(A, B, out=C)`` (NumPy's matmul; :func:`cblas_matmul` for another library's).
 
     Canonical meaning (rows, W (m_out, m_in)): S = X W^T, dW = G^T X, dX = G W. In other
     layouts the same numbers are computed with operands/outputs stored transposed.
     """
-    mm = np.matmul
     if layout == "rows/W(out,in)":
         fwd = lambda X: mm(X, W.T, out=S)  # noqa: E731
         dw = lambda X: mm(G.T, X, out=dW)  # noqa: E731
@@ -520,11 +569,14 @@ class FloorImpl(Impl):
     ``{(l, "fwd" | "dW" | "dX"): layout}``. Products of one layer in one layout share their
     operands (W is read by the forward and the input-gradient product, as in training).
     Operands are float32 from a fixed seed; ``canon`` keeps them in canonical orientation.
+    ``mm`` makes the products (NumPy's matmul, i.e. its BLAS; :func:`cblas_matmul` for another
+    library's), and ``prefix`` names the floor (``floor-mkl[...]``).
     """
 
-    def __init__(self, spec: Spec, layout: str | dict = "rows/W(out,in)", seed: int = 0):
-        self.spec, self.layout = spec, layout
-        self.name = f"floor[{layout}]" if isinstance(layout, str) else "floor[mixed]"
+    def __init__(self, spec: Spec, layout: str | dict = "rows/W(out,in)", seed: int = 0, mm=np.matmul,
+                 prefix: str = "floor"):
+        self.spec, self.layout, self.mm = spec, layout, mm
+        self.name = f"{prefix}[{layout}]" if isinstance(layout, str) else f"{prefix}[mixed]"
         rng = np.random.default_rng(seed)
         n, sizes = spec.batch, spec.sizes
         self.canon: list[dict] = []
@@ -541,7 +593,7 @@ class FloorImpl(Impl):
                     continue  # the input needs no gradient
                 lay = self.layer_layout(l, what)
                 a = self._arrays(l, lay, c, n, m_in, m_out)
-                fwd, dw, dx = _layer_products(lay, a["W"], a["G"], a["S"], a["dW"], a["dX"])
+                fwd, dw, dx = _layer_products(lay, a["W"], a["G"], a["S"], a["dW"], a["dX"], mm=self.mm)
                 f = {"fwd": fwd, "dW": dw, "dX": dx}[what]
                 if what == "dX":
                     self.calls.append((l, what, f))

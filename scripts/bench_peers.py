@@ -20,7 +20,11 @@ features gathered through one shuffled permutation; evaluation excluded) with:
   excluded: each worker compiles and runs one epoch before timing;
 * the floor: only the unavoidable matrix products (forward, weight gradient, input gradient
   but for the first layer) into preallocated arrays, in each memory orientation of
-  ``peers.LAYOUTS``; the table's "floor" is the fastest of them in this run.
+  ``peers.LAYOUTS``; the table's "floor" is the fastest of them in this run;
+* the MKL floor (if Intel MKL is installed, ``pip install 'fastnet[mkl]'``): the same products
+  on MKL's ``cblas_sgemm`` with MKL's own OpenMP threads, in a worker process per thread count
+  (fastnet runs MKL sequential, and MKL takes its threading layer once per process); column
+  ``fl-mkl``, the fastest orientation.
 
 BLAS threads are limited with threadpoolctl. All implementations of one (network, threads)
 cell are timed round-robin, ``--repeats`` times (the starting implementation rotates), so that
@@ -82,19 +86,23 @@ def versions() -> dict[str, str]:
     return v
 
 
-# ---------------------------------------------------------------------------- JAX worker
+# ------------------------------------------------------------------------------- workers
 
 
-class JaxWorker:
-    """A JAX process at a fixed thread count, driven by JSON lines on its stdin/stdout."""
+class Worker:
+    """A process of its own at a fixed thread count, driven by JSON lines on its stdin/stdout:
+    ``jax`` (XLA reads its thread flags at start-up) or ``mkl-floor`` (the floor on MKL's own
+    threads, which this process cannot have: fastnet has set MKL sequential here)."""
 
-    def __init__(self, threads: int, n_train: int, seed: int):
+    def __init__(self, kind: str, threads: int, n_train: int, seed: int):
         env = dict(os.environ)
-        if threads == 1:
-            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + JAX_FLAGS_1).strip()
-        env["JAX_PLATFORMS"] = "cpu"
+        if kind == "jax":
+            if threads == 1:
+                env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + JAX_FLAGS_1).strip()
+            env["JAX_PLATFORMS"] = "cpu"
+        self.kind = kind
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--_jax-worker", str(threads), "--_n-train", str(n_train), "--seed", str(seed)],
+            [sys.executable, __file__, "--_worker", f"{kind}:{threads}", "--_n-train", str(n_train), "--seed", str(seed)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
         self.ask({"cmd": "ping"})
 
@@ -103,10 +111,10 @@ class JaxWorker:
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"the JAX worker stopped (exit code {self.proc.wait()})")
+            raise RuntimeError(f"the {self.kind} worker stopped (exit code {self.proc.wait()})")
         reply = json.loads(line)
         if "error" in reply:
-            raise RuntimeError(f"JAX worker: {reply['error']}")
+            raise RuntimeError(f"{self.kind} worker: {reply['error']}")
         return reply
 
     def close(self) -> None:
@@ -118,12 +126,21 @@ class JaxWorker:
             self.proc.wait(timeout=30)
 
 
-def jax_worker_main(threads: int, n_train: int, seed: int) -> None:
-    """The worker's loop: setup (compile + one epoch), run (one timed epoch), quit."""
+def worker_impls(kind: str, threads: int, spec: peers.Spec) -> list[peers.Impl]:
+    """The implementations a worker of ``kind`` times for one network."""
+    if kind == "jax":
+        return [peers.JaxImpl(spec)]
+    sgemm = worker_impls.mkl_sgemm = getattr(worker_impls, "mkl_sgemm", None) or peers.threaded_mkl_sgemm(threads)
+    return [peers.FloorImpl(spec, lay, mm=peers.cblas_matmul(sgemm), prefix="floor-mkl") for lay in peers.LAYOUTS]
+
+
+def worker_main(kind: str, threads: int, n_train: int, seed: int) -> None:
+    """The worker's loop: setup (build, compile and run one epoch of each implementation), run
+    (one timed epoch of one of them), quit."""
     out = sys.stdout
-    sys.stdout = sys.stderr  # anything JAX prints must not corrupt the protocol
+    sys.stdout = sys.stderr  # anything a library prints must not corrupt the protocol
     X, y = peers.make_data(n_train, seed=seed)
-    impl = spec = plan = init = None
+    impls, plan, init = {}, None, None
     for line in sys.stdin:
         msg = json.loads(line)
         try:
@@ -133,12 +150,14 @@ def jax_worker_main(threads: int, n_train: int, seed: int) -> None:
                 spec = peers.Spec(hidden=tuple(msg["hidden"]), bn=msg["bn"])
                 plan = peers.make_plan(spec, n_train, msg["n_batches"], seed=seed)
                 init = peers.initial_network(spec, seed)
-                impl = peers.JaxImpl(spec)
-                impl.reset(init)
+                impls = {impl.name: impl for impl in worker_impls(kind, threads, spec)}
                 t0 = time.perf_counter()
-                impl.warmup(X, y, plan)
-                reply = {"ok": True, "compile_and_first_epoch": time.perf_counter() - t0}
+                for impl in impls.values():
+                    impl.reset(init)
+                    impl.warmup(X, y, plan)
+                reply = {"ok": True, "names": list(impls), "compile_and_first_epoch": time.perf_counter() - t0}
             elif msg["cmd"] == "run":
+                impl = impls[msg["name"]]
                 impl.reset(init)
                 impl.sync()
 
@@ -160,18 +179,21 @@ def jax_worker_main(threads: int, n_train: int, seed: int) -> None:
         out.flush()
 
 
-class RemoteJax:
-    """The JaxImpl of a worker, with the interface the timing loop uses."""
+class Remote:
+    """One implementation of a worker, with the interface the timing loop uses."""
 
-    name = "jax"
-
-    def __init__(self, worker: JaxWorker, spec: peers.Spec, n_batches: int):
-        self.worker = worker
-        self.setup = worker.ask({"cmd": "setup", "hidden": list(spec.hidden), "bn": spec.bn, "n_batches": n_batches})
+    def __init__(self, worker: Worker, name: str):
+        self.worker, self.name = worker, name
 
     def run(self) -> tuple[float, float]:
-        r = self.worker.ask({"cmd": "run"})
+        r = self.worker.ask({"cmd": "run", "name": self.name})
         return r["wall"], r["cpu"]
+
+
+def remotes(worker: Worker, spec: peers.Spec, n_batches: int) -> list[Remote]:
+    """The worker set up for one network, one runner per implementation it timed."""
+    names = worker.ask({"cmd": "setup", "hidden": list(spec.hidden), "bn": spec.bn, "n_batches": n_batches})["names"]
+    return [Remote(worker, name) for name in names]
 
 
 # -------------------------------------------------------------------------------- timing
@@ -231,7 +253,7 @@ def bytes_images(X):
 SETTLE = 0.3
 
 
-def measure_cell(spec, threads, X, y, n_batches, args, jax_workers) -> dict[str, peers.Timing]:
+def measure_cell(spec, threads, X, y, n_batches, args, workers) -> dict[str, peers.Timing]:
     """Every implementation on one (network, threads) cell, round-robin."""
     plan = peers.make_plan(spec, X.shape[0], n_batches, seed=args.seed)
     init = peers.initial_network(spec, args.seed)
@@ -265,8 +287,9 @@ def measure_cell(spec, threads, X, y, n_batches, args, jax_workers) -> dict[str,
         runners.append(Local(bf, bytes_images(X), y, plan, init, threads))
         if "torch" not in args.skip and peers.torch_available() is None:
             runners.append(Local(peers.TorchImpl(spec, threads, bf16=True), X, y, plan, init, threads))
-    if threads in jax_workers:
-        runners.append(RemoteJax(jax_workers[threads], spec, plan.n_batches))
+    for (kind, t), worker in workers.items():  # JAX, and the floor on MKL's own threads
+        if t == threads:
+            runners += remotes(worker, spec, plan.n_batches)
     timings = {r.name: peers.Timing() for r in runners}
     for rep in range(args.repeats):
         k = rep % len(runners)
@@ -288,27 +311,29 @@ def fmt(x: float, width: int = 7, digits: int = 3) -> str:
 
 
 def table(rows: list[dict], stat: str, n_batches: int) -> str:
-    cols = ["floor", "floor*", "gather", "numpy", "numba", "cython", "auto", "auto-u8", "torch", "jax"]
+    cols = ["floor", "floor*", "fl-mkl", "gather", "numpy", "numba", "cython", "auto", "auto-u8", "torch", "jax"]
     head = (f"{'network':16s}{'thr':>4s}{'load':>6s} " + " ".join(f"{c:>7s}" for c in cols)
-            + " |" + " ".join(f"{c:>11s}" for c in ("auto/floor", "auto/torch", "auto/jax", "u8/floor", "u8/torch", "u8/jax")))
+            + " |" + " ".join(f"{c:>11s}" for c in ("auto/floor", "auto/torch", "auto/jax", "u8/floor", "u8/fl-mkl",
+                                                    "u8/torch", "u8/jax")))
     lines = [f"epoch seconds ({stat} of repeats; {n_batches} batches of 100 per epoch), then ratios "
              "(< 1: fastnet faster)", head, "-" * len(head)]
     for r in rows:
         t = r["seconds"]
         fast = {b: t.get(f"fastnet-{b}") for b in FASTNET}
         u8 = t.get("fastnet-auto-u8")
-        vals = [r["floor"], t.get("floor[rows/W(out,in)]"), t.get("gather"), *(fast[b] for b in FASTNET), u8,
+        vals = [r["floor"], t.get("floor[rows/W(out,in)]"), r.get("floor_mkl"), t.get("gather"), *(fast[b] for b in FASTNET), u8,
                 t.get("torch"), t.get("jax")]
 
         def ratio(a, b):
             return a / b if a is not None and b is not None and b > 0 else None
 
         ratios = [ratio(fast["auto"], r["floor"]), ratio(fast["auto"], t.get("torch")), ratio(fast["auto"], t.get("jax")),
-                  ratio(u8, r["floor"]), ratio(u8, t.get("torch")), ratio(u8, t.get("jax"))]
+                  ratio(u8, r["floor"]), ratio(u8, r.get("floor_mkl")), ratio(u8, t.get("torch")), ratio(u8, t.get("jax"))]
         lines.append(f"{r['label']:16s}{r['threads']:>4d}{r['load'].split()[0]:>6s} " + " ".join(fmt(v) for v in vals)
                      + " |" + " ".join(fmt(v, 11, 2) for v in ratios))
     lines.append("floor = fastest memory orientation of the products alone (see --orientations); floor* = fastnet's "
-                 "orientation (rows, W as (m_out, m_in)); gather = X[idx], y[idx] alone; auto-u8 = auto on uint8 images "
+                 "orientation (rows, W as (m_out, m_in)); fl-mkl = the floor on Intel MKL's own OpenMP threads (a worker "
+                 "process; fastest orientation); gather = X[idx], y[idx] alone; auto-u8 = auto on uint8 images "
                  "normalised as gathered, what fit runs on load_cifar10's training set; "
                  "load = 1-minute load average after the cell (above the thread count: other processes took cores)")
     return "\n".join(lines)
@@ -563,7 +588,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     p.add_argument("--nets", default="3,9", help="comma-separated: 3, 9 (layers) and/or wide ([1024, 512, 256]) (default 3,9)")
     p.add_argument("--bn", choices=("both", "on", "off"), default="both")
-    p.add_argument("--skip", default="", help="comma-separated implementations to leave out: numpy,numba,cython,auto,torch,jax")
+    p.add_argument("--skip", default="", help="comma-separated implementations to leave out: "
+                   "numpy,numba,cython,auto,torch,jax,floor-mkl")
     p.add_argument("--bf16", action="store_true", help="also fastnet --precision bf16 (cython, uint8 images; AVX512_BF16, or MKL's bf16 product, emulated on other CPUs) and "
                    "PyTorch under CPU autocast bf16: the columns bf16 and torch16, and a second table of their ratios")
     p.add_argument("--gemm", default="", help="comma-separated matrix-multiply providers (openblas, openblas-avx512, mkl): also "
@@ -573,11 +599,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-table", action="store_true", help="skip the main table (with --orientations / --profile)")
     p.add_argument("--json", metavar="PATH", help="write every measurement to this JSON file")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--_jax-worker", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--_worker", help=argparse.SUPPRESS)  # kind:threads (Worker)
     p.add_argument("--_n-train", type=int, default=peers.N_TRAIN, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args._jax_worker is not None:
-        jax_worker_main(args._jax_worker, args._n_train, args.seed)
+    if args._worker is not None:
+        kind, threads = args._worker.split(":")
+        worker_main(kind, int(threads), args._n_train, args.seed)
         return 0
     if args.quick:
         args.epochs_fraction, args.repeats = min(args.epochs_fraction, 0.1), 1
@@ -613,25 +640,30 @@ def main(argv=None) -> int:
     print(flush=True)
 
     X, y = peers.make_data(seed=args.seed)
-    jax_workers: dict[int, JaxWorker] = {}
+    workers: dict[tuple[str, int], Worker] = {}
     rows, results, extra = [], [], {}
     try:
         if "jax" not in args.skip and peers.jax_available() is None and not args.no_table:
             for t in threads:
-                jax_workers[t] = JaxWorker(t, peers.N_TRAIN, args.seed)
+                workers["jax", t] = Worker("jax", t, peers.N_TRAIN, args.seed)
+        if "floor-mkl" not in args.skip and not args.no_table and peers.mkl_available() is None:
+            for t in threads:
+                workers["mkl-floor", t] = Worker("mkl-floor", t, peers.N_TRAIN, args.seed)
         for t in ([] if args.no_table else threads):
             with threadpool_limits(t):
                 for n in nets:
                     for bn in bns:
                         spec = peers.Spec(hidden=NETS[n], bn=bn)
                         t0 = time.perf_counter()
-                        timings = measure_cell(spec, t, X, y, n_batches, args, jax_workers)
+                        timings = measure_cell(spec, t, X, y, n_batches, args, workers)
                         stat = (lambda tm: tm.best) if args.min else (lambda tm: tm.median)
                         seconds = {k: stat(v) for k, v in timings.items()}
                         floors = {k: v for k, v in seconds.items() if k.startswith("floor[")}
                         best_floor = min(floors, key=floors.get)
+                        mkl_floors = [v for k, v in seconds.items() if k.startswith("floor-mkl[")]
                         rows.append({"label": spec.label, "threads": t, "seconds": seconds,
-                                     "floor": floors[best_floor], "floor_layout": best_floor, "load": loadavg(),
+                                     "floor": floors[best_floor], "floor_layout": best_floor,
+                                     "floor_mkl": min(mkl_floors) if mkl_floors else None, "load": loadavg(),
                                      "gemm": {k: v.gemm for k, v in timings.items() if v.gemm}})
                         for k, v in timings.items():
                             results.append({"network": spec.label, "hidden": list(spec.hidden), "bn": bn, "threads": t,
@@ -640,7 +672,7 @@ def main(argv=None) -> int:
                         print(f"  measured {spec.label}, {t} thread(s) in {time.perf_counter() - t0:.0f} s "
                               f"(fastest floor: {best_floor}; load {loadavg()})", file=sys.stderr, flush=True)
     finally:
-        for w in jax_workers.values():
+        for w in workers.values():
             w.close()
 
     if rows:

@@ -201,13 +201,28 @@ MIXED = {(l, w): peers.LAYOUTS[(l + i) % len(peers.LAYOUTS)]
          for l in range(1, 10) for i, w in enumerate(("fwd", "dW", "dX"))}
 
 
+def _matmul(library: str):
+    """The floor's ``mm``: NumPy's matmul, or a provider's cblas_sgemm (32-bit integers) through
+    peers.cblas_matmul, skipped where that provider is not here."""
+    if library == "numpy":
+        return np.matmul
+    from fastnet.backends import gemm_choice
+
+    tab = gemm_choice.table(library)
+    if tab is None or tab[2]:
+        pytest.skip(f"no {library} with 32-bit CBLAS integers here")
+    return peers.cblas_matmul(int(tab[0]))
+
+
+@pytest.mark.parametrize("library", ["numpy", "mkl", "openblas-avx512"])
 @pytest.mark.parametrize("layout", [*peers.LAYOUTS, "mixed"])
 @pytest.mark.parametrize("spec", SPECS[::2], ids=IDS[::2])
-def test_floor_products_equal_fastnet_linear_ops(spec, layout, data):
-    """In every orientation the floor computes S = X W^T, G^T X and G W, as fastnet's ops do."""
+def test_floor_products_equal_fastnet_linear_ops(spec, layout, library, data):
+    """In every orientation, on NumPy's BLAS and on another library's CBLAS (the MKL floor), the
+    floor computes S = X W^T, G^T X and G W, as fastnet's ops do."""
     X, _ = data
     lay = layout if layout != "mixed" else {k: v for k, v in MIXED.items() if k[0] <= len(spec.hidden) + 1}
-    floor = peers.FloorImpl(spec, lay)
+    floor = peers.FloorImpl(spec, lay, mm=_matmul(library))
     Xb = X[200:300]
     floor.step(Xb)
     ops = load("numpy").ops
