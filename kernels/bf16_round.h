@@ -21,7 +21,14 @@ static inline uint16_t fastnet_bf16(float x) {
     return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
 
-/* out[i][j] = bf16(A[i][j]) for rows x cols, lda and ldo the row strides. */
+/* out[i][j] = bf16(A[i][j]) for rows x cols, lda and ldo the row strides. The loop is built
+ * once per instruction set and the CPU's is taken at load (GCC's target_clones): baseline
+ * x86-64 has no unsigned 32-to-16-bit pack, so its build of the loop stays scalar (2 ns an
+ * entry; the batch's 307,200 entries cost more than the bf16 product's saving), while AVX2's
+ * and AVX-512's are vectorised. Integer arithmetic: every build gives the same bits. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#endif
 static void bf16_rows(const float *A, ptrdiff_t lda, ptrdiff_t rows, ptrdiff_t cols, uint16_t *out, ptrdiff_t ldo) {
     for (ptrdiff_t i = 0; i < rows; i++) {
         const float *a = A + i * lda;
