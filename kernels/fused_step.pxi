@@ -41,6 +41,22 @@ cdef extern from "bf16_gemm.h":
                     Py_ssize_t N, Py_ssize_t P, float alpha, float beta) noexcept nogil
 
 
+cdef extern from "normalise_row.h":
+    void normalise_row_f(const unsigned char* u, const double* mean, const double* inv_std, float* out,
+                         Py_ssize_t d) noexcept nogil
+    void normalise_row_d(const unsigned char* u, const double* mean, const double* inv_std, double* out,
+                         Py_ssize_t d) noexcept nogil
+
+
+cdef inline void _normalise_row(const unsigned char* u, const double* mean, const double* inv_std, floating* out,
+                                Py_ssize_t d) noexcept nogil:
+    """out[j] = (u[j] - mean[j]) * inv_std[j] in double, rounded to out's type (normalise_row.h)."""
+    if floating is float:
+        normalise_row_f(u, mean, inv_std, out, d)
+    else:
+        normalise_row_d(u, mean, inv_std, out, d)
+
+
 cdef extern from "bf16_round.h":
     void bf16_rows(const float* A, Py_ssize_t lda, Py_ssize_t rows, Py_ssize_t cols, unsigned short* out,
                    Py_ssize_t ldo) noexcept nogil
@@ -543,8 +559,7 @@ cdef void _gather_share(const floating* X, const unsigned char* U, const double*
             r = idx[i]
             yn[i] = y[r]
             if U != NULL:
-                for j in range(d):
-                    Xn[i * d + j] = <floating> ((<double> U[r * d + j] - mean[j]) * inv_std[j])
+                _normalise_row(U + r * d, mean, inv_std, Xn + i * d, d)
             else:
                 for j in range(d):
                     Xn[i * d + j] = X[r * d + j]
