@@ -27,7 +27,11 @@ as medians of :data:`WINDOW` steps:
   tried;
 * a try lasts one window, and the faster of the two medians is kept; it ends at its first
   step if that step is :data:`ABORT` times the other count's median, and every failed try
-  doubles the steps to the next (up to :data:`MAX_BACKOFF` times).
+  doubles the steps to the next (up to :data:`MAX_BACKOFF` times). What a count left behind
+  is its median, or the mean of its last :data:`LONG` steps where stalls raise it above the
+  median; over fewer steps than that one stall would raise the mean (a 5 ms stall in the first
+  window of 0.5 ms steps doubled it, and kept an idle run on one thread for 256 steps);
+* the run's first :data:`WARMUP` steps are not observed (one-time costs).
 
 On an idle machine this costs the first try and then one window of one-thread steps in every
 4 x PROBE_EVERY or more (under 1 % of the steps, at ~1.6x a step's time). A switch costs nothing but a different thread count
@@ -52,6 +56,10 @@ LONG, STALLED = 128, 2.0
 ABORT = 1.5
 #: Failed tries in a row stretch the steps between tries up to this factor.
 MAX_BACKOFF = 16
+#: The run's first steps, not observed: they pay one-time costs (first touches of the buffers,
+#: the BLAS library setting itself up: 10 ms for the first 3-layer step on the AMX Xeon against
+#: 0.5 ms for the next).
+WARMUP = 2
 
 
 class LoadGuard:
@@ -73,6 +81,7 @@ class LoadGuard:
         self.tried_one = False  # the first try of one thread, after the first window on two
         self.one_core_steps = 0
         self.switches = 0
+        self.warmup = WARMUP  # steps still to pass unobserved
 
     def threads(self) -> int:
         return self.current
@@ -80,6 +89,9 @@ class LoadGuard:
     def observe(self, seconds: float) -> None:
         """Record the wall time of the step just taken on :meth:`threads` threads."""
         self.one_core_steps += self.current == 1
+        if self.warmup:
+            self.warmup -= 1
+            return
         self.since_switch += 1
         other = 3 - self.current
         if self.trying and other in self.median and seconds > ABORT * self.median[other]:
@@ -114,7 +126,7 @@ class LoadGuard:
             self._switch(other, trying=True)
 
     def _switch(self, threads: int, trying: bool) -> None:
-        if len(self.long) >= self.window:  # what a step on the count left cost: its median, or its mean where stalls raise it
+        if len(self.long) == LONG:  # what a step on the count left cost: its median, or its mean where stalls raise it
             self.median[self.current] = max(self.median.get(self.current, 0.0), statistics.fmean(self.long))
         self.current, self.trying = threads, trying
         self.recent.clear()
