@@ -29,8 +29,11 @@ as medians of :data:`WINDOW` steps:
   step if that step is :data:`ABORT` times the other count's median, and every failed try
   doubles the steps to the next (up to :data:`MAX_BACKOFF` times). What a count left behind
   is its median, or the mean of its last :data:`LONG` steps where stalls raise it above the
-  median; over fewer steps than that one stall would raise the mean (a 5 ms stall in the first
-  window of 0.5 ms steps doubled it, and kept an idle run on one thread for 256 steps);
+  median, or where the stall rule moved it; over fewer steps one stall would raise the mean
+  too much (a 5 ms stall in the first window of 0.5 ms steps doubled it, and kept an idle run
+  on one thread for 256 steps). A try of two threads is judged by its window's mean where
+  that is above its median: judged by the median alone, tries beside a stalling core kept two
+  threads until the stalls moved the step again (the AMX Xeon: 8x the idle epoch);
 * the run's first :data:`WARMUP` steps are not observed (one-time costs).
 
 On an idle machine this costs the first try and then one window of one-thread steps in every
@@ -103,11 +106,14 @@ class LoadGuard:
         self.recent.append(seconds)
         self.long.append(seconds)
         if self.current == 2 and not self.trying and self.best_two is not None and sum(self.long) > STALLED * LONG * self.best_two:
-            self._switch(1, trying=True)  # a tail of stalls under a normal median
+            self._switch(1, trying=True, stalled=True)  # a tail of stalls under a normal median
             return
         if len(self.recent) < self.window:
             return
-        now = self.median[self.current] = statistics.median(self.recent)
+        now = statistics.median(self.recent)
+        if self.trying and self.current == 2:  # a try of two threads pays for its stalls too
+            now = max(now, statistics.fmean(self.recent))
+        self.median[self.current] = now
         if self.trying:
             self.trying = False
             if other in self.median and now >= self.median[other]:
@@ -125,8 +131,8 @@ class LoadGuard:
         if self.since_switch >= self.probe_every * self.backoff * (4 if self.current == 2 else 1):
             self._switch(other, trying=True)
 
-    def _switch(self, threads: int, trying: bool) -> None:
-        if len(self.long) == LONG:  # what a step on the count left cost: its median, or its mean where stalls raise it
+    def _switch(self, threads: int, trying: bool, stalled: bool = False) -> None:
+        if stalled or len(self.long) == LONG:  # what a step on the count left cost: its median, or its mean where stalls raise it
             self.median[self.current] = max(self.median.get(self.current, 0.0), statistics.fmean(self.long))
         self.current, self.trying = threads, trying
         self.recent.clear()

@@ -93,6 +93,29 @@ def test_a_tail_of_stalls_under_a_normal_median_moves_to_one_thread():
     assert guard.current == 1
 
 
+def stalled_machine(threads: int, i: int) -> float:
+    """The AMX Xeon beside a spinning process: two-thread steps at their idle median but a
+    tenth of them stalled 60x (a scheduler slice); one thread at 2x its idle step."""
+    if threads == 2:
+        return 60.0 if i % 10 == 9 else IDLE[2]
+    return 2 * IDLE[1]
+
+
+def test_a_tail_of_stalls_keeps_the_run_on_one_thread():
+    """Once the stalls moved the step to one thread, the tries of two threads must see them
+    too: judged by their median alone (normal), they kept two threads until the stalls moved
+    the step again, and the epoch took 8x its idle time (one thread: 2x)."""
+    guard = LoadGuard()
+    seconds = []
+    for i in range(20 * PROBE_EVERY):
+        threads = guard.threads()
+        seconds.append(stalled_machine(threads, i))
+        guard.observe(seconds[-1])
+    one_thread_pace = len(seconds) * 2 * IDLE[1]
+    assert sum(seconds) <= 1.25 * one_thread_pace
+    assert guard.current == 1
+
+
 def test_lone_stalls_among_idle_steps_do_not_switch():
     guard = LoadGuard()
     run(guard, IDLE, 200)
