@@ -16,8 +16,9 @@ features gathered through one shuffled permutation; evaluation excluded) with:
   ``weight_decay=2 lam`` on the weight matrices only; ``torch.set_num_threads(threads)``;
 * JAX (if installed): the whole epoch in one ``jax.jit`` (``lax.scan`` over batches), in a
   worker process per thread count (XLA reads its thread flags at start-up; 1 thread is
-  ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``). Compilation is
-  excluded: each worker compiles and runs one epoch before timing;
+  ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``, and the worker pinned
+  to one CPU, which those flags alone no longer ensure). Compilation is excluded: each worker
+  compiles and runs one epoch before timing;
 * the floor: only the unavoidable matrix products (forward, weight gradient, input gradient
   but for the first layer) into preallocated arrays, in each memory orientation of
   ``peers.LAYOUTS``; the table's "floor" is the fastest of them in this run;
@@ -101,9 +102,13 @@ class Worker:
                 env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + JAX_FLAGS_1).strip()
             env["JAX_PLATFORMS"] = "cpu"
         self.kind = kind
+        # XLA's one-thread flags no longer hold JAX 0.10 to one core (it ran at 1.6-1.9 CPU seconds
+        # per second with them): its one-thread worker is also pinned to one CPU.
+        pin = kind == "jax" and threads == 1 and hasattr(os, "sched_setaffinity")
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--_worker", f"{kind}:{threads}", "--_n-train", str(n_train), "--seed", str(seed)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT),
+            preexec_fn=(lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})) if pin else None)
         self.ask({"cmd": "ping"})
 
     def ask(self, msg: dict) -> dict:
