@@ -199,8 +199,18 @@ def bf16_note() -> str:
     mkl = providers.mkl_bf16_gemm() is not None
     amx = "amx_bf16" in cpu_flags()
     if fused.bf16_supported():
-        also = f"; MKL's{' (AMX tiles)' if amx else ''} with --gemm mkl, and --gemm auto measures the two" if mkl else ""
-        return f"yes, on this CPU ({cpu_model()}, AVX512_BF16), with the cython backend: fastnet's kernels{also}"
+        here = f"yes, on this CPU ({cpu_model()}, AVX512_BF16{', AMX' if amx else ''}), with the cython backend"
+        if not mkl:
+            return f"{here}: fastnet's kernels"
+        from fastnet.backends import gemm_choice
+
+        batch, d, m1, _ = gemm_choice.DEFAULT_SHAPE
+        entry = gemm_choice.bf16_choice(batch, d, m1)  # from the cache, or measured now (~1 s)
+        timing = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in entry["seconds"].items())
+        mkls = f"MKL's{' (AMX tiles)' if amx else ''}"
+        auto = mkls if entry["choice"] == "mkl" else "fastnet's kernels"
+        return (f"{here}: fastnet's kernels or {mkls}; --gemm auto takes {auto} for batch {batch} x {d} -> {m1} "
+                f"(both products, 1 thread: {timing}), --gemm mkl takes MKL's, --gemm openblas fastnet's")
     if mkl:
         return (f"emulated: this CPU ({cpu_model()}) has no AVX512_BF16, so they run on MKL's bf16 product "
                 "(bf16 inputs and float32 sums as on a bf16 CPU, at float32's speed or below)")
