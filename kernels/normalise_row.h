@@ -4,8 +4,8 @@
  * The gather of every fused step runs this on each pixel of the next batch (307,200 a batch
  * of 100), on the spare core or, on two threads, between the products. Built for baseline
  * x86-64 the loop converts and multiplies two doubles an instruction (~0.7 ns a pixel, 212 us
- * a batch on the AMX Xeon); GCC's target_clones also builds it for x86-64-v4 (AVX-512) and
- * AVX2 and takes the CPU's at load. A subtraction, then a multiplication, each rounded in
+ * a batch on the AMX Xeon); it is also built for AVX-512 and AVX2 and the CPU's build is
+ * taken at load (cpu_clones.h: 104 us a batch there). A subtraction, then a multiplication, each rounded in
  * double, then one rounding to out's type: no step can be fused or reordered, so every build
  * gives the same bits.
  */
@@ -14,11 +14,7 @@
 
 #include <stddef.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FASTNET_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-#else
-#define FASTNET_CLONES
-#endif
+#include "cpu_clones.h"
 
 FASTNET_CLONES static void normalise_row_f(const unsigned char *u, const double *mean, const double *inv_std,
                                            float *out, ptrdiff_t d) {
@@ -32,5 +28,4 @@ FASTNET_CLONES static void normalise_row_d(const unsigned char *u, const double 
         out[j] = ((double)u[j] - mean[j]) * inv_std[j];
 }
 
-#undef FASTNET_CLONES
 #endif /* FASTNET_NORMALISE_ROW_H */
