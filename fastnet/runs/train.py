@@ -193,7 +193,11 @@ def precision_note(cfg, kernel=None, gemm: str | None = None) -> str:
     if bf16_emulated(products):
         return (", first-layer products in bf16, emulated on MKL's product (this CPU has no AVX512_BF16 or AMX): "
                 "bf16's arithmetic, not its speed")
-    return f", first-layer products in bf16 ({'MKL' if products == 'mkl' else 'fastnet'}'s kernels)"
+    if products == "mkl":
+        from fastnet.util.cpu import cpu_flags
+
+        return f", first-layer products in bf16 (MKL's{', on AMX tiles' if 'amx_bf16' in cpu_flags() else ''})"
+    return ", first-layer products in bf16 (fastnet's kernels)"
 
 
 def recorded_gemm(config: dict, out: Path) -> str:

@@ -299,7 +299,9 @@ def test_bf16_on_a_cpu_without_it_runs_on_mkl_and_says_it_is_emulated(monkeypatc
     monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     assert "emulated on MKL's product (this CPU has no AVX512_BF16 or AMX)" in precision_note(TrainConfig(precision="bf16"), kernel, "openblas")
     monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16", "amx_bf16"}))
-    assert precision_note(TrainConfig(precision="bf16"), kernel, "mkl") == ", first-layer products in bf16 (MKL's kernels)"
+    assert precision_note(TrainConfig(precision="bf16"), kernel, "mkl") == ", first-layer products in bf16 (MKL's, on AMX tiles)"
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert precision_note(TrainConfig(precision="bf16"), kernel, "mkl") == ", first-layer products in bf16 (MKL's)"
 
 
 @pytest.mark.parametrize("products", PRODUCTS[1:])
