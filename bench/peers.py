@@ -471,23 +471,21 @@ class JaxImpl(Impl):
 LAYOUTS = ("rows/W(out,in)", "rows/W(in,out)", "cols/W(out,in)", "cols/W(in,out)")
 
 
-def cblas_matmul(sgemm: int):
-    """``mm(A, B, out)``: out = A B by the float32 CBLAS ``cblas_sgemm`` at address ``sgemm``
-    (32-bit integers), for the floor on another library than NumPy's. A and B may be transposed
-    views of C-contiguous arrays (the floor's layouts); ``out`` is C-contiguous."""
-    import ctypes
+def cblas_matmul(tab):
+    """``mm(A, B, out)``: out = A B by a provider's float32 CBLAS gemm (its table, as
+    ``gemm_choice.table`` or :func:`threaded_mkl` gives it; called through
+    ``gemm_choice.gemm_caller``), for the floor on another library than NumPy's. A and B may be
+    transposed views of C-contiguous arrays (the floor's layouts); ``out`` is C-contiguous."""
+    from fastnet.backends import gemm_choice
 
-    it, P = ctypes.c_int, ctypes.c_void_p
-    fn = ctypes.CFUNCTYPE(None, it, it, it, it, it, it, ctypes.c_float, P, it, P, it, ctypes.c_float, P, it)(sgemm)
+    call = gemm_choice.gemm_caller(tab, np.float32)
 
     def stored(a):  # (the C-contiguous array, whether a is its transpose)
         return (a, False) if a.flags.c_contiguous else (a.T, True)
 
     def mm(A, B, out):
         (a, ta), (b, tb) = stored(A), stored(B)
-        m, n = out.shape
-        fn(101, 112 if ta else 111, 112 if tb else 111, m, n, A.shape[1], 1.0, a.ctypes.data, a.shape[1],
-           b.ctypes.data, b.shape[1], 0.0, out.ctypes.data, n)
+        call(a, ta, b, out, 1.0, 0.0, trans_b=tb)
         return out
 
     return mm
@@ -502,11 +500,12 @@ def mkl_available() -> str | None:
     return None
 
 
-def threaded_mkl_sgemm(threads: int) -> int | None:
-    """The address of Intel MKL's ``cblas_sgemm`` on MKL's own OpenMP threads (``threads`` of
-    them), or None without MKL: the floor of the products on MKL at its best on this thread
-    count. For a process of its own: fastnet runs MKL sequential (one product per calling
-    thread, fastnet/backends/providers.py), and MKL takes its threading layer once per process."""
+def threaded_mkl(threads: int):
+    """Intel MKL's gemm table (``cblas_sgemm``, ``cblas_dgemm``, 32-bit integers) on MKL's own
+    OpenMP threads (``threads`` of them), or None without MKL: the floor of the products on MKL
+    at its best on this thread count. For a process of its own: fastnet runs MKL sequential (one
+    product per calling thread, fastnet/backends/providers.py), and MKL takes its threading
+    layer once per process."""
     import ctypes
 
     from fastnet.backends import providers
@@ -517,7 +516,7 @@ def threaded_mkl_sgemm(threads: int) -> int | None:
     lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     lib.MKL_Set_Threading_Layer(0)  # mkl_service.h: MKL_THREADING_INTEL (the wheel's libiomp5)
     lib.MKL_Set_Num_Threads(threads)
-    return ctypes.cast(lib.cblas_sgemm, ctypes.c_void_p).value
+    return tuple(ctypes.cast(f, ctypes.c_void_p).value for f in (lib.cblas_sgemm, lib.cblas_dgemm)) + (0,)
 
 
 def _layer_products(layout: str, W, G, S, dW, dX, mm=np.matmul):

@@ -131,12 +131,13 @@ class Worker:
             self.proc.wait(timeout=30)
 
 
-def worker_impls(kind: str, threads: int, spec: peers.Spec) -> list[peers.Impl]:
-    """The implementations a worker of ``kind`` times for one network."""
+def worker_impls(kind: str, threads: int):
+    """``impls(spec)``: the implementations a worker of ``kind`` times for one network (MKL is
+    set up once, for the worker's thread count)."""
     if kind == "jax":
-        return [peers.JaxImpl(spec)]
-    sgemm = worker_impls.mkl_sgemm = getattr(worker_impls, "mkl_sgemm", None) or peers.threaded_mkl_sgemm(threads)
-    return [peers.FloorImpl(spec, lay, mm=peers.cblas_matmul(sgemm), prefix="floor-mkl") for lay in peers.LAYOUTS]
+        return lambda spec: [peers.JaxImpl(spec)]
+    mm = peers.cblas_matmul(peers.threaded_mkl(threads))
+    return lambda spec: [peers.FloorImpl(spec, lay, mm=mm, prefix="floor-mkl") for lay in peers.LAYOUTS]
 
 
 def worker_main(kind: str, threads: int, n_train: int, seed: int) -> None:
@@ -145,6 +146,7 @@ def worker_main(kind: str, threads: int, n_train: int, seed: int) -> None:
     out = sys.stdout
     sys.stdout = sys.stderr  # anything a library prints must not corrupt the protocol
     X, y = peers.make_data(n_train, seed=seed)
+    make_impls = worker_impls(kind, threads)
     impls, plan, init = {}, None, None
     for line in sys.stdin:
         msg = json.loads(line)
@@ -155,7 +157,7 @@ def worker_main(kind: str, threads: int, n_train: int, seed: int) -> None:
                 spec = peers.Spec(hidden=tuple(msg["hidden"]), bn=msg["bn"])
                 plan = peers.make_plan(spec, n_train, msg["n_batches"], seed=seed)
                 init = peers.initial_network(spec, seed)
-                impls = {impl.name: impl for impl in worker_impls(kind, threads, spec)}
+                impls = {impl.name: impl for impl in make_impls(spec)}
                 t0 = time.perf_counter()
                 for impl in impls.values():
                     impl.reset(init)

@@ -211,7 +211,7 @@ def _matmul(library: str):
     tab = gemm_choice.table(library)
     if tab is None or tab[2]:
         pytest.skip(f"no {library} with 32-bit CBLAS integers here")
-    return peers.cblas_matmul(int(tab[0]))
+    return peers.cblas_matmul(tab)
 
 
 @pytest.mark.parametrize("library", ["numpy", "mkl", "openblas-avx512"])
