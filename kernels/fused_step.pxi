@@ -479,22 +479,81 @@ def fused_sgd_step(StepPlan plan, const floating[:, ::1] Xb, const Py_ssize_t[::
         raise ValueError("the small layers' products are cut in 1 or 2 parts")
     plan.small_parts, plan.small_threads = small_parts, 1
     with nogil:
-        if floating is float and plan.bf16:
-            _bf16_forward(plan, &Xb[0, 0], 0, 1)
-            _bf16_pack_for_update(plan, &Xb[0, 0], 0, 1)
-        else:
-            _gemm(plan, &Xb[0, 0], d, False, <floating*> plan.W1t, m1, False, <floating*> plan.layers[0].S, m1,
-                  n, m1, d, 1, 0)  # (12): X W1^T, W1^T stored
-        loss = _step_core(plan, &yb[0], first, eta, keep, step, eps, alpha, plan.scratch)
-        if loss - loss == 0:  # the first layer: no input gradient
-            if floating is float and plan.bf16:
-                _bf16_pack_gradient(plan)
-                _bf16_update(plan, 0, 1, keep, step)
-            else:
-                _gemm(plan, &Xb[0, 0], d, True, <floating*> plan.layers[0].G, m1, False, <floating*> plan.W1t, m1,
-                      d, m1, n, -step, keep)
+        loss = _one_core_step(plan, &Xb[0, 0], &yb[0], first, eta, keep, step, eps, alpha)
         plan.small_parts = 1
     return loss
+
+
+cdef double _one_core_step(StepPlan plan, const floating* Xb, const Py_ssize_t* yb, bint first, floating eta,
+                           floating keep, floating step, double eps, double alpha) noexcept nogil:
+    """The whole step on the calling thread (:func:`fused_sgd_step`)."""
+    cdef Py_ssize_t n = plan.n, d = plan.d, m1 = plan.layers[0].m
+    cdef double loss
+    if floating is float and plan.bf16:
+        _bf16_forward(plan, Xb, 0, 1)
+        _bf16_pack_for_update(plan, Xb, 0, 1)
+    else:
+        _gemm(plan, Xb, d, False, <floating*> plan.W1t, m1, False, <floating*> plan.layers[0].S, m1,
+              n, m1, d, 1, 0)  # (12): X W1^T, W1^T stored
+    loss = _step_core(plan, yb, first, eta, keep, step, eps, alpha, plan.scratch)
+    if loss - loss == 0:  # the first layer: no input gradient
+        if floating is float and plan.bf16:
+            _bf16_pack_gradient(plan)
+            _bf16_update(plan, 0, 1, keep, step)
+        else:
+            _gemm(plan, Xb, d, True, <floating*> plan.layers[0].G, m1, False, <floating*> plan.W1t, m1,
+                  d, m1, n, -step, keep)
+    return loss
+
+
+def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssize_t[::1] yb, bint first,
+                          floating eta, floating keep, floating step, double eps, double alpha, int small_parts,
+                          source, const double[::1] mean, const double[::1] inv_std, bint normalise,
+                          const Py_ssize_t[::1] y, const Py_ssize_t[::1] next_idx,
+                          floating[:, ::1] Xn, Py_ssize_t[::1] yn,
+                          const long long[:, ::1] next_moves=None, Py_ssize_t height=0, Py_ssize_t width=0):
+    """:func:`fused_sgd_step` on this thread -- the same calls, so the same bits -- while a
+    second OpenMP thread gathers rows ``next_idx`` of ``source`` into (Xn, yn), as
+    :func:`fused_sgd_step_parallel` gathers them (this thread takes a share if it finishes
+    first). One parallel region: its second thread spins between steps and starts at once,
+    where a Python thread woken for each batch took ~0.1 ms to start on the AMX Xeon and
+    slowed the step it ran beside (README, issue 15)."""
+    cdef Py_ssize_t n = plan.n, d = plan.d, n_next = next_idx.shape[0]
+    cdef int p
+    cdef const unsigned char* U = NULL
+    cdef const floating* Xsrc = NULL
+    cdef const unsigned char[:, ::1] pixels
+    cdef const floating[:, ::1] rows
+    cdef const double* mean_p = NULL
+    cdef const double* inv_p = NULL
+    cdef const long long* moves = NULL
+    if Xb.shape[0] != n or Xb.shape[1] != d or yb.shape[0] != n or (sizeof(floating) == 8) != plan.wide:
+        raise ValueError(f"the batch must be ({n}, {d}) of the plan's dtype with {n} labels")
+    if small_parts not in (1, 2):
+        raise ValueError("the small layers' products are cut in 1 or 2 parts")
+    if Xn.shape[0] != n_next or Xn.shape[1] != d or yn.shape[0] != n_next:
+        raise ValueError("the next batch's buffers must hold its rows")
+    if n_next:
+        if normalise:
+            pixels = source
+            U, mean_p, inv_p = &pixels[0, 0], &mean[0], &inv_std[0]
+        else:
+            rows = source
+            Xsrc = &rows[0, 0]
+        if next_moves is not None and next_moves.shape[0]:
+            _check_moves(next_moves, n_next, d, height, width)
+            moves = &next_moves[0, 0]
+    plan.counter = 0
+    plan.small_parts, plan.small_threads = small_parts, 1
+    with nogil:
+        for p in prange(2, num_threads=2, schedule="static", chunksize=1):
+            if p == 0:
+                plan.result = _one_core_step(plan, &Xb[0, 0], &yb[0], first, eta, keep, step, eps, alpha)
+            if n_next:
+                _gather_share(Xsrc, U, mean_p, inv_p, d, &y[0], &next_idx[0], n_next, &Xn[0, 0], &yn[0],
+                              &plan.counter, moves, height, width)
+        plan.small_parts = 1
+    return plan.result
 
 
 cdef enum:

@@ -12,7 +12,9 @@ on bf16 inputs (``StepPlan.use_bf16``, kernels/bf16_gemm.h, or ``StepPlan.use_bf
 on MKL's bf16 product; ``--precision bf16``), with ``round_bf16`` (the library product's
 rounding) and ``bf16_pairs_products`` / ``bf16_library_products`` (the first layer's two bf16
 products alone, for auto's measurement); and
-``CUTS_SMALL_LAYERS``: its two-core step can cut every layer's products in halves.
+``CUTS_SMALL_LAYERS``: its two-core step can cut every layer's products in halves; and
+``fused_sgd_step_beside``: the one-core step with the next batch gathered on a second OpenMP
+thread meanwhile (``FusedStep.gather_beside``).
 
 Its arithmetic is the extension's (plain C, no fast-math: the op kernels' loops, shared with
 :mod:`fastnet.backends.cython_ops`), so its results are its own, not Numba's bit for bit;
@@ -28,6 +30,7 @@ from fastnet.backends.providers import GemmTable, find_gemm
 StepPlan = _ck.StepPlan
 fused_sgd_step = _ck.fused_sgd_step
 fused_sgd_step_parallel = _ck.fused_sgd_step_parallel
+fused_sgd_step_beside = _ck.fused_sgd_step_beside
 gather_moved_rows = _ck.gather_moved_rows
 gather_normalised_rows = _ck.gather_normalised_rows
 gather_rows = _ck.gather_rows
@@ -38,7 +41,7 @@ bf16_pairs_products = _ck.bf16_pairs_products
 bf16_library_products = _ck.bf16_library_products
 
 __all__ = ["BLAS", "CUTS_SMALL_LAYERS", "StepPlan", "bf16_library_products", "bf16_pairs_products", "bf16_supported",
-           "fused_sgd_step", "fused_sgd_step_parallel", "gather_moved_rows", "gather_normalised_rows",
+           "fused_sgd_step", "fused_sgd_step_beside", "fused_sgd_step_parallel", "gather_moved_rows", "gather_normalised_rows",
            "gather_rows", "parallel_threads", "round_bf16", "start_cost"]
 
 #: Its two-core step can cut the layers above the first in halves too (``split_small``), so it

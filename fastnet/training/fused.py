@@ -196,6 +196,7 @@ class FusedStep:
         self._pending = None  # (future or None, (X, y, idx, moves), Xb, yb) of a batch gathered ahead
         self._pool = None
         self.cores = 1
+        self.beside = False  # one core: the next batch gathered on a second thread of the kernel's (gather_beside)
         self._limits = None
         self._no_rows = np.zeros(0, np.intp)
         # what the two-core step last gathered from (its types, reused when nothing is ahead)
@@ -299,6 +300,21 @@ class FusedStep:
             self._release_limits()
         self.cores = cores
         self._cut_small_layers()
+
+    @property
+    def gathers_beside(self) -> bool:
+        """Whether the kernel can take the one-core step while a second of its threads gathers
+        the next batch (the extension's ``fused_sgd_step_beside``; Numba's step cannot, and
+        :meth:`prefetch` gathers in a Python thread instead)."""
+        return hasattr(self.kernel, "fused_sgd_step_beside")
+
+    def gather_beside(self, on: bool = True) -> None:
+        """On one core, gather the batch given to :meth:`step` as ``ahead`` on a second thread
+        of the kernel's during the step (``threads=2``), not after it: the same step, the same
+        batch. ValueError where the kernel cannot (:attr:`gathers_beside`)."""
+        if on and not self.gathers_beside:
+            raise ValueError("this kernel's step gathers no batch beside it")
+        self.beside = on
 
     @property
     def cuts_small_layers(self) -> bool:
@@ -433,7 +449,8 @@ class FusedStep:
 
         ``threads`` (on two cores): 1 runs the step's two halves one after the other on one
         thread -- the same bits, for a machine whose second core is busy
-        (:mod:`fastnet.training.load_guard`).
+        (:mod:`fastnet.training.load_guard`); on one core with :meth:`gather_beside`, 2
+        gathers ``ahead`` on a second thread during the step, 1 after it on this one.
         """
         if checked:
             d, K = self.net.sizes[0], self.net.sizes[-1]
@@ -458,26 +475,33 @@ class FusedStep:
         args = (self.plan, Xb, yb, self.first, dt(eta), dt(1 - 2 * eta * lam), dt(eta / n), self.net.eps, self.net.alpha)
         # the buffers the next batch goes to (when none is ahead, the spare pair: nothing written)
         Xn, yn = self._spare() if ahead is not None else (self._Xbs[self._turn ^ 1], self._ybs[self._turn ^ 1])
+        beside = self.cores == 1 and self.beside and ahead is not None and threads == 2
         if self.cores == 2:
-            moved = {}
-            if ahead is not None:
-                X, y, idx, moves = ahead
-                self._source = (*self._source_of(X), np.asarray(y, np.intp))
-                if moves is not None:
-                    moved = dict(next_moves=moves, height=IMAGE_SHAPE[1], width=IMAGE_SHAPE[2])
-            else:  # nothing to gather: no rows, of the last source's types (no new compilation)
-                idx = self._no_rows
+            idx, moved = self._next_rows(ahead)
             split_small = (True,) if self._split_small else ()  # the extension's only: Numba's step takes no such argument
             loss = k.fused_sgd_step_parallel(args[0], 2, *args[1:], *self._source, idx, Xn, yn, threads, *split_small, **moved)
+        elif beside:  # the one-core step's very calls, the next batch gathered on a second thread
+            idx, moved = self._next_rows(ahead)
+            loss = k.fused_sgd_step_beside(*args, 2 if self._split_small else 1, *self._source, idx, Xn, yn, **moved)
         else:  # split_small's products cut alike on one core: the same BLAS calls, the same bits
             loss = k.fused_sgd_step(*args, 2) if self._split_small else k.fused_sgd_step(*args)
-        if self.cores != 2 and ahead is not None:
+        if self.cores != 2 and ahead is not None and not beside:
             self._gather_call(*ahead, Xn, yn)()
         if ahead is not None:
             self._pending = (None, ahead, Xn, yn)
         if np.isfinite(loss):
             self._installed_stats()
         return float(loss)
+
+    def _next_rows(self, ahead) -> tuple[NDArray, dict]:
+        """The rows (and moves) of the batch ``ahead`` as the kernels that gather it during a
+        step take them; ``self._source`` becomes what they gather from."""
+        if ahead is None:  # nothing to gather: no rows, of the last source's types (no new compilation)
+            return self._no_rows, {}
+        X, y, idx, moves = ahead
+        self._source = (*self._source_of(X), np.asarray(y, np.intp))
+        moved = {} if moves is None else dict(next_moves=moves, height=IMAGE_SHAPE[1], width=IMAGE_SHAPE[2])
+        return idx, moved
 
     def _start_pool(self) -> None:
         from concurrent.futures import ThreadPoolExecutor

@@ -8,7 +8,10 @@ the shared core runs at a fraction of its speed, and the whole step with it: mea
 (``scripts/bench_load.py``). Two
 halves on *one* thread, one after the other, do the same products -- the same bits -- at the
 one core's full speed. So the guard only chooses how many threads run the two halves, and a
-run's results never depend on the load.
+run's results never depend on the load. It watches the one-core step that gathers the next
+batch on a second thread beside it (``Stepper.beside``) alike: there one thread gathers after
+the step, on the step's own thread (measured on the AMX Xeon beside one spinning process: the
+guard kept one thread, and the competitor ran as fast as beside the Python-thread prefetch).
 
 The choice is made from the step's own wall time (no load average, which lags by a minute),
 as medians of :data:`WINDOW` steps:

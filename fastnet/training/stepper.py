@@ -113,7 +113,8 @@ class Stepper:
     batch, ``next_idx``, gathered during the step; while another process holds the second
     core, the two halves on one thread, ``self.guard``: the same bits); with BLAS on one
     thread and a core it leaves free, the next batch is gathered in a second thread while a
-    step runs (``self.prefetch``).
+    step runs (``self.prefetch``: the kernel's own thread inside the step's call where it has
+    one, ``self.beside``, under the same guard; else a Python thread).
     ``augment(Xb, t)``, if given, transforms each gathered batch -- an :class:`ImageAugment`
     inside the fused step's gather, so augmented batches are gathered ahead too; ``regularise``
     (issue 17), if given, then gives the step its inputs, targets and dropout masks (op by op).
@@ -149,9 +150,16 @@ class Stepper:
                                                           cuts_small=self.fused.cuts_small_layers)
         self.cores = 2 if splits and threads == 2 and self.fused.parallel_threads() >= 2 else 1
         self.prefetch = self.gathers and self.cores == 1 and threads < idle_cores()
+        # the prefetch on a second thread of the kernel's, inside the step's call, where it has
+        # one: a Python thread woken for each batch cost ~0.1 ms a step (README, issue 15)
+        self.beside = self.prefetch and self.fused.gathers_beside
         if self.cores == 2:
             self.fused.use_cores(2)
-        self.guard = LoadGuard()  # issue 15: the two-core step on one thread while the second core is busy
+        if self.beside:
+            self.fused.gather_beside()
+        # issue 15: the two-core step (or the gather beside the step) on one thread while the
+        # second core is busy
+        self.guard = LoadGuard()
         self.Xb = None
 
     @property
@@ -168,15 +176,15 @@ class Stepper:
             moves = self._moves_of(t, idx)  # before step t + 1's, which take its place in the one-slot cache
             ahead = (X, y, next_idx, self._moves_of(t + 1, next_idx)) if next_idx is not None and len(next_idx) == len(idx) else None
             self.Xb, yb = fused.gather(X, y, idx, moves)  # into the step's own buffers
-            if self.cores == 2:  # gathered during the step
-                return self._two_cores(yb, eta, ahead, checked=False)
+            if self.cores == 2 or self.beside:  # gathered during the step
+                return self._guarded(yb, eta, ahead, checked=False)
             if ahead is not None and self.prefetch:
                 fused.prefetch(*ahead)
             return fused.step(self.Xb, yb, self.lam, eta, checked=False)
         self.Xb = X[idx] if self.augment is None else self.augment(X[idx], t)
         if fused is not None:
             if self.cores == 2:  # a bf16 step augmented in Python (PCA flips)
-                return self._two_cores(y[idx], eta, None, checked=True)
+                return self._guarded(y[idx], eta, None, checked=True)
             return fused.step(self.Xb, y[idx], self.lam, eta)
         # SGD is stateless: train_step's default; an optimiser with state gets itself and t
         step_kw = {} if self.optimizer is None else {"optimizer": self.optimizer, "t": t}
@@ -194,8 +202,9 @@ class Stepper:
             self._moves = (t, self.augment.moves(t, len(idx)))
         return self._moves[1]
 
-    def _two_cores(self, yb: NDArray, eta: float, ahead, checked: bool) -> float:
-        """The fused step on two cores, or on one while the load guard says the second is busy."""
+    def _guarded(self, yb: NDArray, eta: float, ahead, checked: bool) -> float:
+        """The fused step on two threads -- its two halves, or the step and the gather beside
+        it -- or on one while the load guard says the second core is busy."""
         start = time.perf_counter()
         loss = self.fused.step(self.Xb, yb, self.lam, eta, checked=checked, ahead=ahead, threads=self.guard.threads())
         self.guard.observe(time.perf_counter() - start)

@@ -57,20 +57,24 @@ def test_the_moved_gather_is_augment_batch(backend, kind, dtype, shift):
 
 
 def test_an_augmented_batch_gathered_ahead_is_the_one_asked_for(backend):
-    """Gathered ahead in the second thread, or beside the small layers on two cores: exactly
-    augment_batch; the same rows with other moves are gathered anew."""
+    """Gathered ahead in a Python thread, beside the one-core step on the kernel's second thread,
+    or beside the small layers on two cores: exactly augment_batch; the same rows with other
+    moves are gathered anew."""
     X, y = _images(np.float32, "bytes")
     ops = resolve(backend).ops
     rng = np.random.default_rng(2)
-    for cores in (1, 2):
+    for cores, beside in ((1, False), (1, True), (2, False)):
         fused = fused_step_for(_net(), ops)
+        if beside and not fused.gathers_beside:
+            continue  # Numba's step (FusedStep.prefetch's Python thread instead)
         fused.use_cores(cores)
+        fused.gather_beside(beside)
         idx = rng.permutation(N)[:37]
         Xb, yb = fused.gather(X, y, idx, augment_moves(np.random.default_rng(0), 37, 3))
         for t in range(1, 4):
             nxt = rng.permutation(N)[:37]
             moves = augment_moves(np.random.default_rng(t), 37, 3)
-            if cores == 1:
+            if cores == 1 and not beside:
                 fused.prefetch(X, y, nxt, moves)
             else:
                 fused.step(Xb, yb, 0.01, 0.05, checked=False, ahead=(X, y, nxt, moves))

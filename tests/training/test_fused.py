@@ -208,6 +208,8 @@ def test_stepping_with_the_next_batch_gathered_ahead_equals_the_op_by_op_step(ba
         stepper = Stepper(b, X, y, 0.01, ops)
     assert stepper.cores == 1
     stepper.prefetch = True
+    stepper.beside = stepper.fused.gathers_beside  # the kernel's thread where it has one (else a Python thread)
+    stepper.fused.gather_beside(stepper.beside)
     rng = np.random.default_rng(2)
     batches = [rng.permutation(N)[:50] for _ in range(26)]
     for t in range(25):
@@ -253,6 +255,61 @@ def test_a_prefetch_from_other_arrays_is_not_taken_for_these_rows(backend):
     Xb, _ = fused.gather(X2, y, rows)  # the same rows of another array: gathered anew
     assert np.array_equal(Xb, X2[rows])
     fused.detach()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("source", ["rows", "bytes"])
+def test_the_step_with_the_next_batch_gathered_beside_it_has_the_one_core_bits(backend, dtype, source):
+    """gather_beside (one core, a second thread of the kernel's gathering the next batch during
+    the step): step by step, threads 2 and 1 alternating, the very losses and arrays of the
+    one-core step that gathers after it, and each gathered batch exactly X[idx] -- from float
+    rows or from uint8 images normalised as they are gathered."""
+    from fastnet.data.images import NormalisedImages
+
+    _numba_compiles_this(backend, NETS["3-layer"], dtype)
+    rng = np.random.default_rng(5)
+    if source == "bytes":
+        U = rng.integers(0, 256, (N, D), dtype=np.uint8)
+        X = NormalisedImages(U, U.mean(axis=0), U.std(axis=0) + 1.0, dtype)
+    else:
+        X = _data(dtype)[0]
+    y = rng.integers(0, K, N)
+    ops = resolve(backend).ops
+    nets = [init_network(D, NETS["3-layer"], K, bn=True, dtype=dtype, rng=np.random.default_rng(1)) for _ in range(2)]
+    plain, beside = (fused_step_for(net, ops) for net in nets)
+    if not beside.gathers_beside:
+        with pytest.raises(ValueError, match="gathers no batch beside"):
+            beside.gather_beside()
+        pytest.skip(f"{backend}'s step gathers no batch beside it (FusedStep.prefetch does, in a Python thread)")
+    beside.gather_beside()
+    batches = [rng.permutation(N)[:50] for _ in range(13)]
+    for t in range(12):
+        ahead = (X, y, batches[t + 1])
+        losses = []
+        for fused, threads in ((plain, 1), (beside, 2 if t % 3 else 1)):
+            Xb, yb = fused.gather(X, y, batches[t])  # from t = 1 on: the batch gathered during the step before
+            assert Xb.tobytes() == X[batches[t]].tobytes() and np.array_equal(yb, y[batches[t]])
+            losses.append(fused.step(Xb, yb, 0.01, 0.05, checked=False, ahead=ahead, threads=threads))
+        assert losses[0] == losses[1]
+        assert beside._pending[1][2] is batches[t + 1]  # what the next gather returns at once
+    for fused in (plain, beside):
+        fused.detach()
+    A, B = (_arrays(net) for net in nets)
+    assert all(np.array_equal(A[k], B[k]) for k in A)
+
+
+def test_the_stepper_gathers_beside_the_step_where_the_kernel_can(backend):
+    """With BLAS on one thread and a core to spare, the Stepper prefetches: on a second thread
+    of the kernel's inside the step (the extension's) or in a Python thread (Numba's), its steps
+    equal to the op-by-op step either way (test_stepping_with_the_next_batch_gathered_ahead_...)."""
+    X, y = _data(np.float64)
+    ops = resolve(backend).ops
+    net = init_network(D, NETS["3-layer"], K, bn=True, dtype=np.float64, rng=np.random.default_rng(1))
+    with threadpool_limits(1, user_api="blas"):
+        stepper = Stepper(net, X, y, 0.01, ops)
+    assert stepper.beside == (stepper.prefetch and backend == "cython")
+    assert stepper.fused.beside == stepper.beside
+    stepper.close()
 
 
 # ------------------------------------------------------------------ the step on two cores
