@@ -136,6 +136,29 @@ def test_bf16_bits_do_not_depend_on_threads_or_the_step_form(d, split_small):
     assert _same(_train(2, 1, d), ref) and _same(_train(2, 2, d), ref)
 
 
+@pytest.mark.parametrize("products", PRODUCTS)
+def test_a_bf16_step_with_the_next_batch_gathered_beside_it_has_the_one_core_bits(products):
+    """The one-core bf16 step with the next batch gathered on the kernel's second thread
+    (FusedStep.gather_beside: what a one-thread run with a spare core takes) gives the very
+    losses and arrays of the one-core step, and the batch it gathered is exactly X[idx]."""
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((60, 37)).astype(np.float32), rng.integers(0, 10, 60)
+    nets = [_net(), _net()]
+    plain, beside = (_bf16_step(net, products) for net in nets)
+    beside.gather_beside()
+    batches = [rng.permutation(60)[:9] for _ in range(5)]
+    for t in range(4):
+        losses = []
+        for fused in (plain, beside):
+            Xb, yb = fused.gather(X, y, batches[t])
+            assert Xb.tobytes() == X[batches[t]].tobytes()
+            losses.append(fused.step(Xb, yb, 0.01, 0.05, checked=False, ahead=(X, y, batches[t + 1])))
+        assert losses[0] == losses[1]
+    for fused in (plain, beside):
+        fused.detach()
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(nets[0].params().values(), nets[1].params().values()))
+
+
 @pytest.mark.parametrize("products", PRODUCTS[1:])
 @pytest.mark.parametrize("d", [37, 371])
 def test_mkls_bf16_bits_do_not_depend_on_the_load(products, d):
