@@ -200,8 +200,9 @@ def bf16_note() -> str:
     amx = "amx_bf16" in cpu_flags()
     if fused.bf16_supported():
         here = f"yes, on this CPU ({cpu_model()}, AVX512_BF16{', AMX' if amx else ''}), with the cython backend"
+        ours = f"fastnet's kernels ({'AMX tiles' if fused.bf16_amx() else 'AVX512_BF16'})"
         if not mkl:
-            return f"{here}: fastnet's kernels"
+            return f"{here}: {ours}"
         from fastnet.backends import gemm_choice
 
         batch, d, m1, _ = gemm_choice.DEFAULT_SHAPE
@@ -209,7 +210,7 @@ def bf16_note() -> str:
         timing = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in entry["seconds"].items())
         mkls = f"MKL's{' (AMX tiles)' if amx else ''}"
         auto = mkls if entry["choice"] == "mkl" else "fastnet's kernels"
-        return (f"{here}: fastnet's kernels or {mkls}; --gemm auto takes {auto} for batch {batch} x {d} -> {m1} "
+        return (f"{here}: {ours} or {mkls}; --gemm auto takes {auto} for batch {batch} x {d} -> {m1} "
                 f"(both products, 1 thread: {timing}), --gemm mkl takes MKL's, --gemm openblas fastnet's")
     if mkl:
         return (f"emulated: this CPU ({cpu_model()}) has no AVX512_BF16, so they run on MKL's bf16 product "

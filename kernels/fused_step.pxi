@@ -41,6 +41,17 @@ cdef extern from "bf16_gemm.h":
                     Py_ssize_t N, Py_ssize_t P, float alpha, float beta) noexcept nogil
 
 
+cdef extern from "amx_gemm.h":
+    int fastnet_amx_ready() noexcept nogil
+    int fastnet_amx_on() noexcept nogil
+    void fastnet_amx_use(int on) noexcept nogil
+    void pairs_of_columns_by_column(const float* A, Py_ssize_t lda, Py_ssize_t rows, Py_ssize_t c0, Py_ssize_t c1,
+                                    unsigned int* out, Py_ssize_t ldo) noexcept nogil
+    void gemm_pairs_amx(const unsigned int* A, Py_ssize_t lda, const unsigned int* B, Py_ssize_t ldb, float* C,
+                        Py_ssize_t ldc, unsigned int* Cv, Py_ssize_t ldcv, Py_ssize_t M, Py_ssize_t N, Py_ssize_t P,
+                        float alpha, float beta) noexcept nogil
+
+
 cdef extern from "normalise_row.h":
     void normalise_row_f(const unsigned char* u, const double* mean, const double* inv_std, float* out,
                          Py_ssize_t d) noexcept nogil
@@ -121,6 +132,28 @@ cdef char* _addr(object a) except NULL:
     return <char*> <size_t> a.ctypes.data
 
 
+cdef inline Py_ssize_t _padded(Py_ssize_t pairs, bint amx) noexcept nogil:
+    """Pairs of a sum as the plan stores them: AMX tiles sum 16 at a time (zero pairs after)."""
+    return (pairs + 15) // 16 * 16 if amx else pairs
+
+
+def bf16_amx(on=None):
+    """Whether plans made from now on run fastnet's bf16 products on AMX tiles (the CPU has
+    AMX-BF16 and the OS gave this process its tiles); ``on=False`` keeps them on AVX512_BF16
+    (VDPBF16PS) even there, ``True`` allows the tiles again."""
+    if on is not None:
+        fastnet_amx_use(1 if on else 0)
+    return bool(fastnet_amx_on())
+
+
+def bf16_pairs_shapes(Py_ssize_t n, Py_ssize_t d, Py_ssize_t m1):
+    """The shapes of StepPlan.use_bf16's buffers (W1p, Xr, Xc, Gc) for a batch of n rows of d
+    inputs and m1 first-layer units, on the products :func:`bf16_amx` says plans take now."""
+    cdef bint amx = fastnet_amx_on()
+    cdef Py_ssize_t dpk = _padded((d + 1) // 2, amx), np2 = (n + 1) // 2, npk = _padded(np2, amx)
+    return (dpk, m1), (n, dpk), ((d, npk) if amx else (np2, d)), (npk, m1)
+
+
 cdef class StepPlan:
     """The arrays of one fused step (the FusedStep's buffers and the network's parameters), as
     a table of addresses, with the gemm provider's addresses. Keeps the arrays alive."""
@@ -139,12 +172,14 @@ cdef class StepPlan:
     cdef list arrays
     # bf16 (use_bf16): the first layer's operands as pairs of bf16 (bf16_gemm.h); dp2, np2:
     # d and n halved, rounded up
-    cdef bint bf16
-    cdef unsigned int* W1p        # (dp2, m1): W1t, pairs down its columns
-    cdef unsigned int* Xr         # (n, dp2): the batch, pairs along its rows
-    cdef unsigned int* Xc         # (np2, d): the batch, pairs down its columns
-    cdef unsigned int* Gc         # (np2, m1): the first layer's score gradient, pairs down its columns
-    cdef Py_ssize_t dp2, np2
+    # On AMX tiles (amx_gemm.h) the sums are padded with zero pairs to multiples of 16: dpk,
+    # npk (else dp2, np2), and Xc holds the same pairs stored by column, (d, npk)
+    cdef bint bf16, amx
+    cdef unsigned int* W1p        # (dpk, m1): W1t, pairs down its columns
+    cdef unsigned int* Xr         # (n, dpk): the batch, pairs along its rows
+    cdef unsigned int* Xc         # (np2, d): the batch, pairs down its columns (AMX: (d, npk))
+    cdef unsigned int* Gc         # (npk, m1): the first layer's score gradient, pairs down its columns
+    cdef Py_ssize_t dp2, np2, dpk, npk
     # or a library's bf16 product (use_bf16_gemm: bf16_fn its address, 0 for the pairs above),
     # on plain bf16 copies
     cdef size_t bf16_fn
@@ -216,16 +251,19 @@ cdef class StepPlan:
             raise MemoryError()
 
     def use_bf16(self, W1p, Xr, Xc, Gc):
-        """Run the first layer's two products in bf16 from now on, on these uint32 buffers
-        (shapes in the fields' comments); W1p is filled from W1t here, and kept current by
-        every update. Float32 plans only, on a CPU that runs them (:func:`bf16_supported`)."""
+        """Run the first layer's two products in bf16 from now on, on these zeroed uint32
+        buffers of :func:`bf16_pairs_shapes` (the fields' comments); W1p is filled from W1t
+        here, and kept current by every update. On AMX tiles where :func:`bf16_amx` says so.
+        Float32 plans only, on a CPU that runs them (:func:`bf16_supported`)."""
         cdef Py_ssize_t m1 = self.layers[0].m
         if self.wide:
             raise ValueError("bf16 products train float32 networks")
         if not fastnet_bf16_supported():
             raise RuntimeError("this CPU has no AVX512_BF16 (or the extension was built without it)")
+        self.amx = fastnet_amx_on()
         self.dp2, self.np2 = (self.d + 1) // 2, (self.n + 1) // 2
-        for a, shape in ((W1p, (self.dp2, m1)), (Xr, (self.n, self.dp2)), (Xc, (self.np2, self.d)), (Gc, (self.np2, m1))):
+        self.dpk, self.npk = _padded(self.dp2, self.amx), _padded(self.np2, self.amx)
+        for a, shape in zip((W1p, Xr, Xc, Gc), bf16_pairs_shapes(self.n, self.d, m1)):
             if a.dtype.char not in "IL" or a.dtype.itemsize != 4 or a.shape != shape or not a.flags.c_contiguous:
                 raise ValueError(f"a bf16 buffer must be C-contiguous uint32 of shape {shape}, got {a.dtype} {a.shape}")
         self.arrays += [W1p, Xr, Xc, Gc]
@@ -269,7 +307,11 @@ cdef void _bf16_forward(StepPlan plan, const float* Xb, int p, int parts) noexce
                                             plan.X16 + r0 * d, <int> d, plan.W16, <int> m1, 0,
                                             <float*> plan.layers[0].S + r0 * m1, <int> m1)
         return
-    pairs_of_rows(Xb + r0 * d, d, r1 - r0, d, plan.Xr + r0 * plan.dp2, plan.dp2)
+    pairs_of_rows(Xb + r0 * d, d, r1 - r0, d, plan.Xr + r0 * plan.dpk, plan.dpk)
+    if plan.amx:
+        gemm_pairs_amx(plan.Xr + r0 * plan.dpk, plan.dpk, plan.W1p, m1, <float*> plan.layers[0].S + r0 * m1, m1, NULL, 0,
+                       r1 - r0, m1, plan.dpk, 1, 0)
+        return
     gemm_pairs(plan.Xr + r0 * plan.dp2, plan.dp2, 1, plan.W1p, m1, <float*> plan.layers[0].S + r0 * m1, m1, NULL, 0,
                r1 - r0, m1, plan.dp2, 1, 0)
 
@@ -278,8 +320,12 @@ cdef void _bf16_pack_for_update(StepPlan plan, const float* Xb, int p, int parts
     """Share p of the batch as pairs down its columns (the update's A, summed over the batch):
     word rows q0..q1, from the batch's rows 2 q0..2 q1. (A library product reads the batch's
     bf16 copy that the forward product made: nothing to do.)"""
-    cdef Py_ssize_t q0 = plan.np2 * p // parts, q1 = plan.np2 * (p + 1) // parts
+    cdef Py_ssize_t q0 = plan.np2 * p // parts, q1 = plan.np2 * (p + 1) // parts, c0, c1
     if plan.bf16_fn:
+        return
+    if plan.amx:  # stored by column: share p of the columns, those the update's share p then reads
+        c0, c1 = _update_rows(plan, p, parts)
+        pairs_of_columns_by_column(Xb, plan.d, plan.n, c0, c1, plan.Xc, plan.npk)
         return
     pairs_of_columns(Xb + 2 * q0 * plan.d, plan.d, min(plan.n, 2 * q1) - 2 * q0, plan.d, plan.Xc + q0 * plan.d, plan.d)
 
@@ -296,16 +342,25 @@ cdef void _bf16_pack_gradient(StepPlan plan) noexcept nogil:
 cdef void _bf16_update(StepPlan plan, int p, int parts, float keep, float step) noexcept nogil:
     """Share p of the first layer's update in bf16: rows c0..c1 of W1t = keep W1t - step X^T G1
     (c0 even, so that W1p's word rows c0/2.. are rewritten whole), with G1 packed by the caller."""
-    cdef Py_ssize_t d = plan.d, m1 = plan.layers[0].m
-    cdef Py_ssize_t c0 = min(d, 2 * (plan.dp2 * p // parts)), c1 = min(d, 2 * (plan.dp2 * (p + 1) // parts))
+    cdef Py_ssize_t d = plan.d, m1 = plan.layers[0].m, c0, c1
+    c0, c1 = _update_rows(plan, p, parts)
     if plan.bf16_fn:  # op(A) = X16[:, c0:c1]^T, then those rows of W1t again as bf16
         (<bf16gemm_t> <void*> plan.bf16_fn)(ROW_MAJOR, TRANS, NO_TRANS, <int> (c1 - c0), <int> m1, <int> plan.n, -step,
                                             plan.X16 + c0, <int> d, plan.G16, <int> m1, keep,
                                             <float*> plan.W1t + c0 * m1, <int> m1)
         bf16_rows(<float*> plan.W1t + c0 * m1, m1, c1 - c0, m1, plan.W16 + c0 * m1, m1)
         return
+    if plan.amx:
+        gemm_pairs_amx(plan.Xc + c0 * plan.npk, plan.npk, plan.Gc, m1, <float*> plan.W1t + c0 * m1, m1,
+                       plan.W1p + (c0 // 2) * m1, m1, c1 - c0, m1, plan.npk, -step, keep)
+        return
     gemm_pairs(plan.Xc + c0, 1, d, plan.Gc, m1, <float*> plan.W1t + c0 * m1, m1, plan.W1p + (c0 // 2) * m1, m1,
                c1 - c0, m1, plan.np2, -step, keep)
+
+
+cdef inline (Py_ssize_t, Py_ssize_t) _update_rows(StepPlan plan, int p, int parts) noexcept nogil:
+    """Share p of W1t's rows in the update: c0..c1, c0 even (W1p's word rows c0/2.. whole)."""
+    return min(plan.d, 2 * (plan.dp2 * p // parts)), min(plan.d, 2 * (plan.dp2 * (p + 1) // parts))
 
 
 def bf16_pairs_products(const float[:, ::1] X, float[:, ::1] W1t, const float[:, ::1] G, float[:, ::1] S,
@@ -316,6 +371,17 @@ def bf16_pairs_products(const float[:, ::1] X, float[:, ::1] W1t, const float[:,
     Buffers as StepPlan.use_bf16's; for auto's measurement (fastnet/backends/gemm_choice.py).
     The caller checks the CPU (bf16_supported) and the shapes."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m1 = W1t.shape[1], dp2 = (d + 1) // 2, np2 = (n + 1) // 2
+    cdef Py_ssize_t dpk = Xr.shape[1], npk = Gc.shape[0]
+    if (Xc.shape[0], Xc.shape[1]) != bf16_pairs_shapes(n, d, m1)[2]:
+        raise ValueError("the buffers are not bf16_pairs_shapes' for the products plans take now")
+    if fastnet_amx_on():  # the tiles' layouts (bf16_pairs_shapes)
+        with nogil:
+            pairs_of_rows(&X[0, 0], d, n, d, &Xr[0, 0], dpk)
+            gemm_pairs_amx(&Xr[0, 0], dpk, &W1p[0, 0], m1, &S[0, 0], m1, NULL, 0, n, m1, dpk, 1, 0)
+            pairs_of_columns_by_column(&X[0, 0], d, n, 0, d, &Xc[0, 0], npk)
+            pairs_of_columns(&G[0, 0], m1, n, m1, &Gc[0, 0], m1)
+            gemm_pairs_amx(&Xc[0, 0], npk, &Gc[0, 0], m1, &W1t[0, 0], m1, &W1p[0, 0], m1, d, m1, npk, -1e-6, 1)
+        return
     with nogil:
         pairs_of_rows(&X[0, 0], d, n, d, &Xr[0, 0], dp2)
         gemm_pairs(&Xr[0, 0], dp2, 1, &W1p[0, 0], m1, &S[0, 0], m1, NULL, 0, n, m1, dp2, 1, 0)

@@ -37,10 +37,13 @@ gather_rows = _ck.gather_rows
 parallel_threads = _ck.parallel_threads
 bf16_supported = _ck.bf16_supported
 round_bf16 = _ck.round_bf16
+bf16_amx = _ck.bf16_amx
+bf16_pairs_shapes = _ck.bf16_pairs_shapes
 bf16_pairs_products = _ck.bf16_pairs_products
 bf16_library_products = _ck.bf16_library_products
 
-__all__ = ["BLAS", "CUTS_SMALL_LAYERS", "StepPlan", "bf16_library_products", "bf16_pairs_products", "bf16_supported",
+__all__ = ["BLAS", "CUTS_SMALL_LAYERS", "StepPlan", "bf16_amx", "bf16_library_products", "bf16_pairs_products",
+           "bf16_pairs_shapes", "bf16_supported",
            "fused_sgd_step", "fused_sgd_step_beside", "fused_sgd_step_parallel", "gather_moved_rows", "gather_normalised_rows",
            "gather_rows", "parallel_threads", "round_bf16", "start_cost"]
 

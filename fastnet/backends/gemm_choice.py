@@ -159,9 +159,21 @@ def cache_path() -> Path:
 def cache_key(batch: int, d: int, m1: int, dtype: str) -> str:
     """The CPU (model name, family and model: one name can cover several generations), the
     kernels NumPy's OpenBLAS runs (``OPENBLAS_CORETYPE`` can change them), the dtype ("bf16":
-    :func:`bf16_choice`'s products) and the shape."""
+    :func:`bf16_choice`'s products; "bf16 tiles" where fastnet's own run on AMX tiles) and the
+    shape."""
     kind = dtype if dtype == "bf16" else np.dtype(dtype).name
+    if dtype == "bf16" and _fastnet_bf16_on_tiles():
+        kind = "bf16 tiles"
     return f"{cpu_id()} | openblas {providers.numpy_openblas_core()} | {kind} | {batch}x{d}x{m1}"
+
+
+def _fastnet_bf16_on_tiles() -> bool:
+    """Whether fastnet's bf16 products run on AMX tiles here (kernels/amx_gemm.h)."""
+    try:
+        from fastnet.backends import cython_step
+    except ImportError:  # no extension: no fastnet bf16 products at all
+        return False
+    return bool(cython_step.bf16_amx())
 
 
 def _read_cache(path: Path) -> dict:
@@ -264,8 +276,7 @@ def bf16_first_layer_products(products: str, batch: int, d: int, m1: int, rng=No
     G = rng.standard_normal((batch, m1)).astype(np.float32)
     S = np.empty((batch, m1), np.float32)
     if products == "fastnet":
-        dp2, np2 = (d + 1) // 2, (batch + 1) // 2
-        W1p, Xr, Xc, Gc = (np.zeros(shape, np.uint32) for shape in ((dp2, m1), (batch, dp2), (np2, d), (np2, m1)))
+        W1p, Xr, Xc, Gc = (np.zeros(shape, np.uint32) for shape in ck.bf16_pairs_shapes(batch, d, m1))
         return lambda: ck.bf16_pairs_products(X, W1t, G, S, W1p, Xr, Xc, Gc)
     fn = providers.mkl_bf16_gemm()
     X16, W16, G16 = np.zeros((batch, d), np.uint16), np.zeros((d, m1), np.uint16), np.zeros((batch, m1), np.uint16)

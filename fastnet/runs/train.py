@@ -197,7 +197,8 @@ def precision_note(cfg, kernel=None, gemm: str | None = None) -> str:
         from fastnet.util.cpu import cpu_flags
 
         return f", first-layer products in bf16 (MKL's{', on AMX tiles' if 'amx_bf16' in cpu_flags() else ''})"
-    return ", first-layer products in bf16 (fastnet's kernels)"
+    tiles = getattr(kernel, "bf16_amx", None)
+    return f", first-layer products in bf16 (fastnet's kernels{', on AMX tiles' if tiles is not None and tiles() else ''})"
 
 
 def recorded_gemm(config: dict, out: Path) -> str:

@@ -69,9 +69,10 @@ def fused_step_for(net: Network, ops, *, optimizer: str = "sgd", regularised: bo
     return FusedStep(net, kernel, gemm)
 
 
-#: The two implementations of the bf16 products: fastnet's own kernels (kernels/bf16_gemm.h,
-#: AVX512_BF16's VDPBF16PS) and MKL's cblas_gemm_bf16bf16f32 (AMX tiles or AVX512_BF16 where
-#: the CPU has them, an emulation in float32 elsewhere).
+#: The two implementations of the bf16 products: fastnet's own kernels (kernels/amx_gemm.h on
+#: AMX tiles where the CPU has them, else kernels/bf16_gemm.h, AVX512_BF16's VDPBF16PS) and MKL's
+#: cblas_gemm_bf16bf16f32 (AMX tiles or AVX512_BF16 where the CPU has them, an emulation in
+#: float32 elsewhere).
 BF16_PRODUCTS = ("fastnet", "mkl")
 
 
@@ -273,10 +274,8 @@ class FusedStep:
 
             plan.use_bf16_gemm(mkl_bf16_gemm(), np.empty((n, d), np.uint16), np.empty((d, m1), np.uint16),
                                np.empty((n, m1), np.uint16))
-        elif self.bf16:  # the operands as bf16 pairs (kernels/bf16_gemm.h); W1t's copy is made from W1t now
-            dp2, np2 = (d + 1) // 2, (n + 1) // 2
-            plan.use_bf16(np.empty((dp2, m1), np.uint32), np.empty((n, dp2), np.uint32), np.empty((np2, d), np.uint32),
-                          np.empty((np2, m1), np.uint32))
+        elif self.bf16:  # the operands as bf16 pairs (kernels/bf16_gemm.h, amx_gemm.h); W1t's copy is made from W1t now
+            plan.use_bf16(*(np.zeros(shape, np.uint32) for shape in k.bf16_pairs_shapes(n, d, m1)))
         return plan
 
     def parallel_threads(self) -> int:

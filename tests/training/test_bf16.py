@@ -41,6 +41,25 @@ has_mkl16 = built and providers.mkl_bf16_gemm() is not None
 PRODUCTS = [pytest.param("fastnet", marks=needs_bf16),
             pytest.param("mkl", marks=pytest.mark.skipif(not has_mkl16, reason="Intel MKL is not installed (pip install 'fastnet[mkl]')"))]
 
+has_amx = built and resolve("cython").ops.fused_step.bf16_amx()
+
+
+@pytest.fixture(autouse=True, params=[pytest.param(True, id="tiles", marks=pytest.mark.skipif(not has_amx, reason=f"this CPU ({cpu_model()}) has no AMX-BF16 (or the OS gives no tiles)")),
+                                      pytest.param(False, id="vdpbf16")])
+def fastnet_kernels(request):
+    """Every test on each of fastnet's bf16 kernels this CPU runs: AMX tiles (amx_gemm.h) where
+    it has them, AVX512_BF16's VDPBF16PS (bf16_gemm.h) everywhere it has that."""
+    if not built:
+        yield
+        return
+    ck = resolve("cython").ops.fused_step
+    ck.bf16_amx(request.param)
+    try:
+        yield
+    finally:
+        ck.bf16_amx(True)
+
+
 RTOL = 1e-5  # of the largest entry: float32 sums of <= 64 bf16 products (module docstring)
 
 
@@ -233,9 +252,12 @@ def test_narrow_first_layers_write_only_their_own_entries(products, m1):
     W1t, w_tail = _guarded((d, m1), np.float32, 7.0)
     W1t[:] = 1e-9 * rng.standard_normal((d, m1))  # small: the update's sum can be read back from W1t
     S, s_tail = _guarded((n, m1), np.float32, 7.0)
-    if products == "fastnet":
-        copy, c_tail = _guarded(((d + 1) // 2, m1), np.uint32, 0xDEADBEEF)  # W1t's pairs
-        scratch = [_guarded(s, np.uint32, 0xDEADBEEF) for s in ((n, (d + 1) // 2), ((n + 1) // 2, d), ((n + 1) // 2, m1))]
+    if products == "fastnet":  # zeroed buffers (their padding, on AMX tiles, is zero pairs), guarded tails
+        shapes = ck.bf16_pairs_shapes(n, d, m1)
+        copy, c_tail = _guarded(shapes[0], np.uint32, 0xDEADBEEF)  # W1t's pairs
+        scratch = [_guarded(s, np.uint32, 0xDEADBEEF) for s in shapes[1:]]
+        for a in [copy, *(a for a, _ in scratch)]:
+            a[...] = 0
         run = lambda: ck.bf16_pairs_products(X, W1t, G, S, copy, *(a for a, _ in scratch))  # noqa: E731
     else:
         copy, c_tail = _guarded((d, m1), np.uint16, 0xBEEF)  # W1t in bf16
