@@ -323,7 +323,9 @@ def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: b
         if cfg.precision == "bf16":  # whose bf16 products ran (fastnet's or MKL's), as the step chose them
             from fastnet.training.fused import bf16_products
 
-            bonus_metrics["bf16_products"] = bf16_products(backend.ops.fused_step, gemm)
+            bonus_metrics["bf16_products"] = products = bf16_products(backend.ops.fused_step, gemm)
+            if products == "fastnet":  # which of fastnet's kernels: their roundings differ
+                bonus_metrics["bf16_kernel"] = "amx-tiles" if backend.ops.fused_step.bf16_amx() else "avx512-bf16"
         return writer.finish(plots, time.perf_counter() - wall, resumed_from, bonus_metrics)
     except BaseException as exc:
         stopped = writer.stopped(exc)

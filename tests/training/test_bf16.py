@@ -220,6 +220,8 @@ def test_a_bf16_run_records_its_precision_and_resumes_bit_for_bit(fake, tmp_path
     run_train.resume_run(out, data_dir=fake.source, progress=False, plots=False)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["precision"] == "bf16" and metrics["bf16_products"] == products
+    tiles = resolve("cython").ops.fused_step.bf16_amx()
+    assert metrics.get("bf16_kernel") == ({True: "amx-tiles", False: "avx512-bf16"}[tiles] if products == "fastnet" else None)
     assert "bf16_products" not in json.loads((plain / "metrics.json").read_text())
     a, b = np.load(whole / "model.npz"), np.load(out / "model.npz")
     assert sorted(a.files) == sorted(b.files) and all(a[k].tobytes() == b[k].tobytes() for k in a.files)
