@@ -186,6 +186,9 @@ cdef class StepPlan:
     cdef unsigned short* X16      # (n, d): the batch
     cdef unsigned short* W16      # (d, m1): W1t
     cdef unsigned short* G16      # (n, m1): the first layer's score gradient
+    # batch_ready: the forward product's bf16 copy of this step's batch (X16, or Xr) was made
+    # with its gather (fused_sgd_step_beside's next_copy; set_batch_copy)
+    cdef bint batch_ready
     # the small layers' products in small_parts shares of C's rows on small_threads threads
     # (fused_sgd_step_parallel's split_small; 1 everywhere else)
     cdef int small_parts, small_threads
@@ -275,6 +278,26 @@ cdef class StepPlan:
         self.bf16 = True
 
 
+    def batch_copy_shape(self):
+        """(shape, bytes per element) of the forward product's bf16 copy of a batch: X16's
+        (uint16, library products) or Xr's (uint32 pairs, fastnet's)."""
+        if not self.bf16:
+            raise ValueError("the plan takes no bf16 products")
+        return ((self.n, self.d), 2) if self.bf16_fn else ((self.n, self.dpk), 4)
+
+    def set_batch_copy(self, buf, bint ready):
+        """The next step's bf16 copy of its batch goes to (``ready``: is already in) ``buf``, of
+        :meth:`batch_copy_shape`, zeroed once (its padding, on AMX tiles, stays zero pairs)."""
+        shape, size = self.batch_copy_shape()
+        if buf.dtype.kind != "u" or buf.dtype.itemsize != size or buf.shape != shape or not buf.flags.c_contiguous:
+            raise ValueError(f"a batch copy is C-contiguous uint{8 * size} of shape {shape}")
+        self.arrays.append(buf)  # (kept alive with the plan; a handful over a run)
+        if self.bf16_fn:
+            self.X16 = <unsigned short*> _addr(buf)
+        else:
+            self.Xr = <unsigned int*> _addr(buf)
+        self.batch_ready = ready
+
     def use_bf16_gemm(self, size_t fn, X16, W16, G16):
         """Run the first layer's two products in bf16 from now on through the library product at
         ``fn`` (cblas_gemm_bf16bf16f32's signature, 32-bit integers), on these uint16 buffers
@@ -302,12 +325,14 @@ cdef void _bf16_forward(StepPlan plan, const float* Xb, int p, int parts) noexce
     """Share p of (12) in bf16: rows r0..r1 of the batch to pairs, then S1's rows r0..r1 = X W1t."""
     cdef Py_ssize_t d = plan.d, m1 = plan.layers[0].m, r0 = plan.n * p // parts, r1 = plan.n * (p + 1) // parts
     if plan.bf16_fn:
-        bf16_rows(Xb + r0 * d, d, r1 - r0, d, plan.X16 + r0 * d, d)
+        if not plan.batch_ready:
+            bf16_rows(Xb + r0 * d, d, r1 - r0, d, plan.X16 + r0 * d, d)
         (<bf16gemm_t> <void*> plan.bf16_fn)(ROW_MAJOR, NO_TRANS, NO_TRANS, <int> (r1 - r0), <int> m1, <int> d, 1,
                                             plan.X16 + r0 * d, <int> d, plan.W16, <int> m1, 0,
                                             <float*> plan.layers[0].S + r0 * m1, <int> m1)
         return
-    pairs_of_rows(Xb + r0 * d, d, r1 - r0, d, plan.Xr + r0 * plan.dpk, plan.dpk)
+    if not plan.batch_ready:
+        pairs_of_rows(Xb + r0 * d, d, r1 - r0, d, plan.Xr + r0 * plan.dpk, plan.dpk)
     if plan.amx:
         gemm_pairs_amx(plan.Xr + r0 * plan.dpk, plan.dpk, plan.W1p, m1, <float*> plan.layers[0].S + r0 * m1, m1, NULL, 0,
                        r1 - r0, m1, plan.dpk, 1, 0)
@@ -547,6 +572,7 @@ def fused_sgd_step(StepPlan plan, const floating[:, ::1] Xb, const Py_ssize_t[::
     with nogil:
         loss = _one_core_step(plan, &Xb[0, 0], &yb[0], first, eta, keep, step, eps, alpha)
         plan.small_parts = 1
+        plan.batch_ready = False
     return loss
 
 
@@ -577,13 +603,18 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
                           source, const double[::1] mean, const double[::1] inv_std, bint normalise,
                           const Py_ssize_t[::1] y, const Py_ssize_t[::1] next_idx,
                           floating[:, ::1] Xn, Py_ssize_t[::1] yn,
-                          const long long[:, ::1] next_moves=None, Py_ssize_t height=0, Py_ssize_t width=0):
+                          const long long[:, ::1] next_moves=None, Py_ssize_t height=0, Py_ssize_t width=0,
+                          next_copy=None):
     """:func:`fused_sgd_step` on this thread -- the same calls, so the same bits -- while a
     second OpenMP thread gathers rows ``next_idx`` of ``source`` into (Xn, yn), as
     :func:`fused_sgd_step_parallel` gathers them (this thread takes a share if it finishes
     first). One parallel region: its second thread spins between steps and starts at once,
     where a Python thread woken for each batch took ~0.1 ms to start on the AMX Xeon and
-    slowed the step it ran beside (README, issue 15)."""
+    slowed the step it ran beside (README, issue 15).
+
+    ``next_copy`` (a bf16 plan): the forward product's bf16 copy of the next batch is made
+    there too, row by row as it is gathered (StepPlan.batch_copy_shape), for the next step
+    to take (StepPlan.set_batch_copy): off this thread, the same values."""
     cdef Py_ssize_t n = plan.n, d = plan.d, n_next = next_idx.shape[0]
     cdef int p
     cdef const unsigned char* U = NULL
@@ -593,12 +624,23 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
     cdef const double* mean_p = NULL
     cdef const double* inv_p = NULL
     cdef const long long* moves = NULL
+    cdef unsigned short* copy16 = NULL
+    cdef unsigned int* pairs = NULL
     if Xb.shape[0] != n or Xb.shape[1] != d or yb.shape[0] != n or (sizeof(floating) == 8) != plan.wide:
         raise ValueError(f"the batch must be ({n}, {d}) of the plan's dtype with {n} labels")
     if small_parts not in (1, 2):
         raise ValueError("the small layers' products are cut in 1 or 2 parts")
     if Xn.shape[0] != n_next or Xn.shape[1] != d or yn.shape[0] != n_next:
         raise ValueError("the next batch's buffers must hold its rows")
+    if next_copy is not None and n_next:
+        shape, size = plan.batch_copy_shape()
+        if n_next != n or next_copy.dtype.kind != "u" or next_copy.dtype.itemsize != size or next_copy.shape != shape \
+                or not next_copy.flags.c_contiguous:
+            raise ValueError(f"the next batch's bf16 copy is C-contiguous uint{8 * size} of shape {shape}")
+        if size == 2:
+            copy16 = <unsigned short*> _addr(next_copy)
+        else:
+            pairs = <unsigned int*> _addr(next_copy)
     if n_next:
         if normalise:
             pixels = source
@@ -617,8 +659,9 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
                 plan.result = _one_core_step(plan, &Xb[0, 0], &yb[0], first, eta, keep, step, eps, alpha)
             if n_next:
                 _gather_share(Xsrc, U, mean_p, inv_p, d, &y[0], &next_idx[0], n_next, &Xn[0, 0], &yn[0],
-                              &plan.counter, moves, height, width)
+                              &plan.counter, moves, height, width, copy16, pairs, plan.dpk)
         plan.small_parts = 1
+        plan.batch_ready = False
     return plan.result
 
 
@@ -668,12 +711,15 @@ cdef void _move_in_place(floating* img, const long long* move, Py_ssize_t d, Py_
 cdef void _gather_share(const floating* X, const unsigned char* U, const double* mean, const double* inv_std,
                         Py_ssize_t d, const Py_ssize_t* y, const Py_ssize_t* idx, Py_ssize_t n,
                         floating* Xn, Py_ssize_t* yn, long long* counter,
-                        const long long* moves=NULL, Py_ssize_t H=0, Py_ssize_t W=0) noexcept nogil:
+                        const long long* moves=NULL, Py_ssize_t H=0, Py_ssize_t W=0,
+                        unsigned short* copy16=NULL, unsigned int* pairs=NULL, Py_ssize_t ldp=0) noexcept nogil:
     """Gather rows idx of X (or of the uint8 images U, normalised as data.normalise does:
     (double(u) - mean) * inv_std rounded once) into (Xn, yn) -- each then moved as its row of
     ``moves`` says (augmentation, :func:`_move_in_place`),
-    if given -- a block of rows at a time claimed from ``counter``: every thread that calls it
-    takes a share."""
+    if given, and copied as the forward product's bf16 operand, if given (``copy16``: rounded,
+    as for a library product; ``pairs``: fastnet's pairs of the row, ``ldp`` words a row) --
+    a block of rows at a time claimed from ``counter``: every thread that calls it takes a
+    share."""
     cdef Py_ssize_t i, i0, i1, j, r
     while True:
         i0 = fastnet_fetch_add(counter, GATHER_BLOCK)
@@ -690,6 +736,11 @@ cdef void _gather_share(const floating* X, const unsigned char* U, const double*
                     Xn[i * d + j] = X[r * d + j]
             if moves != NULL:
                 _move_in_place(Xn + i * d, moves + 3 * i, d, H, W)
+            if floating is float:  # the forward product's bf16 copy of the row, as it would make it
+                if copy16 != NULL:
+                    bf16_rows(Xn + i * d, d, 1, d, copy16 + i * d, d)
+                elif pairs != NULL:
+                    pairs_of_rows(Xn + i * d, d, 1, d, pairs + i * ldp, ldp)
 
 
 def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb, const Py_ssize_t[::1] yb, bint first,
@@ -781,6 +832,7 @@ def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb,
             if split_small and n_next:
                 _gather_share(Xsrc, U, mean_p, inv_p, d, &y[0], &next_idx[0], n_next, &Xn[0, 0], &yn[0],
                               &plan.counter, moves, height, width)
+        plan.batch_ready = False
     return plan.result
 
 

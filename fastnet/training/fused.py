@@ -198,6 +198,9 @@ class FusedStep:
         self._pool = None
         self.cores = 1
         self.beside = False  # one core: the next batch gathered on a second thread of the kernel's (gather_beside)
+        # bf16 beside: two buffers of the forward product's bf16 copy of a batch, the one the next
+        # is written to, and the batch whose copy the last step made beside it
+        self._copies, self._copy_turn, self._copied = None, 0, None
         self._limits = None
         self._no_rows = np.zeros(0, np.intp)
         # what the two-core step last gathered from (its types, reused when nothing is ahead)
@@ -265,6 +268,7 @@ class FusedStep:
     def _plan(self):
         """The kernel's plan of the step's arrays, with the table of :attr:`gemm`'s provider."""
         k = self.kernel
+        self._copies, self._copied = None, None  # (their layout is the new plan's)
         plan = k.StepPlan(self._table(self.gemm), self.W1t, self.Ws, self.bs, self.gammas, self.betas, self.mu_avs, self.v_avs,
                           self.Ss, self.Xs, self.S_hats, self.mus, self.vs, self.Gs, self.dXs, self.dgammas,
                           self.dbetas, self.P, self.loss, self.bn)
@@ -344,6 +348,7 @@ class FusedStep:
                 future.result()  # re-raises what the gather thread raised
             if p_X is X and p_y is y and _same(p_idx, idx) and _same(p_moves, moves):
                 return Xb, yb  # checked by prefetch
+        self._copied = None  # a buffer gathered anew: no bf16 copy made beside a step holds it
         self._check_rows(X, y, idx, moves)
         if self.n != len(idx):
             self._buffers(len(idx))
@@ -358,6 +363,7 @@ class FusedStep:
         to spare the gather of batch t + 1 costs nothing while step t runs."""
         self._check_rows(X, y, idx, moves)
         self._settle()
+        self._copied = None
         if self.n != len(idx):
             self._buffers(len(idx))
         if self._pool is None:
@@ -481,9 +487,14 @@ class FusedStep:
             loss = k.fused_sgd_step_parallel(args[0], 2, *args[1:], *self._source, idx, Xn, yn, threads, *split_small, **moved)
         elif beside:  # the one-core step's very calls, the next batch gathered on a second thread
             idx, moved = self._next_rows(ahead)
-            loss = k.fused_sgd_step_beside(*args, 2 if self._split_small else 1, *self._source, idx, Xn, yn, **moved)
+            copy = self._batch_copies(Xb)  # a bf16 step: the next batch's bf16 copy made there too
+            loss = k.fused_sgd_step_beside(*args, 2 if self._split_small else 1, *self._source, idx, Xn, yn, **moved,
+                                           **({} if copy is None else {"next_copy": copy}))
+            self._copied = Xn if copy is not None else None
         else:  # split_small's products cut alike on one core: the same BLAS calls, the same bits
             loss = k.fused_sgd_step(*args, 2) if self._split_small else k.fused_sgd_step(*args)
+        if not beside:
+            self._copied = None  # (the step made its batch's copy itself, as ever)
         if self.cores != 2 and ahead is not None and not beside:
             self._gather_call(*ahead, Xn, yn)()
         if ahead is not None:
@@ -491,6 +502,22 @@ class FusedStep:
         if np.isfinite(loss):
             self._installed_stats()
         return float(loss)
+
+    def _batch_copies(self, Xb: NDArray) -> NDArray | None:
+        """Before a bf16 step that gathers beside it: the buffer the next batch's bf16 copy goes
+        to (None for a float32 step). This step's own copy is in the other buffer if the batch
+        is the one gathered with it (``self._copied``), else the step makes it there."""
+        if not self.bf16 or not self.gathers_beside:
+            return None
+        if self._copies is None:
+            shape, size = self.plan.batch_copy_shape()
+            self._copies = [np.zeros(shape, np.uint16 if size == 2 else np.uint32) for _ in range(2)]
+            self._copy_turn = 0
+        ready = self._copied is not None and self._copied is Xb
+        if ready:  # the copy gathered with this batch is in the buffer written last
+            self._copy_turn ^= 1
+        self.plan.set_batch_copy(self._copies[self._copy_turn], ready)
+        return self._copies[self._copy_turn ^ 1]
 
     def _next_rows(self, ahead) -> tuple[NDArray, dict]:
         """The rows (and moves) of the batch ``ahead`` as the kernels that gather it during a

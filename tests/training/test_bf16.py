@@ -158,20 +158,25 @@ def test_bf16_bits_do_not_depend_on_threads_or_the_step_form(d, split_small):
 @pytest.mark.parametrize("products", PRODUCTS)
 def test_a_bf16_step_with_the_next_batch_gathered_beside_it_has_the_one_core_bits(products):
     """The one-core bf16 step with the next batch gathered on the kernel's second thread
-    (FusedStep.gather_beside: what a one-thread run with a spare core takes) gives the very
-    losses and arrays of the one-core step, and the batch it gathered is exactly X[idx]."""
+    (FusedStep.gather_beside: what a one-thread run with a spare core takes), and its bf16
+    copy for the forward product made there too, gives the very losses and arrays of the
+    one-core step, and the batch it gathered is exactly X[idx]."""
     rng = np.random.default_rng(3)
     X, y = rng.standard_normal((60, 37)).astype(np.float32), rng.integers(0, 10, 60)
     nets = [_net(), _net()]
     plain, beside = (_bf16_step(net, products) for net in nets)
     beside.gather_beside()
-    batches = [rng.permutation(60)[:9] for _ in range(5)]
-    for t in range(4):
+    batches = [rng.permutation(60)[:9] for _ in range(9)]
+    # steps 0-3 take the batch gathered beside the step before (and its bf16 copy, made there);
+    # steps 4-7 another batch than the one gathered ahead: gathered anew, maybe into the very
+    # buffer the copy was made of, which must then not be taken for it
+    for t, rows in enumerate([0, 1, 2, 3, 5, 7, 2, 8]):
+        ahead = batches[rows + 1] if rows + 1 < len(batches) else batches[0]
         losses = []
         for fused in (plain, beside):
-            Xb, yb = fused.gather(X, y, batches[t])
-            assert Xb.tobytes() == X[batches[t]].tobytes()
-            losses.append(fused.step(Xb, yb, 0.01, 0.05, checked=False, ahead=(X, y, batches[t + 1])))
+            Xb, yb = fused.gather(X, y, batches[rows])
+            assert Xb.tobytes() == X[batches[rows]].tobytes()
+            losses.append(fused.step(Xb, yb, 0.01, 0.05, checked=False, ahead=(X, y, ahead)))
         assert losses[0] == losses[1]
     for fused in (plain, beside):
         fused.detach()
