@@ -408,6 +408,39 @@ def test_bf16_steps_take_both_cores_augmented_or_not(fake):
                 stepper.close()
 
 
+@pytest.mark.parametrize("products", PRODUCTS)
+def test_an_augmented_one_thread_bf16_run_gathers_beside_its_steps_with_the_same_bits(fake, products):
+    """The Stepper as a one-thread run with a core to spare drives it: augmented in the gather,
+    each next batch (moved, and its bf16 copy made) on the kernel's second thread -- the same
+    losses and arrays as gathering after each step on one thread."""
+    import copy
+
+    from threadpoolctl import threadpool_limits
+
+    from fastnet.training.stepper import ImageAugment, Stepper
+
+    ops = resolve("cython").ops
+    nets = [_net(d=3072, hidden=(50, 20)) for _ in range(2)]
+    nets[1] = copy.deepcopy(nets[0])
+    rng = np.random.default_rng(4)
+    batches = [rng.permutation(len(fake.y_train))[:20] for _ in range(7)]
+    losses = []
+    with threadpool_limits(1, user_api="blas"):
+        for net, beside in zip(nets, (False, True)):
+            stepper = Stepper(net, fake.X_train, fake.y_train, 0.01, ops, augment=ImageAugment(seed=0, shift=3), bf16=True)
+            if products == "mkl":
+                stepper.fused.use_gemm("mkl")
+            stepper.prefetch = stepper.beside = beside  # forced: whether a run prefetches depends on the idle cores
+            stepper.fused.gather_beside(beside)
+            try:
+                losses.append([stepper(batches[t], 0.05, t, batches[t + 1]) for t in range(6)])
+            finally:
+                stepper.close()
+    assert losses[0] == losses[1]
+    A, B = nets[0].params(), nets[1].params()
+    assert all(A[k].tobytes() == B[k].tobytes() for k in A)
+
+
 def test_info_says_whether_bf16_runs_here(capsys, monkeypatch):
     from fastnet.backends import gemm_choice
     from fastnet.cli import bf16_note
