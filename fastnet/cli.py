@@ -206,12 +206,14 @@ def bf16_note() -> str:
         from fastnet.backends import gemm_choice
 
         batch, d, m1, _ = gemm_choice.DEFAULT_SHAPE
-        entry = gemm_choice.bf16_choice(batch, d, m1)  # from the cache, or measured now (~1 s)
-        timing = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in entry["seconds"].items())
         mkls = f"MKL's{' (AMX tiles)' if amx else ''}"
-        auto = mkls if entry["choice"] == "mkl" else "fastnet's kernels"
-        return (f"{here}: {ours} or {mkls}; --gemm auto takes {auto} for batch {batch} x {d} -> {m1} "
-                f"(both products, 1 thread: {timing}), --gemm mkl takes MKL's, --gemm openblas fastnet's")
+        takes = []
+        for one_core, step in ((False, "the two-core step"), (True, "a one-core step, its batch's bf16 copies made beside it")):
+            entry = gemm_choice.bf16_choice(batch, d, m1, one_core=one_core)  # from the cache, or measured now (~1 s)
+            timing = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in entry["seconds"].items())
+            takes.append(f"{mkls if entry['choice'] == 'mkl' else 'fastnet' + chr(39) + 's kernels'} for {step} ({timing})")
+        return (f"{here}: {ours} or {mkls}; for batch {batch} x {d} -> {m1} --gemm auto takes " + " and ".join(takes)
+                + " (both products, 1 thread), --gemm mkl takes MKL's, --gemm openblas fastnet's")
     if mkl:
         return (f"emulated: this CPU ({cpu_model()}) has no AVX512_BF16, so they run on MKL's bf16 product "
                 "(bf16 inputs and float32 sums as on a bf16 CPU, at float32's speed or below)")

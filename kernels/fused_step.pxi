@@ -30,6 +30,15 @@ cdef extern from *:
     """
     long long fastnet_fetch_add(long long* p, long long v) noexcept nogil
 
+cdef extern from *:
+    """
+    static inline void fastnet_wait_for(long long *p, long long v) {  /* until *p >= v */
+        while (__atomic_load_n(p, __ATOMIC_ACQUIRE) < v)
+            __builtin_ia32_pause();
+    }
+    """
+    void fastnet_wait_for(long long* p, long long v) noexcept nogil
+
 cdef extern from "bf16_gemm.h":
     int fastnet_bf16_supported() noexcept nogil
     void pairs_of_rows(const float* A, Py_ssize_t lda, Py_ssize_t rows, Py_ssize_t cols, unsigned int* out,
@@ -105,6 +114,7 @@ cdef enum:
     NO_TRANS = 111
     TRANS = 112
     GATHER_BLOCK = 4  # rows a thread claims at a time
+    COLUMN_BLOCK = 128  # columns a thread claims at a time in _copy_columns (a multiple of 16)
 
 
 cdef struct Layer:
@@ -130,6 +140,11 @@ cdef struct Layer:
 
 cdef char* _addr(object a) except NULL:
     return <char*> <size_t> a.ctypes.data
+
+
+cdef _check_copy(buf, shape, int size):
+    if buf is None or buf.dtype.kind != "u" or buf.dtype.itemsize != size or buf.shape != shape or not buf.flags.c_contiguous:
+        raise ValueError(f"a batch's bf16 copy is C-contiguous uint{8 * size} of shape {shape}")
 
 
 cdef inline Py_ssize_t _padded(Py_ssize_t pairs, bint amx) noexcept nogil:
@@ -166,7 +181,7 @@ cdef class StepPlan:
     cdef char* loss
     cdef double* scratch          # 3 * width doubles per thread, 2 threads
     cdef double result
-    cdef long long counter
+    cdef long long counter, gathered, col_counter  # rows of the next batch claimed and gathered; its columns claimed
     cdef size_t gemm_fn
     cdef bint ilp64
     cdef list arrays
@@ -279,23 +294,28 @@ cdef class StepPlan:
 
 
     def batch_copy_shape(self):
-        """(shape, bytes per element) of the forward product's bf16 copy of a batch: X16's
-        (uint16, library products) or Xr's (uint32 pairs, fastnet's)."""
+        """(shape, bytes per element) of the forward product's bf16 copy of a batch -- X16's
+        (uint16, library products) or Xr's (uint32 pairs, fastnet's) -- and the shape of the
+        update's (Xc's, uint32 pairs; None for library products, which read X16 again)."""
         if not self.bf16:
             raise ValueError("the plan takes no bf16 products")
-        return ((self.n, self.d), 2) if self.bf16_fn else ((self.n, self.dpk), 4)
+        if self.bf16_fn:
+            return (self.n, self.d), 2, None
+        return (self.n, self.dpk), 4, ((self.d, self.npk) if self.amx else (self.np2, self.d))
 
-    def set_batch_copy(self, buf, bint ready):
-        """The next step's bf16 copy of its batch goes to (``ready``: is already in) ``buf``, of
-        :meth:`batch_copy_shape`, zeroed once (its padding, on AMX tiles, stays zero pairs)."""
-        shape, size = self.batch_copy_shape()
-        if buf.dtype.kind != "u" or buf.dtype.itemsize != size or buf.shape != shape or not buf.flags.c_contiguous:
-            raise ValueError(f"a batch copy is C-contiguous uint{8 * size} of shape {shape}")
-        self.arrays.append(buf)  # (kept alive with the plan; a handful over a run)
+    def set_batch_copy(self, buf, cols, bint ready):
+        """The next step's bf16 copies of its batch go to (``ready``: are already in) ``buf``
+        and ``cols`` (None for library products), of :meth:`batch_copy_shape`, zeroed once
+        (their padding, on AMX tiles, stays zero pairs)."""
+        shape, size, cols_shape = self.batch_copy_shape()
+        _check_copy(buf, shape, size)
+        if cols_shape is not None:
+            _check_copy(cols, cols_shape, 4)
+        self.arrays += [buf, cols]  # (kept alive with the plan; a handful over a run)
         if self.bf16_fn:
             self.X16 = <unsigned short*> _addr(buf)
         else:
-            self.Xr = <unsigned int*> _addr(buf)
+            self.Xr, self.Xc = <unsigned int*> _addr(buf), <unsigned int*> _addr(cols)
         self.batch_ready = ready
 
     def use_bf16_gemm(self, size_t fn, X16, W16, G16):
@@ -346,7 +366,7 @@ cdef void _bf16_pack_for_update(StepPlan plan, const float* Xb, int p, int parts
     word rows q0..q1, from the batch's rows 2 q0..2 q1. (A library product reads the batch's
     bf16 copy that the forward product made: nothing to do.)"""
     cdef Py_ssize_t q0 = plan.np2 * p // parts, q1 = plan.np2 * (p + 1) // parts, c0, c1
-    if plan.bf16_fn:
+    if plan.bf16_fn or plan.batch_ready:  # (made with the batch's gather: fused_sgd_step_beside)
         return
     if plan.amx:  # stored by column: share p of the columns, those the update's share p then reads
         c0, c1 = _update_rows(plan, p, parts)
@@ -390,41 +410,49 @@ cdef inline (Py_ssize_t, Py_ssize_t) _update_rows(StepPlan plan, int p, int part
 
 def bf16_pairs_products(const float[:, ::1] X, float[:, ::1] W1t, const float[:, ::1] G, float[:, ::1] S,
                         unsigned int[:, ::1] W1p, unsigned int[:, ::1] Xr, unsigned int[:, ::1] Xc,
-                        unsigned int[:, ::1] Gc):
+                        unsigned int[:, ::1] Gc, bint copy_batch=True):
     """The first layer's two bf16 products of a step on fastnet's kernels, once, as the fused
     step makes them, packing included: S = X W1t, then W1t -= 1e-6 X^T G with W1p rewritten.
-    Buffers as StepPlan.use_bf16's; for auto's measurement (fastnet/backends/gemm_choice.py).
-    The caller checks the CPU (bf16_supported) and the shapes."""
+    ``copy_batch`` False leaves out the batch's two bf16 copies (Xr, Xc: made beside a
+    one-core step, fused_sgd_step_beside). Buffers as StepPlan.use_bf16's; for auto's
+    measurement (fastnet/backends/gemm_choice.py). The caller checks the CPU (bf16_supported)
+    and the shapes."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m1 = W1t.shape[1], dp2 = (d + 1) // 2, np2 = (n + 1) // 2
     cdef Py_ssize_t dpk = Xr.shape[1], npk = Gc.shape[0]
     if (Xc.shape[0], Xc.shape[1]) != bf16_pairs_shapes(n, d, m1)[2]:
         raise ValueError("the buffers are not bf16_pairs_shapes' for the products plans take now")
     if fastnet_amx_on():  # the tiles' layouts (bf16_pairs_shapes)
         with nogil:
-            pairs_of_rows(&X[0, 0], d, n, d, &Xr[0, 0], dpk)
+            if copy_batch:
+                pairs_of_rows(&X[0, 0], d, n, d, &Xr[0, 0], dpk)
             gemm_pairs_amx(&Xr[0, 0], dpk, &W1p[0, 0], m1, &S[0, 0], m1, NULL, 0, n, m1, dpk, 1, 0)
-            pairs_of_columns_by_column(&X[0, 0], d, n, 0, d, &Xc[0, 0], npk)
+            if copy_batch:
+                pairs_of_columns_by_column(&X[0, 0], d, n, 0, d, &Xc[0, 0], npk)
             pairs_of_columns(&G[0, 0], m1, n, m1, &Gc[0, 0], m1)
             gemm_pairs_amx(&Xc[0, 0], npk, &Gc[0, 0], m1, &W1t[0, 0], m1, &W1p[0, 0], m1, d, m1, npk, -1e-6, 1)
         return
     with nogil:
-        pairs_of_rows(&X[0, 0], d, n, d, &Xr[0, 0], dp2)
+        if copy_batch:
+            pairs_of_rows(&X[0, 0], d, n, d, &Xr[0, 0], dp2)
         gemm_pairs(&Xr[0, 0], dp2, 1, &W1p[0, 0], m1, &S[0, 0], m1, NULL, 0, n, m1, dp2, 1, 0)
-        pairs_of_columns(&X[0, 0], d, n, d, &Xc[0, 0], d)
+        if copy_batch:
+            pairs_of_columns(&X[0, 0], d, n, d, &Xc[0, 0], d)
         pairs_of_columns(&G[0, 0], m1, n, m1, &Gc[0, 0], m1)
         gemm_pairs(&Xc[0, 0], 1, d, &Gc[0, 0], m1, &W1t[0, 0], m1, &W1p[0, 0], m1, d, m1, np2, -1e-6, 1)
 
 
 def bf16_library_products(size_t fn, const float[:, ::1] X, float[:, ::1] W1t, const float[:, ::1] G,
                           float[:, ::1] S, unsigned short[:, ::1] X16, unsigned short[:, ::1] W16,
-                          unsigned short[:, ::1] G16):
+                          unsigned short[:, ::1] G16, bint copy_batch=True):
     """The same two products on the library bf16 product at ``fn`` (StepPlan.use_bf16_gemm's),
-    rounding included: S = X W1t, then W1t -= 1e-6 X^T G and W16 rounded from it again."""
+    rounding included: S = X W1t, then W1t -= 1e-6 X^T G and W16 rounded from it again;
+    ``copy_batch`` False leaves out the batch's rounding (X16), made beside a one-core step."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m1 = W1t.shape[1]
     if fn == 0:
         raise ValueError("no bf16 product at address 0")
     with nogil:
-        bf16_rows(&X[0, 0], d, n, d, &X16[0, 0], d)
+        if copy_batch:
+            bf16_rows(&X[0, 0], d, n, d, &X16[0, 0], d)
         (<bf16gemm_t> <void*> fn)(ROW_MAJOR, NO_TRANS, NO_TRANS, <int> n, <int> m1, <int> d, 1, &X16[0, 0], <int> d,
                                   &W16[0, 0], <int> m1, 0, &S[0, 0], <int> m1)
         bf16_rows(&G[0, 0], m1, n, m1, &G16[0, 0], m1)
@@ -604,7 +632,7 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
                           const Py_ssize_t[::1] y, const Py_ssize_t[::1] next_idx,
                           floating[:, ::1] Xn, Py_ssize_t[::1] yn,
                           const long long[:, ::1] next_moves=None, Py_ssize_t height=0, Py_ssize_t width=0,
-                          next_copy=None):
+                          next_copy=None, next_cols=None):
     """:func:`fused_sgd_step` on this thread -- the same calls, so the same bits -- while a
     second OpenMP thread gathers rows ``next_idx`` of ``source`` into (Xn, yn), as
     :func:`fused_sgd_step_parallel` gathers them (this thread takes a share if it finishes
@@ -613,8 +641,10 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
     slowed the step it ran beside (README, issue 15).
 
     ``next_copy`` (a bf16 plan): the forward product's bf16 copy of the next batch is made
-    there too, row by row as it is gathered (StepPlan.batch_copy_shape), for the next step
-    to take (StepPlan.set_batch_copy): off this thread, the same values."""
+    there too, row by row as it is gathered (StepPlan.batch_copy_shape), and ``next_cols``
+    (fastnet's pairs) the update's, once all its rows are in, in blocks of columns that
+    either thread claims when free, for the next step to take (StepPlan.set_batch_copy):
+    mostly off this thread, the same values."""
     cdef Py_ssize_t n = plan.n, d = plan.d, n_next = next_idx.shape[0]
     cdef int p
     cdef const unsigned char* U = NULL
@@ -626,6 +656,7 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
     cdef const long long* moves = NULL
     cdef unsigned short* copy16 = NULL
     cdef unsigned int* pairs = NULL
+    cdef unsigned int* cols = NULL
     if Xb.shape[0] != n or Xb.shape[1] != d or yb.shape[0] != n or (sizeof(floating) == 8) != plan.wide:
         raise ValueError(f"the batch must be ({n}, {d}) of the plan's dtype with {n} labels")
     if small_parts not in (1, 2):
@@ -633,14 +664,15 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
     if Xn.shape[0] != n_next or Xn.shape[1] != d or yn.shape[0] != n_next:
         raise ValueError("the next batch's buffers must hold its rows")
     if next_copy is not None and n_next:
-        shape, size = plan.batch_copy_shape()
-        if n_next != n or next_copy.dtype.kind != "u" or next_copy.dtype.itemsize != size or next_copy.shape != shape \
-                or not next_copy.flags.c_contiguous:
-            raise ValueError(f"the next batch's bf16 copy is C-contiguous uint{8 * size} of shape {shape}")
+        shape, size, cols_shape = plan.batch_copy_shape()
+        if n_next != n:
+            raise ValueError("a batch's bf16 copy is made of a batch of the plan's size")
+        _check_copy(next_copy, shape, size)
         if size == 2:
             copy16 = <unsigned short*> _addr(next_copy)
         else:
-            pairs = <unsigned int*> _addr(next_copy)
+            _check_copy(next_cols, cols_shape, 4)
+            pairs, cols = <unsigned int*> _addr(next_copy), <unsigned int*> _addr(next_cols)
     if n_next:
         if normalise:
             pixels = source
@@ -651,7 +683,7 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
         if next_moves is not None and next_moves.shape[0]:
             _check_moves(next_moves, n_next, d, height, width)
             moves = &next_moves[0, 0]
-    plan.counter = 0
+    plan.counter = plan.gathered = plan.col_counter = 0
     plan.small_parts, plan.small_threads = small_parts, 1
     with nogil:
         for p in prange(2, num_threads=2, schedule="static", chunksize=1):
@@ -659,10 +691,30 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
                 plan.result = _one_core_step(plan, &Xb[0, 0], &yb[0], first, eta, keep, step, eps, alpha)
             if n_next:
                 _gather_share(Xsrc, U, mean_p, inv_p, d, &y[0], &next_idx[0], n_next, &Xn[0, 0], &yn[0],
-                              &plan.counter, moves, height, width, copy16, pairs, plan.dpk)
+                              &plan.counter, moves, height, width, copy16, pairs, plan.dpk, &plan.gathered)
+                if cols != NULL:  # the update's copy, once every row is in, in shares of columns
+                    fastnet_wait_for(&plan.gathered, n_next)
+                    _copy_columns(plan, <float*> &Xn[0, 0], cols)
         plan.small_parts = 1
         plan.batch_ready = False
     return plan.result
+
+
+cdef void _copy_columns(StepPlan plan, const float* Xn, unsigned int* cols) noexcept nogil:
+    """The update's bf16 copy of the gathered batch Xn (n rows) into ``cols`` -- stored by
+    column on AMX tiles, else pairs down the columns, as _bf16_pack_for_update makes it -- a
+    block of COLUMN_BLOCK columns at a time claimed from plan.col_counter: every thread that
+    calls it takes a share."""
+    cdef Py_ssize_t c0, c1, d = plan.d
+    while True:
+        c0 = fastnet_fetch_add(&plan.col_counter, COLUMN_BLOCK)
+        if c0 >= d:
+            return
+        c1 = min(c0 + COLUMN_BLOCK, d)
+        if plan.amx:
+            pairs_of_columns_by_column(Xn, d, plan.n, c0, c1, cols, plan.npk)
+        else:
+            pairs_of_columns(Xn + c0, d, plan.n, c1 - c0, cols + c0, d)
 
 
 cdef enum:
@@ -712,14 +764,15 @@ cdef void _gather_share(const floating* X, const unsigned char* U, const double*
                         Py_ssize_t d, const Py_ssize_t* y, const Py_ssize_t* idx, Py_ssize_t n,
                         floating* Xn, Py_ssize_t* yn, long long* counter,
                         const long long* moves=NULL, Py_ssize_t H=0, Py_ssize_t W=0,
-                        unsigned short* copy16=NULL, unsigned int* pairs=NULL, Py_ssize_t ldp=0) noexcept nogil:
+                        unsigned short* copy16=NULL, unsigned int* pairs=NULL, Py_ssize_t ldp=0,
+                        long long* gathered=NULL) noexcept nogil:
     """Gather rows idx of X (or of the uint8 images U, normalised as data.normalise does:
     (double(u) - mean) * inv_std rounded once) into (Xn, yn) -- each then moved as its row of
     ``moves`` says (augmentation, :func:`_move_in_place`),
     if given, and copied as the forward product's bf16 operand, if given (``copy16``: rounded,
     as for a library product; ``pairs``: fastnet's pairs of the row, ``ldp`` words a row) --
-    a block of rows at a time claimed from ``counter``: every thread that calls it takes a
-    share."""
+    a block of rows at a time claimed from ``counter``, counted into ``gathered`` when done, if
+    given: every thread that calls it takes a share."""
     cdef Py_ssize_t i, i0, i1, j, r
     while True:
         i0 = fastnet_fetch_add(counter, GATHER_BLOCK)
@@ -741,6 +794,8 @@ cdef void _gather_share(const floating* X, const unsigned char* U, const double*
                     bf16_rows(Xn + i * d, d, 1, d, copy16 + i * d, d)
                 elif pairs != NULL:
                     pairs_of_rows(Xn + i * d, d, 1, d, pairs + i * ldp, ldp)
+        if gathered != NULL:  # rows i0..i1 are in (their count, for a thread waiting for them all)
+            fastnet_fetch_add(gathered, i1 - i0)
 
 
 def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb, const Py_ssize_t[::1] yb, bint first,

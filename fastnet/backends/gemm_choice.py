@@ -106,7 +106,7 @@ def candidates() -> tuple[str, ...]:
 
 
 def resolve(name: str, *, batch: int, d: int, m1: int, dtype: str = "float32", one_thread: bool = True, measure_fn=None,
-            bf16: bool = False) -> str:
+            bf16: bool = False, one_core: bool = False) -> str:
     """The provider a run with ``--gemm name`` uses, for its first layer's shape (batch rows, d
     inputs, m1 units) and dtype: one of :data:`PROVIDER_NAMES`. ConfigError, before any work, for
     an unknown name or a provider that cannot run here (with the command that installs it).
@@ -114,7 +114,8 @@ def resolve(name: str, *, batch: int, d: int, m1: int, dtype: str = "float32", o
     leaves out :data:`SEQUENTIAL` providers (MKL runs each product on its caller's thread) and
     chooses among the others by their one-thread times. ``measure_fn``: what measures auto's
     products (:func:`measure`; tests hand in a fake). ``bf16``: a ``--precision bf16`` run, whose
-    first-layer products are bf16 (module docstring; ``measure_fn`` then measures those too)."""
+    first-layer products are bf16 (module docstring; ``measure_fn`` then measures those too);
+    ``one_core``: its step takes one core (:func:`bf16_choice`)."""
     check_name(name)
     if name != "auto":
         if table(name) is None:
@@ -125,7 +126,7 @@ def resolve(name: str, *, batch: int, d: int, m1: int, dtype: str = "float32", o
         return names[0] if names else "openblas"
     allowed = [n for n in names if one_thread or n not in SEQUENTIAL]
     if bf16 and "mkl" in allowed and bf16_both_run():
-        if bf16_choice(batch, d, m1, measure_fn=measure_fn)["choice"] == "mkl":
+        if bf16_choice(batch, d, m1, measure_fn=measure_fn, one_core=one_core)["choice"] == "mkl":
             return "mkl"
         allowed.remove("mkl")  # MKL's float32 products would bring its bf16 ones along
     if len(allowed) < 2:
@@ -161,9 +162,9 @@ def cache_key(batch: int, d: int, m1: int, dtype: str) -> str:
     kernels NumPy's OpenBLAS runs (``OPENBLAS_CORETYPE`` can change them), the dtype ("bf16":
     :func:`bf16_choice`'s products; "bf16 tiles" where fastnet's own run on AMX tiles) and the
     shape."""
-    kind = dtype if dtype == "bf16" else np.dtype(dtype).name
-    if dtype == "bf16" and _fastnet_bf16_on_tiles():
-        kind = "bf16 tiles"
+    kind = dtype if dtype.startswith("bf16") else np.dtype(dtype).name
+    if kind.startswith("bf16") and _fastnet_bf16_on_tiles():
+        kind += " tiles"
     return f"{cpu_id()} | openblas {providers.numpy_openblas_core()} | {kind} | {batch}x{d}x{m1}"
 
 
@@ -253,21 +254,25 @@ def bf16_both_run() -> bool:
     return _bf16_kernels() is not None and providers.mkl_bf16_gemm() is not None
 
 
-def bf16_choice(batch: int, d: int, m1: int, *, measure_fn=None) -> dict:
+def bf16_choice(batch: int, d: int, m1: int, *, measure_fn=None, one_core: bool = False) -> dict:
     """auto's entry for a --precision bf16 run of this shape where :func:`bf16_both_run`:
     {"choice": "fastnet" or "mkl", "seconds": ...}, cached as :func:`auto_choice`'s; MKL's must
-    take at most :data:`MARGIN` of fastnet's time (``measure_fn(batch, d, m1, "bf16", names)``,
-    default :func:`measure_bf16`)."""
+    take at most :data:`MARGIN` of fastnet's time (``measure_fn(batch, d, m1, kind, names)``,
+    default :func:`measure_bf16`). ``one_core``: a run whose step takes one core, which makes
+    the batch's bf16 copies beside the step on the other (kind "bf16 one-core": the products
+    timed without them); else the two-core split, which makes them in the step ("bf16")."""
     def choose(seconds):
         return "mkl" if seconds["mkl"] <= MARGIN * seconds["fastnet"] else "fastnet"
 
-    return _cached(cache_key(batch, d, m1, "bf16"), BF16_NAMES,
-                   lambda: (measure_fn or measure_bf16)(batch, d, m1, "bf16", BF16_NAMES), choose)
+    kind = "bf16 one-core" if one_core else "bf16"
+    return _cached(cache_key(batch, d, m1, kind), BF16_NAMES,
+                   lambda: (measure_fn or measure_bf16)(batch, d, m1, kind, BF16_NAMES), choose)
 
 
-def bf16_first_layer_products(products: str, batch: int, d: int, m1: int, rng=None):
+def bf16_first_layer_products(products: str, batch: int, d: int, m1: int, rng=None, copy_batch: bool = True):
     """``run()``: the first layer's two bf16 products of a step once, as the fused step makes
-    them, their operands' rounding included -- on fastnet's kernels or MKL's product."""
+    them, their operands' rounding included (``copy_batch`` False: but the batch's, which a
+    one-core step makes beside it) -- on fastnet's kernels or MKL's product."""
     from fastnet.backends import cython_step as ck
 
     rng = rng if rng is not None else np.random.default_rng(0)
@@ -277,17 +282,23 @@ def bf16_first_layer_products(products: str, batch: int, d: int, m1: int, rng=No
     S = np.empty((batch, m1), np.float32)
     if products == "fastnet":
         W1p, Xr, Xc, Gc = (np.zeros(shape, np.uint32) for shape in ck.bf16_pairs_shapes(batch, d, m1))
-        return lambda: ck.bf16_pairs_products(X, W1t, G, S, W1p, Xr, Xc, Gc)
+        if not copy_batch:  # the copies as the step's second thread leaves them
+            ck.bf16_pairs_products(X, W1t, G, S, W1p, Xr, Xc, Gc)
+        return lambda: ck.bf16_pairs_products(X, W1t, G, S, W1p, Xr, Xc, Gc, copy_batch)
     fn = providers.mkl_bf16_gemm()
     X16, W16, G16 = np.zeros((batch, d), np.uint16), np.zeros((d, m1), np.uint16), np.zeros((batch, m1), np.uint16)
     ck.round_bf16(W1t, W16)
-    return lambda: ck.bf16_library_products(fn, X, W1t, G, S, X16, W16, G16)
+    if not copy_batch:
+        ck.bf16_library_products(fn, X, W1t, G, S, X16, W16, G16)
+    return lambda: ck.bf16_library_products(fn, X, W1t, G, S, X16, W16, G16, copy_batch)
 
 
 def measure_bf16(batch: int, d: int, m1: int, dtype: str = "bf16", names=BF16_NAMES, rounds: int = ROUNDS) -> dict[str, float]:
     """Seconds per step of the first layer's two bf16 products on each of ``names`` (fastnet's
-    kernels, MKL's), interleaved and timed as :func:`measure` times the float32 ones."""
-    return _time_runs({name: bf16_first_layer_products(name, batch, d, m1) for name in names}, rounds)
+    kernels, MKL's), interleaved and timed as :func:`measure` times the float32 ones; ``dtype``
+    "bf16 one-core": without the batch's copies (:func:`bf16_choice`)."""
+    copy_batch = dtype != "bf16 one-core"
+    return _time_runs({name: bf16_first_layer_products(name, batch, d, m1, copy_batch=copy_batch) for name in names}, rounds)
 
 
 _GEMM_TYPES = {np.float32: ctypes.c_float, np.float64: ctypes.c_double}

@@ -343,7 +343,7 @@ def gemm_for(cfg: TrainConfig, d: int, name: str | None = None, *, fused: bool =
     splits = splits_itself([d, *cfg.hidden, N_CLASSES], augmented=python_augmented, bf16=cfg.precision == "bf16", cuts_small=cuts_small)
     one_thread = threads == 1 or (threads == 2 and splits)
     return resolve_gemm(name, batch=cfg.batch, d=d, m1=cfg.hidden[0], dtype=cfg.dtype, one_thread=one_thread,
-                        bf16=cfg.precision == "bf16")
+                        bf16=cfg.precision == "bf16", one_core=threads == 1)
 
 
 def new_optimizer(cfg: TrainConfig, net: Network):

@@ -487,9 +487,9 @@ class FusedStep:
             loss = k.fused_sgd_step_parallel(args[0], 2, *args[1:], *self._source, idx, Xn, yn, threads, *split_small, **moved)
         elif beside:  # the one-core step's very calls, the next batch gathered on a second thread
             idx, moved = self._next_rows(ahead)
-            copy = self._batch_copies(Xb)  # a bf16 step: the next batch's bf16 copy made there too
+            copy = self._batch_copies(Xb)  # a bf16 step: the next batch's bf16 copies made there too
             loss = k.fused_sgd_step_beside(*args, 2 if self._split_small else 1, *self._source, idx, Xn, yn, **moved,
-                                           **({} if copy is None else {"next_copy": copy}))
+                                           **({} if copy is None else {"next_copy": copy[0], "next_cols": copy[1]}))
             self._copied = Xn if copy is not None else None
         else:  # split_small's products cut alike on one core: the same BLAS calls, the same bits
             loss = k.fused_sgd_step(*args, 2) if self._split_small else k.fused_sgd_step(*args)
@@ -503,20 +503,22 @@ class FusedStep:
             self._installed_stats()
         return float(loss)
 
-    def _batch_copies(self, Xb: NDArray) -> NDArray | None:
-        """Before a bf16 step that gathers beside it: the buffer the next batch's bf16 copy goes
-        to (None for a float32 step). This step's own copy is in the other buffer if the batch
-        is the one gathered with it (``self._copied``), else the step makes it there."""
+    def _batch_copies(self, Xb: NDArray) -> tuple | None:
+        """Before a bf16 step that gathers beside it: the buffers the next batch's bf16 copies
+        go to -- the forward product's, and the update's (fastnet's pairs; None for MKL's) --
+        or None for a float32 step. This step's own are in the other pair if the batch is the
+        one gathered with them (``self._copied``), else the step makes them there."""
         if not self.bf16 or not self.gathers_beside:
             return None
         if self._copies is None:
-            shape, size = self.plan.batch_copy_shape()
-            self._copies = [np.zeros(shape, np.uint16 if size == 2 else np.uint32) for _ in range(2)]
+            shape, size, cols = self.plan.batch_copy_shape()
+            self._copies = [(np.zeros(shape, np.uint16 if size == 2 else np.uint32),
+                             None if cols is None else np.zeros(cols, np.uint32)) for _ in range(2)]
             self._copy_turn = 0
         ready = self._copied is not None and self._copied is Xb
-        if ready:  # the copy gathered with this batch is in the buffer written last
+        if ready:  # the copies gathered with this batch are in the pair written last
             self._copy_turn ^= 1
-        self.plan.set_batch_copy(self._copies[self._copy_turn], ready)
+        self.plan.set_batch_copy(*self._copies[self._copy_turn], ready)
         return self._copies[self._copy_turn ^ 1]
 
     def _next_rows(self, ahead) -> tuple[NDArray, dict]:

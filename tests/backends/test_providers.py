@@ -291,6 +291,25 @@ def test_auto_for_bf16_measures_the_bf16_products_where_both_run(two_providers, 
     assert seen[1:] == [("float32", ("openblas", "mkl"))]
 
 
+def test_auto_for_a_one_core_bf16_step_times_the_products_without_the_batchs_copies(two_providers, monkeypatch):
+    """A one-core step makes the batch's bf16 copies beside it (fused_sgd_step_beside): auto
+    times the products without them ("bf16 one-core"), an entry of its own, and can choose
+    otherwise than for the two-core step."""
+    monkeypatch.setattr(gemm_choice, "bf16_both_run", lambda: True)
+    seen = []
+
+    def fake(batch, d, m1, dtype, names):
+        seen.append(dtype)
+        if dtype == "bf16 one-core":
+            return {"fastnet": 0.5, "mkl": 1.0}
+        return {"fastnet": 1.0, "mkl": 0.5} if dtype == "bf16" else {"openblas": 1.0, "mkl": 2.0}
+
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, bf16=True, one_core=True, measure_fn=fake) == "openblas"
+    assert gemm_choice.resolve("auto", batch=100, d=3072, m1=50, bf16=True, measure_fn=fake) == "mkl"
+    assert seen == ["bf16 one-core", "bf16"]
+    assert "bf16 one-core" in gemm_choice.cache_key(100, 3072, 50, "bf16 one-core")
+
+
 def test_auto_for_bf16_leaves_mkl_out_where_fastnets_bf16_kernels_win(two_providers, monkeypatch):
     """MKL's float32 products are faster here, but with them would come MKL's bf16 ones, which
     are not: a bf16 run stays off MKL (and with one provider left measures no float32)."""

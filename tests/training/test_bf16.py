@@ -445,12 +445,17 @@ def test_info_says_whether_bf16_runs_here(capsys, monkeypatch):
     from fastnet.backends import gemm_choice
     from fastnet.cli import bf16_note
 
-    monkeypatch.setattr(gemm_choice, "bf16_choice", lambda *a: {"choice": "mkl", "seconds": {"fastnet": 1e-3, "mkl": 5e-4}})
+    def choice(*a, one_core=False):  # MKL's for the two-core step, fastnet's for a one-core one
+        return ({"choice": "fastnet", "seconds": {"fastnet": 2e-4, "mkl": 3e-4}} if one_core
+                else {"choice": "mkl", "seconds": {"fastnet": 1e-3, "mkl": 5e-4}})
+
+    monkeypatch.setattr(gemm_choice, "bf16_choice", choice)
     note = bf16_note()
     assert note.startswith("yes") == has_bf16
     assert note.startswith("emulated") == (not has_bf16 and has_mkl16)
-    if has_bf16 and has_mkl16:  # where both run, the note says which auto takes, and the times it took that from
-        assert "--gemm auto takes MKL's" in note and "fastnet 1.000 ms, mkl 0.500 ms" in note
+    if has_bf16 and has_mkl16:  # where both run, the note says which auto takes for each step, and the times it took that from
+        assert "--gemm auto takes MKL's" in note and "for the two-core step (fastnet 1.000 ms, mkl 0.500 ms)" in note
+        assert "fastnet's kernels for a one-core step, its batch's bf16 copies made beside it (fastnet 0.200 ms, mkl 0.300 ms)" in note
     if built:
         monkeypatch.setattr(resolve("cython").ops.fused_step, "bf16_supported", lambda: False)
         monkeypatch.setattr(providers, "mkl_bf16_gemm", lambda: None)
