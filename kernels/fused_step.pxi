@@ -33,8 +33,11 @@ cdef extern from *:
 cdef extern from *:
     """
     static inline void fastnet_wait_for(long long *p, long long v) {  /* until *p >= v */
-        while (__atomic_load_n(p, __ATOMIC_ACQUIRE) < v)
+        while (__atomic_load_n(p, __ATOMIC_ACQUIRE) < v) {
+    #if defined(__x86_64__) || defined(__i386__)
             __builtin_ia32_pause();
+    #endif
+        }
     }
     """
     void fastnet_wait_for(long long* p, long long v) noexcept nogil
