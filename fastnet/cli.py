@@ -211,7 +211,8 @@ def bf16_note() -> str:
         for one_core, step in ((False, "the two-core step"), (True, "a one-core step, its batch's bf16 copies made beside it")):
             entry = gemm_choice.bf16_choice(batch, d, m1, one_core=one_core)  # from the cache, or measured now (~1 s)
             timing = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in entry["seconds"].items())
-            takes.append(f"{mkls if entry['choice'] == 'mkl' else 'fastnet' + chr(39) + 's kernels'} for {step} ({timing})")
+            whose = mkls if entry["choice"] == "mkl" else "fastnet's kernels"
+            takes.append(f"{whose} for {step} ({timing})")
         return (f"{here}: {ours} or {mkls}; for batch {batch} x {d} -> {m1} --gemm auto takes " + " and ".join(takes)
                 + " (both products, 1 thread), --gemm mkl takes MKL's, --gemm openblas fastnet's")
     if mkl:

@@ -204,8 +204,13 @@ cdef class StepPlan:
     cdef unsigned short* X16      # (n, d): the batch
     cdef unsigned short* W16      # (d, m1): W1t
     cdef unsigned short* G16      # (n, m1): the first layer's score gradient
-    # batch_ready: the forward product's bf16 copy of this step's batch (X16, or Xr) was made
-    # with its gather (fused_sgd_step_beside's next_copy; set_batch_copy)
+    # two pairs of buffers for a batch's bf16 copies (use_batch_copies: X16's, or Xr's and Xc's,
+    # that a one-core step's second thread fills for the next step); batch_ready: this step's
+    # batch's copies are already in the pair taken (take_batch_copy)
+    cdef list batch_copies
+    cdef unsigned short* copy16[2]
+    cdef unsigned int* copy_rows[2]
+    cdef unsigned int* copy_cols[2]
     cdef bint batch_ready
     # the small layers' products in small_parts shares of C's rows on small_threads threads
     # (fused_sgd_step_parallel's split_small; 1 everywhere else)
@@ -306,19 +311,32 @@ cdef class StepPlan:
             return (self.n, self.d), 2, None
         return (self.n, self.dpk), 4, ((self.d, self.npk) if self.amx else (self.np2, self.d))
 
-    def set_batch_copy(self, buf, cols, bint ready):
-        """The next step's bf16 copies of its batch go to (``ready``: are already in) ``buf``
-        and ``cols`` (None for library products), of :meth:`batch_copy_shape`, zeroed once
-        (their padding, on AMX tiles, stays zero pairs)."""
+    def use_batch_copies(self, copies):
+        """Two pairs (buf, cols) of buffers of :meth:`batch_copy_shape` (cols None for library
+        products), zeroed once (their padding, on AMX tiles, stays zero pairs), for the batch's
+        bf16 copies from now on: :meth:`take_batch_copy` says which pair a step takes."""
         shape, size, cols_shape = self.batch_copy_shape()
-        _check_copy(buf, shape, size)
-        if cols_shape is not None:
-            _check_copy(cols, cols_shape, 4)
-        self.arrays += [buf, cols]  # (kept alive with the plan; a handful over a run)
+        if len(copies) != 2:
+            raise ValueError("a plan's batch copies are two pairs of buffers")
+        for i, (buf, cols) in enumerate(copies):
+            _check_copy(buf, shape, size)
+            if cols_shape is not None:
+                _check_copy(cols, cols_shape, 4)
+            if self.bf16_fn:
+                self.copy16[i] = <unsigned short*> _addr(buf)
+            else:
+                self.copy_rows[i], self.copy_cols[i] = <unsigned int*> _addr(buf), <unsigned int*> _addr(cols)
+        self.batch_copies = list(copies)  # (kept alive with the plan)
+
+    def take_batch_copy(self, int i, bint ready):
+        """The next step's bf16 copies of its batch go to (``ready``: are already in) pair i of
+        :meth:`use_batch_copies`."""
+        if self.batch_copies is None or i not in (0, 1):
+            raise ValueError("take_batch_copy needs use_batch_copies' pairs, 0 or 1")
         if self.bf16_fn:
-            self.X16 = <unsigned short*> _addr(buf)
+            self.X16 = self.copy16[i]
         else:
-            self.Xr, self.Xc = <unsigned int*> _addr(buf), <unsigned int*> _addr(cols)
+            self.Xr, self.Xc = self.copy_rows[i], self.copy_cols[i]
         self.batch_ready = ready
 
     def use_bf16_gemm(self, size_t fn, X16, W16, G16):
@@ -360,22 +378,29 @@ cdef void _bf16_forward(StepPlan plan, const float* Xb, int p, int parts) noexce
         gemm_pairs_amx(plan.Xr + r0 * plan.dpk, plan.dpk, plan.W1p, m1, <float*> plan.layers[0].S + r0 * m1, m1, NULL, 0,
                        r1 - r0, m1, plan.dpk, 1, 0)
         return
-    gemm_pairs(plan.Xr + r0 * plan.dp2, plan.dp2, 1, plan.W1p, m1, <float*> plan.layers[0].S + r0 * m1, m1, NULL, 0,
-               r1 - r0, m1, plan.dp2, 1, 0)
+    gemm_pairs(plan.Xr + r0 * plan.dpk, plan.dpk, 1, plan.W1p, m1, <float*> plan.layers[0].S + r0 * m1, m1, NULL, 0,
+               r1 - r0, m1, plan.dpk, 1, 0)  # (dpk = dp2 off the tiles)
 
 
 cdef void _bf16_pack_for_update(StepPlan plan, const float* Xb, int p, int parts) noexcept nogil:
     """Share p of the batch as pairs down its columns (the update's A, summed over the batch):
-    word rows q0..q1, from the batch's rows 2 q0..2 q1. (A library product reads the batch's
-    bf16 copy that the forward product made: nothing to do.)"""
-    cdef Py_ssize_t q0 = plan.np2 * p // parts, q1 = plan.np2 * (p + 1) // parts, c0, c1
-    if plan.bf16_fn or plan.batch_ready:  # (made with the batch's gather: fused_sgd_step_beside)
+    the columns the update's share p then reads. (A library product reads the batch's bf16
+    copy that the forward product made, and a batch gathered beside a one-core step has its
+    copy made with it: nothing to do.)"""
+    cdef Py_ssize_t c0, c1
+    if plan.bf16_fn or plan.batch_ready:
         return
-    if plan.amx:  # stored by column: share p of the columns, those the update's share p then reads
-        c0, c1 = _update_rows(plan, p, parts)
-        pairs_of_columns_by_column(Xb, plan.d, plan.n, c0, c1, plan.Xc, plan.npk)
-        return
-    pairs_of_columns(Xb + 2 * q0 * plan.d, plan.d, min(plan.n, 2 * q1) - 2 * q0, plan.d, plan.Xc + q0 * plan.d, plan.d)
+    c0, c1 = _update_rows(plan, p, parts)
+    _pack_columns(plan, Xb, c0, c1, plan.Xc)
+
+
+cdef inline void _pack_columns(StepPlan plan, const float* X, Py_ssize_t c0, Py_ssize_t c1, unsigned int* out) noexcept nogil:
+    """Columns c0..c1 of the batch X (the plan's n rows) as the update's pairs into ``out``:
+    stored by column on AMX tiles, else pairs down the columns."""
+    if plan.amx:
+        pairs_of_columns_by_column(X, plan.d, plan.n, c0, c1, out, plan.npk)
+    else:
+        pairs_of_columns(X + c0, plan.d, plan.n, c1 - c0, out + c0, plan.d)
 
 
 cdef void _bf16_pack_gradient(StepPlan plan) noexcept nogil:
@@ -635,7 +660,7 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
                           const Py_ssize_t[::1] y, const Py_ssize_t[::1] next_idx,
                           floating[:, ::1] Xn, Py_ssize_t[::1] yn,
                           const long long[:, ::1] next_moves=None, Py_ssize_t height=0, Py_ssize_t width=0,
-                          next_copy=None, next_cols=None):
+                          int next_copy=-1):
     """:func:`fused_sgd_step` on this thread -- the same calls, so the same bits -- while a
     second OpenMP thread gathers rows ``next_idx`` of ``source`` into (Xn, yn), as
     :func:`fused_sgd_step_parallel` gathers them (this thread takes a share if it finishes
@@ -643,20 +668,14 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
     where a Python thread woken for each batch took ~0.1 ms to start on the AMX Xeon and
     slowed the step it ran beside (README, issue 15).
 
-    ``next_copy`` (a bf16 plan): the forward product's bf16 copy of the next batch is made
-    there too, row by row as it is gathered (StepPlan.batch_copy_shape), and ``next_cols``
-    (fastnet's pairs) the update's, once all its rows are in, in blocks of columns that
-    either thread claims when free, for the next step to take (StepPlan.set_batch_copy):
+    ``next_copy`` (a bf16 plan): the pair of StepPlan.use_batch_copies' buffers the next
+    batch's bf16 copies go to -- the forward product's, made row by row as it is gathered,
+    and (fastnet's pairs) the update's, once all its rows are in, in blocks of columns that
+    either thread claims when free -- for the next step to take (StepPlan.take_batch_copy):
     mostly off this thread, the same values."""
     cdef Py_ssize_t n = plan.n, d = plan.d, n_next = next_idx.shape[0]
     cdef int p
-    cdef const unsigned char* U = NULL
-    cdef const floating* Xsrc = NULL
-    cdef const unsigned char[:, ::1] pixels
-    cdef const floating[:, ::1] rows
-    cdef const double* mean_p = NULL
-    cdef const double* inv_p = NULL
-    cdef const long long* moves = NULL
+    cdef NextBatch nb
     cdef unsigned short* copy16 = NULL
     cdef unsigned int* pairs = NULL
     cdef unsigned int* cols = NULL
@@ -666,26 +685,14 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
         raise ValueError("the small layers' products are cut in 1 or 2 parts")
     if Xn.shape[0] != n_next or Xn.shape[1] != d or yn.shape[0] != n_next:
         raise ValueError("the next batch's buffers must hold its rows")
-    if next_copy is not None and n_next:
-        shape, size, cols_shape = plan.batch_copy_shape()
-        if n_next != n:
-            raise ValueError("a batch's bf16 copy is made of a batch of the plan's size")
-        _check_copy(next_copy, shape, size)
-        if size == 2:
-            copy16 = <unsigned short*> _addr(next_copy)
+    if next_copy >= 0 and n_next:
+        if plan.batch_copies is None or next_copy > 1 or n_next != n:
+            raise ValueError("a batch's bf16 copies go to one of use_batch_copies' pairs, of a batch of the plan's size")
+        if plan.bf16_fn:
+            copy16 = plan.copy16[next_copy]
         else:
-            _check_copy(next_cols, cols_shape, 4)
-            pairs, cols = <unsigned int*> _addr(next_copy), <unsigned int*> _addr(next_cols)
-    if n_next:
-        if normalise:
-            pixels = source
-            U, mean_p, inv_p = &pixels[0, 0], &mean[0], &inv_std[0]
-        else:
-            rows = source
-            Xsrc = &rows[0, 0]
-        if next_moves is not None and next_moves.shape[0]:
-            _check_moves(next_moves, n_next, d, height, width)
-            moves = &next_moves[0, 0]
+            pairs, cols = plan.copy_rows[next_copy], plan.copy_cols[next_copy]
+    _next_batch(&nb, source, mean, inv_std, normalise, plan.wide, n_next, d, next_moves, height, width)
     plan.counter = plan.gathered = plan.col_counter = 0
     plan.small_parts, plan.small_threads = small_parts, 1
     with nogil:
@@ -693,8 +700,9 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
             if p == 0:
                 plan.result = _one_core_step(plan, &Xb[0, 0], &yb[0], first, eta, keep, step, eps, alpha)
             if n_next:
-                _gather_share(Xsrc, U, mean_p, inv_p, d, &y[0], &next_idx[0], n_next, &Xn[0, 0], &yn[0],
-                              &plan.counter, moves, height, width, copy16, pairs, plan.dpk, &plan.gathered)
+                _gather_share(<const floating*> nb.X, nb.U, nb.mean, nb.inv_std, d, &y[0], &next_idx[0], n_next,
+                              &Xn[0, 0], &yn[0], &plan.counter, nb.moves, nb.height, nb.width, copy16, pairs, plan.dpk,
+                              &plan.gathered)
                 if cols != NULL:  # the update's copy, once every row is in, in shares of columns
                     fastnet_wait_for(&plan.gathered, n_next)
                     _copy_columns(plan, <float*> &Xn[0, 0], cols)
@@ -704,20 +712,15 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
 
 
 cdef void _copy_columns(StepPlan plan, const float* Xn, unsigned int* cols) noexcept nogil:
-    """The update's bf16 copy of the gathered batch Xn (n rows) into ``cols`` -- stored by
-    column on AMX tiles, else pairs down the columns, as _bf16_pack_for_update makes it -- a
-    block of COLUMN_BLOCK columns at a time claimed from plan.col_counter: every thread that
-    calls it takes a share."""
-    cdef Py_ssize_t c0, c1, d = plan.d
+    """The update's bf16 copy of the gathered batch Xn into ``cols``, as _bf16_pack_for_update
+    makes it (:func:`_pack_columns`), a block of COLUMN_BLOCK columns at a time claimed from
+    plan.col_counter: every thread that calls it takes a share."""
+    cdef Py_ssize_t c0
     while True:
         c0 = fastnet_fetch_add(&plan.col_counter, COLUMN_BLOCK)
-        if c0 >= d:
+        if c0 >= plan.d:
             return
-        c1 = min(c0 + COLUMN_BLOCK, d)
-        if plan.amx:
-            pairs_of_columns_by_column(Xn, d, plan.n, c0, c1, cols, plan.npk)
-        else:
-            pairs_of_columns(Xn + c0, d, plan.n, c1 - c0, cols + c0, d)
+        _pack_columns(plan, Xn, c0, min(c0 + COLUMN_BLOCK, plan.d), cols)
 
 
 cdef enum:
@@ -761,6 +764,46 @@ cdef void _move_in_place(floating* img, const long long* move, Py_ssize_t d, Py_
             else:
                 for w in range(w0, w1):
                     dst[w] = row[src0 + w]
+
+
+cdef struct NextBatch:
+    # what the fused step's gather of the next batch reads (_next_batch)
+    const unsigned char* U        # uint8 images, normalised as gathered (NULL: rows of X)
+    const char* X                 # rows of the plan's dtype
+    const double* mean
+    const double* inv_std
+    const long long* moves        # augmentation's moves, or NULL
+    Py_ssize_t height, width
+
+
+cdef int _next_batch(NextBatch* nb, source, const double[::1] mean, const double[::1] inv_std, bint normalise, bint wide,
+                     Py_ssize_t n_next, Py_ssize_t d, const long long[:, ::1] next_moves, Py_ssize_t height,
+                     Py_ssize_t width) except -1:
+    """Fill ``nb`` for a gather of n_next rows of ``source`` (uint8 images if ``normalise``,
+    else rows of float64 if ``wide``, of float32 if not), moved by ``next_moves`` if any:
+    the checks the two- and one-core steps make of the batch they gather during the step."""
+    cdef const unsigned char[:, ::1] pixels
+    cdef const float[:, ::1] rows32
+    cdef const double[:, ::1] rows64
+    nb.U = nb.X = NULL
+    nb.mean = nb.inv_std = NULL
+    nb.moves = NULL
+    nb.height, nb.width = height, width
+    if not n_next:
+        return 0
+    if normalise:
+        pixels = source
+        nb.U, nb.mean, nb.inv_std = &pixels[0, 0], &mean[0], &inv_std[0]
+    elif wide:
+        rows64 = source
+        nb.X = <const char*> &rows64[0, 0]
+    else:
+        rows32 = source
+        nb.X = <const char*> &rows32[0, 0]
+    if next_moves is not None and next_moves.shape[0]:
+        _check_moves(next_moves, n_next, d, height, width)
+        nb.moves = &next_moves[0, 0]
+    return 0
 
 
 cdef void _gather_share(const floating* X, const unsigned char* U, const double* mean, const double* inv_std,
@@ -824,13 +867,7 @@ def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb,
     moves them, as images of ``height`` x ``width``."""
     cdef Py_ssize_t n = plan.n, d = plan.d, m1 = plan.layers[0].m, r0, r1, c0, c1, n_next = next_idx.shape[0]
     cdef int p
-    cdef const unsigned char* U = NULL
-    cdef const floating* Xsrc = NULL
-    cdef const unsigned char[:, ::1] pixels
-    cdef const floating[:, ::1] rows
-    cdef const double* mean_p = NULL
-    cdef const double* inv_p = NULL
-    cdef const long long* moves = NULL
+    cdef NextBatch nb
     if Xb.shape[0] != n or Xb.shape[1] != d or yb.shape[0] != n or (sizeof(floating) == 8) != plan.wide:
         raise ValueError(f"the batch must be ({n}, {d}) of the plan's dtype with {n} labels")
     if parts not in (1, 2):
@@ -839,18 +876,9 @@ def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb,
         threads = parts
     if threads not in (1, 2):
         raise ValueError("the fused step runs on 1 or 2 threads")
-    if n_next:
-        if Xn.shape[0] != n_next or Xn.shape[1] != d or yn.shape[0] != n_next:
-            raise ValueError("the next batch's buffers must hold its rows")
-        if normalise:
-            pixels = source
-            U, mean_p, inv_p = &pixels[0, 0], &mean[0], &inv_std[0]
-        else:
-            rows = source
-            Xsrc = &rows[0, 0]
-        if next_moves is not None and next_moves.shape[0]:
-            _check_moves(next_moves, n_next, d, height, width)
-            moves = &next_moves[0, 0]
+    if n_next and (Xn.shape[0] != n_next or Xn.shape[1] != d or yn.shape[0] != n_next):
+        raise ValueError("the next batch's buffers must hold its rows")
+    _next_batch(&nb, source, mean, inv_std, normalise, plan.wide, n_next, d, next_moves, height, width)
     plan.counter = 0
     with nogil:
         for p in prange(parts, num_threads=threads, schedule="static", chunksize=1):  # (12) by rows of the batch
@@ -877,8 +905,8 @@ def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb,
                 if floating is float and plan.bf16 and p == parts - 1:
                     _bf16_pack_for_update(plan, &Xb[0, 0], 0, 1)
                 if n_next:
-                    _gather_share(Xsrc, U, mean_p, inv_p, d, &y[0], &next_idx[0], n_next, &Xn[0, 0], &yn[0],
-                                  &plan.counter, moves, height, width)
+                    _gather_share(<const floating*> nb.X, nb.U, nb.mean, nb.inv_std, d, &y[0], &next_idx[0], n_next,
+                                  &Xn[0, 0], &yn[0], &plan.counter, nb.moves, nb.height, nb.width)
         for p in prange(parts, num_threads=threads, schedule="static", chunksize=1):  # the update by rows of W1t
             if plan.result - plan.result == 0:
                 if floating is float and plan.bf16:
@@ -888,8 +916,8 @@ def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb,
                     _gemm(plan, &Xb[0, c0], d, True, <floating*> plan.layers[0].G, m1, False,
                           <floating*> plan.W1t + c0 * m1, m1, c1 - c0, m1, n, -step, keep)
             if split_small and n_next:
-                _gather_share(Xsrc, U, mean_p, inv_p, d, &y[0], &next_idx[0], n_next, &Xn[0, 0], &yn[0],
-                              &plan.counter, moves, height, width)
+                _gather_share(<const floating*> nb.X, nb.U, nb.mean, nb.inv_std, d, &y[0], &next_idx[0], n_next,
+                              &Xn[0, 0], &yn[0], &plan.counter, nb.moves, nb.height, nb.width)
         plan.batch_ready = False
     return plan.result
 

@@ -489,7 +489,7 @@ class FusedStep:
             idx, moved = self._next_rows(ahead)
             copy = self._batch_copies(Xb)  # a bf16 step: the next batch's bf16 copies made there too
             loss = k.fused_sgd_step_beside(*args, 2 if self._split_small else 1, *self._source, idx, Xn, yn, **moved,
-                                           **({} if copy is None else {"next_copy": copy[0], "next_cols": copy[1]}))
+                                           **({} if copy is None else {"next_copy": copy}))
             self._copied = Xn if copy is not None else None
         else:  # split_small's products cut alike on one core: the same BLAS calls, the same bits
             loss = k.fused_sgd_step(*args, 2) if self._split_small else k.fused_sgd_step(*args)
@@ -503,23 +503,24 @@ class FusedStep:
             self._installed_stats()
         return float(loss)
 
-    def _batch_copies(self, Xb: NDArray) -> tuple | None:
-        """Before a bf16 step that gathers beside it: the buffers the next batch's bf16 copies
-        go to -- the forward product's, and the update's (fastnet's pairs; None for MKL's) --
-        or None for a float32 step. This step's own are in the other pair if the batch is the
-        one gathered with them (``self._copied``), else the step makes them there."""
+    def _batch_copies(self, Xb: NDArray) -> int | None:
+        """Before a bf16 step that gathers beside it: which of the plan's two pairs of buffers
+        the next batch's bf16 copies go to (None for a float32 step). This step's own are in
+        the other pair if the batch is the one gathered with them (``self._copied``), else the
+        step makes them there."""
         if not self.bf16 or not self.gathers_beside:
             return None
-        if self._copies is None:
+        if self._copies is None:  # made once per plan: two pairs of buffers, zeroed
             shape, size, cols = self.plan.batch_copy_shape()
             self._copies = [(np.zeros(shape, np.uint16 if size == 2 else np.uint32),
                              None if cols is None else np.zeros(cols, np.uint32)) for _ in range(2)]
+            self.plan.use_batch_copies(self._copies)
             self._copy_turn = 0
         ready = self._copied is not None and self._copied is Xb
         if ready:  # the copies gathered with this batch are in the pair written last
             self._copy_turn ^= 1
-        self.plan.set_batch_copy(*self._copies[self._copy_turn], ready)
-        return self._copies[self._copy_turn ^ 1]
+        self.plan.take_batch_copy(self._copy_turn, ready)
+        return self._copy_turn ^ 1
 
     def _next_rows(self, ahead) -> tuple[NDArray, dict]:
         """The rows (and moves) of the batch ``ahead`` as the kernels that gather it during a
