@@ -200,7 +200,9 @@ def bf16_note() -> str:
     amx = "amx_bf16" in cpu_flags()
     if fused.bf16_supported():
         here = f"yes, on this CPU ({cpu_model()}, AVX512_BF16{', AMX' if amx else ''}), with the cython backend"
-        ours = f"fastnet's kernels ({'AMX tiles' if fused.bf16_amx() else 'AVX512_BF16'})"
+        from fastnet.training.fused import bf16_kernel
+
+        ours = f"fastnet's kernels ({'AMX tiles' if bf16_kernel(fused) == 'amx-tiles' else 'AVX512_BF16'})"
         if not mkl:
             return f"{here}: {ours}"
         from fastnet.backends import gemm_choice

@@ -170,11 +170,8 @@ def cache_key(batch: int, d: int, m1: int, dtype: str) -> str:
 
 def _fastnet_bf16_on_tiles() -> bool:
     """Whether fastnet's bf16 products run on AMX tiles here (kernels/amx_gemm.h)."""
-    try:
-        from fastnet.backends import cython_step
-    except ImportError:  # no extension: no fastnet bf16 products at all
-        return False
-    return bool(cython_step.bf16_amx())
+    ck = _bf16_kernels()
+    return ck is not None and bool(ck.bf16_amx())
 
 
 def _read_cache(path: Path) -> dict:

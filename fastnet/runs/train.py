@@ -182,7 +182,7 @@ def precision_note(cfg, kernel=None, gemm: str | None = None) -> str:
     """", first-layer products in bf16 (whose)" for the progress line of a --precision bf16 run
     whose fused step ``kernel`` calls the provider ``gemm``, saying when they are an emulation;
     "" otherwise. (A bf16 run that cannot run is refused with its reason when its step is made.)"""
-    from fastnet.training.fused import bf16_emulated, bf16_products
+    from fastnet.training.fused import bf16_emulated, bf16_kernel, bf16_products
 
     if cfg.precision != "bf16":
         return ""
@@ -197,8 +197,7 @@ def precision_note(cfg, kernel=None, gemm: str | None = None) -> str:
         from fastnet.util.cpu import cpu_flags
 
         return f", first-layer products in bf16 (MKL's{', on AMX tiles' if 'amx_bf16' in cpu_flags() else ''})"
-    tiles = getattr(kernel, "bf16_amx", None)
-    return f", first-layer products in bf16 (fastnet's kernels{', on AMX tiles' if tiles is not None and tiles() else ''})"
+    return f", first-layer products in bf16 (fastnet's kernels{', on AMX tiles' if bf16_kernel(kernel) == 'amx-tiles' else ''})"
 
 
 def recorded_gemm(config: dict, out: Path) -> str:
@@ -321,11 +320,11 @@ def _train(out: Path, cfg, data, backend, net, history, start, stop, progress: b
         if whiten_seconds is not None:
             bonus_metrics["whiten_seconds"] = whiten_seconds
         if cfg.precision == "bf16":  # whose bf16 products ran (fastnet's or MKL's), as the step chose them
-            from fastnet.training.fused import bf16_products
+            from fastnet.training.fused import bf16_kernel, bf16_products
 
             bonus_metrics["bf16_products"] = products = bf16_products(backend.ops.fused_step, gemm)
             if products == "fastnet":  # which of fastnet's kernels: their roundings differ
-                bonus_metrics["bf16_kernel"] = "amx-tiles" if backend.ops.fused_step.bf16_amx() else "avx512-bf16"
+                bonus_metrics["bf16_kernel"] = bf16_kernel(backend.ops.fused_step)
         return writer.finish(plots, time.perf_counter() - wall, resumed_from, bonus_metrics)
     except BaseException as exc:
         stopped = writer.stopped(exc)

@@ -100,6 +100,13 @@ def bf16_products(kernel, gemm: str | None) -> str:
                      "with Intel MKL installed (pip install 'fastnet[mkl]') its bf16 product runs them here, emulated")
 
 
+def bf16_kernel(kernel) -> str:
+    """Which of fastnet's bf16 kernels a plan of ``kernel`` made now runs: "amx-tiles"
+    (kernels/amx_gemm.h) or "avx512-bf16" (kernels/bf16_gemm.h); their roundings differ."""
+    tiles = getattr(kernel, "bf16_amx", None)
+    return "amx-tiles" if tiles is not None and tiles() else "avx512-bf16"
+
+
 def bf16_emulated(products: str) -> bool:
     """Whether bf16 products ``products`` run emulated on this CPU: MKL's without AVX512_BF16 or
     AMX-BF16 to run them on (the same arithmetic -- bf16 inputs, float32 sums -- at float32's
@@ -198,8 +205,8 @@ class FusedStep:
         self._pool = None
         self.cores = 1
         self.beside = False  # one core: the next batch gathered on a second thread of the kernel's (gather_beside)
-        # bf16 beside: two buffers of the forward product's bf16 copy of a batch, the one the next
-        # is written to, and the batch whose copy the last step made beside it
+        # bf16 beside: the plan's two pairs of buffers for a batch's bf16 copies, the pair this
+        # step takes, and the batch whose copies the last step made beside it (_batch_copies)
         self._copies, self._copy_turn, self._copied = None, 0, None
         self._limits = None
         self._no_rows = np.zeros(0, np.intp)
