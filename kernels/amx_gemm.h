@@ -6,11 +6,15 @@
  * (16 x 16 pairs, "VNNI" layout) into 16 x 16 float32 sums, 16 times the multiply-adds of one
  * VDPBF16PS. A tile row is 16 consecutive words, so both products take A as rows of pairs:
  *
- *   the forward product, S = X W1t: A = the batch's pairs of rows (pairs_of_rows), B = W1t's
- *     pairs down its columns;
- *   the update, W1t = keep W1t - step X^T G1: A = the batch's pairs down its columns stored by
- *     column (pairs_of_columns_by_column below: row j holds feature j's pairs of batch rows),
- *     B = G1's pairs down its columns.
+ *   the forward product, S = X W1t (gemm_pairs_amx): A = the batch's pairs of rows
+ *     (pairs_of_rows), B = W1t's pairs down its columns;
+ *   the update, W1t = keep W1t - step X^T G1, computed as its transpose W1 = G1^T X
+ *     (gemm_pairs_amx_t): A = G1's pairs down its columns stored by column
+ *     (pairs_of_columns_by_column below: row i holds unit i's pairs of batch rows), B = the
+ *     batch's pairs down its columns (pairs_of_columns), the layout a gather makes a pair of
+ *     rows at a time while they are in L1 -- where the batch as A, stored by column, was a
+ *     transposing pack of the whole batch that cost as much as the product. Each 16 x 16 block
+ *     of sums is transposed in registers on its way to W1t's rows.
  *
  * The sums run over P pairs in blocks of 16: the plan pads both operands with zero pairs to a
  * multiple of 16 (StepPlan.use_bf16), so one tile configuration serves a whole product. Four
@@ -156,10 +160,9 @@ FASTNET_AMX static inline void fastnet_transpose16(__m512 r[16]) {
 }
 
 /* The update's A for the tiles: out[j * ldo + q] = (A[2q][j], A[2q+1][j]) for columns
- * j = c0..c1-1 and q < rows/2 rounded up (a zero partner for an odd row count): the batch's
- * pairs down its columns, as pairs_of_columns makes them, stored by column -- row j of out is a
- * row of tile words, so the update runs in the forward form, with no transpose of its sums.
- * Blocks of 16 pairs by 16 columns, transposed in registers. */
+ * j = c0..c1-1 and q < rows/2 rounded up (a zero partner for an odd row count): G1's pairs
+ * down its columns, as pairs_of_columns makes them, stored by column -- row j of out is a row
+ * of tile words. Blocks of 16 pairs by 16 columns, transposed in registers. */
 FASTNET_AMX static void pairs_of_columns_by_column(const float *A, ptrdiff_t lda, ptrdiff_t rows, ptrdiff_t c0, ptrdiff_t c1,
                                                    uint32_t *out, ptrdiff_t ldo) {
     ptrdiff_t pairs = (rows + 1) / 2;
@@ -229,6 +232,90 @@ FASTNET_AMX static void gemm_pairs_amx(const uint32_t *A, ptrdiff_t lda, const u
     _tile_release();  /* the tiles back to their initial state: nothing for the OS to save */
 }
 
+/* The update's sums: up to four 16-row blocks of C^T (mr[t] rows each, only the last can be
+ * shorter) from row i0 by nc <= 16 columns from j0, summed over the P pairs (a multiple of 16)
+ * in blocks of 16: one B tile (4), then each A tile of the column (5 and 7 in turn, the last
+ * block 6), into tiles 0-3. out as fastnet_amx_rows': block t's sums at out + 256 t. */
+FASTNET_AMX static void fastnet_amx_cols(fastnet_tilecfg *now, const uint32_t *A, ptrdiff_t lda, const uint32_t *B, ptrdiff_t ldb,
+                                         ptrdiff_t P, int nt, const int mr[4], int nc, float *out) {
+    int rows[8] = {0}, words[8] = {0};
+    for (int t = 0; t < nt; t++)
+        rows[t] = mr[t], words[t] = nc;
+    rows[4] = 16, words[4] = nc;
+    rows[5] = rows[7] = 16, words[5] = words[7] = 16;
+    rows[6] = mr[nt - 1], words[6] = 16;
+    fastnet_amx_config(now, rows, words);
+#define FASTNET_AMX_ZERO(t) _tile_zero(t)
+#define FASTNET_AMX_DOT(t) do { \
+        if ((t) == nt - 1) { _tile_loadd(6, A + 16 * (t) * lda + p, 4 * lda); _tile_dpbf16ps(t, 6, 4); } \
+        else if ((t) % 2 == 0) { _tile_loadd(5, A + 16 * (t) * lda + p, 4 * lda); _tile_dpbf16ps(t, 5, 4); } \
+        else { _tile_loadd(7, A + 16 * (t) * lda + p, 4 * lda); _tile_dpbf16ps(t, 7, 4); } } while (0)
+#define FASTNET_AMX_STORE(t) _tile_stored(t, out + 256 * (t), 64)
+    FASTNET_AMX_EACH(nt, FASTNET_AMX_ZERO);
+    for (ptrdiff_t p = 0; p < P; p += 16) {
+        _tile_loadd(4, B + p * ldb, 4 * ldb);
+        FASTNET_AMX_EACH(nt, FASTNET_AMX_DOT);
+    }
+    FASTNET_AMX_EACH(nt, FASTNET_AMX_STORE);
+#undef FASTNET_AMX_ZERO
+#undef FASTNET_AMX_DOT
+#undef FASTNET_AMX_STORE
+}
+
+/* fastnet_amx_finish for sums of C^T: the block (16 floats a row, its row i is C's column
+ * i0 + i, its column k C's row j0 + k) transposed in registers, then C's rows j0..j0+nc-1,
+ * columns i0..i0+mr-1 = beta C + alpha sums as fastnet_amx_finish rounds them, and as pairs
+ * of rows into Cv (j0 even). */
+FASTNET_AMX static void fastnet_amx_finish_t(const float *sums, int mr, int nc, float *C, ptrdiff_t ldc, uint32_t *Cv,
+                                             ptrdiff_t ldcv, ptrdiff_t i0, ptrdiff_t j0, float alpha, float beta) {
+    __m512 r[16];
+    __mmask16 m = fastnet_lanes(mr);
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int k = 0; k < 16; k++)
+        r[k] = _mm512_load_ps(sums + 16 * k);
+    fastnet_transpose16(r);  /* r[k]: C's row j0 + k */
+    for (int k = 0; k < nc; k += 2) {
+        int two = k + 1 < nc;  /* else the last row of an odd count, its pair's partner zero */
+        float *c0 = C + (j0 + k) * ldc + i0, *c1 = c0 + ldc;
+        __m512 x0 = _mm512_mul_ps(va, r[k]);
+        __m512 x1 = two ? _mm512_mul_ps(va, r[k + 1]) : _mm512_setzero_ps();
+        if (beta != 0.0f) {
+            x0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c0), x0);
+            if (two)
+                x1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c1), x1);
+        }
+        _mm512_mask_storeu_ps(c0, m, x0);
+        if (two)
+            _mm512_mask_storeu_ps(c1, m, x1);
+        if (Cv)
+            _mm512_mask_storeu_epi32(Cv + ((j0 + k) / 2) * ldcv + i0, m, fastnet_pair16(x0, x1));
+    }
+}
+
+/* Rows c0..c1-1 of C (N x M) = beta C + alpha (A B)^T, with C's new rows again as pairs into
+ * Cv (c0 even): A (M, P) as rows of pairs (lda words), B (P, N) pairs down its columns (ldb
+ * words a row), P a multiple of 16. Every entry is summed by one tile over its pairs in order,
+ * as gemm_pairs_amx sums the product's transpose: the same bits, however C's rows are cut. */
+FASTNET_AMX static void gemm_pairs_amx_t(const uint32_t *A, ptrdiff_t lda, const uint32_t *B, ptrdiff_t ldb, float *C,
+                                         ptrdiff_t ldc, uint32_t *Cv, ptrdiff_t ldcv, ptrdiff_t M, ptrdiff_t c0, ptrdiff_t c1,
+                                         ptrdiff_t P, float alpha, float beta) {
+    static __thread float out[4 * 256] __attribute__((aligned(64)));  /* (as gemm_pairs_amx's) */
+    fastnet_tilecfg now;
+    memset(&now, 0, sizeof now);
+    for (ptrdiff_t j0 = c0; j0 < c1; j0 += 16) {  /* 16 columns of B by up to 64 rows of A at a time */
+        int nc = (int)(c1 - j0 < 16 ? c1 - j0 : 16);
+        for (ptrdiff_t i0 = 0; i0 < M; i0 += 64) {
+            int nt = 0, mr[4] = {0, 0, 0, 0};
+            for (; nt < 4 && i0 + 16 * nt < M; nt++)
+                mr[nt] = (int)(M - i0 - 16 * nt < 16 ? M - i0 - 16 * nt : 16);
+            fastnet_amx_cols(&now, A + i0 * lda, lda, B + j0, ldb, P, nt, mr, nc, out);
+            for (int t = 0; t < nt; t++)
+                fastnet_amx_finish_t(out + 256 * t, mr[t], nc, C, ldc, Cv, ldcv, i0 + 16 * t, j0, alpha, beta);
+        }
+    }
+    _tile_release();
+}
+
 #pragma GCC pop_options
 
 #endif /* FASTNET_AMX_BUILT */
@@ -239,6 +326,12 @@ static void pairs_of_columns_by_column(const float *A, ptrdiff_t lda, ptrdiff_t 
 static void gemm_pairs_amx(const uint32_t *A, ptrdiff_t lda, const uint32_t *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
                            uint32_t *Cv, ptrdiff_t ldcv, ptrdiff_t M, ptrdiff_t N, ptrdiff_t P, float alpha, float beta) {
     (void)A; (void)lda; (void)B; (void)ldb; (void)C; (void)ldc; (void)Cv; (void)ldcv; (void)M; (void)N; (void)P;
+    (void)alpha; (void)beta;
+}
+static void gemm_pairs_amx_t(const uint32_t *A, ptrdiff_t lda, const uint32_t *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
+                             uint32_t *Cv, ptrdiff_t ldcv, ptrdiff_t M, ptrdiff_t c0, ptrdiff_t c1, ptrdiff_t P, float alpha,
+                             float beta) {
+    (void)A; (void)lda; (void)B; (void)ldb; (void)C; (void)ldc; (void)Cv; (void)ldcv; (void)M; (void)c0; (void)c1; (void)P;
     (void)alpha; (void)beta;
 }
 #endif

@@ -62,6 +62,9 @@ cdef extern from "amx_gemm.h":
     void gemm_pairs_amx(const unsigned int* A, Py_ssize_t lda, const unsigned int* B, Py_ssize_t ldb, float* C,
                         Py_ssize_t ldc, unsigned int* Cv, Py_ssize_t ldcv, Py_ssize_t M, Py_ssize_t N, Py_ssize_t P,
                         float alpha, float beta) noexcept nogil
+    void gemm_pairs_amx_t(const unsigned int* A, Py_ssize_t lda, const unsigned int* B, Py_ssize_t ldb, float* C,
+                          Py_ssize_t ldc, unsigned int* Cv, Py_ssize_t ldcv, Py_ssize_t M, Py_ssize_t c0, Py_ssize_t c1,
+                          Py_ssize_t P, float alpha, float beta) noexcept nogil
 
 
 cdef extern from "normalise_row.h":
@@ -116,8 +119,7 @@ cdef enum:
     ROW_MAJOR = 101
     NO_TRANS = 111
     TRANS = 112
-    GATHER_BLOCK = 4  # rows a thread claims at a time
-    COLUMN_BLOCK = 128  # columns a thread claims at a time in _copy_columns (a multiple of 16)
+    GATHER_BLOCK = 4  # rows a thread claims at a time (even: _gather_share's pairs of rows)
 
 
 cdef struct Layer:
@@ -168,8 +170,8 @@ def bf16_pairs_shapes(Py_ssize_t n, Py_ssize_t d, Py_ssize_t m1):
     """The shapes of StepPlan.use_bf16's buffers (W1p, Xr, Xc, Gc) for a batch of n rows of d
     inputs and m1 first-layer units, on the products :func:`bf16_amx` says plans take now."""
     cdef bint amx = fastnet_amx_on()
-    cdef Py_ssize_t dpk = _padded((d + 1) // 2, amx), np2 = (n + 1) // 2, npk = _padded(np2, amx)
-    return (dpk, m1), (n, dpk), ((d, npk) if amx else (np2, d)), (npk, m1)
+    cdef Py_ssize_t dpk = _padded((d + 1) // 2, amx), npk = _padded((n + 1) // 2, amx)
+    return (dpk, m1), (n, dpk), (npk, d), ((m1, npk) if amx else (npk, m1))
 
 
 cdef class StepPlan:
@@ -184,19 +186,19 @@ cdef class StepPlan:
     cdef char* loss
     cdef double* scratch          # 3 * width doubles per thread, 2 threads
     cdef double result
-    cdef long long counter, gathered, col_counter  # rows of the next batch claimed and gathered; its columns claimed
+    cdef long long counter        # rows of the next batch claimed
     cdef size_t gemm_fn
     cdef bint ilp64
     cdef list arrays
     # bf16 (use_bf16): the first layer's operands as pairs of bf16 (bf16_gemm.h); dp2, np2:
     # d and n halved, rounded up
     # On AMX tiles (amx_gemm.h) the sums are padded with zero pairs to multiples of 16: dpk,
-    # npk (else dp2, np2), and Xc holds the same pairs stored by column, (d, npk)
+    # npk (else dp2, np2), and Gc holds the same pairs stored by column, (m1, npk)
     cdef bint bf16, amx
     cdef unsigned int* W1p        # (dpk, m1): W1t, pairs down its columns
     cdef unsigned int* Xr         # (n, dpk): the batch, pairs along its rows
-    cdef unsigned int* Xc         # (np2, d): the batch, pairs down its columns (AMX: (d, npk))
-    cdef unsigned int* Gc         # (npk, m1): the first layer's score gradient, pairs down its columns
+    cdef unsigned int* Xc         # (npk, d): the batch, pairs down its columns
+    cdef unsigned int* Gc         # (npk, m1): the first layer's score gradient, pairs down its columns (AMX: (m1, npk))
     cdef Py_ssize_t dp2, np2, dpk, npk
     # or a library's bf16 product (use_bf16_gemm: bf16_fn its address, 0 for the pairs above),
     # on plain bf16 copies
@@ -309,7 +311,7 @@ cdef class StepPlan:
             raise ValueError("the plan takes no bf16 products")
         if self.bf16_fn:
             return (self.n, self.d), 2, None
-        return (self.n, self.dpk), 4, ((self.d, self.npk) if self.amx else (self.np2, self.d))
+        return (self.n, self.dpk), 4, (self.npk, self.d)
 
     def use_batch_copies(self, copies):
         """Two pairs (buf, cols) of buffers of :meth:`batch_copy_shape` (cols None for library
@@ -391,16 +393,7 @@ cdef void _bf16_pack_for_update(StepPlan plan, const float* Xb, int p, int parts
     if plan.bf16_fn or plan.batch_ready:
         return
     c0, c1 = _update_rows(plan, p, parts)
-    _pack_columns(plan, Xb, c0, c1, plan.Xc)
-
-
-cdef inline void _pack_columns(StepPlan plan, const float* X, Py_ssize_t c0, Py_ssize_t c1, unsigned int* out) noexcept nogil:
-    """Columns c0..c1 of the batch X (the plan's n rows) as the update's pairs into ``out``:
-    stored by column on AMX tiles, else pairs down the columns."""
-    if plan.amx:
-        pairs_of_columns_by_column(X, plan.d, plan.n, c0, c1, out, plan.npk)
-    else:
-        pairs_of_columns(X + c0, plan.d, plan.n, c1 - c0, out + c0, plan.d)
+    pairs_of_columns(Xb + c0, plan.d, plan.n, c1 - c0, plan.Xc + c0, plan.d)
 
 
 cdef void _bf16_pack_gradient(StepPlan plan) noexcept nogil:
@@ -408,6 +401,8 @@ cdef void _bf16_pack_gradient(StepPlan plan) noexcept nogil:
     cdef Py_ssize_t n = plan.n, m1 = plan.layers[0].m
     if plan.bf16_fn:
         bf16_rows(<float*> plan.layers[0].G, m1, n, m1, plan.G16, m1)
+    elif plan.amx:  # the tiles' A: stored by column
+        pairs_of_columns_by_column(<float*> plan.layers[0].G, m1, n, 0, m1, plan.Gc, plan.npk)
     else:
         pairs_of_columns(<float*> plan.layers[0].G, m1, n, m1, plan.Gc, m1)
 
@@ -423,9 +418,9 @@ cdef void _bf16_update(StepPlan plan, int p, int parts, float keep, float step) 
                                             <float*> plan.W1t + c0 * m1, <int> m1)
         bf16_rows(<float*> plan.W1t + c0 * m1, m1, c1 - c0, m1, plan.W16 + c0 * m1, m1)
         return
-    if plan.amx:
-        gemm_pairs_amx(plan.Xc + c0 * plan.npk, plan.npk, plan.Gc, m1, <float*> plan.W1t + c0 * m1, m1,
-                       plan.W1p + (c0 // 2) * m1, m1, c1 - c0, m1, plan.npk, -step, keep)
+    if plan.amx:  # as its transpose, G1^T X (amx_gemm.h)
+        gemm_pairs_amx_t(plan.Gc, plan.npk, plan.Xc, d, <float*> plan.W1t, m1, plan.W1p, m1, m1, c0, c1, plan.npk,
+                         -step, keep)
         return
     gemm_pairs(plan.Xc + c0, 1, d, plan.Gc, m1, <float*> plan.W1t + c0 * m1, m1, plan.W1p + (c0 // 2) * m1, m1,
                c1 - c0, m1, plan.np2, -step, keep)
@@ -446,8 +441,8 @@ def bf16_pairs_products(const float[:, ::1] X, float[:, ::1] W1t, const float[:,
     measurement (fastnet/backends/gemm_choice.py). The caller checks the CPU (bf16_supported)
     and the shapes."""
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], m1 = W1t.shape[1], dp2 = (d + 1) // 2, np2 = (n + 1) // 2
-    cdef Py_ssize_t dpk = Xr.shape[1], npk = Gc.shape[0]
-    if (Xc.shape[0], Xc.shape[1]) != bf16_pairs_shapes(n, d, m1)[2]:
+    cdef Py_ssize_t dpk = Xr.shape[1], npk = Xc.shape[0]
+    if (Gc.shape[0], Gc.shape[1]) != bf16_pairs_shapes(n, d, m1)[3]:
         raise ValueError("the buffers are not bf16_pairs_shapes' for the products plans take now")
     if fastnet_amx_on():  # the tiles' layouts (bf16_pairs_shapes)
         with nogil:
@@ -455,9 +450,9 @@ def bf16_pairs_products(const float[:, ::1] X, float[:, ::1] W1t, const float[:,
                 pairs_of_rows(&X[0, 0], d, n, d, &Xr[0, 0], dpk)
             gemm_pairs_amx(&Xr[0, 0], dpk, &W1p[0, 0], m1, &S[0, 0], m1, NULL, 0, n, m1, dpk, 1, 0)
             if copy_batch:
-                pairs_of_columns_by_column(&X[0, 0], d, n, 0, d, &Xc[0, 0], npk)
-            pairs_of_columns(&G[0, 0], m1, n, m1, &Gc[0, 0], m1)
-            gemm_pairs_amx(&Xc[0, 0], npk, &Gc[0, 0], m1, &W1t[0, 0], m1, &W1p[0, 0], m1, d, m1, npk, -1e-6, 1)
+                pairs_of_columns(&X[0, 0], d, n, d, &Xc[0, 0], d)
+            pairs_of_columns_by_column(&G[0, 0], m1, n, 0, m1, &Gc[0, 0], npk)
+            gemm_pairs_amx_t(&Gc[0, 0], npk, &Xc[0, 0], d, &W1t[0, 0], m1, &W1p[0, 0], m1, m1, 0, d, npk, -1e-6, 1)
         return
     with nogil:
         if copy_batch:
@@ -670,9 +665,8 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
 
     ``next_copy`` (a bf16 plan): the pair of StepPlan.use_batch_copies' buffers the next
     batch's bf16 copies go to -- the forward product's, made row by row as it is gathered,
-    and (fastnet's pairs) the update's, once all its rows are in, in blocks of columns that
-    either thread claims when free -- for the next step to take (StepPlan.take_batch_copy):
-    mostly off this thread, the same values."""
+    and (fastnet's pairs) the update's, a pair of rows at a time -- for the next step to take
+    (StepPlan.take_batch_copy): mostly off this thread, the same values."""
     cdef Py_ssize_t n = plan.n, d = plan.d, n_next = next_idx.shape[0]
     cdef int p
     cdef NextBatch nb
@@ -693,7 +687,7 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
         else:
             pairs, cols = plan.copy_rows[next_copy], plan.copy_cols[next_copy]
     _next_batch(&nb, source, mean, inv_std, normalise, plan.wide, n_next, d, next_moves, height, width)
-    plan.counter = plan.gathered = plan.col_counter = 0
+    plan.counter = 0
     plan.small_parts, plan.small_threads = small_parts, 1
     with nogil:
         for p in prange(2, num_threads=2, schedule="static", chunksize=1):
@@ -702,25 +696,10 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
             if n_next:
                 _gather_share(<const floating*> nb.X, nb.U, nb.mean, nb.inv_std, d, &y[0], &next_idx[0], n_next,
                               &Xn[0, 0], &yn[0], &plan.counter, nb.moves, nb.height, nb.width, copy16, pairs, plan.dpk,
-                              &plan.gathered)
-                if cols != NULL:  # the update's copy, once every row is in, in shares of columns
-                    fastnet_wait_for(&plan.gathered, n_next)
-                    _copy_columns(plan, <float*> &Xn[0, 0], cols)
+                              cols)
         plan.small_parts = 1
         plan.batch_ready = False
     return plan.result
-
-
-cdef void _copy_columns(StepPlan plan, const float* Xn, unsigned int* cols) noexcept nogil:
-    """The update's bf16 copy of the gathered batch Xn into ``cols``, as _bf16_pack_for_update
-    makes it (:func:`_pack_columns`), a block of COLUMN_BLOCK columns at a time claimed from
-    plan.col_counter: every thread that calls it takes a share."""
-    cdef Py_ssize_t c0
-    while True:
-        c0 = fastnet_fetch_add(&plan.col_counter, COLUMN_BLOCK)
-        if c0 >= plan.d:
-            return
-        _pack_columns(plan, Xn, c0, min(c0 + COLUMN_BLOCK, plan.d), cols)
 
 
 cdef enum:
@@ -811,14 +790,16 @@ cdef void _gather_share(const floating* X, const unsigned char* U, const double*
                         floating* Xn, Py_ssize_t* yn, long long* counter,
                         const long long* moves=NULL, Py_ssize_t H=0, Py_ssize_t W=0,
                         unsigned short* copy16=NULL, unsigned int* pairs=NULL, Py_ssize_t ldp=0,
-                        long long* gathered=NULL) noexcept nogil:
+                        unsigned int* cols=NULL) noexcept nogil:
     """Gather rows idx of X (or of the uint8 images U, normalised as data.normalise does:
     (double(u) - mean) * inv_std rounded once) into (Xn, yn) -- each then moved as its row of
     ``moves`` says (augmentation, :func:`_move_in_place`),
     if given, and copied as the forward product's bf16 operand, if given (``copy16``: rounded,
-    as for a library product; ``pairs``: fastnet's pairs of the row, ``ldp`` words a row) --
-    a block of rows at a time claimed from ``counter``, counted into ``gathered`` when done, if
-    given: every thread that calls it takes a share."""
+    as for a library product; ``pairs``: fastnet's pairs of the row, ``ldp`` words a row) and
+    as the update's, if given (``cols``: the batch's pairs down its columns, d words a row,
+    made from each pair of rows while it is in cache) -- a block of rows at a time claimed from
+    ``counter``: every thread that calls it takes a share. (A block's first row is even, so the
+    pairs of rows never straddle two blocks.)"""
     cdef Py_ssize_t i, i0, i1, j, r
     while True:
         i0 = fastnet_fetch_add(counter, GATHER_BLOCK)
@@ -840,8 +821,9 @@ cdef void _gather_share(const floating* X, const unsigned char* U, const double*
                     bf16_rows(Xn + i * d, d, 1, d, copy16 + i * d, d)
                 elif pairs != NULL:
                     pairs_of_rows(Xn + i * d, d, 1, d, pairs + i * ldp, ldp)
-        if gathered != NULL:  # rows i0..i1 are in (their count, for a thread waiting for them all)
-            fastnet_fetch_add(gathered, i1 - i0)
+        if floating is float and cols != NULL:
+            for i in range(i0, i1, 2):
+                pairs_of_columns(Xn + i * d, d, min(2, i1 - i), d, cols + (i // 2) * d, d)
 
 
 def fused_sgd_step_parallel(StepPlan plan, int parts, const floating[:, ::1] Xb, const Py_ssize_t[::1] yb, bint first,
