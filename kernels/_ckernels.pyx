@@ -20,7 +20,7 @@ from libc.math cimport exp, log, sqrt, sqrtf
 from libc.stdlib cimport calloc, free, malloc
 
 # Bumped whenever a kernel's signature changes; cython_ops.py refuses another build.
-VERSION = "fastnet.ext._ckernels 8"
+VERSION = "fastnet.ext._ckernels 9"
 
 
 cdef double* _scratch(Py_ssize_t m) except NULL:

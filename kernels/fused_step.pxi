@@ -42,6 +42,16 @@ cdef extern from *:
     """
     void fastnet_wait_for(long long* p, long long v) noexcept nogil
 
+cdef extern from *:
+    """
+    static inline void fastnet_publish(long long *p, long long v) {  /* what was written before is seen with v */
+        __atomic_store_n(p, v, __ATOMIC_RELEASE);
+    }
+    static inline long long fastnet_read(long long *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    """
+    void fastnet_publish(long long* p, long long v) noexcept nogil
+    long long fastnet_read(long long* p) noexcept nogil
+
 cdef extern from "bf16_gemm.h":
     int fastnet_bf16_supported() noexcept nogil
     void pairs_of_rows(const float* A, Py_ssize_t lda, Py_ssize_t rows, Py_ssize_t cols, unsigned int* out,
@@ -120,6 +130,10 @@ cdef enum:
     NO_TRANS = 111
     TRANS = 112
     GATHER_BLOCK = 4  # rows a thread claims at a time (even: _gather_share's pairs of rows)
+    UPDATE_BLOCK = 64  # rows of W1t a thread claims at a time in a shared update (even; 16s on tiles)
+    UPDATE_PENDING = 0  # plan.update_state: G1 not packed yet,
+    UPDATE_GO = 1       # packed: claim blocks of the update,
+    UPDATE_SKIP = 2     # or no update (a loss that is not finite)
 
 
 cdef struct Layer:
@@ -187,6 +201,7 @@ cdef class StepPlan:
     cdef double* scratch          # 3 * width doubles per thread, 2 threads
     cdef double result
     cdef long long counter        # rows of the next batch claimed
+    cdef long long update_state, update_counter  # a shared update (_shared_update): UPDATE_*, rows of W1t claimed
     cdef size_t gemm_fn
     cdef bint ilp64
     cdef list arrays
@@ -408,10 +423,32 @@ cdef void _bf16_pack_gradient(StepPlan plan) noexcept nogil:
 
 
 cdef void _bf16_update(StepPlan plan, int p, int parts, float keep, float step) noexcept nogil:
-    """Share p of the first layer's update in bf16: rows c0..c1 of W1t = keep W1t - step X^T G1
-    (c0 even, so that W1p's word rows c0/2.. are rewritten whole), with G1 packed by the caller."""
-    cdef Py_ssize_t d = plan.d, m1 = plan.layers[0].m, c0, c1
+    """Share p of the first layer's update in bf16 (:func:`_bf16_update_rows`)."""
+    cdef Py_ssize_t c0, c1
     c0, c1 = _update_rows(plan, p, parts)
+    _bf16_update_rows(plan, c0, c1, keep, step)
+
+
+cdef void _shared_update(StepPlan plan, float keep, float step) noexcept nogil:
+    """The first layer's bf16 update on fastnet's products, UPDATE_BLOCK rows of W1t at a time
+    claimed from plan.update_counter, once the thread that packs G1 says UPDATE_GO (or nothing,
+    on UPDATE_SKIP): every thread that calls it takes a share. Each entry is summed by one
+    tile, so the bits are the one-share update's however the rows fall."""
+    cdef Py_ssize_t c0
+    fastnet_wait_for(&plan.update_state, UPDATE_GO)
+    if fastnet_read(&plan.update_state) != UPDATE_GO:
+        return
+    while True:
+        c0 = fastnet_fetch_add(&plan.update_counter, UPDATE_BLOCK)
+        if c0 >= plan.d:
+            return
+        _bf16_update_rows(plan, c0, min(c0 + UPDATE_BLOCK, plan.d), keep, step)
+
+
+cdef void _bf16_update_rows(StepPlan plan, Py_ssize_t c0, Py_ssize_t c1, float keep, float step) noexcept nogil:
+    """Rows c0..c1 of the first layer's update in bf16: W1t = keep W1t - step X^T G1 (c0 even,
+    so that W1p's word rows c0/2.. are rewritten whole), with G1 packed by the caller."""
+    cdef Py_ssize_t d = plan.d, m1 = plan.layers[0].m
     if plan.bf16_fn:  # op(A) = X16[:, c0:c1]^T, then those rows of W1t again as bf16
         (<bf16gemm_t> <void*> plan.bf16_fn)(ROW_MAJOR, TRANS, NO_TRANS, <int> (c1 - c0), <int> m1, <int> plan.n, -step,
                                             plan.X16 + c0, <int> d, plan.G16, <int> m1, keep,
@@ -628,8 +665,10 @@ def fused_sgd_step(StepPlan plan, const floating[:, ::1] Xb, const Py_ssize_t[::
 
 
 cdef double _one_core_step(StepPlan plan, const floating* Xb, const Py_ssize_t* yb, bint first, floating eta,
-                           floating keep, floating step, double eps, double alpha) noexcept nogil:
-    """The whole step on the calling thread (:func:`fused_sgd_step`)."""
+                           floating keep, floating step, double eps, double alpha, bint share_update=False) noexcept nogil:
+    """The whole step on the calling thread (:func:`fused_sgd_step`); with ``share_update`` (bf16
+    on fastnet's products) all but the first layer's update, which it leaves to
+    :func:`_shared_update` with G1 packed."""
     cdef Py_ssize_t n = plan.n, d = plan.d, m1 = plan.layers[0].m
     cdef double loss
     if floating is float and plan.bf16:
@@ -642,10 +681,13 @@ cdef double _one_core_step(StepPlan plan, const floating* Xb, const Py_ssize_t* 
     if loss - loss == 0:  # the first layer: no input gradient
         if floating is float and plan.bf16:
             _bf16_pack_gradient(plan)
-            _bf16_update(plan, 0, 1, keep, step)
+            if not share_update:
+                _bf16_update(plan, 0, 1, keep, step)
         else:
             _gemm(plan, Xb, d, True, <floating*> plan.layers[0].G, m1, False, <floating*> plan.W1t, m1,
                   d, m1, n, -step, keep)
+    if share_update:
+        fastnet_publish(&plan.update_state, UPDATE_GO if loss - loss == 0 else UPDATE_SKIP)
     return loss
 
 
@@ -661,7 +703,9 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
     :func:`fused_sgd_step_parallel` gathers them (this thread takes a share if it finishes
     first). One parallel region: its second thread spins between steps and starts at once,
     where a Python thread woken for each batch took ~0.1 ms to start on the AMX Xeon and
-    slowed the step it ran beside (README, issue 15).
+    slowed the step it ran beside (README, issue 15). With bf16 on fastnet's products the
+    first layer's update is shared too: both threads claim its blocks of rows once G1 is
+    packed (:func:`_shared_update`; the same bits as one share).
 
     ``next_copy`` (a bf16 plan): the pair of StepPlan.use_batch_copies' buffers the next
     batch's bf16 copies go to -- the forward product's, made row by row as it is gathered,
@@ -673,6 +717,7 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
     cdef unsigned short* copy16 = NULL
     cdef unsigned int* pairs = NULL
     cdef unsigned int* cols = NULL
+    cdef bint share = floating is float and plan.bf16 and plan.bf16_fn == 0  # (a library's product: its own cuts)
     if Xb.shape[0] != n or Xb.shape[1] != d or yb.shape[0] != n or (sizeof(floating) == 8) != plan.wide:
         raise ValueError(f"the batch must be ({n}, {d}) of the plan's dtype with {n} labels")
     if small_parts not in (1, 2):
@@ -687,16 +732,21 @@ def fused_sgd_step_beside(StepPlan plan, const floating[:, ::1] Xb, const Py_ssi
         else:
             pairs, cols = plan.copy_rows[next_copy], plan.copy_cols[next_copy]
     _next_batch(&nb, source, mean, inv_std, normalise, plan.wide, n_next, d, next_moves, height, width)
-    plan.counter = 0
+    plan.counter = plan.update_counter = 0
+    plan.update_state = UPDATE_PENDING
     plan.small_parts, plan.small_threads = small_parts, 1
     with nogil:
         for p in prange(2, num_threads=2, schedule="static", chunksize=1):
-            if p == 0:
-                plan.result = _one_core_step(plan, &Xb[0, 0], &yb[0], first, eta, keep, step, eps, alpha)
+            if p == 0:  # the step; its update, once G1 is packed, in blocks both threads claim
+                plan.result = _one_core_step(plan, &Xb[0, 0], &yb[0], first, eta, keep, step, eps, alpha, share)
+                if share:
+                    _shared_update(plan, <float> keep, <float> step)
             if n_next:
                 _gather_share(<const floating*> nb.X, nb.U, nb.mean, nb.inv_std, d, &y[0], &next_idx[0], n_next,
                               &Xn[0, 0], &yn[0], &plan.counter, nb.moves, nb.height, nb.width, copy16, pairs, plan.dpk,
                               cols)
+            if share and p == 1:
+                _shared_update(plan, <float> keep, <float> step)
         plan.small_parts = 1
         plan.batch_ready = False
     return plan.result

@@ -41,7 +41,7 @@ VERSION = getattr(_ck, "VERSION", "unknown")
 
 __all__ = [*OPS, "BNGrad", "BNTrain", "LinGrad", "Xent"]
 
-_REQUIRED_VERSION = "fastnet.ext._ckernels 8"
+_REQUIRED_VERSION = "fastnet.ext._ckernels 9"
 
 
 def _specialisations() -> dict[np.dtype, dict[str, object]]:
