@@ -133,7 +133,7 @@ cdef enum:
     UPDATE_BLOCK = 64  # rows of W1t a thread claims at a time in a shared update (even; 16s on tiles)
     UPDATE_PENDING = 0  # plan.update_state: G1 not packed yet,
     UPDATE_GO = 1       # packed: claim blocks of the update,
-    UPDATE_SKIP = 2     # or no update (a loss that is not finite)
+    UPDATE_SKIP = 2     # or no update (a loss that is not finite); above GO, so fastnet_wait_for(GO) ends on either
 
 
 cdef struct Layer:
