@@ -9,26 +9,56 @@ starts (:func:`idle_cores`), and ``--threads N`` says exactly.
 from __future__ import annotations
 
 import os
+import time
 
 
 def idle_cores() -> int:
     """Cores not busy with other processes now, at least 1.
 
-    Others = the smaller of the 1-minute load average (rounded) and the runnable threads at
-    this instant less this one (/proc/loadavg): a process running all along counts in both;
-    this process's own share of the load average, or a moment's blip, in only one."""
+    Others = the smaller of the 1-minute load average (rounded) and the fewest runnable
+    threads not this process's own (/proc/loadavg, /proc/self/task) over a few looks 1 ms
+    apart: a process running all along counts in both; this process's own share of the load
+    average, or a moment's blip (a kernel thread), in only one. This process's threads still
+    spinning after its last parallel work (a fit before this one, in a notebook) are its own,
+    not another's load."""
     cores = os.cpu_count() or 1
     try:
         load = round(os.getloadavg()[0])
     except (AttributeError, OSError):  # not on this platform
         return cores
     try:
-        with open("/proc/loadavg") as f:
-            runnable = int(f.read().split()[3].split("/")[0])
-        load = min(load, max(0, runnable - 1))
+        for look in range(LOOKS):
+            if look:
+                time.sleep(0.001)
+            load = min(load, max(0, runnable_threads() - own_running_threads()))
     except (OSError, ValueError, IndexError):
         pass
     return max(1, min(cores, cores - load))
+
+
+#: looks at the runnable threads :func:`idle_cores` takes the fewest of
+LOOKS = 5
+
+
+def runnable_threads() -> int:
+    """The threads running or runnable on the machine now (/proc/loadavg's fourth field, before
+    the slash). OSError where there is no /proc."""
+    with open("/proc/loadavg") as f:
+        return int(f.read().split()[3].split("/")[0])
+
+
+def own_running_threads() -> int:
+    """This process's threads running or runnable now (state R in /proc/self/task/*/stat), at
+    least 1: the one asking. OSError where there is no /proc."""
+    running = 0
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]  # the name, in parentheses, may hold spaces
+        except (OSError, IndexError):  # the thread ended meanwhile
+            continue
+        running += state == "R"
+    return max(1, running)
 
 
 def blas_threads(threads: int | None):
