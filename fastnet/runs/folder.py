@@ -262,7 +262,7 @@ def run_metrics(cfg, data, backend, history, test, last: dict, wall: float, resu
         "val_accuracy": last["val_accuracy"], "val_loss": last["val_loss"], "val_cost": last["val_cost"],
         "train_accuracy": last["train_accuracy"], "train_loss": last["train_loss"], "train_cost": last["train_cost"],
         "train_seconds": history.train_seconds, "eval_seconds": history.eval_seconds, "wall_seconds": wall,
-        "one_core_steps": history.one_core_steps,
+        "one_core_steps": history.one_core_steps, "step_form": history.step_form,
         "epochs": last["epoch"], "steps": history.steps, "n_s": cfg.resolved_n_s(data.X_train.shape[0]),
         "backend": backend.name, "backend_version": backend.version, "gemm": gemm, "dtype": cfg.dtype,
         "precision": cfg.precision, "environment": environment(), "status": "finished", "resumed_from_step": resumed_from,

@@ -34,7 +34,7 @@ from fastnet.model.optim import (
     learning_rate,
     make_optimizer,
 )
-from fastnet.training.fused import splits_itself
+from fastnet.training.fused import beside_pays, splits_itself
 from fastnet.util.parse import MAX_INT
 
 
@@ -340,10 +340,13 @@ def gemm_for(cfg: TrainConfig, d: int, name: str | None = None, *, fused: bool =
         return "openblas"
     # augmented in Python, outside the fused step's gather: PCA rows' flips (Stepper, augmenter)
     python_augmented = cfg.augment and cfg.whiten == "pca"
-    splits = splits_itself([d, *cfg.hidden, N_CLASSES], augmented=python_augmented, bf16=cfg.precision == "bf16", cuts_small=cuts_small)
-    one_thread = threads == 1 or (threads == 2 and splits)
+    sizes, bf16 = [d, *cfg.hidden, N_CLASSES], cfg.precision == "bf16"
+    splits = splits_itself(sizes, augmented=python_augmented, bf16=bf16, cuts_small=cuts_small)
+    # given two threads, a bf16 step may take one core with the gather beside it, BLAS on one thread
+    beside = threads == 2 and beside_pays(sizes, augmented=python_augmented, bf16=bf16)
+    one_thread = threads == 1 or (threads == 2 and (splits or beside))
     return resolve_gemm(name, batch=cfg.batch, d=d, m1=cfg.hidden[0], dtype=cfg.dtype, one_thread=one_thread,
-                        bf16=cfg.precision == "bf16", one_core=threads == 1)
+                        bf16=bf16, one_core=threads == 1 or beside)
 
 
 def new_optimizer(cfg: TrainConfig, net: Network):

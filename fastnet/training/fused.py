@@ -141,10 +141,22 @@ def kernel_cuts_small_layers(kernel) -> bool:
     return bool(getattr(kernel, "CUTS_SMALL_LAYERS", False))
 
 
+def beside_pays(sizes, *, augmented: bool, bf16: bool) -> bool:
+    """Whether a fused step given two BLAS threads runs on one core, BLAS on one thread, with
+    the next batch gathered beside it on the other (:meth:`FusedStep.gather_beside`), rather
+    than as its own split: in bf16 where its first layer is most of the step (:func:`split_pays`)
+    and the batch is gathered by the kernel (not ``augmented`` in Python). Its first layer's
+    products on AMX tiles are then short enough that the split's halves spend what they save
+    waiting on each other: [50, 50] BN, 2026-12-04, Xeon with AMX, 2 threads, 0.14 s an epoch
+    beside against 0.17 s split (README, "bf16 on two threads"). A wide network's small layers
+    still gain from the split's halves ([1024, 512, 256]: 2.6 s split, 3.9 s beside)."""
+    return bf16 and not augmented and split_pays(sizes)
+
+
 def splits_itself(sizes, *, augmented: bool, bf16: bool, cuts_small: bool = False) -> bool:
     """Whether a fused step given two BLAS threads runs on two cores as its own split (BLAS on
-    one thread in each) rather than on one core with BLAS's two threads: always in bf16 (its
-    first-layer kernels have no threads of their own); else unless the batch is ``augmented``
+    one thread in each) rather than on one core with BLAS's two threads: in bf16 unless
+    :func:`beside_pays` (its first-layer kernels have no threads of their own); else unless the batch is ``augmented``
     in Python between steps (PCA rows' flips: image augmentation is applied by the gather,
     which the split runs on its spare core), where :func:`split_pays` or the kernel
     ``cuts_small`` -- the layers above the first cut in halves too (the extension's
@@ -152,7 +164,9 @@ def splits_itself(sizes, *, augmented: bool, bf16: bool, cuts_small: bool = Fals
     2026-12-02): cut so, the split runs an epoch as fast as BLAS's two threads, and beside a
     busy core its load guard's one thread makes it 1.6x faster than they are. The stepper and
     the provider choice (:func:`fastnet.training.config.gemm_for`) both ask it."""
-    return bf16 or (not augmented and (split_pays(sizes) or cuts_small))
+    if bf16:
+        return not beside_pays(sizes, augmented=augmented, bf16=bf16)
+    return not augmented and (split_pays(sizes) or cuts_small)
 
 
 class FusedStep:
@@ -318,12 +332,20 @@ class FusedStep:
         :meth:`prefetch` gathers in a Python thread instead)."""
         return hasattr(self.kernel, "fused_sgd_step_beside")
 
-    def gather_beside(self, on: bool = True) -> None:
+    def gather_beside(self, on: bool = True, *, one_blas_thread: bool = False) -> None:
         """On one core, gather the batch given to :meth:`step` as ``ahead`` on a second thread
         of the kernel's during the step (``threads=2``), not after it: the same step, the same
-        batch. ValueError where the kernel cannot (:attr:`gathers_beside`)."""
+        batch. ``one_blas_thread``: BLAS on one thread for the process until :meth:`detach`,
+        the second core being the gather's (a run given two threads, :func:`beside_pays`).
+        ValueError where the kernel cannot (:attr:`gathers_beside`)."""
         if on and not self.gathers_beside:
             raise ValueError("this kernel's step gathers no batch beside it")
+        if on and one_blas_thread and self._limits is None:
+            from threadpoolctl import threadpool_limits
+
+            self._limits = threadpool_limits(1, user_api="blas")
+        elif not on and self.cores == 1:
+            self._release_limits()
         self.beside = on
 
     @property

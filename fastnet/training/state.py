@@ -15,6 +15,7 @@ class History:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     one_core_steps: int = 0  # two-core steps run on one thread while the second core was busy (fastnet/training/load_guard.py)
+    step_form: str = ""  # how the steps were taken (Stepper.form), "" before any
 
     @property
     def steps(self) -> int:

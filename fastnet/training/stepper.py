@@ -20,7 +20,7 @@ from fastnet.model.optim import (
     sgd_step,
 )
 from fastnet.training.config import TrainConfig
-from fastnet.training.fused import fused_step_for, splits_itself
+from fastnet.training.fused import beside_pays, fused_step_for, splits_itself
 from fastnet.training.load_guard import LoadGuard
 from fastnet.util.threads import blas_thread_count, idle_cores
 
@@ -149,14 +149,17 @@ class Stepper:
         splits = self.fused is not None and splits_itself(net.sizes, augmented=not self.gathers, bf16=bf16,
                                                           cuts_small=self.fused.cuts_small_layers)
         self.cores = 2 if splits and threads == 2 and self.fused.parallel_threads() >= 2 else 1
-        self.prefetch = self.gathers and self.cores == 1 and threads < idle_cores()
+        # bf16 given two threads: the step on one core, the next batch gathered on the other
+        two_beside = (threads == 2 and self.gathers and self.fused.gathers_beside
+                      and beside_pays(net.sizes, augmented=False, bf16=bf16))
+        self.prefetch = self.gathers and self.cores == 1 and (threads < idle_cores() or two_beside)
         # the prefetch on a second thread of the kernel's, inside the step's call, where it has
         # one: a Python thread woken for each batch cost ~0.1 ms a step (README, issue 15)
         self.beside = self.prefetch and self.fused.gathers_beside
         if self.cores == 2:
             self.fused.use_cores(2)
         if self.beside:
-            self.fused.gather_beside()
+            self.fused.gather_beside(one_blas_thread=two_beside)
         # issue 15: the two-core step (or the gather beside the step) on one thread while the
         # second core is busy
         self.guard = LoadGuard()
@@ -210,11 +213,22 @@ class Stepper:
         self.guard.observe(time.perf_counter() - start)
         return loss
 
+    @property
+    def form(self) -> str:
+        """How each step is taken, in words (metrics.json's ``step_form``): "two-core split",
+        "one core, gather beside", "one core, gather in a thread", "one core" or "op by op"."""
+        if self.fused is None:
+            return "op by op"
+        if self.cores == 2:
+            return "two-core split"
+        return "one core, gather beside" if self.beside else "one core, gather in a thread" if self.prefetch else "one core"
+
     def close(self, history=None) -> None:
         """Training stopped: the network gets ordinary arrays back; ``history`` (a History),
-        if given, counts the steps the load guard ran on one core."""
+        if given, counts the steps the load guard ran on one core and records :attr:`form`."""
         if history is not None:
             history.one_core_steps += self.guard.one_core_steps
+            history.step_form = self.form
         if self.fused is not None:
             self.fused.detach()
 

@@ -385,27 +385,33 @@ def test_bf16_runs_are_not_grouped():
 
 @pytest.mark.skipif(not (has_bf16 or has_mkl16), reason=f"this CPU ({cpu_model()}) has no AVX512_BF16, and MKL is not installed")
 def test_bf16_steps_take_both_cores_augmented_or_not(fake):
-    """The bf16 kernels have no threads of their own: with BLAS on two threads the step splits
-    itself, augmented between steps too (a Python augmentation, such as PCA rows' flips, where
-    float32 keeps BLAS's threads) and augmented in its gather."""
+    """The bf16 kernels have no threads of their own: with BLAS on two threads a step whose
+    first layer is most of it (split_pays) takes one core, BLAS on one thread, and gathers the
+    next batch beside it on the other, augmented in its gather or not (beside_pays); augmented
+    between steps (a Python augmentation, such as PCA rows' flips, where float32 keeps BLAS's
+    threads), or a network whose small layers weigh, it splits itself."""
     from threadpoolctl import threadpool_limits
 
     from fastnet.training.stepper import ImageAugment, Stepper
+    from fastnet.util.threads import blas_thread_count
 
     ops = resolve("cython").ops
-    net = _net(d=3072, hidden=(50, 20))
+    in_gather, between = ImageAugment(seed=0, shift=3), (lambda Xb, t: Xb)
+    cases = (((50, 20), False, None, 2, False), ((50, 20), False, between, 1, False), ((50, 20), True, between, 2, False),
+             ((50, 20), True, in_gather, 1, True), ((50, 20), True, None, 1, True), ((8, 256), True, in_gather, 2, False))
     with threadpool_limits(2, user_api="blas"):
-        in_gather = ImageAugment(seed=0, shift=3)
-        for bf16, augment, cores in ((False, None, 2), (False, lambda Xb, t: Xb, 1), (True, lambda Xb, t: Xb, 2), (True, in_gather, 2)):
-            stepper = Stepper(net, fake.X_train, fake.y_train, 0.0, ops, augment=augment, bf16=bf16)
+        for hidden, bf16, augment, cores, beside in cases:
+            stepper = Stepper(_net(d=3072, hidden=hidden), fake.X_train, fake.y_train, 0.0, ops, augment=augment, bf16=bf16)
             try:
                 if stepper.fused.parallel_threads() < 2:
                     pytest.skip("OpenMP has one thread here")
-                assert stepper.cores == cores
-                loss = stepper(np.arange(50), 0.01, 0)
+                assert (stepper.cores, stepper.beside) == (cores, beside), (hidden, bf16, augment)
+                assert blas_thread_count() == (1 if cores == 2 or beside else 2)
+                loss = stepper(np.arange(50), 0.01, 0, np.arange(50, 100))
                 assert np.isfinite(loss)
             finally:
                 stepper.close()
+            assert blas_thread_count() == 2  # given back
 
 
 @pytest.mark.parametrize("products", PRODUCTS)
