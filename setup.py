@@ -17,7 +17,7 @@ extensions = cythonize(
             "fastnet.ext._ckernels",
             ["kernels/_ckernels.pyx"],
             include_dirs=[numpy.get_include(), "kernels"],  # kernels/*.h
-            depends=["kernels/fused_step.pxi", "kernels/bf16_gemm.h", "kernels/amx_gemm.h", "kernels/bf16_round.h", "kernels/normalise_row.h",
+            depends=["kernels/fused_step.pxi", "kernels/bf16_gemm.h", "kernels/amx_gemm.h", "kernels/bf16_round.h", "kernels/normalise_row.h", "kernels/normalised_pairs.h",
                      "kernels/cpu_clones.h"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             extra_compile_args=["-O3", "-fopenmp"],  # OpenMP: the fused step's two-core form

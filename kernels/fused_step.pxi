@@ -77,6 +77,11 @@ cdef extern from "amx_gemm.h":
                           Py_ssize_t P, float alpha, float beta) noexcept nogil
 
 
+cdef extern from "normalised_pairs.h":
+    void normalised_pairs(const unsigned char* u0, const unsigned char* u1, const double* mean, const double* inv_std,
+                          Py_ssize_t d, float* x0, float* x1, unsigned int* p0, unsigned int* p1,
+                          unsigned int* cols) noexcept nogil
+
 cdef extern from "normalise_row.h":
     void normalise_row_f(const unsigned char* u, const double* mean, const double* inv_std, float* out,
                          Py_ssize_t d) noexcept nogil
@@ -847,7 +852,8 @@ cdef void _gather_share(const floating* X, const unsigned char* U, const double*
     if given, and copied as the forward product's bf16 operand, if given (``copy16``: rounded,
     as for a library product; ``pairs``: fastnet's pairs of the row, ``ldp`` words a row) and
     as the update's, if given (``cols``: the batch's pairs down its columns, d words a row,
-    made from each pair of rows while it is in cache) -- a block of rows at a time claimed from
+    made from each pair of rows while it is in cache; images not moved: each pair normalised
+    and packed in one pass, normalised_pairs.h) -- a block of rows at a time claimed from
     ``counter``: every thread that calls it takes a share. (A block's first row is even, so the
     pairs of rows never straddle two blocks.)"""
     cdef Py_ssize_t i, i0, i1, j, r
@@ -856,6 +862,15 @@ cdef void _gather_share(const floating* X, const unsigned char* U, const double*
         if i0 >= n:
             return
         i1 = min(i0 + GATHER_BLOCK, n)
+        if floating is float and U != NULL and moves == NULL and pairs != NULL and cols != NULL:
+            # a pair of images at a time, both copies made as each is normalised (normalised_pairs.h)
+            for i in range(i0, i1, 2):
+                yn[i] = y[idx[i]]
+                if i + 1 < i1:
+                    yn[i + 1] = y[idx[i + 1]]
+                normalised_pairs(U + idx[i] * d, U + idx[i + 1] * d if i + 1 < i1 else NULL, mean, inv_std, d,
+                                 Xn + i * d, Xn + (i + 1) * d, pairs + i * ldp, pairs + (i + 1) * ldp, cols + (i // 2) * d)
+            continue
         for i in range(i0, i1):
             r = idx[i]
             yn[i] = y[r]

@@ -24,6 +24,7 @@ from conftest import small_cfg, stopped_run
 
 import fastnet.runs.train as run_train
 from fastnet.backends import load, providers, resolve
+from fastnet.data.images import NormalisedImages
 from fastnet.util.cpu import cpu_model
 from fastnet.errors import ConfigError
 from fastnet.model.network import init_network
@@ -156,13 +157,19 @@ def test_bf16_bits_do_not_depend_on_threads_or_the_step_form(d, split_small):
 
 
 @pytest.mark.parametrize("products", PRODUCTS)
-def test_a_bf16_step_with_the_next_batch_gathered_beside_it_has_the_one_core_bits(products):
+@pytest.mark.parametrize("images", [False, True], ids=["rows", "uint8"])
+def test_a_bf16_step_with_the_next_batch_gathered_beside_it_has_the_one_core_bits(products, images):
     """The one-core bf16 step with the next batch gathered on the kernel's second thread
     (FusedStep.gather_beside: what a one-thread run with a spare core takes), and its bf16
     copy for the forward product made there too, gives the very losses and arrays of the
-    one-core step, and the batch it gathered is exactly X[idx]."""
+    one-core step, and the batch it gathered is exactly X[idx]. ``uint8``: from images
+    normalised as they are gathered, each pair of rows normalised and packed in one pass
+    (kernels/normalised_pairs.h) -- an odd d, and an odd batch whose last row is alone."""
     rng = np.random.default_rng(3)
     X, y = rng.standard_normal((60, 37)).astype(np.float32), rng.integers(0, 10, 60)
+    if images:
+        U = rng.integers(0, 256, (60, 37), dtype=np.uint8)
+        X = NormalisedImages(U, U.mean(axis=0), U.std(axis=0) + 1.0, np.float32)
     nets = [_net(), _net()]
     plain, beside = (_bf16_step(net, products) for net in nets)
     beside.gather_beside()
