@@ -245,6 +245,19 @@ def test_batches_of_byte_images_are_gathered_normalised(backend):
     fused.detach()
 
 
+def test_a_source_changed_in_place_after_its_check_is_checked_again(backend):
+    """The gather checks a source (X, y) once while it is the one it checked last: reshaped in
+    place to rows the network cannot take, the same array is refused, not read out of bounds."""
+    X, y = _data(np.float32)
+    net = init_network(D, [20], K, bn=True, rng=np.random.default_rng(1))
+    fused = fused_step_for(net, resolve(backend).ops)
+    fused.gather(X, y, np.arange(10))
+    X.shape = (2 * N, D // 2)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        fused.gather(X, y, np.arange(10))
+    fused.detach()
+
+
 def test_a_prefetch_from_other_arrays_is_not_taken_for_these_rows(backend):
     X, y = _data(np.float32)
     X2 = X + 1
